@@ -1,0 +1,1 @@
+//! Procedural macros for idem; users reach them through `idem_runtime`.

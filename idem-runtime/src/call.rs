@@ -1,0 +1,180 @@
+//! `Call`: what one idempotent call is (operation, key, fingerprint) and how it behaves (options).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use crate::key::{Fingerprint, IdemKey, Key, KeyBuilder};
+
+/// What a caller does when another attempt holds a live lease on its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnConflict {
+    /// Wait (up to [`Options::wait`]) for the owner's outcome, then replay it. The default.
+    #[default]
+    Wait,
+    /// Return [`Error::InProgress`](crate::Error::InProgress) at once.
+    Error,
+}
+
+/// How a call behaves. The defaults suit an LLM call: a 30 s lease kept alive by a heartbeat,
+/// replays for 24 h, and duplicates wait up to 5 minutes for the first caller's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// How long a completed (or failed) record counts. Default 24 h.
+    pub ttl: Duration,
+    /// How long an attempt owns the key without a heartbeat; a crashed worker is taken over after
+    /// this. Default 30 s.
+    pub lease: Duration,
+    /// What to do when another attempt is running. Default [`OnConflict::Wait`].
+    pub on_conflict: OnConflict,
+    /// The longest a caller waits for another attempt (with [`OnConflict::Wait`]). Default 5 min.
+    pub wait: Duration,
+    /// Renew the lease while the body runs (every third of the lease). Default on. Turn it off
+    /// only for bodies that always finish well within one lease.
+    pub heartbeat: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(30),
+            on_conflict: OnConflict::Wait,
+            wait: Duration::from_secs(300),
+            heartbeat: true,
+        }
+    }
+}
+
+/// One idempotent call: the operation, its key, its payload fingerprint, and its options.
+///
+/// ```
+/// use idem_runtime::Call;
+/// use std::time::Duration;
+///
+/// let a = Call::new("generate_draft").part("Rust tips").part(&"en").ttl(Duration::from_secs(3600));
+/// let b = Call::new("generate_draft").key(&("Rust tips", "en"));
+/// assert_eq!(a.key_value(), b.key_value()); // parts one by one or as a tuple: the same key
+/// ```
+#[derive(Debug)]
+pub struct Call {
+    pub(crate) op: Cow<'static, str>,
+    pub(crate) version: u32,
+    key: KeyBuilder,
+    verify: Option<KeyBuilder>,
+    pub(crate) options: Options,
+}
+
+impl Call {
+    /// A call of version 1 of operation `op`.
+    pub fn new(op: impl Into<Cow<'static, str>>) -> Self {
+        Self::versioned(op, 1)
+    }
+
+    /// A call of version `version` of operation `op`. A new version is a fresh key space: the
+    /// records of other versions are never replayed to it.
+    pub fn versioned(op: impl Into<Cow<'static, str>>, version: u32) -> Self {
+        let op = op.into();
+        Self {
+            key: KeyBuilder::new(&op, version),
+            verify: None,
+            op,
+            version,
+            options: Options::default(),
+        }
+    }
+
+    /// Appends one key part.
+    #[must_use]
+    pub fn part<T: IdemKey + ?Sized>(mut self, part: &T) -> Self {
+        self.key.part(part);
+        self
+    }
+
+    /// Appends key parts (a tuple appends each element, so this equals calling
+    /// [`Call::part`] for each).
+    #[must_use]
+    pub fn key<T: IdemKey + ?Sized>(self, parts: &T) -> Self {
+        self.part(parts)
+    }
+
+    /// Appends a payload part: the same key with a different payload is
+    /// [`Error::KeyReuse`](crate::Error::KeyReuse) and the body does not run.
+    #[must_use]
+    pub fn verify<T: IdemKey + ?Sized>(mut self, part: &T) -> Self {
+        let (op, version) = (&self.op, self.version);
+        self.verify
+            .get_or_insert_with(|| KeyBuilder::fingerprint(op, version))
+            .part(part);
+        self
+    }
+
+    /// Replaces all options.
+    #[must_use]
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// How long the recorded outcome replays.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.options.ttl = ttl;
+        self
+    }
+
+    /// The lease of each attempt.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.options.lease = lease;
+        self
+    }
+
+    /// What to do when another attempt is running.
+    #[must_use]
+    pub fn on_conflict(mut self, on_conflict: OnConflict) -> Self {
+        self.options.on_conflict = on_conflict;
+        self
+    }
+
+    /// The longest wait for another attempt's outcome.
+    #[must_use]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.options.wait = wait;
+        self
+    }
+
+    /// Whether a heartbeat renews the lease while the body runs.
+    #[must_use]
+    pub fn heartbeat(mut self, on: bool) -> Self {
+        self.options.heartbeat = on;
+        self
+    }
+
+    /// The operation name.
+    pub fn op(&self) -> &str {
+        &self.op
+    }
+
+    /// Computes the key (without consuming the call).
+    pub fn key_value(&self) -> Key {
+        Key(self.key.clone().finish())
+    }
+
+    pub(crate) fn finish(self) -> Finished {
+        Finished {
+            key: Key(self.key.finish()),
+            fingerprint: self.verify.map(|v| Fingerprint(v.finish())),
+            op: self.op,
+            options: self.options,
+        }
+    }
+}
+
+/// A call with its key and fingerprint computed.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) op: Cow<'static, str>,
+    pub(crate) key: Key,
+    pub(crate) fingerprint: Option<Fingerprint>,
+    pub(crate) options: Options,
+}

@@ -1,0 +1,70 @@
+//! Where a call finds its store (explicit, scoped, process default) and what a body can ask
+//! about itself (`current()`).
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::RwLock;
+
+use crate::error::Error;
+use crate::idem::Idem;
+use crate::key::Key;
+
+tokio::task_local! {
+    static SCOPE: Idem;
+    static CURRENT: CallInfo;
+}
+
+static DEFAULT: RwLock<Option<Idem>> = RwLock::new(None);
+
+/// What a running body can know about its own call, from [`current()`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallInfo {
+    /// The operation name.
+    pub op: Cow<'static, str>,
+    /// The key.
+    pub key: Key,
+    /// This attempt's number (the fencing token): 1 for the first execution, higher after a
+    /// failure or a takeover.
+    pub attempt: u64,
+}
+
+impl CallInfo {
+    /// A value for an external API's `Idempotency-Key` header: the key, plus the attempt when a
+    /// retry must not be deduplicated by the provider. Most providers want just the key.
+    pub fn idempotency_key(&self) -> String {
+        self.key.to_hex()
+    }
+}
+
+/// The call whose body is running on this task, if any: its operation, key and attempt. Pass
+/// `current().unwrap().key` as an `Idempotency-Key` to an external API that honours one, so even
+/// a taken-over attempt does not make the provider do the work twice.
+pub fn current() -> Option<CallInfo> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+pub(crate) async fn with_current<F: Future>(info: CallInfo, body: F) -> F::Output {
+    CURRENT.scope(info, body).await
+}
+
+pub(crate) async fn with_scope<F: Future>(idem: Idem, fut: F) -> F::Output {
+    SCOPE.scope(idem, fut).await
+}
+
+pub(crate) fn set_default(idem: Option<Idem>) {
+    let mut slot = DEFAULT.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    *slot = idem;
+}
+
+/// Finds the handle for a call: `explicit` (the attribute's `store = ...`), else the enclosing
+/// [`Idem::scope`], else the process-wide default, else [`Error::NoStore`].
+pub fn resolve(explicit: Option<&Idem>, op: &str) -> Result<Idem, Error> {
+    if let Some(idem) = explicit {
+        return Ok(idem.clone());
+    }
+    if let Ok(idem) = SCOPE.try_with(Clone::clone) {
+        return Ok(idem);
+    }
+    let slot = DEFAULT.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    slot.clone().ok_or_else(|| Error::NoStore { op: op.to_owned() })
+}

@@ -1,0 +1,244 @@
+//! `Idem`: the cheap-to-clone handle that runs calls against one store.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::cache::SnapshotCache;
+use crate::call::Call;
+use crate::error::Error;
+use crate::execute::{self, CacheErrors, NoErrorCache};
+use crate::key::Key;
+use crate::record::{AttemptLog, Record};
+use crate::store::memory::MemoryStore;
+use crate::store::Store;
+
+/// The handle: a store, a snapshot cache, and this worker's name. Clone it freely.
+///
+/// ```
+/// use idem_runtime::{Call, Error, Idem};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+/// let idem = Idem::open("memory:").await?;
+/// let mut runs = 0;
+/// for _ in 0..3 {
+///     let n: u32 = idem
+///         .call(Call::new("charge").key(&("order-42", 1999_u64)), || async {
+///             runs += 1;
+///             Ok::<_, Error>(7)
+///         })
+///         .await?;
+///     assert_eq!(n, 7);
+/// }
+/// assert_eq!(runs, 1); // ran once, replayed twice
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Idem {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) cache: Option<SnapshotCache>,
+    pub(crate) worker: String,
+    pub(crate) max_snapshot_bytes: usize,
+}
+
+impl fmt::Debug for Idem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Idem")
+            .field("store", &self.inner.store.backend())
+            .field("cache", &self.inner.cache)
+            .field("worker", &self.inner.worker)
+            .finish()
+    }
+}
+
+/// Options for building an [`Idem`].
+#[derive(Debug)]
+pub struct IdemBuilder {
+    store: Arc<dyn Store>,
+    cache_capacity: usize,
+    cache_staleness: Duration,
+    worker: Option<String>,
+    max_snapshot_bytes: usize,
+}
+
+impl IdemBuilder {
+    /// How many completed snapshots the process keeps (default 10,000); 0 turns the cache off.
+    #[must_use]
+    pub fn cache_capacity(mut self, entries: usize) -> Self {
+        self.cache_capacity = entries;
+        self
+    }
+
+    /// The longest a cached snapshot is replayed without asking the store (default 30 s): the
+    /// bound on how long another process's `forget` can go unnoticed here.
+    #[must_use]
+    pub fn cache_staleness(mut self, bound: Duration) -> Self {
+        self.cache_staleness = bound;
+        self
+    }
+
+    /// This worker's name in the attempts log (default `host/pid`).
+    #[must_use]
+    pub fn worker(mut self, name: impl Into<String>) -> Self {
+        self.worker = Some(name.into());
+        self
+    }
+
+    /// The largest encoded snapshot accepted (default 16 MiB); a larger result fails its call
+    /// with [`Error::SnapshotTooLarge`].
+    #[must_use]
+    pub fn max_snapshot_bytes(mut self, limit: usize) -> Self {
+        self.max_snapshot_bytes = limit;
+        self
+    }
+
+    /// Builds the handle.
+    pub fn build(self) -> Idem {
+        Idem {
+            inner: Arc::new(Inner {
+                store: self.store,
+                cache: (self.cache_capacity > 0)
+                    .then(|| SnapshotCache::new(self.cache_capacity, self.cache_staleness)),
+                worker: self.worker.unwrap_or_else(default_worker),
+                max_snapshot_bytes: self.max_snapshot_bytes,
+            }),
+        }
+    }
+}
+
+fn default_worker() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}/{}", std::process::id())
+}
+
+impl Idem {
+    /// A handle on `store` with default options.
+    pub fn new(store: impl Store) -> Self {
+        Self::builder(Arc::new(store)).build()
+    }
+
+    /// Options for a handle on `store`.
+    pub fn builder(store: Arc<dyn Store>) -> IdemBuilder {
+        IdemBuilder {
+            store,
+            cache_capacity: 10_000,
+            cache_staleness: Duration::from_secs(30),
+            worker: None,
+            max_snapshot_bytes: 16 << 20,
+        }
+    }
+
+    /// A handle on a new in-memory store.
+    pub fn memory() -> Self {
+        Self::new(MemoryStore::new())
+    }
+
+    /// Opens the store a URL names (`memory:`, `sqlite://path`, `postgres://...`), with default
+    /// options. Use [`crate::store::open`] and [`Idem::builder`] for others.
+    pub async fn open(url: &str) -> Result<Self, Error> {
+        Ok(Self::builder(crate::store::open(url).await?).build())
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// This worker's name in the attempts log.
+    pub fn worker(&self) -> &str {
+        &self.inner.worker
+    }
+
+    /// Runs `body` at most once per key: the first caller runs it and records its `Ok` value;
+    /// every later caller with the same key gets that value back. An `Err` is not recorded: the
+    /// record becomes `failed` and the next call runs again. Errors of idem itself (store down,
+    /// key reuse, ...) reach the caller through `E: From<Error>`.
+    pub async fn call<T, E, F, Fut>(&self, call: Call, body: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error> + fmt::Display,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        execute::run::<T, E, NoErrorCache, _, _>(self, call.finish(), body).await
+    }
+
+    /// Like [`Idem::call`], but an `Err` is recorded and replayed too (Stripe-style), so a
+    /// definitive failure (a declined card, a rejected prompt) is not retried.
+    pub async fn call_caching_errors<T, E, F, Fut>(&self, call: Call, body: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error> + fmt::Display + Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        execute::run::<T, E, CacheErrors, _, _>(self, call.finish(), body).await
+    }
+
+    /// Runs `fut` with this handle as the store of every idempotent call inside it that names no
+    /// `store = ...` of its own.
+    pub async fn scope<F: Future>(&self, fut: F) -> F::Output {
+        crate::context::with_scope(self.clone(), fut).await
+    }
+
+    /// Makes this handle the process-wide default store.
+    pub fn set_default(&self) {
+        crate::context::set_default(Some(self.clone()));
+    }
+
+    /// Removes the process-wide default store.
+    pub fn clear_default() {
+        crate::context::set_default(None);
+    }
+
+    /// Forgets a key: the next call runs again. This process's cache forgets it at once; other
+    /// processes' caches within their staleness bound.
+    pub async fn forget(&self, key: &Key) -> Result<bool, Error> {
+        if let Some(cache) = &self.inner.cache {
+            cache.remove(key);
+        }
+        let existed = self.inner.store.forget(key).await?;
+        if let Some(cache) = &self.inner.cache {
+            cache.remove(key);
+        }
+        Ok(existed)
+    }
+
+    /// Deletes every expired record, `batch` rows per store transaction so claims are never
+    /// blocked for long. Running records whose lease expired more than `abandoned_after` ago
+    /// count as expired. Returns how many were deleted.
+    pub async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {
+        let batch = batch.max(1);
+        let mut total = 0;
+        loop {
+            let n = self.inner.store.purge_expired(batch, abandoned_after).await?;
+            total += n;
+            if n < u64::from(batch) {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Reads a key's record.
+    pub async fn record(&self, key: &Key) -> Result<Option<Record>, Error> {
+        self.inner.store.get(key).await
+    }
+
+    /// Reads a key's attempts log, oldest first.
+    pub async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error> {
+        self.inner.store.attempts(key).await
+    }
+}

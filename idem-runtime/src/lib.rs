@@ -1,0 +1,50 @@
+//! idem: make side-effecting async steps idempotent.
+//!
+//! A call claims its key in a durable [`Store`], runs its body once, records the result as a
+//! snapshot, and hands that snapshot to every retry, duplicate message, second worker or
+//! restarted process. Crashed workers are taken over after one lease; a late ("zombie") attempt
+//! can never overwrite the recorded outcome (its completion is fenced by the attempt number).
+//!
+//! ```
+//! use idem_runtime::{Call, Error, Idem};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+//! let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+//! let url = format!("sqlite://{}", dir.path().join("idem.db").display());
+//! let idem = Idem::open(&url).await?;
+//!
+//! let call = || Call::new("send_welcome_email").key(&("user-17", "welcome"));
+//! let first: String = idem.call(call(), || async { Ok::<_, Error>("sent #1".to_string()) }).await?;
+//! let again: String = idem.call(call(), || async { Ok::<_, Error>("sent #2".to_string()) }).await?;
+//! assert_eq!(first, "sent #1");
+//! assert_eq!(again, "sent #1"); // replayed, not sent twice
+//! # Ok(()) }
+//! ```
+
+mod cache;
+mod call;
+mod context;
+mod error;
+mod execute;
+mod idem;
+pub mod key;
+mod lease;
+pub mod record;
+pub mod store;
+
+pub use crate::call::{Call, OnConflict, Options};
+pub use crate::context::{current, CallInfo};
+pub use crate::error::{BoxError, Error};
+pub use crate::idem::{Idem, IdemBuilder};
+pub use crate::key::{Fingerprint, IdemKey, Key, KeyBuilder, KeyWriter};
+pub use crate::store::Store;
+
+#[doc(hidden)]
+pub mod __private {
+    //! What macro expansions name. Not a public API: it changes without notice.
+    pub use crate::call::{Call, OnConflict};
+    pub use crate::context::resolve;
+    pub use crate::error::Error;
+    pub use crate::idem::Idem;
+    pub use crate::key::{IdemKey, KeyWriter};
+}

@@ -1,0 +1,169 @@
+//! The `Store` trait: the few atomic operations the life of a call needs, and its backends.
+//!
+//! Every backend must pass the conformance suite in `tests/` (package `idem-tests`).
+//! The rules every implementation keeps:
+//! - [`Store::claim`] is one atomic step: at most one caller gets [`Claim::Acquired`] for a given
+//!   attempt number, and attempt numbers of a key only grow, even across `forget` and purge.
+//! - [`Store::complete`] and [`Store::renew`] are fenced: they change the record only if it is
+//!   still `running` with the caller's attempt number.
+//! - Lease times come from the store's clock (the server's, for PostgreSQL), never the caller's.
+
+pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+mod url;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use self::url::open;
+use crate::error::Error;
+use crate::key::{Fingerprint, Key};
+use crate::record::{AttemptLog, Record, Snapshot, Status};
+
+/// What a caller asks for when it claims a key.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    /// The operation name.
+    pub op: &'a str,
+    /// The key.
+    pub key: &'a Key,
+    /// The payload fingerprint, if the operation verifies one.
+    pub fingerprint: Option<&'a Fingerprint>,
+    /// How long the lease of a new attempt lasts before a heartbeat must renew it.
+    pub lease: Duration,
+    /// Who is asking (for the attempts log).
+    pub worker: &'a str,
+}
+
+/// The outcome of a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller owns a new attempt and must run the body.
+    Acquired {
+        /// The new attempt number (the fencing token).
+        attempt: u64,
+        /// The attempt whose expired lease this one took over, if any.
+        took_over: Option<u64>,
+    },
+    /// The key has a recorded outcome: replay it.
+    Completed(Snapshot),
+    /// Another attempt holds a live lease.
+    Running {
+        /// The attempt that holds it.
+        attempt: u64,
+        /// How long until its lease expires, unless renewed.
+        lease_left: Duration,
+    },
+    /// The key is live with a different payload fingerprint.
+    KeyReuse,
+}
+
+/// What an attempt records when its body ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    /// A value to replay (`Ok`, or `Err` under `cache_errors`) until `ttl` passes.
+    Snapshot {
+        /// Which side of the `Result`.
+        kind: crate::record::SnapshotKind,
+        /// The encoded value.
+        bytes: &'a [u8],
+        /// How long it replays.
+        ttl: Duration,
+    },
+    /// The body failed (or panicked); the next call runs again. The record is kept for `ttl`.
+    Failed {
+        /// The error text.
+        error: &'a str,
+        /// How long the failed record is kept before purge may delete it.
+        ttl: Duration,
+    },
+}
+
+/// Identifies one attempt of one key, for fenced writes.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptRef<'a> {
+    /// The operation name (for error messages).
+    pub op: &'a str,
+    /// The key.
+    pub key: &'a Key,
+    /// The attempt number the caller acquired.
+    pub attempt: u64,
+}
+
+/// Whether a fenced write took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// The attempt still owned the record; the write took effect.
+    Owned,
+    /// A later attempt owns the record (or it was released); nothing was written.
+    Lost,
+}
+
+/// Which records `list` returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this operation.
+    pub op: Option<String>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only records last updated before this time.
+    pub updated_before: Option<crate::record::Millis>,
+    /// At most this many (newest first); `None` means the store's default of 1,000.
+    pub limit: Option<u32>,
+}
+
+/// A durable home for records. One implementation per backend; see the module docs for the
+/// rules every implementation must keep.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// A short name of the backend (`memory`, `sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+
+    /// Atomically decides what the caller does with a key: run a new attempt, replay, wait, or
+    /// refuse (see [`Claim`]). A new attempt is logged in the attempts log; a taken-over one is
+    /// logged as abandoned.
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error>;
+
+    /// Extends the lease of a running attempt by `lease` from now. Fenced.
+    async fn renew(&self, attempt: &AttemptRef<'_>, lease: Duration) -> Result<Fence, Error>;
+
+    /// Records the outcome of an attempt. Fenced: a lost attempt writes nothing, and its log line
+    /// says `fenced`.
+    async fn complete(&self, attempt: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error>;
+
+    /// Waits until the key may have changed, or `max` passes. Backends that can push changes
+    /// (memory, PostgreSQL LISTEN/NOTIFY) return early; others just sleep.
+    async fn wait_for_change(&self, key: &Key, max: Duration) {
+        let _ = key;
+        tokio::time::sleep(max).await;
+    }
+
+    /// Reads a record.
+    async fn get(&self, key: &Key) -> Result<Option<Record>, Error>;
+
+    /// Reads a key's attempts log, oldest first.
+    async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error>;
+
+    /// Lists records, newest first.
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error>;
+
+    /// Deletes a record and its attempts log, so the next call runs again. Attempt numbers still
+    /// never go backwards. Returns whether a record existed.
+    async fn forget(&self, key: &Key) -> Result<bool, Error>;
+
+    /// Marks a running attempt as failed (an operator's `release`), so the next call runs again
+    /// without waiting for the lease. Returns whether a running record was released.
+    async fn release(&self, key: &Key) -> Result<bool, Error>;
+
+    /// Deletes up to `batch` expired records (completed or failed past `expires_at`, and running
+    /// ones whose lease expired more than `abandoned_after` ago). Returns how many were deleted.
+    /// Callers loop until it returns less than `batch`.
+    async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error>;
+}
+
+/// Converts a duration to whole milliseconds for a store, saturating.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

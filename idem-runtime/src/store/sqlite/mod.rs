@@ -1,0 +1,559 @@
+//! The embedded SQLite store (`sqlite://path`): one file, zero set-up, safe across processes.
+//!
+//! Each decision is one SQL statement, so it is atomic without a transaction: a claim is an
+//! `INSERT ... ON CONFLICT DO UPDATE ... WHERE <claimable> RETURNING`, followed in the same
+//! round trip by a read of the row for the callers that did not acquire it; completes and renews
+//! are `UPDATE`s fenced on `(key, attempt, status = 'running')`. Multi-statement maintenance
+//! (forget, release, purge) runs under `BEGIN IMMEDIATE`, so a read never turns into a write that
+//! another process could beat. The statement functions take any `SqliteExecutor`, so a caller's
+//! own transaction can carry them.
+
+mod schema;
+
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Row, SqliteExecutor};
+
+pub use self::schema::FORMAT_VERSION;
+use self::schema::NOW;
+use super::{millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store};
+use crate::error::Error;
+use crate::key::{Fingerprint, Key};
+use crate::record::{AttemptLog, AttemptOutcome, Record, Snapshot, SnapshotKind, Status};
+
+/// How long a released record is kept before purge may delete it (ms).
+const RELEASED_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// A [`Store`] on one SQLite file (WAL mode), shared safely by any number of processes.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// Options for opening a [`SqliteStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteStoreBuilder {
+    url: String,
+    busy_timeout: Duration,
+    max_connections: u32,
+}
+
+impl SqliteStoreBuilder {
+    /// How long a statement waits for another process's write lock before failing (default 5 s).
+    #[must_use]
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// The pool size (default 8). SQLite serializes writers; more connections help readers.
+    #[must_use]
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Opens (creating the file if needed) and migrates the database.
+    pub async fn open(self) -> Result<SqliteStore, Error> {
+        let open_err = |reason: &str, e: sqlx::Error| Error::Open {
+            url: self.url.clone(),
+            reason: format!("{reason}: {e}"),
+            source: Some(Box::new(e)),
+        };
+        let options = SqliteConnectOptions::from_str(&self.url)
+            .map_err(|e| open_err("not a SQLite URL", e))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(self.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(self.max_connections)
+            .min_connections(1)
+            // A local file has no network to fail: skip the ping on every acquire.
+            .test_before_acquire(false)
+            .acquire_timeout(self.busy_timeout + Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err("cannot open the database", e))?;
+        SqliteStore::from_pool(pool)
+            .await
+            .map_err(|e| match e {
+                Error::Store { source, .. } => Error::Open {
+                    url: self.url.clone(),
+                    reason: format!("cannot migrate the database: {source}"),
+                    source: Some(source),
+                },
+                other => other,
+            })
+    }
+}
+
+impl SqliteStore {
+    /// Opens `url` (`sqlite://path/to/file.db`, `sqlite::memory:`) with default options.
+    pub async fn open(url: &str) -> Result<Self, Error> {
+        Self::builder(url).open().await
+    }
+
+    /// Options for opening `url`.
+    pub fn builder(url: &str) -> SqliteStoreBuilder {
+        SqliteStoreBuilder {
+            url: url.to_owned(),
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 8,
+        }
+    }
+
+    /// Uses an application's existing pool, creating or upgrading the idem tables in it.
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self, Error> {
+        let zero = Key([0; 32]);
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| Error::store("migrate", "", &zero, e))?;
+        schema::migrate(&mut conn)
+            .await
+            .map_err(|e| Error::store("migrate", "", &zero, e))?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Statement text, built once (it embeds the clock expression).
+struct Sql {
+    claim: String,
+    renew: String,
+    complete: String,
+    fence_log: String,
+    release: String,
+    purge_floor: String,
+    purge_delete: String,
+}
+
+fn sql() -> &'static Sql {
+    static SQL: OnceLock<Sql> = OnceLock::new();
+    SQL.get_or_init(|| Sql {
+        // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker.
+        // The INSERT returns a row only when this caller acquired the key; the SELECT always
+        // returns the row (for the callers that did not). Both run in one round trip.
+        claim: format!(
+            "INSERT INTO idem_records (key, op, status, attempt, fingerprint, lease_until, worker, created_at, updated_at)
+             VALUES (?1, ?2, 'running', (SELECT value FROM idem_meta WHERE name = 'attempt_floor') + 1,
+                     ?3, {NOW} + ?4, ?5, {NOW}, {NOW})
+             ON CONFLICT (key) DO UPDATE SET
+                 op = excluded.op,
+                 status = 'running',
+                 attempt = max(attempt, excluded.attempt - 1) + 1,
+                 taken_over_from = CASE WHEN status = 'running' THEN attempt END,
+                 fingerprint = excluded.fingerprint,
+                 snapshot = NULL, snapshot_kind = NULL, error = NULL,
+                 lease_until = excluded.lease_until,
+                 worker = excluded.worker,
+                 updated_at = excluded.updated_at,
+                 expires_at = NULL
+             WHERE NOT ((status = 'completed' AND expires_at > excluded.updated_at)
+                     OR (status = 'running' AND lease_until > excluded.updated_at))
+             RETURNING 1 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
+                       snapshot_kind, expires_at, lease_until, updated_at AS now, op;
+             SELECT 0 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
+                    snapshot_kind, expires_at, lease_until, {NOW} AS now, op
+             FROM idem_records WHERE key = ?1;"
+        ),
+        renew: format!(
+            "UPDATE idem_records SET lease_until = {NOW} + ?3
+             WHERE key = ?1 AND attempt = ?2 AND status = 'running'"
+        ),
+        // ?1 key, ?2 attempt, ?3 status, ?4 snapshot, ?5 kind, ?6 error, ?7 ttl ms.
+        complete: format!(
+            "UPDATE idem_records
+             SET status = ?3, snapshot = ?4, snapshot_kind = ?5, error = ?6, lease_until = NULL,
+                 updated_at = {NOW}, expires_at = {NOW} + ?7
+             WHERE key = ?1 AND attempt = ?2 AND status = 'running'"
+        ),
+        fence_log: format!(
+            "UPDATE idem_attempts SET outcome = 'fenced', ended_at = {NOW}, error = ?3
+             WHERE key = ?1 AND attempt = ?2"
+        ),
+        release: format!(
+            "UPDATE idem_records
+             SET status = 'failed', error = 'released by an operator', lease_until = NULL,
+                 updated_at = {NOW}, expires_at = {NOW} + {RELEASED_TTL_MS}
+             WHERE key = ?1 AND status = 'running'
+             RETURNING attempt"
+        ),
+        // ?1 batch, ?2 abandoned-after ms.
+        purge_floor: format!(
+            "UPDATE idem_meta SET value = max(value, coalesce((
+                 SELECT max(attempt) FROM idem_records
+                 WHERE expires_at <= {NOW} OR (status = 'running' AND lease_until <= {NOW} - ?2)), 0))
+             WHERE name = 'attempt_floor'"
+        ),
+        purge_delete: format!(
+            "DELETE FROM idem_records WHERE key IN (
+                 SELECT key FROM idem_records WHERE expires_at <= {NOW}
+                 UNION ALL
+                 SELECT key FROM idem_records WHERE status = 'running' AND lease_until <= {NOW} - ?2
+                 LIMIT ?1)"
+        ),
+    })
+}
+
+fn key_of(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], String> {
+    <[u8; 32]>::try_from(bytes).map_err(|b| format!("{what} has {} bytes, not 32", b.len()))
+}
+
+fn u64_of(v: i64, what: &str) -> Result<u64, String> {
+    u64::try_from(v).map_err(|_| format!("{what} is negative ({v})"))
+}
+
+/// Decodes the claim statements' rows into a decision, or `None` when the row changed between
+/// the two statements and the claim must be retried.
+fn decide(req: &ClaimRequest<'_>, rows: &[SqliteRow]) -> Result<Option<Claim>, String> {
+    let Some(row) = rows.first() else {
+        // Deleted between the two statements: retry.
+        return Ok(None);
+    };
+    let col = |e: sqlx::Error| e.to_string();
+    let attempt = u64_of(row.try_get::<i64, _>("attempt").map_err(col)?, "attempt")?;
+    if row.try_get::<i64, _>("acquired").map_err(col)? == 1 {
+        let took_over = row
+            .try_get::<Option<i64>, _>("taken_over_from")
+            .map_err(col)?
+            .map(|a| u64_of(a, "taken_over_from"))
+            .transpose()?;
+        return Ok(Some(Claim::Acquired { attempt, took_over }));
+    }
+    let now: i64 = row.try_get("now").map_err(col)?;
+    let status: String = row.try_get("status").map_err(col)?;
+    let status = Status::from_str(&status)?;
+    let expires_at: Option<i64> = row.try_get("expires_at").map_err(col)?;
+    let lease_until: Option<i64> = row.try_get("lease_until").map_err(col)?;
+    let live_completed = status == Status::Completed && expires_at.is_some_and(|e| e > now);
+    let live_running = status == Status::Running && lease_until.is_some_and(|l| l > now);
+    if !live_completed && !live_running {
+        // Became claimable (lease or TTL ran out) between the two statements.
+        return Ok(None);
+    }
+    let fingerprint = row
+        .try_get::<Option<Vec<u8>>, _>("fingerprint")
+        .map_err(col)?
+        .map(|b| key_of(b, "fingerprint").map(Fingerprint))
+        .transpose()?;
+    if let (Some(have), Some(want)) = (fingerprint, req.fingerprint) {
+        if have != *want {
+            return Ok(Some(Claim::KeyReuse));
+        }
+    }
+    if live_running {
+        let left = u64::try_from(lease_until.unwrap_or(now) - now).unwrap_or(0);
+        return Ok(Some(Claim::Running {
+            attempt,
+            lease_left: Duration::from_millis(left),
+        }));
+    }
+    let bytes: Option<Vec<u8>> = row.try_get("snapshot").map_err(col)?;
+    let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
+    let kind = kind.as_deref().and_then(SnapshotKind::parse);
+    let (Some(bytes), Some(kind)) = (bytes, kind) else {
+        return Err("completed record without a snapshot".into());
+    };
+    Ok(Some(Claim::Completed(Snapshot {
+        attempt,
+        kind,
+        bytes,
+        expires_at: expires_at.unwrap_or(i64::MAX),
+        fingerprint,
+    })))
+}
+
+/// Runs the claim statements on any executor (a pool, a connection, a caller's transaction).
+pub(crate) async fn claim_on<'e>(
+    exec: impl SqliteExecutor<'e>,
+    req: &ClaimRequest<'_>,
+) -> Result<Option<Claim>, Error> {
+    let rows = sqlx::query(&sql().claim)
+        .bind(&req.key.0[..])
+        .bind(req.op)
+        .bind(req.fingerprint.map(|f| &f.0[..]))
+        .bind(millis(req.lease))
+        .bind(req.worker)
+        .fetch_all(exec)
+        .await
+        .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+    decide(req, &rows).map_err(|reason| Error::Corrupt {
+        op: req.op.to_owned(),
+        key: *req.key,
+        reason,
+    })
+}
+
+/// Runs the fenced completion on any executor.
+pub(crate) async fn complete_on<'e>(
+    exec: impl SqliteExecutor<'e>,
+    a: &AttemptRef<'_>,
+    outcome: Outcome<'_>,
+) -> Result<Fence, Error> {
+    let attempt = i64::try_from(a.attempt).unwrap_or(i64::MAX);
+    let query = sqlx::query(&sql().complete).bind(&a.key.0[..]).bind(attempt);
+    let query = match outcome {
+        Outcome::Snapshot { kind, bytes, ttl } => query
+            .bind(Status::Completed.as_str())
+            .bind(bytes)
+            .bind(kind.as_str())
+            .bind(None::<&str>)
+            .bind(millis(ttl)),
+        Outcome::Failed { error, ttl } => query
+            .bind(Status::Failed.as_str())
+            .bind(None::<&[u8]>)
+            .bind(None::<&str>)
+            .bind(error)
+            .bind(millis(ttl)),
+    };
+    let done = query
+        .execute(exec)
+        .await
+        .map_err(|e| Error::store("complete", a.op, a.key, e))?;
+    Ok(if done.rows_affected() == 1 {
+        Fence::Owned
+    } else {
+        Fence::Lost
+    })
+}
+
+fn record_of(row: &SqliteRow) -> Result<Record, String> {
+    let col = |e: sqlx::Error| e.to_string();
+    let key = Key(key_of(row.try_get("key").map_err(col)?, "key")?);
+    let status: String = row.try_get("status").map_err(col)?;
+    let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
+    Ok(Record {
+        key,
+        op: row.try_get("op").map_err(col)?,
+        status: Status::from_str(&status)?,
+        attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
+        fingerprint: row
+            .try_get::<Option<Vec<u8>>, _>("fingerprint")
+            .map_err(col)?
+            .map(|b| key_of(b, "fingerprint").map(Fingerprint))
+            .transpose()?,
+        snapshot: row.try_get("snapshot").map_err(col)?,
+        snapshot_kind: kind.as_deref().and_then(SnapshotKind::parse),
+        error: row.try_get("error").map_err(col)?,
+        lease_until: row.try_get("lease_until").map_err(col)?,
+        worker: row.try_get("worker").map_err(col)?,
+        created_at: row.try_get("created_at").map_err(col)?,
+        updated_at: row.try_get("updated_at").map_err(col)?,
+        expires_at: row.try_get("expires_at").map_err(col)?,
+    })
+}
+
+const RECORD_COLUMNS: &str = "key, op, status, attempt, fingerprint, snapshot, snapshot_kind, \
+                              error, lease_until, worker, created_at, updated_at, expires_at";
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        // A row that changes between the claim's two statements is re-claimed; three tries are
+        // plenty, since each change is a lease or TTL boundary passing.
+        for _ in 0..3 {
+            if let Some(claim) = claim_on(&self.pool, req).await? {
+                return Ok(claim);
+            }
+        }
+        Err(Error::store(
+            "claim",
+            req.op,
+            req.key,
+            "the record kept changing during the claim",
+        ))
+    }
+
+    async fn renew(&self, a: &AttemptRef<'_>, lease: Duration) -> Result<Fence, Error> {
+        let done = sqlx::query(&sql().renew)
+            .bind(&a.key.0[..])
+            .bind(i64::try_from(a.attempt).unwrap_or(i64::MAX))
+            .bind(millis(lease))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| Error::store("renew", a.op, a.key, e))?;
+        Ok(if done.rows_affected() == 1 {
+            Fence::Owned
+        } else {
+            Fence::Lost
+        })
+    }
+
+    async fn complete(&self, a: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error> {
+        let fence = complete_on(&self.pool, a, outcome).await?;
+        if fence == Fence::Lost {
+            let error = match outcome {
+                Outcome::Failed { error, .. } => Some(error),
+                Outcome::Snapshot { .. } => None,
+            };
+            sqlx::query(&sql().fence_log)
+                .bind(&a.key.0[..])
+                .bind(i64::try_from(a.attempt).unwrap_or(i64::MAX))
+                .bind(error)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| Error::store("complete", a.op, a.key, e))?;
+        }
+        Ok(fence)
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Record>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS} FROM idem_records WHERE key = ?1"
+        ))
+        .bind(&key.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| Error::store("get", "", key, e))?;
+        row.map(|r| record_of(&r))
+            .transpose()
+            .map_err(|reason| Error::Corrupt {
+                op: String::new(),
+                key: *key,
+                reason,
+            })
+    }
+
+    async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error> {
+        let rows = sqlx::query(
+            "SELECT attempt, worker, started_at, ended_at, outcome, error FROM idem_attempts
+             WHERE key = ?1 ORDER BY attempt",
+        )
+        .bind(&key.0[..])
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::store("attempts", "", key, e))?;
+        rows.iter()
+            .map(|row| {
+                let col = |e: sqlx::Error| e.to_string();
+                let outcome: String = row.try_get("outcome").map_err(col)?;
+                Ok(AttemptLog {
+                    attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
+                    worker: row.try_get("worker").map_err(col)?,
+                    started_at: row.try_get("started_at").map_err(col)?,
+                    ended_at: row.try_get("ended_at").map_err(col)?,
+                    outcome: AttemptOutcome::parse(&outcome)
+                        .ok_or_else(|| format!("unknown attempt outcome `{outcome}`"))?,
+                    error: row.try_get("error").map_err(col)?,
+                })
+            })
+            .collect::<Result<_, String>>()
+            .map_err(|reason| Error::Corrupt {
+                op: String::new(),
+                key: *key,
+                reason,
+            })
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS} FROM idem_records
+             WHERE (?1 IS NULL OR op = ?1) AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR updated_at < ?3)
+             ORDER BY updated_at DESC, key LIMIT ?4"
+        ))
+        .bind(filter.op.as_deref())
+        .bind(filter.status.map(Status::as_str))
+        .bind(filter.updated_before)
+        .bind(i64::from(filter.limit.unwrap_or(1000)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::store("list", "", &Key([0; 32]), e))?;
+        rows.iter()
+            .map(record_of)
+            .collect::<Result<_, String>>()
+            .map_err(|reason| Error::Corrupt {
+                op: String::new(),
+                key: Key([0; 32]),
+                reason,
+            })
+    }
+
+    async fn forget(&self, key: &Key) -> Result<bool, Error> {
+        let fail = |e: sqlx::Error| Error::store("forget", "", key, e);
+        let mut conn = self.pool.acquire().await.map_err(fail)?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        sqlx::query(
+            "UPDATE idem_meta SET value = max(value, coalesce(
+                 (SELECT attempt FROM idem_records WHERE key = ?1), 0))
+             WHERE name = 'attempt_floor'",
+        )
+        .bind(&key.0[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+        let done = sqlx::query("DELETE FROM idem_records WHERE key = ?1")
+            .bind(&key.0[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release(&self, key: &Key) -> Result<bool, Error> {
+        let fail = |e: sqlx::Error| Error::store("release", "", key, e);
+        let mut conn = self.pool.acquire().await.map_err(fail)?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        let attempt: Option<i64> = sqlx::query_scalar(&sql().release)
+            .bind(&key.0[..])
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fail)?;
+        if let Some(attempt) = attempt {
+            sqlx::query(
+                "UPDATE idem_attempts SET outcome = 'released' WHERE key = ?1 AND attempt = ?2",
+            )
+            .bind(&key.0[..])
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(attempt.is_some())
+    }
+
+    async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {
+        let fail = |e: sqlx::Error| Error::store("purge", "", &Key([0; 32]), e);
+        let mut conn = self.pool.acquire().await.map_err(fail)?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        // The floor covers every purgeable row, a superset of this batch: still correct.
+        sqlx::query(&sql().purge_floor)
+            .bind(i64::from(batch))
+            .bind(millis(abandoned_after))
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        let done = sqlx::query(&sql().purge_delete)
+            .bind(i64::from(batch))
+            .bind(millis(abandoned_after))
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(done.rows_affected())
+    }
+}
