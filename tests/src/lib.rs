@@ -1,1 +1,53 @@
-//! x
+//! Shared test support: the store conformance suite, backends to run it on, and helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod backends;
+pub mod conformance;
+
+/// A fresh operation name, so tests sharing a database never share keys.
+pub fn unique_op(what: &str) -> String {
+    format!("test::{what}::{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Whether a server-backed test must fail (CI) rather than skip when its server is missing.
+pub fn servers_required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Runs the whole conformance suite against one backend: `conformance_suite!(name, factory)`
+/// expands to one `#[tokio::test]` per scenario; `factory` is an async expression returning
+/// `Option<Backend>` (`None` skips, loudly, when the server is unreachable outside CI).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($factory:expr) => {
+        $crate::conformance_suite!(@tests $factory;
+            one_key_64_tasks_runs_once,
+            replay_returns_recorded_value,
+            stalled_attempt_is_taken_over_and_fenced,
+            live_body_outlasting_lease_is_never_taken_over,
+            dropped_attempt_is_taken_over_and_logged_abandoned,
+            body_error_is_retried,
+            cache_errors_replays_the_error,
+            fingerprint_mismatch_is_key_reuse,
+            ttl_expiry_runs_again,
+            purge_deletes_in_batches_and_attempts_never_go_back,
+            forget_runs_again_with_a_higher_attempt,
+            wrong_type_snapshot_is_a_typed_error,
+            panic_releases_the_claim_and_resumes,
+            on_conflict_error_returns_in_progress,
+            bounded_wait_gives_up_with_in_progress,
+            waiter_replays_the_owners_outcome,
+            release_lets_the_next_call_run,
+            current_tells_the_body_its_key_and_attempt,
+            list_filters_by_op_and_status,
+            cached_replay_skips_the_store,
+        );
+    };
+    (@tests $factory:expr; $($scenario:ident),+ $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $scenario() {
+            let Some(backend) = $factory.await else { return };
+            $crate::conformance::$scenario(&backend).await;
+        }
+    )+};
+}

@@ -123,26 +123,28 @@ pub struct KeyBuilder {
 impl KeyBuilder {
     /// Starts the key of version `version` of operation `op`.
     pub fn new(op: &str, version: u32) -> Self {
-        Self::start(KEY_CONTEXT, op, version)
+        Self::start(KEY_CONTEXT, op, version, false)
     }
 
     /// Starts the payload fingerprint of version `version` of operation `op`.
     pub fn fingerprint(op: &str, version: u32) -> Self {
-        Self::start(FINGERPRINT_CONTEXT, op, version)
+        Self::start(FINGERPRINT_CONTEXT, op, version, false)
     }
 
-    fn start(context: &str, op: &str, version: u32) -> Self {
+    /// Like [`KeyBuilder::new`], but keeps the transcript bytes, so
+    /// [`KeyBuilder::finish_with_transcript`] can return them (for tests and debugging).
+    pub fn recording(op: &str, version: u32) -> Self {
+        Self::start(KEY_CONTEXT, op, version, true)
+    }
+
+    fn start(context: &str, op: &str, version: u32, record: bool) -> Self {
         let mut writer = KeyWriter::with_context(context);
+        if record {
+            writer.transcript = Some(Vec::new());
+        }
         writer.write_bytes(op.as_bytes());
         writer.write_raw(&version.to_le_bytes());
         Self { writer }
-    }
-
-    /// Keeps the transcript bytes, so [`KeyBuilder::finish_with_transcript`] can return them.
-    #[must_use]
-    pub fn recording(mut self) -> Self {
-        self.writer.transcript = Some(Vec::new());
-        self
     }
 
     /// Appends one key part.

@@ -117,7 +117,7 @@ pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
         )));
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::Executor::execute(&mut *tx, *sql).await?;
         sqlx::query(&format!("INSERT INTO idem_schema (version, applied_at) VALUES (?1, {NOW})"))
             .bind(version)
             .execute(&mut *tx)

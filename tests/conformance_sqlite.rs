@@ -1,0 +1,132 @@
+//! The store conformance suite on the SQLite store, plus SQLite-only failure modes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use idem_runtime::store::sqlite::SqliteStore;
+use idem_runtime::{Call, Error, Idem};
+use idem_tests::conformance::TestError;
+
+idem_tests::conformance_suite!(idem_tests::backends::sqlite());
+
+async fn count_call(idem: &Idem, op: &str, runs: &AtomicUsize) -> Result<String, TestError> {
+    idem.call(Call::new(op.to_owned()).key(&"k"), || async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        Ok("ran".to_string())
+    })
+    .await
+}
+
+/// A corrupt snapshot row: a typed error naming op and key; no panic, no re-run.
+#[tokio::test]
+async fn corrupt_snapshot_row_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    let pool = store.pool().clone();
+    let idem = Idem::builder(std::sync::Arc::new(store)).cache_capacity(0).build();
+    let runs = AtomicUsize::new(0);
+    count_call(&idem, "corrupt", &runs).await.unwrap();
+    sqlx::query("UPDATE idem_records SET snapshot = x'00ff13'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let r = count_call(&idem, "corrupt", &runs).await;
+    match r {
+        Err(TestError::Idem(e @ Error::SnapshotDecode { .. })) => {
+            assert!(e.to_string().contains("`corrupt`"), "{e}");
+        }
+        other => panic!("expected SnapshotDecode, got {other:?}"),
+    }
+    // A row that breaks the format (a completed record without its snapshot).
+    sqlx::query("UPDATE idem_records SET snapshot = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let r = count_call(&idem, "corrupt", &runs).await;
+    assert!(matches!(r, Err(TestError::Idem(Error::Corrupt { .. }))), "{r:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// A database locked by another connection past the busy timeout: typed store error, body not run.
+#[tokio::test]
+async fn locked_database_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("locked.db").display());
+    let store = SqliteStore::builder(&url)
+        .busy_timeout(Duration::from_millis(200))
+        .open()
+        .await
+        .unwrap();
+    let idem = Idem::builder(std::sync::Arc::new(store)).cache_capacity(0).build();
+
+    use sqlx::Connection;
+    let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker).await.unwrap();
+    let runs = AtomicUsize::new(0);
+    let r = count_call(&idem, "locked", &runs).await;
+    match r {
+        Err(TestError::Idem(e @ Error::Store { action: "claim", .. })) => {
+            assert!(e.to_string().contains("`locked`"), "{e}");
+        }
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "fail closed: the body never ran");
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    count_call(&idem, "locked", &runs).await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "works again once the lock is gone");
+}
+
+/// A read-only database: typed store error, body not run.
+#[tokio::test]
+async fn unwritable_database_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ro.db");
+    SqliteStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let idem = Idem::open(&format!("sqlite://{}?mode=ro", path.display()))
+        .await
+        .unwrap();
+    let runs = AtomicUsize::new(0);
+    let r = count_call(&idem, "readonly", &runs).await;
+    assert!(
+        matches!(&r, Err(TestError::Idem(Error::Store { action: "claim", .. }))),
+        "{r:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+/// A path that cannot be created: a typed open error.
+#[tokio::test]
+async fn uncreatable_database_is_an_open_error() {
+    let r = Idem::open("sqlite:///nonexistent-dir-idem/sub/x.db").await;
+    assert!(matches!(r, Err(Error::Open { .. })), "{r:?}");
+    let r = Idem::open("mysql://localhost/db").await;
+    assert!(matches!(r, Err(Error::Open { .. })), "{r:?}");
+}
+
+/// Migrations are idempotent: many handles opening one file at once all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_opens_migrate_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { SqliteStore::open(&url).await })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+    let store = SqliteStore::open(&url).await.unwrap();
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM idem_schema")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(versions, [idem_runtime::store::sqlite::FORMAT_VERSION]);
+}

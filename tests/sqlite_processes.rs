@@ -1,0 +1,115 @@
+//! Several OS processes on one SQLite file: exactly-once execution, and takeover after kill -9.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use idem_runtime::record::AttemptOutcome;
+use idem_runtime::{Call, Error, Idem};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_idem-test-worker");
+
+/// Reads the workers' output files: executions and received values per key.
+fn read_effects(files: &[std::path::PathBuf]) -> (HashMap<u32, Vec<String>>, Vec<(u32, String)>) {
+    let mut execs: HashMap<u32, Vec<String>> = HashMap::new();
+    let mut gots = Vec::new();
+    for f in files {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let mut parts = line.split(' ');
+            let (kind, key, value) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+            let key: u32 = key.parse().unwrap();
+            match kind {
+                "exec" => execs.entry(key).or_default().push(value.to_owned()),
+                "got" => gots.push((key, value.to_owned())),
+                other => panic!("bad line {other}"),
+            }
+        }
+    }
+    (execs, gots)
+}
+
+/// 4 processes, 500 keys each requested by every process: each executed exactly once in total,
+/// and every caller received the value of that one execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_500_keys_execute_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    Idem::open(&url).await.unwrap(); // create and migrate once, up front
+    let op = idem_tests::unique_op("processes");
+    let files: Vec<_> = (0..4).map(|i| dir.path().join(format!("effects-{i}.txt"))).collect();
+    let children: Vec<_> = files
+        .iter()
+        .map(|f| {
+            Command::new(WORKER)
+                .args(["many", &url, &op, "500", "8", f.to_str().unwrap()])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().await.unwrap().success(), "a worker failed");
+    }
+    let (execs, gots) = read_effects(&files);
+    assert_eq!(execs.len(), 500, "every key executed");
+    for (key, values) in &execs {
+        assert_eq!(values.len(), 1, "key {key} executed {} times", values.len());
+    }
+    assert_eq!(gots.len(), 4 * 500, "every process received every key");
+    for (key, value) in &gots {
+        assert_eq!(&execs[key][0], value, "key {key}: a caller received another value");
+    }
+}
+
+/// kill -9 of a worker mid-body: after one lease another worker re-executes, and the attempts
+/// log shows the abandoned attempt.
+#[tokio::test]
+async fn killed_worker_is_taken_over_after_one_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("kill.db").display());
+    Idem::open(&url).await.unwrap();
+    let op = idem_tests::unique_op("kill9");
+    let lease_ms = 500;
+    let mut child = Command::new(WORKER)
+        .args(["hang", &url, &op, "job-1", &lease_ms.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("started"));
+
+    // Alive, its heartbeat holds the key.
+    let idem = Idem::builder(idem_runtime::store::open(&url).await.unwrap())
+        .cache_capacity(0)
+        .worker("survivor")
+        .build();
+    let call = || Call::new(op.clone()).key(&"job-1").lease(Duration::from_millis(lease_ms));
+    tokio::time::sleep(Duration::from_millis(lease_ms * 2)).await;
+    let busy: Result<String, Error> = idem
+        .call(call().on_conflict(idem_runtime::OnConflict::Error), || async { Ok("x".into()) })
+        .await;
+    assert!(matches!(busy, Err(Error::InProgress { attempt: 1, .. })), "{busy:?}");
+
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+    let killed_at = Instant::now();
+    let value: String = idem
+        .call(call(), || async { Ok::<_, Error>("re-executed".into()) })
+        .await
+        .unwrap();
+    assert_eq!(value, "re-executed");
+    let took = killed_at.elapsed();
+    assert!(took <= Duration::from_millis(lease_ms + 1000), "taken over within one lease: {took:?}");
+
+    let log = idem.attempts(&call().key_value()).await.unwrap();
+    let outcomes: Vec<_> = log.iter().map(|a| (a.attempt, a.outcome)).collect();
+    assert_eq!(outcomes, [(1, AttemptOutcome::Abandoned), (2, AttemptOutcome::Completed)]);
+    assert!(log[0].worker.starts_with("test-worker/"));
+    assert_eq!(log[1].worker, "survivor");
+}

@@ -1,0 +1,74 @@
+//! A worker process for multi-process tests: runs idempotent calls against a store URL and
+//! writes what it executed and what it received, one line each, to a file.
+//!
+//! `idem-test-worker many URL OP KEYS CONCURRENCY OUT` calls keys `0..KEYS` (in an order of its
+//! own) with CONCURRENCY tasks; each execution appends `exec KEY VALUE`, each return `got KEY VALUE`.
+//! `idem-test-worker hang URL OP KEY LEASE_MS` claims KEY, prints `started` and never finishes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use idem_runtime::{Call, Error, Idem};
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let idem = Idem::builder(idem_runtime::store::open(&args[1]).await.expect("open store"))
+        .cache_capacity(0)
+        .worker(format!("test-worker/{}", std::process::id()))
+        .build();
+    match args[0].as_str() {
+        "many" => many(idem, &args[2], args[3].parse().unwrap(), args[4].parse().unwrap(), &args[5]).await,
+        "hang" => hang(idem, &args[2], &args[3], args[4].parse().unwrap()).await,
+        other => panic!("unknown mode {other}"),
+    }
+}
+
+async fn many(idem: Idem, op: &str, keys: u32, concurrency: u32, out: &str) {
+    let out = Arc::new(Mutex::new(std::io::BufWriter::new(
+        std::fs::OpenOptions::new().create(true).append(true).open(out).unwrap(),
+    )));
+    let pid = std::process::id();
+    // Each process walks the keys from a different starting point, so they collide mid-way.
+    let start = pid % keys.max(1);
+    let order: Arc<Vec<u32>> = Arc::new((0..keys).map(|i| (i + start) % keys).collect());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (idem, op, out, order, next) = (idem.clone(), op.to_owned(), out.clone(), order.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(&key) = order.get(i) else { break };
+                let call = Call::new(op.clone()).key(&key).lease(Duration::from_secs(5));
+                let value: String = idem
+                    .call(call, || async {
+                        let value = format!("{pid}:{key}");
+                        writeln!(out.lock().unwrap(), "exec {key} {value}").unwrap();
+                        Ok::<_, Error>(value)
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("key {key}: {e}"));
+                writeln!(out.lock().unwrap(), "got {key} {value}").unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    out.lock().unwrap().flush().unwrap();
+}
+
+async fn hang(idem: Idem, op: &str, key: &str, lease_ms: u64) {
+    let call = Call::new(op.to_owned()).key(&key).lease(Duration::from_millis(lease_ms));
+    let _: Result<String, Error> = idem
+        .call(call, || async {
+            println!("started");
+            std::io::stdout().flush().unwrap();
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok("never".to_string())
+        })
+        .await;
+}
