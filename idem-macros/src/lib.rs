@@ -1,1 +1,153 @@
-//! Procedural macros for idem; users reach them through `idem_runtime`.
+//! Procedural macros for idem; users reach them through `idem_runtime`
+//! (`use idem_runtime::{idempotent, IdemKey};`).
+//!
+//! - [`macro@idempotent`] turns an `async fn` into an idempotent call: the function's signature,
+//!   its callers and its body stay as they are.
+//! - [`macro@IdemKey`] derives the canonical key encoding of a struct or enum.
+//!
+//! The crate is three passes, one file each: `parse` (the attribute's syntax), `validate` (the
+//! options against the function, collecting every error), `expand` (the rewritten body). It never
+//! depends on `idem-runtime`: generated code names only `::idem_runtime::__private::...`, and
+//! goes through the same programmatic API (`Call`, `Idem::call`) a hand-written call uses, so a
+//! macro call and a programmatic call with equal inputs derive the same key.
+//!
+//! # Decisions
+//!
+//! - **Key.** `key = (a, b.c, self)` names the key parts, in order. Without `key`, every
+//!   argument except `self` is part of the key, in order; an unkeyable one (a pool, a client, a
+//!   float) is then a compile error at that argument telling you to list `key = (...)`.
+//! - **Name.** The operation name defaults to `concat!(module_path!(), "::", fn_name)`.
+//!   `name = "..."` pins it, so moving or renaming the function keeps its keys. A method (a fn
+//!   with a `self` receiver) must give `name`: an attribute cannot see its impl's type, so it
+//!   cannot tell `A::run` from `B::run`. Generic fns share one name across instantiations.
+//! - **Return type.** It must be `Result<T, E>`: any path whose last segment is `Result` with
+//!   two type arguments, or an alias with one (`anyhow::Result<T>`, `io::Result<T>`) or none. For
+//!   an alias the error type is whatever the alias says; the macro does not need to name it, and
+//!   the compiler still checks it (`io::Result<T>` fails: `io::Error` has no
+//!   `From<idem_runtime::Error>`; `anyhow::Result<T>` works). `T: Serialize + DeserializeOwned`,
+//!   `E: From<idem_runtime::Error> + Display`, plus `Serialize + DeserializeOwned` for `E` with
+//!   `cache_errors`.
+//! - **`self` in the key** is allowed; `Self` must then be keyable (`#[derive(IdemKey)]`).
+//! - **Versions** start at 1 (the default); `version = 0` is rejected, so it cannot be mistaken
+//!   for the default.
+//! - **Durations** (`ttl`, `lease`, `wait`) are either a string literal parsed at compile time
+//!   (`"24h"`, `"30s"`, `"500ms"`, `"1h30m"`; units `d h m s ms us ns`, largest first) or any
+//!   expression of type `std::time::Duration`. A bare number is an error (which unit?).
+//! - **Diagnostics.** Misuse of the attribute is reported as spanned errors with a `help:` line,
+//!   all at once, followed by the function unchanged, so nothing else fails. Trait bounds (an
+//!   unkeyable part, an unserializable result, an error type without `From<Error>`) are checked
+//!   once, by helpers whose bounds are marker traits with `#[diagnostic::on_unimplemented]`
+//!   messages, at the user's own token.
+
+mod derive;
+mod expand;
+mod parse;
+mod validate;
+
+use proc_macro::TokenStream;
+
+/// Makes an `async fn` idempotent: it runs once per key; every retry, duplicate or second
+/// worker with the same key gets the recorded result.
+///
+/// ```ignore
+/// use idem_runtime::idempotent;
+///
+/// #[idempotent(key = (title, lang), ttl = "7d")]
+/// async fn generate_draft(title: &str, lang: Lang, llm: &Llm) -> Result<Draft, PipelineError> {
+///     llm.generate(title, lang).await // runs once per (title, lang)
+/// }
+/// ```
+///
+/// # Options
+///
+/// | option | meaning |
+/// |---|---|
+/// | `key = (arg, arg.field, self, ...)` | the key parts, in order. Default: every argument except `self`, in order; an unkeyable argument is then an error telling you to list `key` |
+/// | `name = "..."` | the operation name. Default `concat!(module_path!(), "::", fn_name)`. Pin it so moving or renaming keeps the keys. **Required on methods** (fns with `self`): the attribute cannot see the impl's type; write `name = "Type::method"` |
+/// | `version = N` | starts a fresh key space (`u32`, from 1, the default) |
+/// | `verify = (arg, ...)` | payload fingerprint: the same key with a different payload is `Error::KeyReuse`. A value cannot be in both `key` and `verify` |
+/// | `ttl = "24h"` | how long the outcome replays (default 24 h) |
+/// | `lease = "30s"` | an attempt's lease (default 30 s) |
+/// | `on_conflict = wait \| error` | another attempt is running: wait for it (default) or fail with `Error::InProgress` |
+/// | `wait = "5m"` | the longest wait for another attempt (default 5 min) |
+/// | `cache_errors` | record and replay `Err` values too (`E` must then be `Serialize + Deserialize`) |
+/// | `store = expr` | the store: an `Idem` or a reference to one, evaluated at each call (it may use the arguments: `store = self.idem`). Default: the enclosing `Idem::scope`, else the process default |
+/// | `heartbeat = false` | do not renew the lease while the body runs |
+///
+/// Durations are a string literal parsed at compile time (`"24h"`, `"30s"`, `"500ms"`,
+/// `"1h30m"`; units `d h m s ms us ns`, largest first) or any expression of type
+/// `std::time::Duration`.
+///
+/// # Requirements and decisions
+///
+/// - The fn is `async`, not `const`, not `extern`.
+/// - It returns `Result<T, E>`: a path ending in `Result` with two type arguments, or an alias
+///   with one (`anyhow::Result<T>`, `io::Result<T>`), whose error type is whatever the alias
+///   says. `T: Serialize + DeserializeOwned` (the recorded snapshot);
+///   `E: From<idem_runtime::Error> + Display` (idem's own errors, such as a store failure or a
+///   reused key, reach the caller as `E`).
+/// - Key parts implement `IdemKey`. `self` may be named in `key` (then `Self: IdemKey`); a
+///   `&self` receiver is otherwise never part of the key.
+/// - The body keeps its `?` and early `return`s; generics, lifetimes, `impl Trait` arguments
+///   (not in the key), doc comments, inner attributes, `#[tracing::instrument]` and async fns in
+///   trait impls all work.
+/// - Equal inputs give the key of the programmatic call
+///   `Call::versioned(op, version).part(&a).part(&b)...`.
+#[proc_macro_attribute]
+pub fn idempotent(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    let result = idempotent_impl(attr.into(), item.clone());
+    match result {
+        Ok(tokens) => tokens.into(),
+        Err(errors) => {
+            // The errors, then the function unchanged: nothing else fails because of us.
+            let mut out = to_compile_errors(errors);
+            out.extend(item);
+            out.into()
+        }
+    }
+}
+
+fn idempotent_impl(
+    attr: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> Result<proc_macro2::TokenStream, Vec<syn::Error>> {
+    let func: syn::ItemFn = syn::parse2(item).map_err(|e| {
+        vec![validate::err(
+            e.span(),
+            "#[idempotent] goes on an `async fn` with a body",
+            "put it on a free `async fn`, or on an `async fn` in an `impl` block",
+        )]
+    })?;
+    let args: parse::Args = syn::parse2(attr).map_err(|e| vec![e])?;
+    let plan = validate::validate(args, &func)?;
+    Ok(expand::expand(plan, func))
+}
+
+/// Derives `IdemKey`: the canonical key encoding of a struct (its fields in order) or an enum
+/// (its variant index as `u32` LE, then the variant's fields). `#[idem(skip)]` on a field leaves
+/// it out. Type parameters get an `IdemKey` bound.
+///
+/// ```ignore
+/// use idem_runtime::IdemKey;
+///
+/// #[derive(IdemKey)]
+/// struct Request {
+///     customer: u64,
+///     sku: String,
+///     #[idem(skip)]
+///     received_at: std::time::Instant,
+/// }
+/// ```
+#[proc_macro_derive(IdemKey, attributes(idem))]
+pub fn derive_idem_key(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    match derive::derive(input) {
+        Ok(tokens) => tokens.into(),
+        Err(errors) => to_compile_errors(errors).into(),
+    }
+}
+
+fn to_compile_errors(errors: Vec<syn::Error>) -> proc_macro2::TokenStream {
+    errors.into_iter().map(|e| e.to_compile_error()).collect()
+}

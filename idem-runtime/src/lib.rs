@@ -29,6 +29,7 @@ mod execute;
 mod idem;
 pub mod key;
 mod lease;
+mod macro_support;
 pub mod record;
 pub mod store;
 
@@ -39,6 +40,9 @@ pub use crate::idem::{Idem, IdemBuilder};
 pub use crate::key::{Fingerprint, IdemKey, Key, KeyBuilder, KeyWriter};
 pub use crate::store::Store;
 
+#[cfg(feature = "macros")]
+pub use idem_macros::{idempotent, IdemKey};
+
 #[doc(hidden)]
 pub mod __private {
     //! What macro expansions name. Not a public API: it changes without notice.
@@ -47,4 +51,5 @@ pub mod __private {
     pub use crate::error::Error;
     pub use crate::idem::Idem;
     pub use crate::key::{IdemKey, KeyWriter};
+    pub use crate::macro_support::*;
 }

@@ -1,0 +1,131 @@
+//! Expansion of a checked `#[idempotent]` fn: the same signature, with a body that builds a
+//! `Call` through the programmatic API and runs the original body through it.
+//!
+//! ```text
+//! async fn f(title: &str, lang: Lang, llm: &Llm) -> Result<Draft, E> {
+//!     let call = Call::versioned(concat!(module_path!(), "::f"), 1);
+//!     let call = key_part(call, title);          // spanned at `title` in `key = (...)`
+//!     let call = key_part(call, &lang);
+//!     let store = resolve(None, call.op());      // `store = ...`, scope, or default
+//!     run::<Draft, E, _, _>(store, call, move || async move {
+//!         if false { let r: Result<Draft, E> = loop {}; return r; } // pins the output for `?`
+//!         { original body }
+//!     }).await
+//! }
+//! ```
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{AttrStyle, ItemFn};
+
+use crate::validate::{PartKind, Plan};
+
+/// The annotated fn, rewritten.
+pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = func;
+    // Inner attributes of the body (`#![allow(...)]`) move to the fn, where they mean the same.
+    let attrs = attrs.into_iter().map(|mut a| {
+        a.style = AttrStyle::Outer;
+        a
+    });
+
+    let call = format_ident!("__idem_call", span = Span::mixed_site());
+    let store = format_ident!("__idem_store", span = Span::mixed_site());
+    let fake = format_ident!("__idem_output", span = Span::mixed_site());
+    let p = quote!(::idem_runtime::__private);
+
+    let op = &plan.op;
+    let version = plan.version;
+    let mut steps = vec![quote! {
+        let #call = #p::Call::versioned(#op, #version);
+    }];
+    for part in &plan.parts {
+        let helper = match part.kind {
+            PartKind::Key => quote_spanned!(part.span=> key_part),
+            PartKind::Implicit => quote_spanned!(part.span=> implicit_key_part),
+            PartKind::Verify => quote_spanned!(part.span=> verify_part),
+        };
+        let expr = &part.expr;
+        steps.push(quote_spanned! {part.span=>
+            let #call = ::idem_runtime::__private::#helper(#call, #expr);
+        });
+    }
+    if let Some(d) = &plan.ttl {
+        steps.push(quote!(let #call = #call.ttl(#d);));
+    }
+    if let Some(d) = &plan.lease {
+        steps.push(quote!(let #call = #call.lease(#d);));
+    }
+    if let Some(d) = &plan.wait {
+        steps.push(quote!(let #call = #call.wait(#d);));
+    }
+    if let Some(error) = plan.on_conflict_error {
+        let variant = if error {
+            quote!(Error)
+        } else {
+            quote!(Wait)
+        };
+        steps.push(quote!(let #call = #call.on_conflict(#p::OnConflict::#variant);));
+    }
+    if let Some(on) = plan.heartbeat {
+        steps.push(quote!(let #call = #call.heartbeat(#on);));
+    }
+    let explicit = match &plan.store {
+        Some(expr) => {
+            let span = expr.span();
+            quote_spanned!(span=> ::core::option::Option::Some(::idem_runtime::__private::store_handle(&(#expr))))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    steps.push(quote! {
+        let #store = #p::resolve(#explicit, #p::Call::op(&#call));
+    });
+
+    // The generic arguments of `run`: the user's own type tokens, so a missing bound is
+    // reported at them.
+    let ret = &plan.ret;
+    let ret_span = ret.span();
+    let ok_ty = match &plan.ok_ty {
+        Some(t) => t.to_token_stream(),
+        None => quote_spanned!(ret_span=> _),
+    };
+    let err_ty = match &plan.err_ty {
+        Some(t) => t.to_token_stream(),
+        None => quote_spanned!(ret_span=> _),
+    };
+    let run = if plan.cache_errors {
+        quote_spanned!(ret_span=> run_caching_errors)
+    } else {
+        quote_spanned!(ret_span=> run)
+    };
+
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #(#steps)*
+            ::idem_runtime::__private::#run::<#ok_ty, #err_ty, _, _>(#store, #call, move || async move {
+                #[allow(
+                    unknown_lints,
+                    unreachable_code,
+                    clippy::diverging_sub_expression,
+                    clippy::empty_loop,
+                    clippy::let_unit_value,
+                    clippy::needless_return,
+                    clippy::unreachable
+                )]
+                if false {
+                    let #fake: #ret = loop {};
+                    return #fake;
+                }
+                #block
+            })
+            .await
+        }
+    }
+}

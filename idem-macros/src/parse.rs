@@ -1,0 +1,213 @@
+//! Parsing of the `#[idempotent(...)]` attribute's options: syntax only, nothing checked against
+//! the function yet (that is `validate`). Errors that leave the rest parseable (an unknown or
+//! duplicate option) are collected, so every one is reported at once.
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{Expr, Ident, LitBool, LitStr, Token};
+
+/// The whole grammar, quoted by the unknown-option error.
+pub(crate) const GRAMMAR: &str = "key = (arg, arg.field, ...), name = \"...\", version = N, \
+     verify = (arg, ...), ttl = \"24h\" | <Duration>, lease = \"30s\" | <Duration>, \
+     on_conflict = wait | error, wait = \"5m\" | <Duration>, cache_errors, store = <expr>, \
+     heartbeat = false";
+
+/// One parsed option value, with the option's name for spans and messages.
+#[derive(Debug)]
+pub(crate) struct Opt<T> {
+    /// The option's name token.
+    pub(crate) name: Ident,
+    /// Its value.
+    pub(crate) value: T,
+}
+
+/// A `ttl`/`lease`/`wait` value as written.
+#[derive(Debug)]
+pub(crate) enum DurationArg {
+    /// A string literal such as `"1h30m"`, parsed at compile time by `validate`.
+    Literal(LitStr),
+    /// Any other expression; it must have type `std::time::Duration`.
+    Expr(Box<Expr>),
+}
+
+/// The options, as written.
+#[derive(Debug, Default)]
+pub(crate) struct Args {
+    pub(crate) key: Option<Opt<Vec<Expr>>>,
+    pub(crate) name: Option<Opt<LitStr>>,
+    pub(crate) version: Option<Opt<Expr>>,
+    pub(crate) verify: Option<Opt<Vec<Expr>>>,
+    pub(crate) ttl: Option<Opt<DurationArg>>,
+    pub(crate) lease: Option<Opt<DurationArg>>,
+    pub(crate) wait: Option<Opt<DurationArg>>,
+    pub(crate) on_conflict: Option<Opt<Ident>>,
+    pub(crate) cache_errors: Option<Ident>,
+    pub(crate) store: Option<Opt<Expr>>,
+    pub(crate) heartbeat: Option<Opt<LitBool>>,
+    /// Errors that did not stop parsing.
+    pub(crate) errors: Vec<syn::Error>,
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = Args::default();
+        while !input.is_empty() {
+            let name: Ident = input.call(syn::ext::IdentExt::parse_any)?;
+            args.option(&name, input)?;
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        Ok(args)
+    }
+}
+
+impl Args {
+    fn option(&mut self, name: &Ident, input: ParseStream<'_>) -> syn::Result<()> {
+        let text = name.to_string();
+        match text.as_str() {
+            "key" => {
+                let value = key_list(name, input)?;
+                set(&mut self.key, name, value, &mut self.errors);
+            }
+            "verify" => {
+                let value = key_list(name, input)?;
+                set(&mut self.verify, name, value, &mut self.errors);
+            }
+            "name" => {
+                eq(name, input, "name = \"Type::method\"")?;
+                let value = input.parse::<LitStr>().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "`name` takes a string literal\nhelp: write `name = \"orders::charge\"`",
+                    )
+                })?;
+                set(&mut self.name, name, value, &mut self.errors);
+            }
+            "version" => {
+                eq(name, input, "version = 2")?;
+                let value = input.parse::<Expr>()?;
+                set(&mut self.version, name, value, &mut self.errors);
+            }
+            "ttl" | "lease" | "wait" => {
+                eq(name, input, "ttl = \"24h\"")?;
+                let value = duration(input)?;
+                let slot = match text.as_str() {
+                    "ttl" => &mut self.ttl,
+                    "lease" => &mut self.lease,
+                    _ => &mut self.wait,
+                };
+                set(slot, name, value, &mut self.errors);
+            }
+            "on_conflict" => {
+                eq(name, input, "on_conflict = wait")?;
+                let value: Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "`on_conflict` is `wait` or `error`\nhelp: write `on_conflict = wait` (the default) or `on_conflict = error`",
+                    )
+                })?;
+                set(&mut self.on_conflict, name, value, &mut self.errors);
+            }
+            "store" => {
+                eq(name, input, "store = self.idem")?;
+                let value = input.parse::<Expr>()?;
+                set(&mut self.store, name, value, &mut self.errors);
+            }
+            "heartbeat" => {
+                eq(name, input, "heartbeat = false")?;
+                let value = input.parse::<LitBool>().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "`heartbeat` takes `true` or `false`\nhelp: write `heartbeat = false` to stop renewing the lease while the body runs",
+                    )
+                })?;
+                set(&mut self.heartbeat, name, value, &mut self.errors);
+            }
+            "cache_errors" => {
+                if input.peek(Token![=]) {
+                    let eq: Token![=] = input.parse()?;
+                    return Err(syn::Error::new(
+                        eq.span,
+                        "`cache_errors` is a flag and takes no value\nhelp: write just `cache_errors`, or leave it out",
+                    ));
+                }
+                if self.cache_errors.is_some() {
+                    self.errors.push(duplicate(name));
+                } else {
+                    self.cache_errors = Some(name.clone());
+                }
+            }
+            _ => {
+                self.errors.push(syn::Error::new(
+                    name.span(),
+                    format!("unknown option `{text}` in #[idempotent]\nhelp: the options are: {GRAMMAR}"),
+                ));
+                // Skip its value, if any, so the options after it are still checked.
+                if input.peek(Token![=]) {
+                    input.parse::<Token![=]>()?;
+                    input.parse::<Expr>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn set<T>(slot: &mut Option<Opt<T>>, name: &Ident, value: T, errors: &mut Vec<syn::Error>) {
+    if slot.is_some() {
+        errors.push(duplicate(name));
+    } else {
+        *slot = Some(Opt {
+            name: name.clone(),
+            value,
+        });
+    }
+}
+
+fn duplicate(name: &Ident) -> syn::Error {
+    syn::Error::new(
+        name.span(),
+        format!("duplicate option `{name}`\nhelp: give `{name}` once; remove this one or the other"),
+    )
+}
+
+fn eq(name: &Ident, input: ParseStream<'_>, example: &str) -> syn::Result<()> {
+    if input.peek(Token![=]) {
+        input.parse::<Token![=]>()?;
+        Ok(())
+    } else {
+        Err(syn::Error::new(
+            name.span(),
+            format!("`{name}` needs a value\nhelp: write `{example}`"),
+        ))
+    }
+}
+
+/// `key = (a, b.c)`, `key = a`, or `key = ()`: the entries as expressions (checked by `validate`).
+fn key_list(name: &Ident, input: ParseStream<'_>) -> syn::Result<Vec<Expr>> {
+    eq(name, input, &format!("{name} = (arg, arg.field)"))?;
+    let value: Expr = input.parse()?;
+    Ok(match value {
+        Expr::Tuple(t) => t.elems.into_iter().collect(),
+        Expr::Paren(p) => vec![*p.expr],
+        other => vec![other],
+    })
+}
+
+fn duration(input: ParseStream<'_>) -> syn::Result<DurationArg> {
+    if input.peek(LitStr) {
+        return Ok(DurationArg::Literal(input.parse()?));
+    }
+    Ok(DurationArg::Expr(Box::new(input.parse()?)))
+}
+
+/// The span of an option's value, for messages about it.
+pub(crate) fn duration_span(arg: &DurationArg) -> Span {
+    match arg {
+        DurationArg::Literal(lit) => lit.span(),
+        DurationArg::Expr(e) => e.span(),
+    }
+}

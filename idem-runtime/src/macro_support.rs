@@ -1,0 +1,224 @@
+//! What `#[idempotent]` and `#[derive(IdemKey)]` expand to call: thin helpers over the
+//! programmatic API ([`Call`], [`Idem::call`]) whose bounds are marker traits with diagnostics
+//! written for the attribute's user.
+//!
+//! Each bound is checked exactly once, by the helper the expansion calls at the user's own token
+//! (the key-list entry, the argument, the return type), so a missing `IdemKey`, `Serialize` or
+//! `From<idem_runtime::Error>` is one error, spanned where the fix goes. Every marker trait has
+//! a blanket impl marked `#[diagnostic::do_not_recommend]`, so the compiler names the marker (and
+//! its message), not the trait behind it.
+//!
+//! Nothing here is a public API: it is reached through `idem_runtime::__private` and changes
+//! without notice.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::call::Call;
+use crate::error::Error;
+use crate::idem::Idem;
+use crate::key::IdemKey;
+
+/// A value named in `key = (...)`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of an idempotency key",
+    label = "named in `key = (...)`, but `IdemKey` is not implemented for `{Self}`",
+    note = "key parts need one stable byte encoding: integers, strings, bytes, bool, char, Option, tuples, Vec, BTreeMap/BTreeSet, Uuid, dates, or a type with `#[derive(IdemKey)]`",
+    note = "floats: key on an integer (cents, basis points) or `f64::to_bits()`; HashMap/HashSet: use BTreeMap/BTreeSet; pools, clients, closures, `impl Trait` and `&mut` handles: remove them from `key = (...)`, or key on a keyable field of them (`arg.id`)"
+)]
+pub trait KeyPart: IdemKey {}
+
+#[diagnostic::do_not_recommend]
+impl<T: IdemKey + ?Sized> KeyPart for T {}
+
+/// An argument that is part of the key because the attribute gives no `key = (...)`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of an idempotency key, and without `key = (...)` every argument is",
+    label = "this argument has no stable encoding (`IdemKey` is not implemented for `{Self}`)",
+    note = "when `key = (...)` is omitted, every argument except `self` is part of the key, in order",
+    note = "list the arguments that identify the call and leave this one out: `#[idempotent(key = (arg1, arg2))]`"
+)]
+pub trait ImplicitKeyPart: IdemKey {}
+
+#[diagnostic::do_not_recommend]
+impl<T: IdemKey + ?Sized> ImplicitKeyPart for T {}
+
+/// A value named in `verify = (...)`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of a payload fingerprint",
+    label = "named in `verify = (...)`, but `IdemKey` is not implemented for `{Self}`",
+    note = "the fingerprint uses the key encoding: give `{Self}` `#[derive(IdemKey)]`, or verify keyable fields of it (`arg.field`)"
+)]
+pub trait VerifyPart: IdemKey {}
+
+#[diagnostic::do_not_recommend]
+impl<T: IdemKey + ?Sized> VerifyPart for T {}
+
+/// The success type of an idempotent fn, encoded as the recorded snapshot.
+#[diagnostic::on_unimplemented(
+    message = "the success type `{Self}` cannot be recorded: it does not implement `serde::Serialize`",
+    label = "the `Ok` value is recorded as a snapshot and replayed to every retry",
+    note = "derive both on it: `#[derive(serde::Serialize, serde::Deserialize)]`, or return a type that has them"
+)]
+pub trait SnapshotOut: Serialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + ?Sized> SnapshotOut for T {}
+
+/// The success type of an idempotent fn, decoded from a recorded snapshot.
+#[diagnostic::on_unimplemented(
+    message = "the success type `{Self}` cannot be replayed: it does not implement `serde::de::DeserializeOwned`",
+    label = "the `Ok` value is decoded from the recorded snapshot on every replay",
+    note = "derive both on it: `#[derive(serde::Serialize, serde::Deserialize)]`; a type that borrows (`&str`, `&[u8]`) cannot be decoded: return an owned one (`String`, `Vec<u8>`)"
+)]
+pub trait SnapshotIn: DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: DeserializeOwned> SnapshotIn for T {}
+
+/// The error type of an idempotent fn: idem's own errors reach the caller through it.
+#[diagnostic::on_unimplemented(
+    message = "the error type `{Self}` cannot carry idem's errors: `From<idem_runtime::Error>` is not implemented for it",
+    label = "a store failure, a reused key or a missing store is returned as this type",
+    note = "add `impl From<idem_runtime::Error> for {Self}`, or with thiserror a variant `#[error(transparent)] Idem(#[from] idem_runtime::Error)`"
+)]
+pub trait CallError: From<Error> {}
+
+#[diagnostic::do_not_recommend]
+impl<E: From<Error>> CallError for E {}
+
+/// The error type of an idempotent fn must print: its text goes into the attempts log.
+#[diagnostic::on_unimplemented(
+    message = "the error type `{Self}` does not implement `Display`",
+    label = "a failed attempt's error text is written to the attempts log",
+    note = "implement `std::fmt::Display` for `{Self}` (thiserror's `#[error(\"...\")]` does)"
+)]
+pub trait DisplayError: Display {}
+
+#[diagnostic::do_not_recommend]
+impl<E: Display + ?Sized> DisplayError for E {}
+
+/// With `cache_errors`, the error type is recorded and replayed too.
+#[diagnostic::on_unimplemented(
+    message = "with `cache_errors`, the error type `{Self}` is recorded and replayed, so it must implement `Serialize` and `Deserialize`",
+    label = "`Err` values of this type are stored as snapshots",
+    note = "derive them on it: `#[derive(serde::Serialize, serde::Deserialize)]`, or remove `cache_errors` (a failed attempt is then retried)"
+)]
+pub trait CachedError: Serialize + DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<E: Serialize + DeserializeOwned> CachedError for E {}
+
+/// What `store = ...` may name: an [`Idem`], a reference to one, or an `Arc`/`Rc`/`Box` of one.
+#[diagnostic::on_unimplemented(
+    message = "`store = ...` must be an `idem_runtime::Idem`, not `{Self}`",
+    label = "this is not a store handle",
+    note = "pass an `Idem` (or a reference to one): `store = self.idem`, `store = &IDEM`; or drop `store = ...` and use `Idem::scope` or `Idem::set_default`"
+)]
+pub trait StoreHandle {
+    /// The handle.
+    fn idem_handle(&self) -> &Idem;
+}
+
+impl StoreHandle for Idem {
+    #[inline]
+    fn idem_handle(&self) -> &Idem {
+        self
+    }
+}
+
+impl<T: StoreHandle + ?Sized> StoreHandle for &T {
+    #[inline]
+    fn idem_handle(&self) -> &Idem {
+        (**self).idem_handle()
+    }
+}
+
+impl<T: StoreHandle + ?Sized> StoreHandle for Arc<T> {
+    #[inline]
+    fn idem_handle(&self) -> &Idem {
+        (**self).idem_handle()
+    }
+}
+
+impl<T: StoreHandle + ?Sized> StoreHandle for Rc<T> {
+    #[inline]
+    fn idem_handle(&self) -> &Idem {
+        (**self).idem_handle()
+    }
+}
+
+impl<T: StoreHandle + ?Sized> StoreHandle for Box<T> {
+    #[inline]
+    fn idem_handle(&self) -> &Idem {
+        (**self).idem_handle()
+    }
+}
+
+/// The handle of `store = ...`.
+#[inline]
+pub fn store_handle<S: StoreHandle + ?Sized>(store: &S) -> &Idem {
+    store.idem_handle()
+}
+
+/// Checks that a `ttl`/`lease`/`wait` expression is a `Duration`.
+#[inline]
+pub const fn duration(d: Duration) -> Duration {
+    d
+}
+
+/// Appends an explicit key part (`key = (...)`).
+#[inline]
+pub fn key_part<T: KeyPart + ?Sized>(call: Call, part: &T) -> Call {
+    call.part(part)
+}
+
+/// Appends an implicit key part (an argument, when `key = (...)` is omitted).
+#[inline]
+pub fn implicit_key_part<T: ImplicitKeyPart + ?Sized>(call: Call, part: &T) -> Call {
+    call.part(part)
+}
+
+/// Appends a payload part (`verify = (...)`).
+#[inline]
+pub fn verify_part<T: VerifyPart + ?Sized>(call: Call, part: &T) -> Call {
+    call.verify(part)
+}
+
+/// Runs an annotated fn's body through [`Idem::call`] on the resolved store.
+pub async fn run<T, E, F, Fut>(store: Result<Idem, Error>, call: Call, body: F) -> Result<T, E>
+where
+    T: SnapshotOut + SnapshotIn,
+    E: CallError + DisplayError,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    match store {
+        Ok(idem) => idem.call(call, body).await,
+        Err(e) => Err(E::from(e)),
+    }
+}
+
+/// Runs an annotated fn's body through [`Idem::call_caching_errors`] (`cache_errors`).
+pub async fn run_caching_errors<T, E, F, Fut>(
+    store: Result<Idem, Error>,
+    call: Call,
+    body: F,
+) -> Result<T, E>
+where
+    T: SnapshotOut + SnapshotIn,
+    E: CallError + DisplayError + CachedError,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    match store {
+        Ok(idem) => idem.call_caching_errors(call, body).await,
+        Err(e) => Err(E::from(e)),
+    }
+}

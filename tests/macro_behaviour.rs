@@ -1,0 +1,418 @@
+//! Run-time behaviour of `#[idempotent]` and `#[derive(IdemKey)]`: runs once, replays, keeps `?`
+//! and `return`, works on methods and trait impls, and derives the keys of the programmatic API.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use idem_runtime::{idempotent, Call, Idem, IdemKey, KeyBuilder};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum AppError {
+    Idem(String),
+    Bad(String),
+}
+
+impl From<idem_runtime::Error> for AppError {
+    fn from(e: idem_runtime::Error) -> Self {
+        AppError::Idem(e.to_string())
+    }
+}
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppError::Idem(e) => write!(f, "idem: {e}"),
+            AppError::Bad(e) => write!(f, "bad: {e}"),
+        }
+    }
+}
+
+impl From<std::num::ParseIntError> for AppError {
+    fn from(e: std::num::ParseIntError) -> Self {
+        AppError::Bad(e.to_string())
+    }
+}
+
+static RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[idempotent(key = (title, lang))]
+async fn generate(title: &str, lang: &str, runs: &AtomicU32) -> Result<String, AppError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(format!("{title} in {lang}"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => panic!("runtime: {e}"),
+    }
+}
+
+#[test]
+fn runs_once_and_replays() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        let runs = AtomicU32::new(0);
+        idem.scope(async {
+            for _ in 0..3 {
+                let d = generate("Rust tips", "en", &runs).await;
+                assert_eq!(d, Ok("Rust tips in en".to_owned()));
+            }
+            let other = generate("Rust tips", "fr", &runs).await;
+            assert_eq!(other, Ok("Rust tips in fr".to_owned()));
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    });
+}
+
+#[idempotent(key = (input), name = "parse_number")]
+async fn parse_number(input: &str, runs: &AtomicU32) -> Result<u64, AppError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    if input.is_empty() {
+        return Err(AppError::Bad("empty".into()));
+    }
+    let n: u64 = input.parse()?;
+    if n == 0 {
+        return Ok(1);
+    }
+    Ok(n * 2)
+}
+
+#[test]
+fn question_mark_and_return_work_and_errors_are_retried() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        let runs = AtomicU32::new(0);
+        idem.scope(async {
+            assert_eq!(parse_number("21", &runs).await, Ok(42));
+            assert_eq!(parse_number("0", &runs).await, Ok(1));
+            assert_eq!(
+                parse_number("", &runs).await,
+                Err(AppError::Bad("empty".into()))
+            );
+            assert!(matches!(parse_number("x", &runs).await, Err(AppError::Bad(_))));
+            assert!(matches!(parse_number("x", &runs).await, Err(AppError::Bad(_))));
+            assert_eq!(parse_number("21", &runs).await, Ok(42));
+        })
+        .await;
+        // "21", "0", "", "x" twice (errors are not recorded), and "21" replayed.
+        assert_eq!(runs.load(Ordering::SeqCst), 5);
+    });
+}
+
+#[idempotent(key = (code), cache_errors)]
+async fn charge(code: u32, runs: &AtomicU32) -> Result<u32, AppError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    if code == 0 {
+        Err(AppError::Bad("declined".into()))
+    } else {
+        Ok(code)
+    }
+}
+
+#[test]
+fn cache_errors_replays_errors() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        let runs = AtomicU32::new(0);
+        idem.scope(async {
+            for _ in 0..3 {
+                assert_eq!(
+                    charge(0, &runs).await,
+                    Err(AppError::Bad("declined".into()))
+                );
+            }
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// The key the running body sees, as hex.
+fn current_key() -> String {
+    match idem_runtime::current() {
+        Some(info) => info.key.to_hex(),
+        None => String::new(),
+    }
+}
+
+#[idempotent(key = (title, lang, date), version = 3)]
+async fn keyed(title: &str, lang: String, date: u32, _client: &AtomicU32) -> Result<String, AppError> {
+    Ok(current_key())
+}
+
+#[idempotent(name = "pinned::name")]
+async fn implicit_key(a: u64, b: &str, c: Option<Vec<u8>>) -> Result<String, AppError> {
+    Ok(current_key())
+}
+
+#[test]
+fn macro_key_equals_programmatic_key() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        idem.scope(async {
+            let got = keyed("Rust tips", "en".to_owned(), 20_260_101, &RUNS).await;
+            let want = Call::versioned(concat!(module_path!(), "::keyed"), 3)
+                .part("Rust tips")
+                .part(&"en".to_owned())
+                .part(&20_260_101_u32)
+                .key_value();
+            assert_eq!(got, Ok(want.to_hex()));
+            assert_eq!(module_path!(), "macro_behaviour");
+
+            let got = implicit_key(7, "b", Some(vec![1, 2])).await;
+            let want = Call::new("pinned::name")
+                .key(&(7_u64, "b", Some(vec![1_u8, 2])))
+                .key_value();
+            assert_eq!(got, Ok(want.to_hex()));
+            // Pinned: any change to the encoding or the expansion fails here.
+            let golden = Call::new("pinned::name")
+                .part(&7_u64)
+                .part("b")
+                .part(&Some(vec![1_u8, 2]))
+                .key_value();
+            assert_eq!(got, Ok(golden.to_hex()));
+        })
+        .await;
+    });
+}
+
+#[derive(Debug, Clone, IdemKey)]
+struct Request {
+    customer: u64,
+    sku: String,
+    #[idem(skip)]
+    _note: f64,
+}
+
+#[derive(IdemKey)]
+struct Pair(u8, #[idem(skip)] f32, String);
+
+#[derive(IdemKey)]
+struct Unit;
+
+#[derive(IdemKey)]
+enum Shape<T> {
+    Empty,
+    Circle(u32),
+    Rect { w: u32, h: T, #[idem(skip)] _label: f64 },
+}
+
+fn key_of<T: IdemKey + ?Sized>(value: &T) -> Vec<u8> {
+    let mut b = KeyBuilder::recording("derive", 1);
+    b.part(value);
+    b.finish_with_transcript().1.unwrap_or_default()
+}
+
+fn prefix() -> Vec<u8> {
+    key_of(&())
+}
+
+fn concat(parts: &[&[u8]]) -> Vec<u8> {
+    let mut v = prefix();
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    v
+}
+
+#[test]
+fn derive_encodes_like_hand_encoding() {
+    let r = Request {
+        customer: 42,
+        sku: "ab".into(),
+        _note: 1.5,
+    };
+    assert_eq!(key_of(&r), key_of(&(42_u64, "ab")));
+    assert_eq!(
+        key_of(&r),
+        concat(&[&42_u64.to_le_bytes(), &2_u64.to_le_bytes(), b"ab"])
+    );
+    let pair = Pair(3, 0.5, "x".into());
+    assert_eq!(pair.1, 0.5);
+    assert_eq!(key_of(&pair), key_of(&(3_u8, "x")));
+    assert_eq!(key_of(&Unit), prefix());
+    assert_eq!(key_of(&Shape::<u8>::Empty), concat(&[&0_u32.to_le_bytes()]));
+    assert_eq!(
+        key_of(&Shape::<u8>::Circle(9)),
+        concat(&[&1_u32.to_le_bytes(), &9_u32.to_le_bytes()])
+    );
+    assert_eq!(
+        key_of(&Shape::Rect {
+            w: 2,
+            h: 7_u16,
+            _label: 0.0
+        }),
+        concat(&[&2_u32.to_le_bytes(), &2_u32.to_le_bytes(), &7_u16.to_le_bytes()])
+    );
+}
+
+#[idempotent(key = (req.customer, req.sku), verify = (qty))]
+async fn place(req: &Request, qty: u32) -> Result<u32, AppError> {
+    Ok(qty)
+}
+
+#[test]
+fn field_keys_and_verify() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        idem.scope(async {
+            let req = Request {
+                customer: 1,
+                sku: "x".into(),
+                _note: 0.0,
+            };
+            assert_eq!(place(&req, 3).await, Ok(3));
+            assert_eq!(place(&req, 3).await, Ok(3));
+            let reused = place(&req, 4).await;
+            assert!(
+                matches!(&reused, Err(AppError::Idem(m)) if m.contains("different payload")),
+                "{reused:?}"
+            );
+        })
+        .await;
+    });
+}
+
+#[derive(Debug, IdemKey)]
+struct Tenant {
+    id: u32,
+}
+
+struct Service {
+    idem: Idem,
+    runs: AtomicU32,
+    tenant: Tenant,
+}
+
+impl Service {
+    #[idempotent(name = "Service::handle", key = (order), store = self.idem, ttl = "1h", lease = "10s", wait = Duration::from_secs(2), on_conflict = error, heartbeat = false)]
+    async fn handle(&self, order: u64) -> Result<u64, AppError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        Ok(order + 1)
+    }
+
+    #[idempotent(name = "Service::tenant_op", key = (self.tenant, n))]
+    async fn tenant_op(&self, n: u8) -> Result<String, AppError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        Ok(current_key())
+    }
+}
+
+#[test]
+fn methods_with_explicit_store() {
+    runtime().block_on(async {
+        let svc = Service {
+            idem: Idem::memory(),
+            runs: AtomicU32::new(0),
+            tenant: Tenant { id: 5 },
+        };
+        // No scope, no default: `store = self.idem` is used.
+        assert_eq!(svc.handle(1).await, Ok(2));
+        assert_eq!(svc.handle(1).await, Ok(2));
+        assert_eq!(svc.runs.load(Ordering::SeqCst), 1);
+        let key = svc.idem.scope(svc.tenant_op(9)).await;
+        let want = Call::new("Service::tenant_op")
+            .part(&5_u32)
+            .part(&9_u8)
+            .key_value();
+        assert_eq!(key, Ok(want.to_hex()));
+        // Without a store anywhere: `Error::NoStore`, as the fn's error type.
+        let none = svc.tenant_op(10).await;
+        assert!(matches!(&none, Err(AppError::Idem(m)) if m.contains("no store")), "{none:?}");
+    });
+}
+
+trait Pipeline {
+    async fn step(&self, input: u32) -> Result<u32, AppError>;
+}
+
+struct Doubler(Arc<AtomicU32>);
+
+impl Pipeline for Doubler {
+    #[idempotent(name = "Doubler::step", key = (input))]
+    async fn step(&self, input: u32) -> Result<u32, AppError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(input * 2)
+    }
+}
+
+#[test]
+fn trait_impls() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        let runs = Arc::new(AtomicU32::new(0));
+        let d = Doubler(runs.clone());
+        idem.scope(async {
+            assert_eq!(d.step(4).await, Ok(8));
+            assert_eq!(d.step(4).await, Ok(8));
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[idempotent(key = (items), ttl = "1h30m")]
+async fn generic_sum<'a, T>(items: &'a [u32], extra: T, label: impl AsRef<str>) -> Result<u64, AppError>
+where
+    T: Into<u64>,
+{
+    //! Inner doc comments and attributes stay.
+    #![allow(clippy::needless_borrow)]
+    let _ = label.as_ref();
+    Ok(items.iter().map(|&i| u64::from(i)).sum::<u64>() + extra.into())
+}
+
+#[test]
+fn generics_lifetimes_and_impl_trait() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        idem.scope(async {
+            assert_eq!(generic_sum(&[1, 2], 3_u8, "a").await, Ok(6));
+            // Replayed: `extra` and `label` are not in the key.
+            assert_eq!(generic_sum(&[1, 2], 100_u32, String::from("b")).await, Ok(6));
+        })
+        .await;
+    });
+}
+
+#[tracing::instrument(skip(map))]
+#[idempotent(key = (id))]
+async fn instrumented(id: u32, map: BTreeMap<u32, u32>) -> Result<u32, AppError> {
+    Ok(map.get(&id).copied().unwrap_or_default())
+}
+
+#[idempotent(key = (id))]
+#[tracing::instrument]
+async fn instrumented_inside(id: u32) -> Result<u32, AppError> {
+    Ok(id)
+}
+
+#[test]
+fn stacks_with_tracing_instrument() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        idem.scope(async {
+            let map = BTreeMap::from([(1, 10)]);
+            assert_eq!(instrumented(1, map.clone()).await, Ok(10));
+            assert_eq!(instrumented(1, BTreeMap::new()).await, Ok(10));
+            assert_eq!(instrumented_inside(3).await, Ok(3));
+        })
+        .await;
+    });
+}
+
+#[test]
+fn futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let runs = AtomicU32::new(0);
+    let fut = generate("a", "b", &runs);
+    assert_send(&fut);
+    drop(fut);
+    let fut = generic_sum(&[1], 1_u8, "x");
+    assert_send(&fut);
+}
