@@ -149,14 +149,15 @@ fn sql() -> &'static Sql {
     static SQL: OnceLock<Sql> = OnceLock::new();
     SQL.get_or_init(|| Sql {
         // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker.
-        // The INSERT returns a row only when this caller acquired the key; the SELECT always
-        // returns the row (for the callers that did not). Both run in one round trip.
+        // The INSERT returns a row only when this caller acquired the key; the SELECT returns
+        // the row only when it did not (`changes()` counts the INSERT's rows). Both run in one
+        // round trip. `op` is never in the SET list: it is fixed by the key, and leaving it out
+        // keeps SQLite from rewriting the `op` index on every claim.
         claim: format!(
             "INSERT INTO idem_records (key, op, status, attempt, fingerprint, lease_until, worker, created_at, updated_at)
              VALUES (?1, ?2, 'running', (SELECT value FROM idem_meta WHERE name = 'attempt_floor') + 1,
                      ?3, {NOW} + ?4, ?5, {NOW}, {NOW})
              ON CONFLICT (key) DO UPDATE SET
-                 op = excluded.op,
                  status = 'running',
                  attempt = max(attempt, excluded.attempt - 1) + 1,
                  taken_over_from = CASE WHEN status = 'running' THEN attempt END,
@@ -172,7 +173,7 @@ fn sql() -> &'static Sql {
                        snapshot_kind, expires_at, lease_until, updated_at AS now, op;
              SELECT 0 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
                     snapshot_kind, expires_at, lease_until, {NOW} AS now, op
-             FROM idem_records WHERE key = ?1;"
+             FROM idem_records WHERE key = ?1 AND changes() = 0;"
         ),
         renew: format!(
             "UPDATE idem_records SET lease_until = {NOW} + ?3

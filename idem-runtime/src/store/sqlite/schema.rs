@@ -43,7 +43,8 @@ CREATE TABLE idem_records (
 ) WITHOUT ROWID;
 CREATE INDEX idem_records_expires ON idem_records (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX idem_records_abandoned ON idem_records (lease_until) WHERE status = 'running';
-CREATE INDEX idem_records_op_updated ON idem_records (op, updated_at);
+-- `op` never changes after insert, so this index costs nothing on claims and completes.
+CREATE INDEX idem_records_op ON idem_records (op);
 
 CREATE TABLE idem_attempts (
     key        BLOB NOT NULL,

@@ -1,0 +1,68 @@
+//! The SQLite baseline: the same pool settings idem uses, the minimal statements.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{Baseline, Snapshot};
+
+/// Hand-written SQLite idempotency, in its own table of the same database file.
+#[derive(Debug, Clone)]
+pub struct SqliteBaseline {
+    pool: SqlitePool,
+}
+
+impl SqliteBaseline {
+    /// Opens `url` with idem's pool settings and creates the baseline table.
+    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS baseline_records (
+                 key BLOB PRIMARY KEY, status TEXT NOT NULL, attempt INTEGER NOT NULL,
+                 snapshot BLOB, lease_until INTEGER, expires_at INTEGER) WITHOUT ROWID",
+        )
+        .execute(&pool)
+        .await?;
+        Ok(Self { pool })
+    }
+}
+
+impl Baseline for SqliteBaseline {
+    async fn miss(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO baseline_records (key, status, attempt, lease_until)
+             VALUES (?1, 'running', 1, unixepoch() * 1000 + 30000) ON CONFLICT DO NOTHING",
+        )
+        .bind(&key[..])
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "UPDATE baseline_records SET status = 'completed', snapshot = ?2, lease_until = NULL,
+                 expires_at = unixepoch() * 1000 + 86400000
+             WHERE key = ?1 AND attempt = 1 AND status = 'running'",
+        )
+        .bind(&key[..])
+        .bind(snapshot)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn hit(&self, key: &[u8; 32]) -> Result<Option<Snapshot>, sqlx::Error> {
+        sqlx::query_scalar("SELECT snapshot FROM baseline_records WHERE key = ?1 AND status = 'completed'")
+            .bind(&key[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map(Option::flatten)
+    }
+}
