@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use idem_runtime::store::memory::MemoryStore;
+use idem_runtime::store::postgres::{PostgresStore, PostgresStoreBuilder};
 use idem_runtime::store::sqlite::SqliteStore;
 use idem_runtime::{Idem, Store};
 
@@ -49,4 +50,92 @@ pub async fn sqlite() -> Option<Backend> {
         store: Arc::new(store),
         _dir: Some(dir),
     })
+}
+
+/// The PostgreSQL server the server-backed tests use: `IDEM_TEST_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`.
+pub fn postgres_url() -> String {
+    std::env::var("IDEM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A new schema name for one test's tables (created by the store's migration), so tests sharing
+/// the database never share tables: fencing tokens only grow per store (purge and forget raise
+/// a store-wide floor), and the scenarios pin exact attempt numbers. The name carries its
+/// creation time, so later runs drop schemas left behind (see [`drop_stale_postgres_schemas`]).
+pub fn fresh_postgres_schema() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "idem_t_{secs}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Drops test schemas created more than an hour ago (left behind by earlier runs).
+pub async fn drop_stale_postgres_schemas(pool: &sqlx::PgPool) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let names: Vec<String> = sqlx::query_scalar(
+        r"SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'idem\_t\_%'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    for name in names {
+        let created = name.split('_').nth(2).and_then(|s| s.parse::<u64>().ok());
+        if created.is_some_and(|c| c + 3600 < now)
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                .execute(pool)
+                .await;
+        }
+    }
+}
+
+/// [`postgres_url`] with the store options of a test (its schema, a small pool), for
+/// `store::open` and worker processes.
+pub fn postgres_test_url(schema: &str, max_connections: u32) -> String {
+    let url = postgres_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}idem_schema={schema}&idem_max_connections={max_connections}")
+}
+
+/// Opens a store in `schema` on the test server, or says loudly why not: `None` (skip) when the
+/// server is unreachable, unless [`crate::servers_required`] (CI), where that is a failure. Any
+/// other error (a failed migration, say) always fails.
+pub async fn postgres_store(
+    schema: &str,
+    builder: impl FnOnce(PostgresStoreBuilder) -> PostgresStoreBuilder,
+) -> Option<PostgresStore> {
+    let url = postgres_url();
+    let base = PostgresStore::builder(&url)
+        .schema(schema)
+        .max_connections(8)
+        .application_name("idem-test");
+    match builder(base).open().await {
+        Ok(store) => Some(store),
+        Err(e @ idem_runtime::Error::Open { .. }) if e.to_string().contains("cannot connect") => {
+            if crate::servers_required() {
+                panic!("the PostgreSQL server is required (CI=true) but unreachable: {e}");
+            }
+            eprintln!(
+                "\n*** SKIPPED: PostgreSQL test: the server at {url} is unreachable ({e}); \
+                 set IDEM_TEST_POSTGRES_URL or start PostgreSQL ***\n"
+            );
+            None
+        }
+        Err(e) => panic!("cannot open the PostgreSQL store: {e}"),
+    }
+}
+
+/// A store on the test PostgreSQL server, in a fresh schema (see [`postgres_store`] for when it
+/// is `None`).
+pub async fn postgres() -> Option<Backend> {
+    let store = postgres_store(&fresh_postgres_schema(), |b| b).await?;
+    drop_stale_postgres_schemas(store.pool()).await;
+    Some(Backend::new(Arc::new(store)))
 }

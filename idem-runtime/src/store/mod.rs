@@ -9,6 +9,8 @@
 //! - Lease times come from the store's clock (the server's, for PostgreSQL), never the caller's.
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod url;

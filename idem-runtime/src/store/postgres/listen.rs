@@ -1,0 +1,160 @@
+//! Change notifications for waiting callers: one `LISTEN` connection per store, fanned out to
+//! every waiter through a broadcast channel; polling is the fallback while it is down.
+//!
+//! The listener starts on the first wait (a store whose callers never wait holds no extra
+//! connection), runs on its own one-connection pool (so it never takes a slot of the store's
+//! pool), reconnects with backoff after losing its connection, and stops when the store is
+//! dropped. A notification sent between a claim that saw `running` and the waiter subscribing is
+//! missed; the runtime's wait is bounded by a short poll interval, so that costs at most one
+//! poll period, never correctness.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::key::Key;
+
+/// How many notifications a slow waiter may fall behind before it is woken spuriously.
+const CAPACITY: usize = 1024;
+
+/// The shared listener of one store.
+#[derive(Debug)]
+pub(super) struct Notifier {
+    pool: PgPool,
+    channel: String,
+    tx: broadcast::Sender<Option<Key>>,
+    up: Arc<AtomicBool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Marks the listener down when its task ends, however it ends (including runtime shutdown).
+struct UpGuard(Arc<AtomicBool>);
+
+impl Drop for UpGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Notifier {
+    pub(super) fn new(pool: PgPool, channel: String) -> Self {
+        let (tx, _) = broadcast::channel(CAPACITY);
+        Self {
+            pool,
+            channel,
+            tx,
+            up: Arc::new(AtomicBool::new(false)),
+            task: Mutex::new(None),
+        }
+    }
+
+    /// Whether the `LISTEN` connection is currently up.
+    pub(super) fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    /// Subscribes to changes, starting (or restarting) the listener task if needed.
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Option<Key>> {
+        let rx = self.tx.subscribe();
+        let mut task = self.task.lock();
+        if task.as_ref().is_none_or(JoinHandle::is_finished) {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                *task = Some(handle.spawn(listen(
+                    self.pool.clone(),
+                    self.channel.clone(),
+                    self.tx.clone(),
+                    self.up.clone(),
+                )));
+            }
+        }
+        rx
+    }
+
+    /// Waits until `key` changes (a notification names it), the listener lags, or `max` passes.
+    /// While the listener is down this is a plain sleep: the caller polls.
+    pub(super) async fn wait(&self, key: &Key, max: Duration) {
+        let mut rx = self.subscribe();
+        if !self.is_up() {
+            tokio::time::sleep(max).await;
+            return;
+        }
+        let _ = tokio::time::timeout(max, async {
+            loop {
+                match rx.recv().await {
+                    Ok(Some(changed)) if changed == *key => return,
+                    // Everyone looks again (the listener reconnected).
+                    Ok(None) => return,
+                    Ok(Some(_)) => {}
+                    // Missed some: the key may be among them.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().take() {
+            task.abort();
+        }
+    }
+}
+
+/// The listener task: connect, `LISTEN`, forward every notification; on failure, back off and
+/// reconnect.
+async fn listen(
+    pool: PgPool,
+    channel: String,
+    tx: broadcast::Sender<Option<Key>>,
+    up: Arc<AtomicBool>,
+) {
+    let _guard = UpGuard(up.clone());
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(error) => {
+                tracing::debug!(%error, "idem: cannot connect the LISTEN connection; polling meanwhile");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(&channel).await {
+            tracing::debug!(%error, "idem: LISTEN failed; polling meanwhile");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        }
+        up.store(true, Ordering::SeqCst);
+        backoff = Duration::from_millis(50);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    if let Some(key) = Key::from_hex(n.payload()) {
+                        let _ = tx.send(Some(key));
+                    }
+                }
+                // The connection dropped and was re-established (notifications in between are
+                // lost): wake every waiter so it looks again.
+                Ok(None) => {
+                    let _ = tx.send(None);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "idem: LISTEN connection lost; polling meanwhile");
+                    break;
+                }
+            }
+        }
+        up.store(false, Ordering::SeqCst);
+        tokio::time::sleep(backoff).await;
+    }
+}

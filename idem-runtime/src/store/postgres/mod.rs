@@ -1,0 +1,633 @@
+//! The PostgreSQL store (`postgres://...`): for fleets of workers on many machines.
+//!
+//! - **One round trip per decision.** A claim is one statement (a CTE: read the row, upsert with
+//!   `INSERT ... ON CONFLICT DO UPDATE ... WHERE <claimable>`, log the attempt, return the
+//!   decision); see `sql.rs` for why it is race-free under READ COMMITTED. A replay or a wait
+//!   writes nothing, so it costs one index lookup and no WAL flush. Completes and renews are
+//!   `UPDATE`s fenced on `(key, attempt, status = 'running')`; the attempts log changes in the
+//!   same statement as the record.
+//! - **The server's clock** (`statement_timestamp()`) for every lease and expiry: no worker's
+//!   clock is ever sent, so a worker whose clock is off can neither steal a live lease nor keep a
+//!   dead one.
+//! - **LISTEN/NOTIFY** wakes waiting callers: each statement that ends an attempt notifies the
+//!   key (hex) on the store's channel; one listener connection per store feeds every waiter
+//!   (`listen.rs`). While it is down, waiters poll.
+//! - **Configurable schema and table prefix** (validated identifiers), embedded migrations that
+//!   serialize on `pg_advisory_xact_lock` (see `schema.rs`, which also documents the format).
+//! - **Batched purge** with `FOR UPDATE SKIP LOCKED`, so it never waits for a claimer.
+//!
+//! Open it from a URL ([`PostgresStore::open`], also through `store::open` and `Idem::open`), or
+//! on an application's existing pool ([`PostgresStore::from_pool`]); [`PostgresStore::builder`]
+//! and [`PostgresStoreBuilder::from_pool`] take options. A URL may carry the store's own options
+//! as query parameters, removed before the URL reaches the driver: `idem_schema`,
+//! `idem_table_prefix`, `idem_max_connections`, `idem_acquire_timeout_ms`
+//! (`postgres://app@db/prod?idem_schema=jobs&idem_max_connections=4`). The standard
+//! `application_name` parameter names the store's connections (default `idem`), so an operator
+//! can find them in `pg_stat_activity`.
+
+mod listen;
+mod schema;
+mod sql;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgExecutor, Row};
+
+use self::listen::Notifier;
+use self::schema::Names;
+pub use self::schema::FORMAT_VERSION;
+use self::sql::Sql;
+use super::url::redact;
+use super::{millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store};
+use crate::error::Error;
+use crate::key::{Fingerprint, Key};
+use crate::record::{AttemptLog, AttemptOutcome, Record, Snapshot, SnapshotKind, Status};
+
+/// How many times a claim re-runs its statement when the row changed under it (a concurrent
+/// claimer inserted it after this statement's snapshot, or a lease ran out mid-statement).
+const CLAIM_TRIES: usize = 8;
+
+/// The key used in errors of store-wide actions.
+const NO_KEY: Key = Key([0; 32]);
+
+/// A [`Store`] on a PostgreSQL database, shared by any number of processes and machines.
+/// Cheap to clone (the pool and statements are shared).
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    names: Names,
+    sql: Sql,
+    notifier: Option<Notifier>,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Url(String),
+    Pool(PgPool),
+}
+
+/// Options for opening a [`PostgresStore`].
+#[derive(Debug, Clone)]
+pub struct PostgresStoreBuilder {
+    source: Source,
+    schema: String,
+    table_prefix: String,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    application_name: Option<String>,
+    notifications: bool,
+    migrate: bool,
+}
+
+impl PostgresStoreBuilder {
+    /// Options for a store on an application's existing pool. The pool's own settings are kept
+    /// (the pool options of this builder apply only to pools it creates).
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self::with_source(Source::Pool(pool))
+    }
+
+    fn with_source(source: Source) -> Self {
+        Self {
+            source,
+            schema: "public".into(),
+            table_prefix: "idem_".into(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            application_name: None,
+            notifications: true,
+            migrate: true,
+        }
+    }
+
+    /// The schema holding the tables (default `public`; created by the migration if missing).
+    /// Lower-case ASCII letters, digits and `_` only; anything else is [`Error::Config`].
+    #[must_use]
+    pub fn schema(mut self, schema: &str) -> Self {
+        self.schema = schema.to_owned();
+        self
+    }
+
+    /// The prefix of the table names (default `idem_`: `idem_records`, `idem_attempts`, ...).
+    /// Lower-case ASCII letters, digits and `_` only, at most 40 bytes; may be empty.
+    #[must_use]
+    pub fn table_prefix(mut self, prefix: &str) -> Self {
+        self.table_prefix = prefix.to_owned();
+        self
+    }
+
+    /// The pool size (default 10), for pools this builder creates. The change listener uses one
+    /// more connection, outside the pool.
+    #[must_use]
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long a call waits for a connection before failing closed with [`Error::Store`]
+    /// (default 5 s), for pools this builder creates.
+    #[must_use]
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// The `application_name` of the connections this builder creates (default: the URL's
+    /// `application_name` parameter, else `idem`).
+    #[must_use]
+    pub fn application_name(mut self, name: &str) -> Self {
+        self.application_name = Some(name.to_owned());
+        self
+    }
+
+    /// Whether waiting callers are woken by LISTEN/NOTIFY (default on); off, they poll.
+    #[must_use]
+    pub fn notifications(mut self, on: bool) -> Self {
+        self.notifications = on;
+        self
+    }
+
+    /// Whether opening creates or upgrades the tables (default on). Off, the tables must exist
+    /// (for roles without DDL rights; run the migration once with a privileged role).
+    #[must_use]
+    pub fn migrate(mut self, on: bool) -> Self {
+        self.migrate = on;
+        self
+    }
+
+    /// Applies the store's own URL query parameters and returns the URL without them.
+    fn take_url_options(&mut self, url: &str) -> Result<String, Error> {
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok(url.to_owned());
+        };
+        let bad = |reason: String| Error::Open {
+            url: redact(url),
+            reason,
+            source: None,
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = |what: &str| {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| bad(format!("`{what}` must be a whole number, not {value:?}")))
+            };
+            match name {
+                "idem_schema" => self.schema = value.to_owned(),
+                "idem_table_prefix" => self.table_prefix = value.to_owned(),
+                "idem_max_connections" => {
+                    self.max_connections = u32::try_from(number(name)?).unwrap_or(u32::MAX).max(1);
+                }
+                "idem_acquire_timeout_ms" => {
+                    self.acquire_timeout = Duration::from_millis(number(name)?)
+                }
+                other if other.starts_with("idem_") => {
+                    return Err(bad(format!(
+                        "unknown parameter `{other}`; expected idem_schema, idem_table_prefix, \
+                         idem_max_connections or idem_acquire_timeout_ms"
+                    )))
+                }
+                _ => kept.push(pair),
+            }
+        }
+        Ok(if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        })
+    }
+
+    /// Connects (for a URL), creates or upgrades the tables, and returns the store.
+    pub async fn open(mut self) -> Result<PostgresStore, Error> {
+        let stripped = match &self.source {
+            Source::Url(url) => Some(self.take_url_options(&url.clone())?),
+            Source::Pool(_) => None,
+        };
+        // Validated before anything connects.
+        let names = Names::new(&self.schema, &self.table_prefix)?;
+        let (pool, url) = match self.source.clone() {
+            Source::Pool(pool) => (pool, None),
+            Source::Url(url) => {
+                let stripped = stripped.unwrap_or_else(|| url.clone());
+                let open_err = |reason: &str, e: sqlx::Error| Error::Open {
+                    url: redact(&url),
+                    reason: format!("{reason}: {e}"),
+                    source: Some(Box::new(e)),
+                };
+                let mut options = PgConnectOptions::from_str(&stripped)
+                    .map_err(|e| open_err("not a PostgreSQL URL", e))?;
+                if let Some(name) = &self.application_name {
+                    options = options.application_name(name);
+                } else if options.get_application_name().is_none() {
+                    options = options.application_name("idem");
+                }
+                let pool = PgPoolOptions::new()
+                    .max_connections(self.max_connections)
+                    .min_connections(0)
+                    // Statements fail (closed) on a dead connection, and the pool drops it when
+                    // it is returned; a ping before every statement would double the round trips.
+                    .test_before_acquire(false)
+                    .acquire_timeout(self.acquire_timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| open_err("cannot connect", e))?;
+                (pool, Some(url))
+            }
+        };
+        if self.migrate {
+            let migrated = async {
+                let mut conn = pool.acquire().await?;
+                schema::migrate(&mut conn, &names).await
+            }
+            .await;
+            if let Err(e) = migrated {
+                return Err(match url {
+                    Some(url) => Error::Open {
+                        url: redact(&url),
+                        reason: format!("cannot migrate the database: {e}"),
+                        source: Some(Box::new(e)),
+                    },
+                    None => Error::store("migrate", "", &NO_KEY, e),
+                });
+            }
+        }
+        let notifier = self.notifications.then(|| {
+            let listen_pool = PgPoolOptions::new()
+                .max_connections(1)
+                .min_connections(0)
+                .test_before_acquire(false)
+                .acquire_timeout(self.acquire_timeout)
+                .connect_lazy_with((*pool.connect_options()).clone());
+            Notifier::new(listen_pool, names.channel.clone())
+        });
+        let sql = Sql::new(&names);
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                names,
+                sql,
+                notifier,
+            }),
+        })
+    }
+}
+
+impl PostgresStore {
+    /// Opens `url` (`postgres://user:password@host:5432/db?...`) with default options.
+    pub async fn open(url: &str) -> Result<Self, Error> {
+        Self::builder(url).open().await
+    }
+
+    /// Options for opening `url`.
+    pub fn builder(url: &str) -> PostgresStoreBuilder {
+        PostgresStoreBuilder::with_source(Source::Url(url.to_owned()))
+    }
+
+    /// Uses an application's existing pool (default schema `public`, prefix `idem_`), creating
+    /// or upgrading the idem tables in it. For other names, use [`PostgresStoreBuilder::from_pool`].
+    pub async fn from_pool(pool: PgPool) -> Result<Self, Error> {
+        PostgresStoreBuilder::from_pool(pool).open().await
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema holding the tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.names.schema
+    }
+
+    /// The quoted, schema-qualified name of the records table (for operators' own queries).
+    pub fn records_table(&self) -> &str {
+        &self.inner.names.records
+    }
+
+    /// The quoted, schema-qualified name of the attempts table.
+    pub fn attempts_table(&self) -> &str {
+        &self.inner.names.attempts
+    }
+
+    /// The LISTEN/NOTIFY channel the store notifies changes on (payload: the key in hex).
+    pub fn channel(&self) -> &str {
+        &self.inner.names.channel
+    }
+
+    /// Whether the change listener is connected (waiters poll while it is not).
+    pub fn listening(&self) -> bool {
+        self.inner.notifier.as_ref().is_some_and(Notifier::is_up)
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    /// Runs the claim statement on any executor (a pool, a connection, a caller's transaction).
+    /// `None`: the row changed under the statement; run it again.
+    pub(crate) async fn claim_on<'e>(
+        &self,
+        exec: impl PgExecutor<'e>,
+        req: &ClaimRequest<'_>,
+    ) -> Result<Option<Claim>, Error> {
+        let row = sqlx::query(&self.inner.sql.claim)
+            .bind(&req.key.0[..])
+            .bind(req.op)
+            .bind(req.fingerprint.map(|f| &f.0[..]))
+            .bind(millis(req.lease))
+            .bind(req.worker)
+            .fetch_one(exec)
+            .await
+            .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+        decide(req, &row).map_err(|reason| Error::Corrupt {
+            op: req.op.to_owned(),
+            key: *req.key,
+            reason,
+        })
+    }
+
+    /// Runs the fenced completion on any executor.
+    pub(crate) async fn complete_on<'e>(
+        &self,
+        exec: impl PgExecutor<'e>,
+        a: &AttemptRef<'_>,
+        outcome: Outcome<'_>,
+    ) -> Result<Fence, Error> {
+        let query = sqlx::query_scalar::<_, i64>(&self.inner.sql.complete)
+            .bind(&a.key.0[..])
+            .bind(attempt_i64(a.attempt));
+        let query = match outcome {
+            Outcome::Snapshot { kind, bytes, ttl } => query
+                .bind(Status::Completed.as_str())
+                .bind(bytes)
+                .bind(kind.as_str())
+                .bind(None::<&str>)
+                .bind(millis(ttl))
+                .bind(match kind {
+                    SnapshotKind::Ok => AttemptOutcome::Completed.as_str(),
+                    SnapshotKind::Err => AttemptOutcome::Failed.as_str(),
+                }),
+            Outcome::Failed { error, ttl } => query
+                .bind(Status::Failed.as_str())
+                .bind(None::<&[u8]>)
+                .bind(None::<&str>)
+                .bind(error)
+                .bind(millis(ttl))
+                .bind(AttemptOutcome::Failed.as_str()),
+        };
+        let owned = query
+            .fetch_one(exec)
+            .await
+            .map_err(|e| Error::store("complete", a.op, a.key, e))?;
+        Ok(if owned == 1 {
+            Fence::Owned
+        } else {
+            Fence::Lost
+        })
+    }
+}
+
+fn attempt_i64(attempt: u64) -> i64 {
+    i64::try_from(attempt).unwrap_or(i64::MAX)
+}
+
+fn col(e: sqlx::Error) -> String {
+    e.to_string()
+}
+
+fn bytes32(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], String> {
+    <[u8; 32]>::try_from(bytes).map_err(|b| format!("{what} has {} bytes, not 32", b.len()))
+}
+
+fn u64_of(v: i64, what: &str) -> Result<u64, String> {
+    u64::try_from(v).map_err(|_| format!("{what} is negative ({v})"))
+}
+
+fn fingerprint_of(row: &PgRow) -> Result<Option<Fingerprint>, String> {
+    row.try_get::<Option<Vec<u8>>, _>("fingerprint")
+        .map_err(col)?
+        .map(|b| bytes32(b, "fingerprint").map(Fingerprint))
+        .transpose()
+}
+
+/// Decodes the claim statement's row into a decision, or `None` when it must run again.
+fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Option<Claim>, String> {
+    if let Some(attempt) = row.try_get::<Option<i64>, _>("acquired").map_err(col)? {
+        let took_over = row
+            .try_get::<Option<i64>, _>("taken_over_from")
+            .map_err(col)?
+            .map(|a| u64_of(a, "taken_over_from"))
+            .transpose()?;
+        return Ok(Some(Claim::Acquired {
+            attempt: u64_of(attempt, "attempt")?,
+            took_over,
+        }));
+    }
+    let Some(attempt) = row.try_get::<Option<i64>, _>("attempt").map_err(col)? else {
+        // A concurrent claimer inserted the row after this statement's snapshot.
+        return Ok(None);
+    };
+    let attempt = u64_of(attempt, "attempt")?;
+    let live_completed = row
+        .try_get::<Option<bool>, _>("live_completed")
+        .map_err(col)?
+        == Some(true);
+    let live_running = row
+        .try_get::<Option<bool>, _>("live_running")
+        .map_err(col)?
+        == Some(true);
+    if !live_completed && !live_running {
+        // Claimable in the snapshot, but a concurrent claimer got the newest version first.
+        return Ok(None);
+    }
+    let fingerprint = fingerprint_of(row)?;
+    if let (Some(have), Some(want)) = (fingerprint, req.fingerprint) {
+        if have != *want {
+            return Ok(Some(Claim::KeyReuse));
+        }
+    }
+    if live_running {
+        let left: Option<i64> = row.try_get("lease_left_ms").map_err(col)?;
+        return Ok(Some(Claim::Running {
+            attempt,
+            lease_left: Duration::from_millis(
+                left.and_then(|l| u64::try_from(l).ok()).unwrap_or(0),
+            ),
+        }));
+    }
+    let bytes: Option<Vec<u8>> = row.try_get("snapshot").map_err(col)?;
+    let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
+    let (Some(bytes), Some(kind)) = (bytes, kind.as_deref().and_then(SnapshotKind::parse)) else {
+        return Err("completed record without a snapshot".into());
+    };
+    let expires_at: Option<i64> = row.try_get("expires_ms").map_err(col)?;
+    Ok(Some(Claim::Completed(Snapshot {
+        attempt,
+        kind,
+        bytes,
+        expires_at: expires_at.unwrap_or(i64::MAX),
+        fingerprint,
+    })))
+}
+
+fn record_of(row: &PgRow) -> Result<Record, String> {
+    let status: String = row.try_get("status").map_err(col)?;
+    let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
+    Ok(Record {
+        key: Key(bytes32(row.try_get("key").map_err(col)?, "key")?),
+        op: row.try_get("op").map_err(col)?,
+        status: Status::from_str(&status)?,
+        attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
+        fingerprint: fingerprint_of(row)?,
+        snapshot: row.try_get("snapshot").map_err(col)?,
+        snapshot_kind: kind.as_deref().and_then(SnapshotKind::parse),
+        error: row.try_get("error").map_err(col)?,
+        lease_until: row.try_get("lease_until").map_err(col)?,
+        worker: row.try_get("worker").map_err(col)?,
+        created_at: row.try_get("created_at").map_err(col)?,
+        updated_at: row.try_get("updated_at").map_err(col)?,
+        expires_at: row.try_get("expires_at").map_err(col)?,
+    })
+}
+
+fn attempt_log_of(row: &PgRow) -> Result<AttemptLog, String> {
+    let outcome: String = row.try_get("outcome").map_err(col)?;
+    Ok(AttemptLog {
+        attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
+        worker: row.try_get("worker").map_err(col)?,
+        started_at: row.try_get("started_at").map_err(col)?,
+        ended_at: row.try_get("ended_at").map_err(col)?,
+        outcome: AttemptOutcome::parse(&outcome)
+            .ok_or_else(|| format!("unknown attempt outcome `{outcome}`"))?,
+        error: row.try_get("error").map_err(col)?,
+    })
+}
+
+fn corrupt(key: &Key) -> impl Fn(String) -> Error + '_ {
+    move |reason| Error::Corrupt {
+        op: String::new(),
+        key: *key,
+        reason,
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        for _ in 0..CLAIM_TRIES {
+            if let Some(claim) = self.claim_on(&self.inner.pool, req).await? {
+                return Ok(claim);
+            }
+        }
+        Err(Error::store(
+            "claim",
+            req.op,
+            req.key,
+            "the record kept changing during the claim",
+        ))
+    }
+
+    async fn renew(&self, a: &AttemptRef<'_>, lease: Duration) -> Result<Fence, Error> {
+        let done = sqlx::query(&self.inner.sql.renew)
+            .bind(&a.key.0[..])
+            .bind(attempt_i64(a.attempt))
+            .bind(millis(lease))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(|e| Error::store("renew", a.op, a.key, e))?;
+        Ok(if done.rows_affected() == 1 {
+            Fence::Owned
+        } else {
+            Fence::Lost
+        })
+    }
+
+    async fn complete(&self, a: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error> {
+        self.complete_on(&self.inner.pool, a, outcome).await
+    }
+
+    async fn wait_for_change(&self, key: &Key, max: Duration) {
+        match &self.inner.notifier {
+            Some(notifier) => notifier.wait(key, max).await,
+            None => tokio::time::sleep(max).await,
+        }
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Record>, Error> {
+        let row = sqlx::query(&self.inner.sql.get)
+            .bind(&key.0[..])
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| Error::store("get", "", key, e))?;
+        row.map(|r| record_of(&r)).transpose().map_err(corrupt(key))
+    }
+
+    async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error> {
+        let rows = sqlx::query(&self.inner.sql.attempts)
+            .bind(&key.0[..])
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| Error::store("attempts", "", key, e))?;
+        rows.iter()
+            .map(attempt_log_of)
+            .collect::<Result<_, String>>()
+            .map_err(corrupt(key))
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
+        let rows = sqlx::query(&self.inner.sql.list)
+            .bind(filter.op.as_deref())
+            .bind(filter.status.map(Status::as_str))
+            .bind(filter.updated_before)
+            .bind(i64::from(filter.limit.unwrap_or(1000)))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| Error::store("list", "", &NO_KEY, e))?;
+        rows.iter()
+            .map(record_of)
+            .collect::<Result<_, String>>()
+            .map_err(corrupt(&NO_KEY))
+    }
+
+    async fn forget(&self, key: &Key) -> Result<bool, Error> {
+        let gone: i64 = sqlx::query_scalar(&self.inner.sql.forget)
+            .bind(&key.0[..])
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| Error::store("forget", "", key, e))?;
+        Ok(gone > 0)
+    }
+
+    async fn release(&self, key: &Key) -> Result<bool, Error> {
+        let released: i64 = sqlx::query_scalar(&self.inner.sql.release)
+            .bind(&key.0[..])
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| Error::store("release", "", key, e))?;
+        Ok(released > 0)
+    }
+
+    async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {
+        let gone: i64 = sqlx::query_scalar(&self.inner.sql.purge)
+            .bind(i64::from(batch))
+            .bind(millis(abandoned_after))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(|e| Error::store("purge", "", &NO_KEY, e))?;
+        Ok(u64::try_from(gone).unwrap_or(0))
+    }
+}

@@ -1,0 +1,296 @@
+//! The PostgreSQL record format (versioned migrations), the validated names it lives under, and
+//! how a store brings a database up to date, safely when many workers start at once.
+//!
+//! # Persisted format, version 1
+//!
+//! Everything lives in one schema (default `public`, see `PostgresStoreBuilder::schema`) under
+//! one table-name prefix (default `idem_`). Both are validated as plain lower-case identifiers
+//! (`[a-z_][a-z0-9_]*`) *and* double-quoted in every statement, so configuration can never
+//! inject SQL. With the defaults the tables are:
+//!
+//! - `idem_records`: one row per key.
+//!   - `key bytea` primary key (the 32 raw key bytes), `op text`, `status text`
+//!     (`running` / `completed` / `failed`), `attempt bigint` (the fencing token; only grows),
+//!     `taken_over_from bigint` (the attempt a takeover replaced, for the log), `fingerprint bytea`
+//!     (32 bytes or NULL), `snapshot bytea` (the JSON encoding of the recorded value),
+//!     `snapshot_kind text` (`ok` / `err`), `error text`, `lease_until timestamptz`, `worker text`,
+//!     `created_at`, `updated_at`, `expires_at timestamptz`.
+//!   - Every time is the **server's** clock (`statement_timestamp()`): a worker's clock is never
+//!     sent, so a skewed worker can neither steal a live lease nor keep a dead one.
+//!   - `fillfactor = 80`: each page keeps room for new row versions, so updates that touch no
+//!     indexed column are HOT (heap-only: no index insertions, no index bloat).
+//! - `idem_attempts`: one row per attempt (`key`, `attempt`, `worker`, `started_at`, `ended_at`,
+//!   `outcome` = `running` / `completed` / `failed` / `abandoned` / `fenced` / `released`,
+//!   `error`), primary key `(key, attempt)`, `fillfactor = 80` (each row is updated once, when the
+//!   attempt ends; `outcome` is not indexed, so that update is HOT). It is written by the same
+//!   statement as the record change (data-modifying CTEs, not triggers: one plan, no PL/pgSQL
+//!   call per row), so the log can never disagree with the record.
+//! - `idem_meta`: `attempt_floor`, the highest attempt number ever deleted (by purge or forget),
+//!   updated in the same statement as the delete, so a key's next attempt starts above it and
+//!   fencing tokens never go backwards.
+//! - `idem_schema`: the applied format versions (`version`, `applied_at`).
+//!
+//! ## Indexes, and why so few
+//!
+//! The hot writes are the heartbeat (`renew`: changes only `lease_until`) and the claim of a new
+//! key (an insert). `lease_until` is in **no** index, so every heartbeat is a HOT update. Status
+//! changes (`complete`, takeover) touch `status`, `updated_at` and `expires_at` and are not HOT;
+//! they happen once per attempt. The indexes besides the primary key:
+//! - `idem_records_expires (expires_at) WHERE expires_at IS NOT NULL`: purge finds expired
+//!   completed and failed records without a scan;
+//! - `idem_records_running (updated_at) WHERE status = 'running'`: purge finds abandoned running
+//!   records among the (few) in-flight ones, without indexing `lease_until`;
+//! - `idem_records_op_updated (op, updated_at)`: `list` by operation, newest first.
+//!
+//! ## Notifications
+//!
+//! Every statement that ends an attempt (complete, release, forget) also runs
+//! `pg_notify(channel, encode(key, 'hex'))` in the same transaction; the channel is
+//! `idem_` followed by 16 hex digits of a blake3 hash of `schema.prefix` (stable across processes,
+//! always a valid channel name). Waiting callers `LISTEN` on it (see the store's module docs).
+//!
+//! ## Migrations
+//!
+//! Versions are applied in order, each once, inside one transaction that first takes
+//! `pg_advisory_xact_lock` on a key derived from the schema and prefix: many workers starting at
+//! once serialize there, and all but the first find the work done. A database whose version is
+//! newer than this build refuses to open.
+
+use sqlx::{Connection, PgConnection};
+
+use crate::error::Error;
+
+/// The newest format version this build writes.
+pub const FORMAT_VERSION: i32 = 1;
+
+/// The format versions, in order. `{records}`, `{attempts}`, `{meta}` are replaced by the quoted,
+/// schema-qualified table names, `{prefix}` by the (validated) table prefix.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE {meta} (
+    name  text PRIMARY KEY,
+    value bigint NOT NULL
+);
+INSERT INTO {meta} (name, value) VALUES ('attempt_floor', 0);
+
+CREATE TABLE {records} (
+    key             bytea PRIMARY KEY CHECK (octet_length(key) = 32),
+    op              text NOT NULL,
+    status          text NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+    attempt         bigint NOT NULL CHECK (attempt > 0),
+    taken_over_from bigint,
+    fingerprint     bytea CHECK (octet_length(fingerprint) = 32),
+    snapshot        bytea,
+    snapshot_kind   text CHECK (snapshot_kind IN ('ok', 'err')),
+    error           text,
+    lease_until     timestamptz,
+    worker          text,
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    expires_at      timestamptz
+) WITH (fillfactor = 80);
+CREATE INDEX "{prefix}records_expires" ON {records} (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX "{prefix}records_running" ON {records} (updated_at) WHERE status = 'running';
+CREATE INDEX "{prefix}records_op_updated" ON {records} (op, updated_at);
+
+CREATE TABLE {attempts} (
+    key        bytea NOT NULL,
+    attempt    bigint NOT NULL,
+    worker     text NOT NULL,
+    started_at timestamptz NOT NULL,
+    ended_at   timestamptz,
+    outcome    text NOT NULL CHECK (outcome IN
+                   ('running', 'completed', 'failed', 'abandoned', 'fenced', 'released')),
+    error      text,
+    PRIMARY KEY (key, attempt)
+) WITH (fillfactor = 80);
+"#,
+)];
+
+/// The longest schema name (PostgreSQL truncates identifiers at 63 bytes).
+const MAX_SCHEMA: usize = 63;
+/// The longest table prefix: the longest derived name (`<prefix>records_op_updated`) must fit
+/// in 63 bytes.
+const MAX_PREFIX: usize = 40;
+
+/// Checks a configured identifier: lower-case ASCII letters, digits and `_`, not starting with a
+/// digit. Anything else (quotes, spaces, dots, semicolons) is refused, so no configuration value
+/// can change the meaning of a statement.
+pub(super) fn validate_identifier(
+    what: &str,
+    value: &str,
+    allow_empty: bool,
+    max: usize,
+) -> Result<(), Error> {
+    let bad = |why: &str| {
+        Err(Error::Config(format!(
+            "invalid PostgreSQL {what} {value:?}: {why}"
+        )))
+    };
+    if value.is_empty() {
+        return if allow_empty {
+            Ok(())
+        } else {
+            bad("it is empty")
+        };
+    }
+    if value.len() > max {
+        return bad(&format!("it is longer than {max} bytes"));
+    }
+    if value.as_bytes()[0].is_ascii_digit() {
+        return bad("it starts with a digit");
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return bad("only lower-case ASCII letters, digits and `_` are allowed");
+    }
+    Ok(())
+}
+
+/// The validated, quoted names a store's statements use.
+#[derive(Debug, Clone)]
+pub(super) struct Names {
+    pub(super) schema: String,
+    pub(super) prefix: String,
+    /// `"schema"."prefixrecords"`.
+    pub(super) records: String,
+    pub(super) attempts: String,
+    pub(super) meta: String,
+    pub(super) versions: String,
+    /// The LISTEN/NOTIFY channel.
+    pub(super) channel: String,
+}
+
+impl Names {
+    pub(super) fn new(schema: &str, prefix: &str) -> Result<Self, Error> {
+        validate_identifier("schema name", schema, false, MAX_SCHEMA)?;
+        validate_identifier("table prefix", prefix, true, MAX_PREFIX)?;
+        let table = |name: &str| format!("\"{schema}\".\"{prefix}{name}\"");
+        let hash = blake3::hash(format!("{schema}.{prefix}").as_bytes());
+        Ok(Self {
+            schema: schema.to_owned(),
+            prefix: prefix.to_owned(),
+            records: table("records"),
+            attempts: table("attempts"),
+            meta: table("meta"),
+            versions: table("schema"),
+            channel: format!("idem_{}", &hash.to_hex()[..16]),
+        })
+    }
+
+    fn expand(&self, sql: &str) -> String {
+        sql.replace("{records}", &self.records)
+            .replace("{attempts}", &self.attempts)
+            .replace("{meta}", &self.meta)
+            .replace("{prefix}", &self.prefix)
+    }
+}
+
+/// Applies every missing migration; a no-op (one read) when the database is up to date.
+///
+/// Boxed as `Send`, so the future of opening a store can be spawned (the compiler cannot prove
+/// `Send` for sqlx's higher-ranked executor bounds through an unboxed `async fn` chain).
+pub(super) fn migrate<'a>(
+    conn: &'a mut PgConnection,
+    names: &'a Names,
+) -> futures_util::future::BoxFuture<'a, Result<(), sqlx::Error>> {
+    Box::pin(migrate_inner(conn, names))
+}
+
+async fn migrate_inner(conn: &mut PgConnection, names: &Names) -> Result<(), sqlx::Error> {
+    let current: Option<i32> =
+        sqlx::query_scalar(&format!("SELECT max(version) FROM {}", names.versions))
+            .fetch_one(&mut *conn)
+            .await
+            .or_else(|e| match &e {
+                // 42P01 undefined_table, 3F000 invalid_schema_name: a new database.
+                sqlx::Error::Database(db)
+                    if matches!(db.code().as_deref(), Some("42P01" | "3F000")) =>
+                {
+                    Ok(None)
+                }
+                _ => Err(e),
+            })?;
+    if current == Some(FORMAT_VERSION) {
+        return Ok(());
+    }
+
+    let mut tx = conn.begin().await?;
+    // Every worker starting at once queues here; the lock is released at commit.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("idem.migrate:{}.{}", names.schema, names.prefix))
+        .execute(&mut *tx)
+        .await?;
+    // Create the schema only when missing: `CREATE SCHEMA IF NOT EXISTS` needs the database's
+    // CREATE privilege even when the schema exists, which an application's role may lack.
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(&names.schema)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !exists {
+        sqlx::query(&format!("CREATE SCHEMA \"{}\"", names.schema))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)",
+        names.versions
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let current: i32 = sqlx::query_scalar(&format!(
+        "SELECT coalesce(max(version), 0) FROM {}",
+        names.versions
+    ))
+    .fetch_one(&mut *tx)
+    .await?;
+    if current > FORMAT_VERSION {
+        return Err(sqlx::Error::Protocol(format!(
+            "the database has idem format version {current}, newer than this build's {FORMAT_VERSION}; upgrade idem"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let ddl = names.expand(sql);
+        sqlx::Executor::execute(&mut *tx, ddl.as_str()).await?;
+        sqlx::query(&format!(
+            "INSERT INTO {} (version, applied_at) VALUES ($1, statement_timestamp())",
+            names.versions
+        ))
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::Names;
+
+    #[test]
+    fn names_are_validated_and_quoted() {
+        let n = Names::new("public", "idem_").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n.records, "\"public\".\"idem_records\"");
+        assert!(n.channel.starts_with("idem_") && n.channel.len() == 21);
+        assert!(Names::new("public", "").is_ok());
+        for bad in [
+            "x\"; DROP TABLE t; --",
+            "Upper",
+            "a b",
+            "a.b",
+            "1abc",
+            "é",
+            "",
+        ] {
+            assert!(Names::new(bad, "idem_").is_err(), "schema {bad:?}");
+        }
+        for bad in ["x\"; DROP TABLE t; --", "p-", &"p".repeat(41)] {
+            assert!(Names::new("public", bad).is_err(), "prefix {bad:?}");
+        }
+    }
+}

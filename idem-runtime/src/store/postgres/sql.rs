@@ -1,0 +1,212 @@
+//! The statement text of the PostgreSQL store, built once per store from its validated names.
+//!
+//! Every decision is one statement (autocommit, READ COMMITTED), and every time is the server's
+//! `statement_timestamp()`: fixed for the whole statement, current for each statement, even
+//! inside a caller's longer transaction.
+
+use super::schema::Names;
+
+/// How long a released record is kept before purge may delete it.
+const RELEASED_TTL: &str = "interval '24 hours'";
+
+/// The server's clock, fixed within a statement.
+const NOW: &str = "statement_timestamp()";
+
+/// A `timestamptz` expression as whole milliseconds since the Unix epoch.
+fn ms(expr: &str) -> String {
+    format!("(extract(epoch FROM {expr}) * 1000)::int8")
+}
+
+/// The columns of a [`crate::record::Record`], times in milliseconds.
+pub(super) fn record_columns() -> String {
+    format!(
+        "key, op, status, attempt, fingerprint, snapshot, snapshot_kind, error, {} AS lease_until, \
+         worker, {} AS created_at, {} AS updated_at, {} AS expires_at",
+        ms("lease_until"),
+        ms("created_at"),
+        ms("updated_at"),
+        ms("expires_at"),
+    )
+}
+
+/// Statement text of one store.
+#[derive(Debug)]
+pub(super) struct Sql {
+    pub(super) claim: String,
+    pub(super) renew: String,
+    pub(super) complete: String,
+    pub(super) release: String,
+    pub(super) forget: String,
+    pub(super) purge: String,
+    pub(super) get: String,
+    pub(super) attempts: String,
+    pub(super) list: String,
+}
+
+impl Sql {
+    pub(super) fn new(n: &Names) -> Self {
+        let (records, attempts, meta, channel) = (&n.records, &n.attempts, &n.meta, &n.channel);
+        let live = format!(
+            "(r.status = 'completed' AND r.expires_at > {NOW}) OR (r.status = 'running' AND r.lease_until > {NOW})"
+        );
+        let notify = format!("pg_notify('{channel}', encode($1, 'hex'))");
+        Self {
+            // $1 key, $2 op, $3 fingerprint, $4 lease ms, $5 worker.
+            //
+            // `cur` reads the row in the statement's snapshot. When it is live (the hot path:
+            // replay, or wait) the INSERT's SELECT yields nothing, so the statement writes and
+            // locks nothing and commits without a WAL flush. Otherwise the upsert decides on
+            // the *latest* row version: under READ COMMITTED, `ON CONFLICT DO UPDATE` waits for
+            // a concurrent claimer, locks the newest version and re-evaluates its `WHERE` on it,
+            // so exactly one of any number of racing claimers acquires an attempt. A loser gets
+            // neither an `ins` row nor (if the row was inserted after its snapshot) a `cur` row,
+            // or a `cur` row that is no longer live: the caller re-runs the statement, which
+            // then sees the winner's row. The attempts log is written by the same statement.
+            //
+            // The new attempt is above the key's own (as this snapshot saw it) and above the
+            // floor: purge and forget delete a row and raise the floor in one transaction, so
+            // the snapshot sees either the row or the raised floor.
+            claim: format!(
+                "WITH cur AS (
+                     SELECT r.attempt, r.fingerprint, r.snapshot, r.snapshot_kind,
+                            (r.status = 'completed' AND r.expires_at > {NOW}) AS live_completed,
+                            (r.status = 'running' AND r.lease_until > {NOW}) AS live_running,
+                            {expires_ms} AS expires_ms,
+                            greatest({lease_left}, 0) AS lease_left_ms
+                     FROM {records} r WHERE r.key = $1
+                 ), ins AS (
+                     INSERT INTO {records} AS r
+                         (key, op, status, attempt, fingerprint, lease_until, worker, created_at, updated_at)
+                     SELECT $1, $2, 'running',
+                            greatest((SELECT value FROM {meta} WHERE name = 'attempt_floor'),
+                                     (SELECT max(attempt) FROM cur), 0) + 1,
+                            $3, {NOW} + $4::float8 * interval '1 millisecond', $5, {NOW}, {NOW}
+                     WHERE NOT EXISTS (SELECT 1 FROM cur WHERE live_completed OR live_running)
+                     ON CONFLICT (key) DO UPDATE SET
+                         op = excluded.op,
+                         status = 'running',
+                         attempt = greatest(r.attempt + 1, excluded.attempt),
+                         taken_over_from = CASE WHEN r.status = 'running' THEN r.attempt END,
+                         fingerprint = excluded.fingerprint,
+                         snapshot = NULL, snapshot_kind = NULL, error = NULL,
+                         lease_until = excluded.lease_until,
+                         worker = excluded.worker,
+                         updated_at = excluded.updated_at,
+                         expires_at = NULL
+                     WHERE NOT ({live})
+                     RETURNING r.attempt, r.taken_over_from
+                 ), abandoned AS (
+                     UPDATE {attempts} a SET outcome = 'abandoned', ended_at = {NOW}
+                     FROM ins
+                     WHERE a.key = $1 AND a.attempt = ins.taken_over_from AND a.outcome = 'running'
+                 ), logged AS (
+                     INSERT INTO {attempts} (key, attempt, worker, started_at, outcome)
+                     SELECT $1, attempt, $5, {NOW}, 'running' FROM ins
+                     ON CONFLICT (key, attempt) DO UPDATE SET
+                         worker = excluded.worker, started_at = excluded.started_at,
+                         ended_at = NULL, outcome = 'running', error = NULL
+                 )
+                 SELECT ins.attempt AS acquired, ins.taken_over_from,
+                        cur.attempt, cur.fingerprint, cur.live_completed, cur.live_running,
+                        CASE WHEN cur.live_completed THEN cur.snapshot END AS snapshot,
+                        cur.snapshot_kind, cur.expires_ms, cur.lease_left_ms
+                 FROM (SELECT) AS one LEFT JOIN ins ON true LEFT JOIN cur ON true",
+                expires_ms = ms("r.expires_at"),
+                lease_left = ms(&format!("r.lease_until - {NOW}")),
+            ),
+            // $1 key, $2 attempt, $3 lease ms. Touches no indexed column: a HOT update.
+            renew: format!(
+                "UPDATE {records} SET lease_until = {NOW} + $3::float8 * interval '1 millisecond'
+                 WHERE key = $1 AND attempt = $2 AND status = 'running'"
+            ),
+            // $1 key, $2 attempt, $3 status, $4 snapshot, $5 kind, $6 error, $7 ttl ms,
+            // $8 the attempt's logged outcome. Fenced on (key, attempt, running); a lost attempt
+            // logs `fenced` (unless its own earlier, acknowledged-late write already ended it:
+            // a retried complete whose first try committed must not relabel it).
+            complete: format!(
+                "WITH done AS (
+                     UPDATE {records}
+                     SET status = $3, snapshot = $4, snapshot_kind = $5, error = $6, lease_until = NULL,
+                         updated_at = {NOW}, expires_at = {NOW} + $7::float8 * interval '1 millisecond'
+                     WHERE key = $1 AND attempt = $2 AND status = 'running'
+                     RETURNING 1
+                 ), logged AS (
+                     UPDATE {attempts}
+                     SET outcome = CASE WHEN EXISTS (SELECT 1 FROM done) THEN $8 ELSE 'fenced' END,
+                         ended_at = {NOW}, error = $6
+                     WHERE key = $1 AND attempt = $2
+                       AND (EXISTS (SELECT 1 FROM done) OR outcome NOT IN ('completed', 'failed'))
+                 )
+                 SELECT count({notify}) AS owned FROM done"
+            ),
+            release: format!(
+                "WITH rel AS (
+                     UPDATE {records}
+                     SET status = 'failed', error = 'released by an operator', lease_until = NULL,
+                         updated_at = {NOW}, expires_at = {NOW} + {RELEASED_TTL}
+                     WHERE key = $1 AND status = 'running'
+                     RETURNING attempt
+                 ), logged AS (
+                     UPDATE {attempts} a SET outcome = 'released', ended_at = {NOW}
+                     FROM rel WHERE a.key = $1 AND a.attempt = rel.attempt
+                 )
+                 SELECT count({notify}) FROM rel"
+            ),
+            forget: format!(
+                "WITH gone AS (
+                     DELETE FROM {records} WHERE key = $1 RETURNING attempt
+                 ), log_gone AS (
+                     DELETE FROM {attempts} WHERE key = $1
+                 ), floor AS (
+                     UPDATE {meta} SET value = greatest(value, (SELECT max(attempt) FROM gone))
+                     WHERE name = 'attempt_floor' AND EXISTS (SELECT 1 FROM gone)
+                 )
+                 SELECT count({notify}) FROM gone"
+            ),
+            // $1 batch, $2 abandoned-after ms. Candidates come from the two partial indexes;
+            // `FOR UPDATE SKIP LOCKED` re-checks each on its newest version and skips rows a
+            // claim holds, so purge never waits for (nor blocks for long) a claimer.
+            purge: format!(
+                "WITH doomed AS (
+                     SELECT key FROM {records}
+                     WHERE key = ANY (ARRAY(
+                               (SELECT key FROM {records} WHERE expires_at <= {NOW} LIMIT $1)
+                               UNION ALL
+                               (SELECT key FROM {records}
+                                WHERE status = 'running'
+                                  AND lease_until <= {NOW} - $2::float8 * interval '1 millisecond'
+                                LIMIT $1)))
+                       AND (expires_at <= {NOW}
+                            OR (status = 'running'
+                                AND lease_until <= {NOW} - $2::float8 * interval '1 millisecond'))
+                     LIMIT $1
+                     FOR UPDATE SKIP LOCKED
+                 ), gone AS (
+                     DELETE FROM {records} r USING doomed d WHERE r.key = d.key
+                     RETURNING r.key, r.attempt
+                 ), log_gone AS (
+                     DELETE FROM {attempts} a USING gone g WHERE a.key = g.key
+                 ), floor AS (
+                     UPDATE {meta} SET value = greatest(value, (SELECT max(attempt) FROM gone))
+                     WHERE name = 'attempt_floor' AND EXISTS (SELECT 1 FROM gone)
+                 )
+                 SELECT count(*) FROM gone"
+            ),
+            get: format!("SELECT {} FROM {records} WHERE key = $1", record_columns()),
+            attempts: format!(
+                "SELECT attempt, worker, {} AS started_at, {} AS ended_at, outcome, error
+                 FROM {attempts} WHERE key = $1 ORDER BY attempt",
+                ms("started_at"),
+                ms("ended_at"),
+            ),
+            // $1 op, $2 status, $3 updated-before ms, $4 limit.
+            list: format!(
+                "SELECT {} FROM {records}
+                 WHERE ($1::text IS NULL OR op = $1) AND ($2::text IS NULL OR status = $2)
+                   AND ($3::int8 IS NULL OR updated_at < to_timestamp($3::float8 / 1000))
+                 ORDER BY updated_at DESC, key LIMIT $4",
+                record_columns()
+            ),
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The store conformance suite on the PostgreSQL store, plus PostgreSQL-only behaviour:
+//! configuration that could inject SQL is refused, many workers migrating at once, LISTEN/NOTIFY
+//! wake-ups, corrupt rows.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+idem_tests::conformance_suite!(idem_tests::backends::postgres());
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use idem_runtime::record::SnapshotKind;
+use idem_runtime::store::postgres::{PostgresStore, FORMAT_VERSION};
+use idem_runtime::store::{AttemptRef, Claim, ClaimRequest, Fence, Outcome, Store};
+use idem_runtime::{Call, Error, Idem};
+use idem_tests::backends::{fresh_postgres_schema, postgres_store, postgres_url};
+use idem_tests::conformance::TestError;
+
+/// Schema names and table prefixes are validated identifiers: anything that could change a
+/// statement is refused as configuration, before any connection, through the builder or the URL.
+#[tokio::test]
+async fn malicious_names_are_rejected() {
+    let schema = fresh_postgres_schema();
+    let Some(store) = postgres_store(&schema, |b| b).await else {
+        return;
+    };
+    let canary = format!("\"{schema}\".pwned");
+    let evil_prefix = format!("x\"; CREATE TABLE {canary} (); --");
+    let evil_schema = format!("{schema}\"; CREATE TABLE {canary} (); --");
+    let url = postgres_url();
+    for (schema, prefix) in [
+        (schema.as_str(), evil_prefix.as_str()),
+        (evil_schema.as_str(), "idem_"),
+        ("Public", "idem_"),
+        ("public", "idem."),
+        ("public", "idem_ "),
+    ] {
+        let r = PostgresStore::builder(&url)
+            .schema(schema)
+            .table_prefix(prefix)
+            .open()
+            .await;
+        assert!(
+            matches!(r, Err(Error::Config(_))),
+            "{schema:?} / {prefix:?}: {r:?}"
+        );
+    }
+    let r = PostgresStore::open(&format!("{url}?idem_table_prefix=x%22;drop")).await;
+    assert!(matches!(r, Err(Error::Config(_))), "{r:?}");
+    let r = PostgresStore::open(&format!("{url}?idem_bogus=1")).await;
+    assert!(matches!(r, Err(Error::Open { .. })), "{r:?}");
+    let pwned: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(&canary)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(pwned, None, "nothing was injected");
+}
+
+/// Many workers starting at once on a new schema: all open, the migration applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_workers_migrating_at_once() {
+    let Some(probe) = postgres_store(&fresh_postgres_schema(), |b| b.max_connections(1)).await
+    else {
+        return;
+    };
+    let schema = fresh_postgres_schema();
+    let opens: Vec<_> = (0..16)
+        .map(|_| {
+            let schema = schema.clone();
+            tokio::spawn(async move {
+                PostgresStore::builder(&postgres_url())
+                    .schema(&schema)
+                    .table_prefix("many_")
+                    .max_connections(1)
+                    .application_name("idem-test")
+                    .open()
+                    .await
+            })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for o in opens {
+        stores.push(o.await.unwrap().unwrap());
+    }
+    let versions: Vec<i32> =
+        sqlx::query_scalar(&format!("SELECT version FROM \"{schema}\".many_schema"))
+            .fetch_all(probe.pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, [FORMAT_VERSION]);
+    // And they all work on the same tables.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let op = idem_tests::unique_op("migrated");
+    for store in stores {
+        let idem = Idem::builder(Arc::new(store)).cache_capacity(0).build();
+        let runs = runs.clone();
+        let v: String = idem
+            .call(Call::new(op.clone()).key(&1_u8), || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Error>("once".into())
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, "once");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(probe.pool())
+        .await
+        .unwrap();
+}
+
+/// A waiter is woken by NOTIFY as soon as the owner completes, not at the end of its wait; with
+/// notifications off it sleeps its whole wait (polling).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notify_wakes_waiters_at_once() {
+    let schema = fresh_postgres_schema();
+    let Some(store) = postgres_store(&schema, |b| b).await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let op = idem_tests::unique_op("notify");
+    let key = Call::new(op.clone()).key(&"k").key_value();
+    let req = ClaimRequest {
+        op: &op,
+        key: &key,
+        fingerprint: None,
+        lease: Duration::from_secs(30),
+        worker: "owner",
+    };
+    let Claim::Acquired { attempt, .. } = store.claim(&req).await.unwrap() else {
+        panic!("fresh key")
+    };
+    // Start the listener and wait until it is connected.
+    let begun = Instant::now();
+    while !store.listening() {
+        store.wait_for_change(&key, Duration::from_millis(20)).await;
+        assert!(
+            begun.elapsed() < Duration::from_secs(10),
+            "the listener connects"
+        );
+    }
+    let waiter = {
+        let (store, key) = (store.clone(), key);
+        tokio::spawn(async move {
+            let begun = Instant::now();
+            store.wait_for_change(&key, Duration::from_secs(20)).await;
+            begun.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = AttemptRef {
+        op: &op,
+        key: &key,
+        attempt,
+    };
+    let outcome = Outcome::Snapshot {
+        kind: SnapshotKind::Ok,
+        bytes: b"\"v\"",
+        ttl: Duration::from_secs(60),
+    };
+    assert_eq!(store.complete(&a, outcome).await.unwrap(), Fence::Owned);
+    let waited = waiter.await.unwrap();
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+        "woken at once: {waited:?}"
+    );
+
+    let polling = postgres_store(&schema, |b| b.notifications(false))
+        .await
+        .unwrap();
+    let begun = Instant::now();
+    polling
+        .wait_for_change(&key, Duration::from_millis(300))
+        .await;
+    assert!(begun.elapsed() >= Duration::from_millis(300));
+    assert!(!polling.listening());
+}
+
+async fn count_call(idem: &Idem, op: &str, runs: &AtomicUsize) -> Result<String, TestError> {
+    idem.call(Call::new(op.to_owned()).key(&"k"), || async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        Ok("ran".to_string())
+    })
+    .await
+}
+
+/// A corrupt snapshot row: a typed error naming op and key; no panic, no re-run.
+#[tokio::test]
+async fn corrupt_snapshot_row_is_a_typed_error() {
+    let schema = fresh_postgres_schema();
+    let Some(store) = postgres_store(&schema, |b| b).await else {
+        return;
+    };
+    let (pool, table) = (store.pool().clone(), store.records_table().to_owned());
+    let idem = Idem::builder(Arc::new(store)).cache_capacity(0).build();
+    let op = idem_tests::unique_op("corrupt");
+    let runs = AtomicUsize::new(0);
+    count_call(&idem, &op, &runs).await.unwrap();
+    sqlx::query(&format!(
+        "UPDATE {table} SET snapshot = '\\x00ff13' WHERE op = $1"
+    ))
+    .bind(&op)
+    .execute(&pool)
+    .await
+    .unwrap();
+    match count_call(&idem, &op, &runs).await {
+        Err(TestError::Idem(e @ Error::SnapshotDecode { .. })) => {
+            assert!(e.to_string().contains(&op), "{e}")
+        }
+        other => panic!("expected SnapshotDecode, got {other:?}"),
+    }
+    sqlx::query(&format!("UPDATE {table} SET snapshot = NULL WHERE op = $1"))
+        .bind(&op)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let r = count_call(&idem, &op, &runs).await;
+    assert!(
+        matches!(r, Err(TestError::Idem(Error::Corrupt { .. }))),
+        "{r:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// An unreachable server is a typed open error, naming the URL without its password.
+#[tokio::test]
+async fn unreachable_server_is_an_open_error() {
+    let r = PostgresStore::builder("postgres://u:secret@127.0.0.1:1/none")
+        .acquire_timeout(Duration::from_secs(2))
+        .open()
+        .await;
+    match r {
+        Err(e @ Error::Open { .. }) => assert!(!e.to_string().contains("secret"), "{e}"),
+        other => panic!("expected an open error, got {other:?}"),
+    }
+}
