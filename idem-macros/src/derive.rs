@@ -98,9 +98,13 @@ pub(crate) fn derive(input: DeriveInput) -> Result<TokenStream, Vec<syn::Error>>
                     }
                 });
             }
-            quote! {
-                match self {
-                    #(#arms)*
+            if arms.is_empty() {
+                quote!(match *self {})
+            } else {
+                quote! {
+                    match self {
+                        #(#arms)*
+                    }
                 }
             }
         }

@@ -15,7 +15,7 @@
 //! ```
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned, ToTokens};
+use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{AttrStyle, ItemFn};
 
@@ -87,45 +87,43 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
         let #store = #p::resolve(#explicit, #p::Call::op(&#call));
     });
 
-    // The generic arguments of `run`: the user's own type tokens, so a missing bound is
-    // reported at them.
+    // `run`'s bounds on `T` and `E` are checked both where it is called and where its future is
+    // awaited; spanning both at the user's return type makes the two reports identical, and
+    // the compiler shows one.
     let ret = &plan.ret;
     let ret_span = ret.span();
-    let ok_ty = match &plan.ok_ty {
-        Some(t) => t.to_token_stream(),
-        None => quote_spanned!(ret_span=> _),
-    };
-    let err_ty = match &plan.err_ty {
-        Some(t) => t.to_token_stream(),
-        None => quote_spanned!(ret_span=> _),
-    };
     let run = if plan.cache_errors {
         quote_spanned!(ret_span=> run_caching_errors)
     } else {
         quote_spanned!(ret_span=> run)
+    };
+    let body = quote! {
+        move || async move {
+            #[allow(
+                unknown_lints,
+                unreachable_code,
+                clippy::diverging_sub_expression,
+                clippy::empty_loop,
+                clippy::let_unit_value,
+                clippy::needless_return,
+                clippy::unreachable
+            )]
+            if false {
+                let #fake: #ret = loop {};
+                return #fake;
+            }
+            #block
+        }
+    };
+    let call_run = quote_spanned! {ret_span=>
+        ::idem_runtime::__private::#run(#store, #call, #body).await
     };
 
     quote! {
         #(#attrs)*
         #vis #sig {
             #(#steps)*
-            ::idem_runtime::__private::#run::<#ok_ty, #err_ty, _, _>(#store, #call, move || async move {
-                #[allow(
-                    unknown_lints,
-                    unreachable_code,
-                    clippy::diverging_sub_expression,
-                    clippy::empty_loop,
-                    clippy::let_unit_value,
-                    clippy::needless_return,
-                    clippy::unreachable
-                )]
-                if false {
-                    let #fake: #ret = loop {};
-                    return #fake;
-                }
-                #block
-            })
-            .await
+            #call_run
         }
     }
 }

@@ -47,16 +47,13 @@ pub(crate) struct Plan {
     pub(crate) heartbeat: Option<bool>,
     /// The full return type, to pin the body's output.
     pub(crate) ret: Type,
-    /// The success type, when written.
-    pub(crate) ok_ty: Option<Type>,
-    /// The error type, when written (a one-argument alias such as `io::Result<T>` fixes it
-    /// itself; it is then inferred).
-    pub(crate) err_ty: Option<Type>,
 }
 
 /// One argument of the function.
 struct Arg {
     name: syn::Ident,
+    /// Its type is `&mut T`.
+    by_mut: bool,
     /// Its type is `&T` (not `&mut`): the argument itself is already a reference to the part.
     by_ref: bool,
 }
@@ -86,7 +83,7 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
             "remove the ABI, and call the idempotent `async fn` from a plain wrapper if foreign code needs one",
         ));
     }
-    if sig.asyncness.is_none() {
+    if sig.asyncness.is_none() && sig.constness.is_none() && sig.abi.is_none() {
         errors.push(err(
             sig.fn_token.span,
             "#[idempotent] needs an `async fn`",
@@ -116,6 +113,7 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
             FnArg::Typed(t) => match &*t.pat {
                 Pat::Ident(p) if p.subpat.is_none() => fn_args.push(Arg {
                     name: p.ident.clone(),
+                    by_mut: matches!(&*t.ty, Type::Reference(r) if r.mutability.is_some()),
                     by_ref: matches!(&*t.ty, Type::Reference(r) if r.mutability.is_none()),
                 }),
                 other => pattern_args.push(other.clone()),
@@ -124,11 +122,11 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
     }
 
     // Return type.
-    let (ret, ok_ty, err_ty) = match return_type(sig) {
+    let ret = match return_type(sig) {
         Ok(r) => r,
         Err(e) => {
             errors.push(e);
-            (Type::Verbatim(TokenStream::new()), None, None)
+            Type::Verbatim(TokenStream::new())
         }
     };
 
@@ -181,8 +179,7 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
             for entry in value {
                 match entry_path(entry, &fn_args, receiver.as_ref()) {
                     Ok(path) => {
-                        if let Some(prev) = key_paths.iter().find(|p: &&Path| p.text == path.text) {
-                            let _ = prev;
+                        if key_paths.iter().any(|p: &Path| p.text == path.text) {
                             errors.push(err(
                                 entry.span(),
                                 &format!("`{}` is listed twice in `key = (...)`", path.text),
@@ -306,8 +303,6 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
             store: args.store.map(|s| s.value),
             heartbeat: args.heartbeat.map(|h| h.value.value),
             ret,
-            ok_ty,
-            err_ty,
         })
     } else {
         Err(errors)
@@ -319,8 +314,10 @@ pub(crate) fn err(span: Span, message: &str, help: &str) -> syn::Error {
     syn::Error::new(span, format!("{message}\nhelp: {help}"))
 }
 
-/// `(full return type, T, E)` of a `Result<T, E>`-like return type.
-fn return_type(sig: &syn::Signature) -> syn::Result<(Type, Option<Type>, Option<Type>)> {
+/// The return type, checked to be `Result<T, E>`-like: a path ending in `Result` with at most
+/// two type arguments (an alias such as `io::Result<T>` fixes `E` itself; `T` and `E` are then
+/// inferred from the pinned body output, and their bounds still checked).
+fn return_type(sig: &syn::Signature) -> syn::Result<Type> {
     let help = "return `Result<T, E>` with `T: Serialize + Deserialize` (the recorded value) and `E: From<idem_runtime::Error> + Display` (idem's own errors reach the caller through it)";
     let ty = match &sig.output {
         ReturnType::Type(_, ty) => ty,
@@ -361,25 +358,22 @@ fn return_type(sig: &syn::Signature) -> syn::Result<(Type, Option<Type>, Option<
     if last.ident != "Result" {
         return Err(not_result());
     }
-    let types: Vec<Type> = match &last.arguments {
+    let types: Vec<&Type> = match &last.arguments {
         syn::PathArguments::None => Vec::new(),
         syn::PathArguments::AngleBracketed(a) => a
             .args
             .iter()
             .filter_map(|g| match g {
-                syn::GenericArgument::Type(t) => Some(t.clone()),
+                syn::GenericArgument::Type(t) => Some(t),
                 _ => None,
             })
             .collect(),
         syn::PathArguments::Parenthesized(_) => return Err(not_result()),
     };
-    let mut types = types.into_iter();
-    let ok = types.next();
-    let e = types.next();
-    if types.next().is_some() {
+    if types.len() > 2 {
         return Err(not_result());
     }
-    Ok(((**ty).clone(), ok, e))
+    Ok((**ty).clone())
 }
 
 fn version(value: &Expr) -> syn::Result<u32> {
@@ -513,6 +507,13 @@ fn entry_path(entry: &Expr, args: &[Arg], receiver: Option<&Receiver>) -> syn::R
             &help,
         ));
     };
+    if members.is_empty() && arg.by_mut {
+        return Err(err(
+            root.span(),
+            &format!("`{root_text}` is a `&mut` reference, which cannot be part of an idempotency key"),
+            &format!("a `&mut` argument is a handle the body changes, not a value that identifies the call: remove `{root_text}` from the list, or key on a field of the value it points to (`{root_text}.id`)"),
+        ));
+    }
     let expr = if members.is_empty() && arg.by_ref {
         quote_spanned!(span=> #entry)
     } else {
@@ -529,25 +530,34 @@ fn entry_path(entry: &Expr, args: &[Arg], receiver: Option<&Receiver>) -> syn::R
 fn closest<'a>(word: &str, names: &'a [String]) -> Option<&'a str> {
     names
         .iter()
-        .map(|n| (levenshtein(word, n), n))
+        .map(|n| (edit_distance(word, n), n))
         .filter(|(d, n)| *d <= (n.chars().count().max(word.chars().count()) / 3).max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| n.as_str())
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
+fn edit_distance(a: &str, b: &str) -> usize {
+    // Optimal string alignment: insertions, deletions, substitutions and adjacent swaps.
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            let v = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-            cur.push(v);
-        }
-        prev = cur;
+    let mut d = vec![vec![0_usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 fn duration_opt(

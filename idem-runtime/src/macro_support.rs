@@ -25,18 +25,6 @@ use crate::error::Error;
 use crate::idem::Idem;
 use crate::key::IdemKey;
 
-/// A value named in `key = (...)`.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be part of an idempotency key",
-    label = "named in `key = (...)`, but `IdemKey` is not implemented for `{Self}`",
-    note = "key parts need one stable byte encoding: integers, strings, bytes, bool, char, Option, tuples, Vec, BTreeMap/BTreeSet, Uuid, dates, or a type with `#[derive(IdemKey)]`",
-    note = "floats: key on an integer (cents, basis points) or `f64::to_bits()`; HashMap/HashSet: use BTreeMap/BTreeSet; pools, clients, closures, `impl Trait` and `&mut` handles: remove them from `key = (...)`, or key on a keyable field of them (`arg.id`)"
-)]
-pub trait KeyPart: IdemKey {}
-
-#[diagnostic::do_not_recommend]
-impl<T: IdemKey + ?Sized> KeyPart for T {}
-
 /// An argument that is part of the key because the attribute gives no `key = (...)`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be part of an idempotency key, and without `key = (...)` every argument is",
@@ -173,9 +161,10 @@ pub const fn duration(d: Duration) -> Duration {
     d
 }
 
-/// Appends an explicit key part (`key = (...)`).
+/// Appends an explicit key part (`key = (...)`). The bound is `IdemKey` itself, so the
+/// compiler's "consider restricting `T`" suggestion for a generic part names the public trait.
 #[inline]
-pub fn key_part<T: KeyPart + ?Sized>(call: Call, part: &T) -> Call {
+pub fn key_part<T: IdemKey + ?Sized>(call: Call, part: &T) -> Call {
     call.part(part)
 }
 

@@ -1,0 +1,13 @@
+use idem_runtime::idempotent;
+
+#[path = "../common.rs"]
+mod common;
+use common::AppError;
+
+#[idempotent(key = (id))]
+#[allow(improper_ctypes_definitions)]
+extern "C" fn charge(id: u64) -> Result<u64, AppError> {
+    Ok(id)
+}
+
+fn main() {}

@@ -1,0 +1,12 @@
+use idem_runtime::idempotent;
+
+#[path = "../common.rs"]
+mod common;
+use common::AppError;
+
+#[idempotent(key = (id), on_conflict = retry)]
+async fn charge(id: u64) -> Result<u64, AppError> {
+    Ok(id)
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use idem_runtime::idempotent;
+
+#[idempotent(key = (id))]
+async fn lookup(id: u64) -> Option<u64> {
+    Some(id)
+}
+
+fn main() {}
