@@ -79,8 +79,10 @@ where
         .await
 }
 
-fn outcome(name: &'static str) {
+#[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) labels without allocating
+fn outcome(op: &std::borrow::Cow<'static, str>, name: &'static str) {
     tracing::Span::current().record("outcome", name);
+    crate::metrics::outcome(op, name);
 }
 
 async fn run_in_span<T, E, P, F, Fut>(idem: &Idem, call: Finished, body: F) -> Result<T, E>
@@ -93,10 +95,14 @@ where
 {
     let inner = &idem.inner;
     if let Some(entry) = inner.cache.as_ref().and_then(|c| c.get(&call.key)) {
-        if fingerprints_differ(entry.snapshot.fingerprint.as_ref(), call.fingerprint.as_ref()) {
+        if fingerprints_differ(
+            entry.snapshot.fingerprint.as_ref(),
+            call.fingerprint.as_ref(),
+        ) {
             return Err(key_reuse(&call).into());
         }
-        outcome("replayed");
+        tracing::Span::current().record("outcome", "replayed");
+        crate::metrics::cache_replay(&call.op);
         return decode::<T, E, P>(&call, &entry.snapshot);
     }
 
@@ -112,9 +118,16 @@ where
             worker: &inner.worker,
         };
         // Fail closed: no claim, no body.
-        match inner.store.claim(&request).await? {
+        let claim_started = Instant::now();
+        let claimed = inner.store.claim(&request).await;
+        crate::metrics::claim(
+            inner.store.backend(),
+            claim_started.elapsed(),
+            claimed.is_ok(),
+        );
+        match claimed? {
             Claim::Completed(snapshot) => {
-                outcome(if waited { "waited" } else { "replayed" });
+                outcome(&call.op, if waited { "waited" } else { "replayed" });
                 let decoded = decode::<T, E, P>(&call, &snapshot);
                 if let Some(cache) = &inner.cache {
                     cache.insert(call.key, snapshot);
@@ -122,13 +135,16 @@ where
                 return decoded;
             }
             Claim::KeyReuse => {
-                outcome("key_reuse");
+                outcome(&call.op, "key_reuse");
                 return Err(key_reuse(&call).into());
             }
-            Claim::Running { attempt, lease_left } => {
+            Claim::Running {
+                attempt,
+                lease_left,
+            } => {
                 let elapsed = started.elapsed();
                 if call.options.on_conflict == OnConflict::Error || elapsed >= call.options.wait {
-                    outcome("in_progress");
+                    outcome(&call.op, "in_progress");
                     return Err(Error::InProgress {
                         op: call.op.to_string(),
                         key: call.key,
@@ -146,9 +162,20 @@ where
             }
             Claim::Acquired { attempt, took_over } => {
                 tracing::Span::current().record("attempt", attempt);
-                outcome(if took_over.is_some() { "taken_over" } else { "executed" });
+                outcome(
+                    &call.op,
+                    if took_over.is_some() {
+                        "taken_over"
+                    } else {
+                        "executed"
+                    },
+                );
                 if let Some(old) = took_over {
-                    tracing::warn!(old, attempt, "idem: took over an attempt whose lease expired");
+                    tracing::warn!(
+                        old,
+                        attempt,
+                        "idem: took over an attempt whose lease expired"
+                    );
                 }
                 return execute::<T, E, P, F, Fut>(idem, &call, attempt, body).await;
             }
@@ -183,7 +210,9 @@ where
         source,
     };
     match snapshot.kind {
-        SnapshotKind::Ok => serde_json::from_slice(&snapshot.bytes).map_err(|e| undecodable(e).into()),
+        SnapshotKind::Ok => {
+            serde_json::from_slice(&snapshot.bytes).map_err(|e| undecodable(e).into())
+        }
         SnapshotKind::Err => match P::decode(&snapshot.bytes) {
             Some(Ok(err)) => Err(err),
             Some(Err(e)) => Err(undecodable(e).into()),
@@ -200,7 +229,12 @@ where
 }
 
 /// Runs the body as attempt `attempt` and records its outcome.
-async fn execute<T, E, P, F, Fut>(idem: &Idem, call: &Finished, attempt: u64, body: F) -> Result<T, E>
+async fn execute<T, E, P, F, Fut>(
+    idem: &Idem,
+    call: &Finished,
+    attempt: u64,
+    body: F,
+) -> Result<T, E>
 where
     T: Serialize + DeserializeOwned,
     E: From<Error> + Display,
@@ -229,7 +263,7 @@ where
             if let Err(e) = complete(idem, &aref, Outcome::Failed { error: &error, ttl }).await {
                 tracing::error!(error = %e, "idem: could not record the panic; the lease will expire");
             }
-            outcome("panicked");
+            outcome(&call.op, "panicked");
             std::panic::resume_unwind(panic);
         }
     };
@@ -243,18 +277,26 @@ where
                     key: call.key,
                     source,
                 };
-                return fail(idem, &aref, &err.to_string(), ttl, Err(err.into())).await;
+                return fail(
+                    idem,
+                    &call.op,
+                    &aref,
+                    &err.to_string(),
+                    ttl,
+                    Err(err.into()),
+                )
+                .await;
             }
         },
         Err(err) => match P::encode(err) {
             Some(Ok(bytes)) => (SnapshotKind::Err, bytes),
             Some(Err(e)) => {
                 let text = format!("{err} (not recorded: the error cannot be encoded: {e})");
-                return fail(idem, &aref, &text, ttl, result).await;
+                return fail(idem, &call.op, &aref, &text, ttl, result).await;
             }
             None => {
                 let text = err.to_string();
-                return fail(idem, &aref, &text, ttl, result).await;
+                return fail(idem, &call.op, &aref, &text, ttl, result).await;
             }
         },
     };
@@ -265,10 +307,28 @@ where
             size: bytes.len(),
             limit: inner.max_snapshot_bytes,
         };
-        return fail(idem, &aref, &err.to_string(), ttl, Err(err.into())).await;
+        return fail(
+            idem,
+            &call.op,
+            &aref,
+            &err.to_string(),
+            ttl,
+            Err(err.into()),
+        )
+        .await;
     }
 
-    match complete(idem, &aref, Outcome::Snapshot { kind, bytes: &bytes, ttl }).await {
+    match complete(
+        idem,
+        &aref,
+        Outcome::Snapshot {
+            kind,
+            bytes: &bytes,
+            ttl,
+        },
+    )
+    .await
+    {
         Ok(Fence::Owned) => {
             if let Some(cache) = &inner.cache {
                 let snapshot = Snapshot {
@@ -287,7 +347,7 @@ where
             // The side effect happened but could not be recorded, even after retries. The
             // caller still gets the real result; the record stays `running` until its lease
             // expires, after which another call may run the body again (at-least-once).
-            outcome("unrecorded");
+            outcome(&call.op, "unrecorded");
             tracing::error!(%error, "idem: the outcome could not be recorded; a later call may run the body again");
             result
         }
@@ -295,23 +355,31 @@ where
 }
 
 /// Records a failure and returns `result`; a fenced failure converges like a fenced success.
+#[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) labels without allocating
 async fn fail<T, E>(
     idem: &Idem,
+    op: &std::borrow::Cow<'static, str>,
     aref: &AttemptRef<'_>,
     error: &str,
     ttl: Duration,
     result: Result<T, E>,
 ) -> Result<T, E> {
-    outcome("failed");
+    outcome(op, "failed");
     match complete(idem, aref, Outcome::Failed { error, ttl }).await {
         Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "idem: could not record the failure; the lease will expire"),
+        Err(e) => {
+            tracing::error!(error = %e, "idem: could not record the failure; the lease will expire")
+        }
     }
     result
 }
 
 /// The fenced completion, retried with backoff while the store is unreachable.
-async fn complete(idem: &Idem, aref: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error> {
+async fn complete(
+    idem: &Idem,
+    aref: &AttemptRef<'_>,
+    outcome: Outcome<'_>,
+) -> Result<Fence, Error> {
     let store = &*idem.inner.store;
     (|| store.complete(aref, outcome))
         .retry(
@@ -331,14 +399,22 @@ async fn complete(idem: &Idem, aref: &AttemptRef<'_>, outcome: Outcome<'_>) -> R
 /// A fenced attempt (taken over while it ran) returns what the key's owner recorded, so every
 /// caller of a key sees one outcome. If the owner recorded nothing (it failed), the attempt's
 /// own result is all there is.
-async fn converge<T, E, P>(idem: &Idem, call: &Finished, attempt: u64, own: Result<T, E>) -> Result<T, E>
+async fn converge<T, E, P>(
+    idem: &Idem,
+    call: &Finished,
+    attempt: u64,
+    own: Result<T, E>,
+) -> Result<T, E>
 where
     T: DeserializeOwned,
     E: From<Error>,
     P: ErrorPolicy<E>,
 {
-    outcome("fenced");
-    tracing::warn!(attempt, "idem: this attempt was fenced; converging on the recorded outcome");
+    outcome(&call.op, "fenced");
+    tracing::warn!(
+        attempt,
+        "idem: this attempt was fenced; converging on the recorded outcome"
+    );
     let store = &*idem.inner.store;
     let started = Instant::now();
     loop {

@@ -30,6 +30,7 @@ mod idem;
 pub mod key;
 mod lease;
 mod macro_support;
+pub mod metrics;
 pub mod record;
 pub mod store;
 
