@@ -111,7 +111,8 @@ async fn many_workers_migrating_at_once() {
         .unwrap();
 }
 
-/// A waiter is woken by NOTIFY as soon as the owner completes, not at the end of its wait; with
+/// A waiter (told `running` by its claim) is woken by NOTIFY as soon as the owner completes, not
+/// at the end of its wait; with
 /// notifications off it sleeps its whole wait (polling).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn notify_wakes_waiters_at_once() {
@@ -141,6 +142,16 @@ async fn notify_wakes_waiters_at_once() {
             "the listener connects"
         );
     }
+    // As the runtime does: the waiter is told `running` (which asks the completion to notify)...
+    let dup = ClaimRequest {
+        worker: "waiter",
+        ..req
+    };
+    assert!(matches!(
+        store.claim(&dup).await.unwrap(),
+        Claim::Running { attempt: 1, .. }
+    ));
+    // ...then waits.
     let waiter = {
         let (store, key) = (store.clone(), key);
         tokio::spawn(async move {

@@ -100,6 +100,16 @@ impl Notifier {
     }
 }
 
+impl Notifier {
+    /// Stops the listener and closes its connection.
+    pub(super) async fn close(&self) {
+        if let Some(task) = self.task.lock().take() {
+            task.abort();
+        }
+        self.pool.close().await;
+    }
+}
+
 impl Drop for Notifier {
     fn drop(&mut self) {
         if let Some(task) = self.task.get_mut().take() {

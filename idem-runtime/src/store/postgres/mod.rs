@@ -9,9 +9,11 @@
 //! - **The server's clock** (`statement_timestamp()`) for every lease and expiry: no worker's
 //!   clock is ever sent, so a worker whose clock is off can neither steal a live lease nor keep a
 //!   dead one.
-//! - **LISTEN/NOTIFY** wakes waiting callers: each statement that ends an attempt notifies the
-//!   key (hex) on the store's channel; one listener connection per store feeds every waiter
-//!   (`listen.rs`). While it is down, waiters poll.
+//! - **LISTEN/NOTIFY** wakes waiting callers: a claim told `running` flags the record, and the
+//!   completion of a flagged record (and every release and forget) notifies the key (hex) on
+//!   the store's channel; one listener connection per store feeds every waiter (`listen.rs`).
+//!   While it is down, waiters poll. Completions nobody waits for skip NOTIFY, whose commit
+//!   lock would otherwise serialize all completing workers.
 //! - **Configurable schema and table prefix** (validated identifiers), embedded migrations that
 //!   serialize on `pg_advisory_xact_lock` (see `schema.rs`, which also documents the format).
 //! - **Batched purge** with `FOR UPDATE SKIP LOCKED`, so it never waits for a claimer.
@@ -328,8 +330,11 @@ impl PostgresStore {
         self.inner.notifier.as_ref().is_some_and(Notifier::is_up)
     }
 
-    /// Closes the pool.
+    /// Stops the change listener and closes the pool.
     pub async fn close(&self) {
+        if let Some(notifier) = &self.inner.notifier {
+            notifier.close().await;
+        }
         self.inner.pool.close().await;
     }
 

@@ -66,9 +66,14 @@ impl Sql {
             // The new attempt is above the key's own (as this snapshot saw it) and above the
             // floor: purge and forget delete a row and raise the floor in one transaction, so
             // the snapshot sees either the row or the raised floor.
+            //
+            // A caller told `running` flags the row (`waiters`, once per attempt: a HOT update),
+            // so the completion knows to NOTIFY. Uncontended completions never notify: a
+            // notifying commit holds PostgreSQL's global notify lock across its WAL flush, which
+            // would serialize every completing worker of the cluster.
             claim: format!(
                 "WITH cur AS (
-                     SELECT r.attempt, r.fingerprint, r.snapshot, r.snapshot_kind,
+                     SELECT r.attempt, r.fingerprint, r.snapshot, r.snapshot_kind, r.waiters,
                             (r.status = 'completed' AND r.expires_at > {NOW}) AS live_completed,
                             (r.status = 'running' AND r.lease_until > {NOW}) AS live_running,
                             {expires_ms} AS expires_ms,
@@ -92,13 +97,19 @@ impl Sql {
                          lease_until = excluded.lease_until,
                          worker = excluded.worker,
                          updated_at = excluded.updated_at,
-                         expires_at = NULL
+                         expires_at = NULL,
+                         waiters = false
                      WHERE NOT ({live})
                      RETURNING r.attempt, r.taken_over_from
                  ), abandoned AS (
                      UPDATE {attempts} a SET outcome = 'abandoned', ended_at = {NOW}
                      FROM ins
                      WHERE a.key = $1 AND a.attempt = ins.taken_over_from AND a.outcome = 'running'
+                 ), flagged AS (
+                     UPDATE {records} r SET waiters = true
+                     FROM cur
+                     WHERE r.key = $1 AND cur.live_running AND NOT cur.waiters
+                       AND r.status = 'running' AND r.attempt = cur.attempt AND NOT r.waiters
                  ), logged AS (
                      INSERT INTO {attempts} (key, attempt, worker, started_at, outcome)
                      SELECT $1, attempt, $5, {NOW}, 'running' FROM ins
@@ -129,7 +140,7 @@ impl Sql {
                      SET status = $3, snapshot = $4, snapshot_kind = $5, error = $6, lease_until = NULL,
                          updated_at = {NOW}, expires_at = {NOW} + $7::float8 * interval '1 millisecond'
                      WHERE key = $1 AND attempt = $2 AND status = 'running'
-                     RETURNING 1
+                     RETURNING waiters
                  ), logged AS (
                      UPDATE {attempts}
                      SET outcome = CASE WHEN EXISTS (SELECT 1 FROM done) THEN $8 ELSE 'fenced' END,
@@ -137,7 +148,8 @@ impl Sql {
                      WHERE key = $1 AND attempt = $2
                        AND (EXISTS (SELECT 1 FROM done) OR outcome NOT IN ('completed', 'failed'))
                  )
-                 SELECT count({notify}) AS owned FROM done"
+                 SELECT (SELECT count(*) FROM done) AS owned,
+                        (SELECT count({notify}) FROM done WHERE waiters) AS notified"
             ),
             release: format!(
                 "WITH rel AS (
