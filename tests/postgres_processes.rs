@@ -25,8 +25,11 @@ async fn fresh_store() -> Option<(String, PostgresStore)> {
     Some((schema, store))
 }
 
+/// Executions per key, and every (key, value) a caller received.
+type Effects = (HashMap<u32, Vec<String>>, Vec<(u32, String)>);
+
 /// Reads the workers' output files: executions and received values per key.
-fn read_effects(files: &[PathBuf]) -> (HashMap<u32, Vec<String>>, Vec<(u32, String)>) {
+fn read_effects(files: &[PathBuf]) -> Effects {
     let mut execs: HashMap<u32, Vec<String>> = HashMap::new();
     let mut gots = Vec::new();
     for f in files {
