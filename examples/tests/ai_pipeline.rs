@@ -19,8 +19,8 @@ fn run(args: &[&str]) -> Value {
     );
     let last = stdout
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rev()
+        .find(|l| !l.trim().is_empty())
         .expect("a last line");
     serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"))
 }

@@ -478,7 +478,7 @@ impl WorkerSpawn<'_> {
                 }
                 let status = child.wait().await?;
                 if status.success() {
-                    let line = out.lines().last().unwrap_or_default();
+                    let line = out.lines().next_back().unwrap_or_default();
                     let summary: WorkerSummary = serde_json::from_str(line)
                         .with_context(|| format!("a worker printed no summary: {out:?}"))?;
                     return Ok((summary, crashes));
