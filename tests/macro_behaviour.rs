@@ -1,5 +1,6 @@
 //! Run-time behaviour of `#[idempotent]` and `#[derive(IdemKey)]`: runs once, replays, keeps `?`
 //! and `return`, works on methods and trait impls, and derives the keys of the programmatic API.
+#![allow(clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -45,7 +46,10 @@ async fn generate(title: &str, lang: &str, runs: &AtomicU32) -> Result<String, A
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => panic!("runtime: {e}"),
     }
@@ -94,8 +98,14 @@ fn question_mark_and_return_work_and_errors_are_retried() {
                 parse_number("", &runs).await,
                 Err(AppError::Bad("empty".into()))
             );
-            assert!(matches!(parse_number("x", &runs).await, Err(AppError::Bad(_))));
-            assert!(matches!(parse_number("x", &runs).await, Err(AppError::Bad(_))));
+            assert!(matches!(
+                parse_number("x", &runs).await,
+                Err(AppError::Bad(_))
+            ));
+            assert!(matches!(
+                parse_number("x", &runs).await,
+                Err(AppError::Bad(_))
+            ));
             assert_eq!(parse_number("21", &runs).await, Ok(42));
         })
         .await;
@@ -141,7 +151,12 @@ fn current_key() -> String {
 }
 
 #[idempotent(key = (title, lang, date), version = 3)]
-async fn keyed(title: &str, lang: String, date: u32, _client: &AtomicU32) -> Result<String, AppError> {
+async fn keyed(
+    title: &str,
+    lang: String,
+    date: u32,
+    _client: &AtomicU32,
+) -> Result<String, AppError> {
     Ok(current_key())
 }
 
@@ -199,7 +214,12 @@ struct Unit;
 enum Shape<T> {
     Empty,
     Circle(u32),
-    Rect { w: u32, h: T, #[idem(skip)] _label: f64 },
+    Rect {
+        w: u32,
+        h: T,
+        #[idem(skip)]
+        _label: f64,
+    },
 }
 
 fn key_of<T: IdemKey + ?Sized>(value: &T) -> Vec<u8> {
@@ -247,7 +267,11 @@ fn derive_encodes_like_hand_encoding() {
             h: 7_u16,
             _label: 0.0
         }),
-        concat(&[&2_u32.to_le_bytes(), &2_u32.to_le_bytes(), &7_u16.to_le_bytes()])
+        concat(&[
+            &2_u32.to_le_bytes(),
+            &2_u32.to_le_bytes(),
+            &7_u16.to_le_bytes()
+        ])
     );
 }
 
@@ -323,7 +347,10 @@ fn methods_with_explicit_store() {
         assert_eq!(key, Ok(want.to_hex()));
         // Without a store anywhere: `Error::NoStore`, as the fn's error type.
         let none = svc.tenant_op(10).await;
-        assert!(matches!(&none, Err(AppError::Idem(m)) if m.contains("no store")), "{none:?}");
+        assert!(
+            matches!(&none, Err(AppError::Idem(m)) if m.contains("no store")),
+            "{none:?}"
+        );
     });
 }
 
@@ -357,7 +384,11 @@ fn trait_impls() {
 }
 
 #[idempotent(key = (items), ttl = "1h30m")]
-async fn generic_sum<'a, T>(items: &'a [u32], extra: T, label: impl AsRef<str>) -> Result<u64, AppError>
+async fn generic_sum<'a, T>(
+    items: &'a [u32],
+    extra: T,
+    label: impl AsRef<str>,
+) -> Result<u64, AppError>
 where
     T: Into<u64>,
 {
@@ -374,7 +405,10 @@ fn generics_lifetimes_and_impl_trait() {
         idem.scope(async {
             assert_eq!(generic_sum(&[1, 2], 3_u8, "a").await, Ok(6));
             // Replayed: `extra` and `label` are not in the key.
-            assert_eq!(generic_sum(&[1, 2], 100_u32, String::from("b")).await, Ok(6));
+            assert_eq!(
+                generic_sum(&[1, 2], 100_u32, String::from("b")).await,
+                Ok(6)
+            );
         })
         .await;
     });

@@ -53,29 +53,30 @@ fn bench(c: &mut Criterion) {
         }
     });
 
+    let (idem, n) = (&idem, &n);
     let mut g = c.benchmark_group("macro_overhead/memory");
     g.bench_function("macro_hit", |b| {
         b.to_async(&rt).iter(|| {
             let i = n.fetch_add(1, Ordering::Relaxed) % HIT_KEYS;
-            async move { with_macro(&idem, run, i).await.unwrap() }
+            async move { with_macro(idem, run, i).await.unwrap() }
         })
     });
     g.bench_function("api_hit", |b| {
         b.to_async(&rt).iter(|| {
             let i = n.fetch_add(1, Ordering::Relaxed) % HIT_KEYS;
-            async move { with_api(&idem, run, i).await.unwrap() }
+            async move { with_api(idem, run, i).await.unwrap() }
         })
     });
     g.bench_function("macro_miss", |b| {
         b.to_async(&rt).iter(|| {
             let i = HIT_KEYS + n.fetch_add(1, Ordering::Relaxed);
-            async move { with_macro(&idem, run, i).await.unwrap() }
+            async move { with_macro(idem, run, i).await.unwrap() }
         })
     });
     g.bench_function("api_miss", |b| {
         b.to_async(&rt).iter(|| {
             let i = HIT_KEYS + n.fetch_add(1, Ordering::Relaxed);
-            async move { with_api(&idem, run, i).await.unwrap() }
+            async move { with_api(idem, run, i).await.unwrap() }
         })
     });
     g.finish();

@@ -144,9 +144,7 @@ pub(crate) fn derive(input: DeriveInput) -> Result<TokenStream, Vec<syn::Error>>
 /// `#[idem(skip)]` is on the field.
 fn is_skipped(field: &Field) -> bool {
     field.attrs.iter().any(|a| {
-        a.path().is_ident("idem")
-            && a.parse_args::<syn::Ident>()
-                .is_ok_and(|i| i == "skip")
+        a.path().is_ident("idem") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "skip")
     })
 }
 

@@ -3,11 +3,13 @@
 //!
 //! ```text
 //! async fn f(title: &str, lang: Lang, llm: &Llm) -> Result<Draft, E> {
-//!     let call = Call::versioned(concat!(module_path!(), "::f"), 1);
-//!     let call = key_part(call, title);          // spanned at `title` in `key = (...)`
-//!     let call = key_part(call, &lang);
-//!     let store = resolve(None, call.op());      // `store = ...`, scope, or default
-//!     run::<Draft, E, _, _>(store, call, move || async move {
+//!     let mut store = resolve(None, OP);          // or: `store = expr`, cloned, then `run_on`
+//!     run(&mut store, {                           // spanned at the return type
+//!         let call = Call::versioned(OP, 1);      // OP = concat!(module_path!(), "::f")
+//!         let call = key_part(call, title);       // spanned at `title` in `key = (...)`
+//!         let call = key_part(call, &lang);
+//!         call                                    // a temporary: not kept across the await
+//!     }, move || async move {
 //!         if false { let r: Result<Draft, E> = loop {}; return r; } // pins the output for `?`
 //!         { original body }
 //!     }).await
@@ -66,36 +68,42 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
         steps.push(quote!(let #call = #call.wait(#d);));
     }
     if let Some(error) = plan.on_conflict_error {
-        let variant = if error {
-            quote!(Error)
-        } else {
-            quote!(Wait)
-        };
+        let variant = if error { quote!(Error) } else { quote!(Wait) };
         steps.push(quote!(let #call = #call.on_conflict(#p::OnConflict::#variant);));
     }
     if let Some(on) = plan.heartbeat {
         steps.push(quote!(let #call = #call.heartbeat(#on);));
     }
-    let explicit = match &plan.store {
-        Some(expr) => {
-            let span = expr.span();
-            quote_spanned!(span=> ::core::option::Option::Some(::idem_runtime::__private::store_handle(&(#expr))))
-        }
-        None => quote!(::core::option::Option::None),
-    };
-    steps.push(quote! {
-        let #store = #p::resolve(#explicit, #p::Call::op(&#call));
-    });
-
     // `run`'s bounds on `T` and `E` are checked both where it is called and where its future is
     // awaited; spanning both at the user's return type makes the two reports identical, and
     // the compiler shows one.
     let ret = &plan.ret;
     let ret_span = ret.span();
-    let run = if plan.cache_errors {
-        quote_spanned!(ret_span=> run_caching_errors)
+    let run = match (&plan.store, plan.cache_errors) {
+        (Some(_), false) => quote_spanned!(ret_span=> run_on),
+        (Some(_), true) => quote_spanned!(ret_span=> run_on_caching_errors),
+        (None, false) => quote_spanned!(ret_span=> run),
+        (None, true) => quote_spanned!(ret_span=> run_caching_errors),
+    };
+    // The store: `store = ...` (cloned, so the body may still move what it borrows from), else
+    // the scope or the process default.
+    let store_init = match &plan.store {
+        Some(expr) => {
+            let span = expr.span();
+            quote_spanned! {span=>
+                let #store = ::core::clone::Clone::clone(
+                    ::idem_runtime::__private::store_handle(&(#expr)),
+                );
+            }
+        }
+        None => quote! {
+            let mut #store = #p::resolve(::core::option::Option::None, #op);
+        },
+    };
+    let store_arg = if plan.store.is_some() {
+        quote!(&#store)
     } else {
-        quote_spanned!(ret_span=> run)
+        quote!(&mut #store)
     };
     let body = quote! {
         move || async move {
@@ -116,13 +124,13 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
         }
     };
     let call_run = quote_spanned! {ret_span=>
-        ::idem_runtime::__private::#run(#store, #call, #body).await
+        ::idem_runtime::__private::#run(#store_arg, { #(#steps)* #call }, #body).await
     };
 
     quote! {
         #(#attrs)*
         #vis #sig {
-            #(#steps)*
+            #store_init
             #call_run
         }
     }

@@ -170,7 +170,9 @@ fn set<T>(slot: &mut Option<Opt<T>>, name: &Ident, value: T, errors: &mut Vec<sy
 fn duplicate(name: &Ident) -> syn::Error {
     syn::Error::new(
         name.span(),
-        format!("duplicate option `{name}`\nhelp: give `{name}` once; remove this one or the other"),
+        format!(
+            "duplicate option `{name}`\nhelp: give `{name}` once; remove this one or the other"
+        ),
     )
 }
 

@@ -341,7 +341,11 @@ fn return_type(sig: &syn::Signature) -> syn::Result<Type> {
             ty.span(),
             &format!(
                 "an #[idempotent] fn must return `Result<T, E>`, not `{}`",
-                ty.to_token_stream().to_string().replace(" < ", "<").replace(" >", ">").replace(" ,", ",")
+                ty.to_token_stream()
+                    .to_string()
+                    .replace(" < ", "<")
+                    .replace(" >", ">")
+                    .replace(" ,", ",")
             ),
             help,
         )
@@ -493,7 +497,11 @@ fn entry_path(entry: &Expr, args: &[Arg], receiver: Option<&Receiver>) -> syn::R
         } else {
             format!(
                 "the arguments are: {}",
-                names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         if help.is_empty() {
@@ -550,7 +558,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -579,9 +589,15 @@ fn duration_opt(
                 let secs = u64::try_from(nanos / 1_000_000_000);
                 let sub = (nanos % 1_000_000_000) as u32;
                 match secs {
-                    Ok(secs) => Some(quote_spanned!(lit.span()=> ::core::time::Duration::new(#secs, #sub))),
+                    Ok(secs) => {
+                        Some(quote_spanned!(lit.span()=> ::core::time::Duration::new(#secs, #sub)))
+                    }
                     Err(_) => {
-                        errors.push(err(lit.span(), "this duration is too long", "use at most a few centuries"));
+                        errors.push(err(
+                            lit.span(),
+                            "this duration is too long",
+                            "use at most a few centuries",
+                        ));
                         None
                     }
                 }

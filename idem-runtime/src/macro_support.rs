@@ -2,9 +2,11 @@
 //! programmatic API ([`Call`], [`Idem::call`]) whose bounds are marker traits with diagnostics
 //! written for the attribute's user.
 //!
-//! Each bound is checked exactly once, by the helper the expansion calls at the user's own token
-//! (the key-list entry, the argument, the return type), so a missing `IdemKey`, `Serialize` or
-//! `From<idem_runtime::Error>` is one error, spanned where the fix goes. Every marker trait has
+//! Each bound is checked by the helper the expansion calls at the user's own token (the key-list
+//! entry, the argument, the return type), so a missing `IdemKey`, `Serialize` or
+//! `From<idem_runtime::Error>` is one error, spanned where the fix goes. (The bounds of `run` are
+//! also checked where its future is awaited; the expansion spans both at the return type, so the
+//! compiler's two reports are identical and it shows one.) Every marker trait has
 //! a blanket impl marked `#[diagnostic::do_not_recommend]`, so the compiler names the marker (and
 //! its message), not the trait behind it.
 //!
@@ -12,7 +14,9 @@
 //! without notice.
 
 use std::fmt::Display;
-use std::future::Future;
+use std::future::{ready, Future, Ready};
+
+use futures_util::future::Either;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,8 +184,28 @@ pub fn verify_part<T: VerifyPart + ?Sized>(call: Call, part: &T) -> Call {
     call.verify(part)
 }
 
-/// Runs an annotated fn's body through [`Idem::call`] on the resolved store.
-pub async fn run<T, E, F, Fut>(store: Result<Idem, Error>, call: Call, body: F) -> Result<T, E>
+/// The store error of a failed [`crate::context::resolve`], taken out of its slot (which keeps a
+/// placeholder), so `run` needs no `Clone` on [`Error`].
+fn take_error(slot: &mut Result<Idem, Error>) -> Error {
+    match std::mem::replace(slot, Err(Error::Config(String::new()))) {
+        Err(e) => e,
+        Ok(idem) => {
+            *slot = Ok(idem);
+            Error::Config("idem: store slot held a handle".to_owned())
+        }
+    }
+}
+
+/// Runs an annotated fn's body through [`Idem::call`] on the store [`crate::context::resolve`]
+/// found (scope or process default), or returns its error as `E`. Not an `async fn`:
+/// it returns [`Idem::call`]'s own future (or a ready store error), so the annotated fn costs what
+/// the programmatic call costs, with no extra state machine around the (large) [`Call`].
+#[inline]
+pub fn run<'a, T, E, F, Fut>(
+    store: &'a mut Result<Idem, Error>,
+    call: Call,
+    body: F,
+) -> Either<impl Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>, Ready<Result<T, E>>>
 where
     T: SnapshotOut + SnapshotIn,
     E: CallError + DisplayError,
@@ -189,17 +213,51 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     match store {
-        Ok(idem) => idem.call(call, body).await,
-        Err(e) => Err(E::from(e)),
+        Ok(idem) => Either::Left(idem.call(call, body)),
+        Err(_) => Either::Right(ready(Err(E::from(take_error(store))))),
     }
 }
 
-/// Runs an annotated fn's body through [`Idem::call_caching_errors`] (`cache_errors`).
-pub async fn run_caching_errors<T, E, F, Fut>(
-    store: Result<Idem, Error>,
+/// Runs an annotated fn's body through [`Idem::call`] on the handle of `store = ...`: returns
+/// [`Idem::call`]'s own future, so the annotated fn costs what the programmatic call costs.
+#[inline]
+pub fn run_on<'a, T, E, F, Fut>(
+    idem: &'a Idem,
     call: Call,
     body: F,
-) -> Result<T, E>
+) -> impl Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>
+where
+    T: SnapshotOut + SnapshotIn,
+    E: CallError + DisplayError,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    idem.call(call, body)
+}
+
+/// Like [`run_on`], through [`Idem::call_caching_errors`] (`cache_errors`).
+#[inline]
+pub fn run_on_caching_errors<'a, T, E, F, Fut>(
+    idem: &'a Idem,
+    call: Call,
+    body: F,
+) -> impl Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>
+where
+    T: SnapshotOut + SnapshotIn,
+    E: CallError + DisplayError + CachedError,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    idem.call_caching_errors(call, body)
+}
+
+/// Like [`run`], through [`Idem::call_caching_errors`] (`cache_errors`).
+#[inline]
+pub fn run_caching_errors<'a, T, E, F, Fut>(
+    store: &'a mut Result<Idem, Error>,
+    call: Call,
+    body: F,
+) -> Either<impl Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>, Ready<Result<T, E>>>
 where
     T: SnapshotOut + SnapshotIn,
     E: CallError + DisplayError + CachedError,
@@ -207,7 +265,7 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     match store {
-        Ok(idem) => idem.call_caching_errors(call, body).await,
-        Err(e) => Err(E::from(e)),
+        Ok(idem) => Either::Left(idem.call_caching_errors(call, body)),
+        Err(_) => Either::Right(ready(Err(E::from(take_error(store))))),
     }
 }
