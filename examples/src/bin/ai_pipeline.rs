@@ -488,10 +488,12 @@ impl WorkerSpawn<'_> {
                 }
                 crashes += 1;
                 crash_next = None;
-                bar.println(format!(
-                    "worker {} died ({status}); restarting it: finished steps replay from the store",
-                    base[9]
-                ));
+                bar.suspend(|| {
+                    eprintln!(
+                        "worker {} died ({status}); restarting it: finished steps replay from the store",
+                        base[9]
+                    );
+                });
             }
         }
     }

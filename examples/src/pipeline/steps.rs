@@ -286,12 +286,20 @@ pub(crate) async fn run_worker(
             let Ok(_permit) = permits.acquire_owned().await else {
                 return false;
             };
-            let mut ok = deliver(&ctx, &input, idem, 0).await.is_ok();
-            if ok && chance(ctx.seed, &["redeliver", &input.id]) % 100 < ctx.redeliver_pct {
+            let mut result = deliver(&ctx, &input, idem, 0).await;
+            if result.is_ok()
+                && chance(ctx.seed, &["redeliver", &input.id]) % 100 < ctx.redeliver_pct
+            {
                 ctx.redeliveries.fetch_add(1, Ordering::SeqCst);
-                ok = deliver(&ctx, &input, idem, 1).await.is_ok();
+                result = deliver(&ctx, &input, idem, 1).await;
             }
-            ok
+            if let Err(e) = &result {
+                eprintln!(
+                    "[{}] input {} failed after all retries: {e}",
+                    ctx.worker, input.id
+                );
+            }
+            result.is_ok()
         });
     }
     let mut failed = 0;
