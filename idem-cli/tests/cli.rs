@@ -313,5 +313,13 @@ async fn cli_on_postgres() {
         eprintln!("\n!!!!!!!! SKIPPED cli_on_postgres: PostgreSQL at {url} is unreachable: {e} !!!!!!!!\n");
         return;
     }
-    exercise(&url).await;
+    // A schema of its own: isolated from other runs, and always at this build's format.
+    let schema = unique();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    exercise(&format!("{url}{sep}idem_schema={schema}")).await;
+    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .execute(&pool)
+            .await;
+    }
 }
