@@ -25,7 +25,9 @@ async fn corrupt_snapshot_row_is_a_typed_error() {
     let url = format!("sqlite://{}", dir.path().join("c.db").display());
     let store = SqliteStore::open(&url).await.unwrap();
     let pool = store.pool().clone();
-    let idem = Idem::builder(std::sync::Arc::new(store)).cache_capacity(0).build();
+    let idem = Idem::builder(std::sync::Arc::new(store))
+        .cache_capacity(0)
+        .build();
     let runs = AtomicUsize::new(0);
     count_call(&idem, "corrupt", &runs).await.unwrap();
     sqlx::query("UPDATE idem_records SET snapshot = x'00ff13'")
@@ -45,7 +47,10 @@ async fn corrupt_snapshot_row_is_a_typed_error() {
         .await
         .unwrap();
     let r = count_call(&idem, "corrupt", &runs).await;
-    assert!(matches!(r, Err(TestError::Idem(Error::Corrupt { .. }))), "{r:?}");
+    assert!(
+        matches!(r, Err(TestError::Idem(Error::Corrupt { .. }))),
+        "{r:?}"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -59,23 +64,40 @@ async fn locked_database_fails_closed() {
         .open()
         .await
         .unwrap();
-    let idem = Idem::builder(std::sync::Arc::new(store)).cache_capacity(0).build();
+    let idem = Idem::builder(std::sync::Arc::new(store))
+        .cache_capacity(0)
+        .build();
 
     use sqlx::Connection;
     let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN EXCLUSIVE").execute(&mut locker).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
     let runs = AtomicUsize::new(0);
     let r = count_call(&idem, "locked", &runs).await;
     match r {
-        Err(TestError::Idem(e @ Error::Store { action: "claim", .. })) => {
+        Err(TestError::Idem(
+            e @ Error::Store {
+                action: "claim", ..
+            },
+        )) => {
             assert!(e.to_string().contains("`locked`"), "{e}");
         }
         other => panic!("expected a store error, got {other:?}"),
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 0, "fail closed: the body never ran");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "fail closed: the body never ran"
+    );
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
     count_call(&idem, "locked", &runs).await.unwrap();
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "works again once the lock is gone");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "works again once the lock is gone"
+    );
 }
 
 /// A read-only database: typed store error, body not run.
@@ -94,7 +116,13 @@ async fn unwritable_database_fails_closed() {
     let runs = AtomicUsize::new(0);
     let r = count_call(&idem, "readonly", &runs).await;
     assert!(
-        matches!(&r, Err(TestError::Idem(Error::Store { action: "claim", .. }))),
+        matches!(
+            &r,
+            Err(TestError::Idem(Error::Store {
+                action: "claim",
+                ..
+            }))
+        ),
         "{r:?}"
     );
     assert_eq!(runs.load(Ordering::SeqCst), 0);

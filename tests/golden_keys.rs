@@ -16,17 +16,25 @@ fn transcript(op: &str, version: u32, f: impl FnOnce(&mut KeyBuilder)) -> (Strin
 #[test]
 fn transcript_layout_is_pinned() {
     let (_, bytes) = transcript("op", 3, |b| {
-        b.part("hé").part(&7_u16).part(&-1_i32).part(&true).part(&Some('x')).part(&None::<u8>);
+        b.part("hé")
+            .part(&7_u16)
+            .part(&-1_i32)
+            .part(&true)
+            .part(&Some('x'))
+            .part(&None::<u8>);
     });
     let expected: Vec<u8> = [
-        &2u64.to_le_bytes()[..], b"op",          // op name
-        &3u32.to_le_bytes(),                     // version
-        &3u64.to_le_bytes(), "hé".as_bytes(),    // str
-        &7u16.to_le_bytes(),                     // u16
-        &(-1i32).to_le_bytes(),                  // i32
-        &[1],                                    // bool
-        &[1], &('x' as u32).to_le_bytes(),       // Some(char)
-        &[0],                                    // None
+        &2u64.to_le_bytes()[..],
+        b"op",               // op name
+        &3u32.to_le_bytes(), // version
+        &3u64.to_le_bytes(),
+        "hé".as_bytes(),        // str
+        &7u16.to_le_bytes(),    // u16
+        &(-1i32).to_le_bytes(), // i32
+        &[1],                   // bool
+        &[1],
+        &('x' as u32).to_le_bytes(), // Some(char)
+        &[0],                        // None
     ]
     .concat();
     assert_eq!(bytes, expected);
@@ -41,11 +49,23 @@ fn collections_layout_is_pinned() {
             .part(&(1_u8, [9_u8, 8]));
     });
     let expected: Vec<u8> = [
-        &1u64.to_le_bytes()[..], b"c", &1u32.to_le_bytes(),
-        &2u64.to_le_bytes(), &[1, 2],                                 // Vec<u8>
-        &2u64.to_le_bytes(), &1u32.to_le_bytes(), &2u32.to_le_bytes(), // ordered set
-        &2u64.to_le_bytes(), &1u64.to_le_bytes(), b"a", &[1], &1u64.to_le_bytes(), b"b", &[2],
-        &[1], &[9, 8],                                                // tuple with array
+        &1u64.to_le_bytes()[..],
+        b"c",
+        &1u32.to_le_bytes(),
+        &2u64.to_le_bytes(),
+        &[1, 2], // Vec<u8>
+        &2u64.to_le_bytes(),
+        &1u32.to_le_bytes(),
+        &2u32.to_le_bytes(), // ordered set
+        &2u64.to_le_bytes(),
+        &1u64.to_le_bytes(),
+        b"a",
+        &[1],
+        &1u64.to_le_bytes(),
+        b"b",
+        &[2],
+        &[1],
+        &[9, 8], // tuple with array
     ]
     .concat();
     assert_eq!(bytes, expected);
@@ -54,10 +74,28 @@ fn collections_layout_is_pinned() {
 #[test]
 fn key_hashes_are_pinned() {
     let cases = [
-        (Call::new("generate_draft").key(&("Rust tips", "en", 20261123_u32)).key_value(), "fca71ea9b9a762243537608c78aaeaad444b3511658d2a6291f77596e1a1c657"),
-        (Call::versioned("generate_draft", 2).key(&("Rust tips", "en", 20261123_u32)).key_value(), "c31097095312bd8da309dc291725d25ece93eb036366fc2bd7103ab964a6e038"),
-        (Call::new("charge").key(&uuid::Uuid::from_u128(0x1234)).key_value(), "5ef9d81fd07f84b2e41305491352aa405ab64c86fcf7af59aaa9a08e5e0d3584"),
-        (Call::new("noop").key_value(), "589003185ec20ce479459efcb862d792364ec92c01e5ee5d8d4eaca9b57abdfd"),
+        (
+            Call::new("generate_draft")
+                .key(&("Rust tips", "en", 20261123_u32))
+                .key_value(),
+            "fca71ea9b9a762243537608c78aaeaad444b3511658d2a6291f77596e1a1c657",
+        ),
+        (
+            Call::versioned("generate_draft", 2)
+                .key(&("Rust tips", "en", 20261123_u32))
+                .key_value(),
+            "c31097095312bd8da309dc291725d25ece93eb036366fc2bd7103ab964a6e038",
+        ),
+        (
+            Call::new("charge")
+                .key(&uuid::Uuid::from_u128(0x1234))
+                .key_value(),
+            "5ef9d81fd07f84b2e41305491352aa405ab64c86fcf7af59aaa9a08e5e0d3584",
+        ),
+        (
+            Call::new("noop").key_value(),
+            "589003185ec20ce479459efcb862d792364ec92c01e5ee5d8d4eaca9b57abdfd",
+        ),
         (
             Call::new("dates")
                 .key(&chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap())
@@ -80,7 +118,9 @@ fn parts_one_by_one_equal_a_tuple() {
 
 #[test]
 fn chrono_and_time_dates_encode_alike() {
-    let c = Call::new("d").key(&chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()).key_value();
+    let c = Call::new("d")
+        .key(&chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap())
+        .key_value();
     let t = Call::new("d")
         .key(&time::Date::from_calendar_date(2026, time::Month::November, 23).unwrap())
         .key_value();

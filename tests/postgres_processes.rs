@@ -2,7 +2,6 @@
 //! takeover after kill -9, and workers whose clocks are 5 minutes off.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use idem_runtime::record::AttemptOutcome;
 use idem_runtime::store::postgres::PostgresStore;
 use idem_runtime::{Call, Error, Idem, OnConflict};
 use idem_tests::backends::{fresh_postgres_schema, postgres_store, postgres_test_url};
+use idem_tests::effects::Effects;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -23,32 +23,6 @@ async fn fresh_store() -> Option<(String, PostgresStore)> {
     let schema = fresh_postgres_schema();
     let store = postgres_store(&schema, |b| b).await?;
     Some((schema, store))
-}
-
-/// Executions per key, and every (key, value) a caller received.
-type Effects = (HashMap<u32, Vec<String>>, Vec<(u32, String)>);
-
-/// Reads the workers' output files: executions and received values per key.
-fn read_effects(files: &[PathBuf]) -> Effects {
-    let mut execs: HashMap<u32, Vec<String>> = HashMap::new();
-    let mut gots = Vec::new();
-    for f in files {
-        for line in std::fs::read_to_string(f).unwrap().lines() {
-            let mut parts = line.split(' ');
-            let (kind, key, value) = (
-                parts.next().unwrap(),
-                parts.next().unwrap(),
-                parts.next().unwrap(),
-            );
-            let key: u32 = key.parse().unwrap();
-            match kind {
-                "exec" => execs.entry(key).or_default().push(value.to_owned()),
-                "got" => gots.push((key, value.to_owned())),
-                other => panic!("bad line {other}"),
-            }
-        }
-    }
-    (execs, gots)
 }
 
 /// 8 processes x 32 tasks, 2,000 keys each requested by every process: exactly 2,000
@@ -78,20 +52,7 @@ async fn eight_processes_2000_keys_execute_each_once() {
         assert!(c.wait().await.unwrap().success(), "a worker failed");
     }
     eprintln!("8 processes x 2,000 keys: {:?}", started.elapsed());
-    let (execs, gots) = read_effects(&files);
-    assert_eq!(execs.len(), 2000, "every key executed");
-    let total: usize = execs.values().map(Vec::len).sum();
-    assert_eq!(total, 2000, "exactly 2,000 executions");
-    for (key, values) in &execs {
-        assert_eq!(values.len(), 1, "key {key} executed {} times", values.len());
-    }
-    assert_eq!(gots.len(), 8 * 2000, "every process received every key");
-    for (key, value) in &gots {
-        assert_eq!(
-            &execs[key][0], value,
-            "key {key}: a caller received another value"
-        );
-    }
+    Effects::read(&files).assert_exactly_once(2000, 8);
 }
 
 /// Starts `idem-test-worker hang` on `key`, with the process's wall clock shifted by

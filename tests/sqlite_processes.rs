@@ -1,35 +1,16 @@
 //! Several OS processes on one SQLite file: exactly-once execution, and takeover after kill -9.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use idem_runtime::record::AttemptOutcome;
 use idem_runtime::{Call, Error, Idem};
+use idem_tests::effects::Effects;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_idem-test-worker");
-
-/// Reads the workers' output files: executions and received values per key.
-fn read_effects(files: &[std::path::PathBuf]) -> (HashMap<u32, Vec<String>>, Vec<(u32, String)>) {
-    let mut execs: HashMap<u32, Vec<String>> = HashMap::new();
-    let mut gots = Vec::new();
-    for f in files {
-        for line in std::fs::read_to_string(f).unwrap().lines() {
-            let mut parts = line.split(' ');
-            let (kind, key, value) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
-            let key: u32 = key.parse().unwrap();
-            match kind {
-                "exec" => execs.entry(key).or_default().push(value.to_owned()),
-                "got" => gots.push((key, value.to_owned())),
-                other => panic!("bad line {other}"),
-            }
-        }
-    }
-    (execs, gots)
-}
 
 /// 4 processes, 500 keys each requested by every process: each executed exactly once in total,
 /// and every caller received the value of that one execution.
@@ -39,7 +20,9 @@ async fn four_processes_500_keys_execute_each_once() {
     let url = format!("sqlite://{}", dir.path().join("shared.db").display());
     Idem::open(&url).await.unwrap(); // create and migrate once, up front
     let op = idem_tests::unique_op("processes");
-    let files: Vec<_> = (0..4).map(|i| dir.path().join(format!("effects-{i}.txt"))).collect();
+    let files: Vec<_> = (0..4)
+        .map(|i| dir.path().join(format!("effects-{i}.txt")))
+        .collect();
     let children: Vec<_> = files
         .iter()
         .map(|f| {
@@ -52,15 +35,7 @@ async fn four_processes_500_keys_execute_each_once() {
     for mut c in children {
         assert!(c.wait().await.unwrap().success(), "a worker failed");
     }
-    let (execs, gots) = read_effects(&files);
-    assert_eq!(execs.len(), 500, "every key executed");
-    for (key, values) in &execs {
-        assert_eq!(values.len(), 1, "key {key} executed {} times", values.len());
-    }
-    assert_eq!(gots.len(), 4 * 500, "every process received every key");
-    for (key, value) in &gots {
-        assert_eq!(&execs[key][0], value, "key {key}: a caller received another value");
-    }
+    Effects::read(&files).assert_exactly_once(500, 4);
 }
 
 /// kill -9 of a worker mid-body: after one lease another worker re-executes, and the attempts
@@ -89,12 +64,22 @@ async fn killed_worker_is_taken_over_after_one_lease() {
         .cache_capacity(0)
         .worker("survivor")
         .build();
-    let call = || Call::new(op.clone()).key(&"job-1").lease(Duration::from_millis(lease_ms));
+    let call = || {
+        Call::new(op.clone())
+            .key(&"job-1")
+            .lease(Duration::from_millis(lease_ms))
+    };
     tokio::time::sleep(Duration::from_millis(lease_ms * 2)).await;
     let busy: Result<String, Error> = idem
-        .call(call().on_conflict(idem_runtime::OnConflict::Error), || async { Ok("x".into()) })
+        .call(
+            call().on_conflict(idem_runtime::OnConflict::Error),
+            || async { Ok("x".into()) },
+        )
         .await;
-    assert!(matches!(busy, Err(Error::InProgress { attempt: 1, .. })), "{busy:?}");
+    assert!(
+        matches!(busy, Err(Error::InProgress { attempt: 1, .. })),
+        "{busy:?}"
+    );
 
     child.start_kill().unwrap(); // SIGKILL
     child.wait().await.unwrap();
@@ -105,11 +90,20 @@ async fn killed_worker_is_taken_over_after_one_lease() {
         .unwrap();
     assert_eq!(value, "re-executed");
     let took = killed_at.elapsed();
-    assert!(took <= Duration::from_millis(lease_ms + 1000), "taken over within one lease: {took:?}");
+    assert!(
+        took <= Duration::from_millis(lease_ms + 1000),
+        "taken over within one lease: {took:?}"
+    );
 
     let log = idem.attempts(&call().key_value()).await.unwrap();
     let outcomes: Vec<_> = log.iter().map(|a| (a.attempt, a.outcome)).collect();
-    assert_eq!(outcomes, [(1, AttemptOutcome::Abandoned), (2, AttemptOutcome::Completed)]);
+    assert_eq!(
+        outcomes,
+        [
+            (1, AttemptOutcome::Abandoned),
+            (2, AttemptOutcome::Completed)
+        ]
+    );
     assert!(log[0].worker.starts_with("test-worker/"));
     assert_eq!(log[1].worker, "survivor");
 }

@@ -15,7 +15,9 @@ const HIT_KEYS: u64 = 1000;
 
 async fn idem_call(idem: &Idem, op: &'static str, run: &str, i: u64) -> Draft {
     let r: Result<Draft, Error> = idem
-        .call(Call::new(op).key(&(run, i)), || async { Ok(Draft::for_call(i)) })
+        .call(Call::new(op).key(&(run, i)), || async {
+            Ok(Draft::for_call(i))
+        })
         .await;
     r.unwrap()
 }
@@ -44,7 +46,12 @@ fn bench_idem(c: &mut Criterion, rt: &tokio::runtime::Runtime, group: &str, idem
     g.finish();
 }
 
-fn bench_baseline(c: &mut Criterion, rt: &tokio::runtime::Runtime, group: &str, base: &SqliteBaseline) {
+fn bench_baseline(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    group: &str,
+    base: &SqliteBaseline,
+) {
     let mut g = c.benchmark_group(group);
     let run = uuid::Uuid::new_v4().simple().to_string();
     let n = Arc::new(AtomicU64::new(0));
@@ -58,13 +65,15 @@ fn bench_baseline(c: &mut Criterion, rt: &tokio::runtime::Runtime, group: &str, 
     });
     rt.block_on(async {
         for i in 0..HIT_KEYS {
-            base.miss(&baseline_key(&run, i + 1 << 40), &snapshot(i)).await.unwrap();
+            base.miss(&baseline_key(&run, i + (1 << 40)), &snapshot(i))
+                .await
+                .unwrap();
         }
     });
     g.bench_function("baseline_hit", |b| {
         b.to_async(rt).iter(|| {
             let i = n.fetch_add(1, Ordering::Relaxed) % HIT_KEYS;
-            let key = baseline_key(&run, i + 1 << 40);
+            let key = baseline_key(&run, i + (1 << 40));
             async move {
                 let bytes = base.hit(&key).await.unwrap().unwrap();
                 serde_json::from_slice::<Draft>(&bytes).unwrap()

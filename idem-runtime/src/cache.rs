@@ -56,7 +56,13 @@ impl SnapshotCache {
         let valid_until = snapshot
             .expires_at
             .min(now_millis().saturating_add(self.max_staleness_ms));
-        self.entries.insert(key, Arc::new(Entry { snapshot, valid_until }));
+        self.entries.insert(
+            key,
+            Arc::new(Entry {
+                snapshot,
+                valid_until,
+            }),
+        );
     }
 
     pub(crate) fn remove(&self, key: &Key) {

@@ -52,7 +52,9 @@ pub(crate) async fn with_scope<F: Future>(idem: Idem, fut: F) -> F::Output {
 }
 
 pub(crate) fn set_default(idem: Option<Idem>) {
-    let mut slot = DEFAULT.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut slot = DEFAULT
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     *slot = idem;
 }
 
@@ -65,6 +67,9 @@ pub fn resolve(explicit: Option<&Idem>, op: &str) -> Result<Idem, Error> {
     if let Ok(idem) = SCOPE.try_with(Clone::clone) {
         return Ok(idem);
     }
-    let slot = DEFAULT.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    slot.clone().ok_or_else(|| Error::NoStore { op: op.to_owned() })
+    let slot = DEFAULT
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    slot.clone()
+        .ok_or_else(|| Error::NoStore { op: op.to_owned() })
 }

@@ -96,7 +96,9 @@ pub enum Error {
     },
 
     /// The result could not be encoded as a snapshot; the record is marked failed.
-    #[error("idem: the result of operation `{op}` key {key} cannot be encoded as a snapshot: {source}")]
+    #[error(
+        "idem: the result of operation `{op}` key {key} cannot be encoded as a snapshot: {source}"
+    )]
     SnapshotEncode {
         /// The operation.
         op: String,
@@ -141,12 +143,7 @@ pub enum Error {
 
 impl Error {
     /// Builds [`Error::Store`] from a backend error.
-    pub fn store(
-        action: &'static str,
-        op: &str,
-        key: &Key,
-        source: impl Into<BoxError>,
-    ) -> Self {
+    pub fn store(action: &'static str, op: &str, key: &Key, source: impl Into<BoxError>) -> Self {
         Error::Store {
             action,
             op: op.to_owned(),

@@ -224,7 +224,11 @@ impl Idem {
         let batch = batch.max(1);
         let mut total = 0;
         loop {
-            let n = self.inner.store.purge_expired(batch, abandoned_after).await?;
+            let n = self
+                .inner
+                .store
+                .purge_expired(batch, abandoned_after)
+                .await?;
             total += n;
             if n < u64::from(batch) {
                 return Ok(total);

@@ -54,3 +54,8 @@ pub mod __private {
     pub use crate::key::{IdemKey, KeyWriter};
     pub use crate::macro_support::*;
 }
+
+/// The README's examples, compiled and run as doctests so the README never lies.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

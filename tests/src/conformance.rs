@@ -65,7 +65,12 @@ fn ms(n: u64) -> Duration {
 }
 
 /// Runs `call` with a body that counts executions and returns `value`.
-async fn counted(idem: &Idem, call: Call, runs: &AtomicUsize, value: &str) -> Result<String, TestError> {
+async fn counted(
+    idem: &Idem,
+    call: Call,
+    runs: &AtomicUsize,
+    value: &str,
+) -> Result<String, TestError> {
     idem.call(call, || async {
         runs.fetch_add(1, Ordering::SeqCst);
         Ok(value.to_string())
@@ -96,8 +101,15 @@ pub async fn one_key_64_tasks_runs_once(b: &Backend) {
     for t in tasks {
         values.push(t.await.unwrap());
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body must run exactly once");
-    assert!(values.windows(2).all(|w| w[0] == w[1]), "all 64 callers get one value: {values:?}");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the body must run exactly once"
+    );
+    assert!(
+        values.windows(2).all(|w| w[0] == w[1]),
+        "all 64 callers get one value: {values:?}"
+    );
 }
 
 /// A completed key replays; a different key runs.
@@ -105,12 +117,43 @@ pub async fn replay_returns_recorded_value(b: &Backend) {
     let idem = b.worker("w");
     let op = unique_op("replay");
     let runs = AtomicUsize::new(0);
-    let a = counted(&idem, Call::new(op.clone()).key(&("x", 1_u32)), &runs, "first").await.unwrap();
-    let again = counted(&idem, Call::new(op.clone()).key(&("x", 1_u32)), &runs, "second").await.unwrap();
-    let other = counted(&idem, Call::new(op.clone()).key(&("x", 2_u32)), &runs, "third").await.unwrap();
-    assert_eq!((a.as_str(), again.as_str(), other.as_str()), ("first", "first", "third"));
+    let a = counted(
+        &idem,
+        Call::new(op.clone()).key(&("x", 1_u32)),
+        &runs,
+        "first",
+    )
+    .await
+    .unwrap();
+    let again = counted(
+        &idem,
+        Call::new(op.clone()).key(&("x", 1_u32)),
+        &runs,
+        "second",
+    )
+    .await
+    .unwrap();
+    let other = counted(
+        &idem,
+        Call::new(op.clone()).key(&("x", 2_u32)),
+        &runs,
+        "third",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (a.as_str(), again.as_str(), other.as_str()),
+        ("first", "first", "third")
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
-    let v2 = counted(&idem, Call::versioned(op, 2).key(&("x", 1_u32)), &runs, "v2").await.unwrap();
+    let v2 = counted(
+        &idem,
+        Call::versioned(op, 2).key(&("x", 1_u32)),
+        &runs,
+        "v2",
+    )
+    .await
+    .unwrap();
     assert_eq!(v2, "v2", "a new version is a fresh key space");
 }
 
@@ -139,13 +182,22 @@ pub async fn stalled_attempt_is_taken_over_and_fenced(b: &Backend) {
 
     let winner = b.worker("winner");
     let runs = AtomicUsize::new(0);
-    let won = counted(&winner, call(), &runs, "winner's value").await.unwrap();
+    let won = counted(&winner, call(), &runs, "winner's value")
+        .await
+        .unwrap();
     assert_eq!(won, "winner's value");
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the winner took over and ran");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the winner took over and ran"
+    );
 
     proceed.notify_one();
     let late = zombie.await.unwrap().unwrap();
-    assert_eq!(late, "winner's value", "the fenced caller converges on the recorded value");
+    assert_eq!(
+        late, "winner's value",
+        "the fenced caller converges on the recorded value"
+    );
 
     let key = call().key_value();
     let record = winner.record(&key).await.unwrap().unwrap();
@@ -153,7 +205,10 @@ pub async fn stalled_attempt_is_taken_over_and_fenced(b: &Backend) {
     assert_eq!(record.attempt, 2);
     let log = winner.attempts(&key).await.unwrap();
     let outcomes: Vec<_> = log.iter().map(|a| (a.attempt, a.outcome)).collect();
-    assert_eq!(outcomes, [(1, AttemptOutcome::Fenced), (2, AttemptOutcome::Completed)]);
+    assert_eq!(
+        outcomes,
+        [(1, AttemptOutcome::Fenced), (2, AttemptOutcome::Completed)]
+    );
     assert_eq!(log[0].worker, "zombie");
     assert_eq!(log[1].worker, "winner");
     // The replay still serves the winner's value.
@@ -182,7 +237,14 @@ pub async fn live_body_outlasting_lease_is_never_taken_over(b: &Backend) {
     let other = b.worker("impatient");
     let mut refusals = 0;
     while !owner.is_finished() {
-        match counted(&other, call().on_conflict(OnConflict::Error), &runs, "stolen").await {
+        match counted(
+            &other,
+            call().on_conflict(OnConflict::Error),
+            &runs,
+            "stolen",
+        )
+        .await
+        {
             Err(TestError::Idem(Error::InProgress { attempt: 1, .. })) => refusals += 1,
             Ok(v) => {
                 assert_eq!(v, "slow value", "only the owner's value may appear");
@@ -193,7 +255,10 @@ pub async fn live_body_outlasting_lease_is_never_taken_over(b: &Backend) {
         tokio::time::sleep(ms(40)).await;
     }
     assert_eq!(owner.await.unwrap().unwrap(), "slow value");
-    assert!(refusals >= 10, "the key was reported in progress throughout ({refusals} times)");
+    assert!(
+        refusals >= 10,
+        "the key was reported in progress throughout ({refusals} times)"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1, "never taken over");
 }
 
@@ -216,12 +281,23 @@ pub async fn dropped_attempt_is_taken_over_and_logged_abandoned(b: &Backend) {
     let survivor = b.worker("survivor");
     let runs = AtomicUsize::new(0);
     let begun = std::time::Instant::now();
-    let v = counted(&survivor, call(), &runs, "recovered").await.unwrap();
+    let v = counted(&survivor, call(), &runs, "recovered")
+        .await
+        .unwrap();
     assert_eq!(v, "recovered");
-    assert!(begun.elapsed() < Duration::from_secs(2), "taken over within about one lease");
+    assert!(
+        begun.elapsed() < Duration::from_secs(2),
+        "taken over within about one lease"
+    );
     let log = survivor.attempts(&call().key_value()).await.unwrap();
     let outcomes: Vec<_> = log.iter().map(|a| (a.attempt, a.outcome)).collect();
-    assert_eq!(outcomes, [(1, AttemptOutcome::Abandoned), (2, AttemptOutcome::Completed)]);
+    assert_eq!(
+        outcomes,
+        [
+            (1, AttemptOutcome::Abandoned),
+            (2, AttemptOutcome::Completed)
+        ]
+    );
 }
 
 /// DESIGN §4.4: a body error marks the record failed; the next call runs again.
@@ -239,13 +315,19 @@ pub async fn body_error_is_retried(b: &Backend) {
     assert!(matches!(first, Err(TestError::Body(_))));
     let record = idem.record(&call().key_value()).await.unwrap().unwrap();
     assert_eq!(record.status, Status::Failed);
-    assert_eq!(record.error.as_deref(), Some("body failed: connection reset"));
+    assert_eq!(
+        record.error.as_deref(),
+        Some("body failed: connection reset")
+    );
     let second = counted(&idem, call(), &runs, "ok now").await.unwrap();
     assert_eq!(second, "ok now");
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     let log = idem.attempts(&call().key_value()).await.unwrap();
     assert_eq!(log[0].outcome, AttemptOutcome::Failed);
-    assert_eq!(log[0].error.as_deref(), Some("body failed: connection reset"));
+    assert_eq!(
+        log[0].error.as_deref(),
+        Some("body failed: connection reset")
+    );
     assert_eq!(log[1].outcome, AttemptOutcome::Completed);
 }
 
@@ -267,7 +349,10 @@ pub async fn cache_errors_replays_the_error(b: &Backend) {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     // A call site without cache_errors cannot replay an error value: a typed error, no re-run.
     let plain = counted(&idem, call(), &runs, "x").await;
-    assert!(matches!(plain, Err(TestError::Idem(Error::Corrupt { .. }))), "{plain:?}");
+    assert!(
+        matches!(plain, Err(TestError::Idem(Error::Corrupt { .. }))),
+        "{plain:?}"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -277,22 +362,35 @@ pub async fn fingerprint_mismatch_is_key_reuse(b: &Backend) {
     let op = unique_op("verify");
     let call = |amount: u64| Call::new(op.clone()).key(&"idem-key-123").verify(&amount);
     let runs = AtomicUsize::new(0);
-    assert_eq!(counted(&idem, call(100), &runs, "charged 100").await.unwrap(), "charged 100");
+    assert_eq!(
+        counted(&idem, call(100), &runs, "charged 100")
+            .await
+            .unwrap(),
+        "charged 100"
+    );
     let reused = counted(&idem, call(999), &runs, "charged 999").await;
     match reused {
         Err(TestError::Idem(e @ Error::KeyReuse { .. })) => {
-            assert!(e.to_string().contains(&op), "the message names the operation: {e}");
+            assert!(
+                e.to_string().contains(&op),
+                "the message names the operation: {e}"
+            );
         }
         other => panic!("expected KeyReuse, got {other:?}"),
     }
-    assert_eq!(counted(&idem, call(100), &runs, "x").await.unwrap(), "charged 100");
+    assert_eq!(
+        counted(&idem, call(100), &runs, "x").await.unwrap(),
+        "charged 100"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     // The check also holds while the first attempt is still running.
     let running_op = unique_op("verify_running");
     let gate = Arc::new(Notify::new());
     let owner = {
         let (idem, gate) = (b.worker("owner"), gate.clone());
-        let call = Call::new(running_op.clone()).key(&1_u8).verify(&"payload A");
+        let call = Call::new(running_op.clone())
+            .key(&1_u8)
+            .verify(&"payload A");
         tokio::spawn(async move {
             idem.call(call, || async move {
                 gate.notified().await;
@@ -303,9 +401,15 @@ pub async fn fingerprint_mismatch_is_key_reuse(b: &Backend) {
     };
     tokio::time::sleep(ms(50)).await;
     let clash: Result<u32, TestError> = idem
-        .call(Call::new(running_op).key(&1_u8).verify(&"payload B"), || async { Ok(2) })
+        .call(
+            Call::new(running_op).key(&1_u8).verify(&"payload B"),
+            || async { Ok(2) },
+        )
         .await;
-    assert!(matches!(clash, Err(TestError::Idem(Error::KeyReuse { .. }))), "{clash:?}");
+    assert!(
+        matches!(clash, Err(TestError::Idem(Error::KeyReuse { .. }))),
+        "{clash:?}"
+    );
     gate.notify_one();
     assert_eq!(owner.await.unwrap().unwrap(), 1);
 }
@@ -319,7 +423,10 @@ pub async fn ttl_expiry_runs_again(b: &Backend) {
     assert_eq!(counted(&idem, call(), &runs, "one").await.unwrap(), "one");
     assert_eq!(counted(&idem, call(), &runs, "two").await.unwrap(), "one");
     tokio::time::sleep(ms(450)).await;
-    assert_eq!(counted(&idem, call(), &runs, "three").await.unwrap(), "three");
+    assert_eq!(
+        counted(&idem, call(), &runs, "three").await.unwrap(),
+        "three"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     let record = idem.record(&call().key_value()).await.unwrap().unwrap();
     assert_eq!(record.attempt, 2);
@@ -339,23 +446,50 @@ pub async fn purge_deletes_in_batches_and_attempts_never_go_back(b: &Backend) {
         tokio::time::sleep(ms(150)).await;
         counted(&idem, call(0), &runs, "v").await.unwrap();
     }
-    assert_eq!(idem.record(&call(0).key_value()).await.unwrap().unwrap().attempt, 3);
+    assert_eq!(
+        idem.record(&call(0).key_value())
+            .await
+            .unwrap()
+            .unwrap()
+            .attempt,
+        3
+    );
     // A long-lived record must survive the purge.
-    let keep = Call::new(op.clone()).key(&"keep").ttl(Duration::from_secs(3600));
+    let keep = Call::new(op.clone())
+        .key(&"keep")
+        .ttl(Duration::from_secs(3600));
     counted(&idem, keep, &runs, "kept").await.unwrap();
     tokio::time::sleep(ms(150)).await;
 
-    let first_batch = idem.store().purge_expired(10, Duration::from_secs(3600)).await.unwrap();
+    let first_batch = idem
+        .store()
+        .purge_expired(10, Duration::from_secs(3600))
+        .await
+        .unwrap();
     assert_eq!(first_batch, 10, "one batch deletes at most `batch` rows");
-    let rest = idem.purge_expired(10, Duration::from_secs(3600)).await.unwrap();
+    let rest = idem
+        .purge_expired(10, Duration::from_secs(3600))
+        .await
+        .unwrap();
     assert!(rest >= 15, "the loop purges the rest ({rest})");
     assert!(idem.record(&call(0).key_value()).await.unwrap().is_none());
     let kept = Call::new(op.clone()).key(&"keep").key_value();
-    assert!(idem.record(&kept).await.unwrap().is_some(), "unexpired records stay");
+    assert!(
+        idem.record(&kept).await.unwrap().is_some(),
+        "unexpired records stay"
+    );
 
     counted(&idem, call(0), &runs, "again").await.unwrap();
-    let attempt = idem.record(&call(0).key_value()).await.unwrap().unwrap().attempt;
-    assert!(attempt > 3, "attempt numbers never go backwards across purge (got {attempt})");
+    let attempt = idem
+        .record(&call(0).key_value())
+        .await
+        .unwrap()
+        .unwrap()
+        .attempt;
+    assert!(
+        attempt > 3,
+        "attempt numbers never go backwards across purge (got {attempt})"
+    );
 }
 
 /// `forget` makes the next call run again, with a higher attempt number.
@@ -366,11 +500,18 @@ pub async fn forget_runs_again_with_a_higher_attempt(b: &Backend) {
     let runs = AtomicUsize::new(0);
     counted(&idem, call(), &runs, "one").await.unwrap();
     assert!(idem.forget(&call().key_value()).await.unwrap());
-    assert!(!idem.forget(&call().key_value()).await.unwrap(), "already gone");
+    assert!(
+        !idem.forget(&call().key_value()).await.unwrap(),
+        "already gone"
+    );
     assert_eq!(counted(&idem, call(), &runs, "two").await.unwrap(), "two");
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     let record = idem.record(&call().key_value()).await.unwrap().unwrap();
-    assert!(record.attempt >= 2, "attempt {} after forget", record.attempt);
+    assert!(
+        record.attempt >= 2,
+        "attempt {} after forget",
+        record.attempt
+    );
 }
 
 /// DESIGN §4.7: a snapshot that does not decode as the return type is a typed error naming the
@@ -391,7 +532,10 @@ pub async fn wrong_type_snapshot_is_a_typed_error(b: &Backend) {
         Err(TestError::Idem(e @ Error::SnapshotDecode { .. })) => {
             let text = e.to_string();
             assert!(text.contains(&op), "names the op: {text}");
-            assert!(text.contains(&call().key_value().to_hex()), "names the key: {text}");
+            assert!(
+                text.contains(&call().key_value().to_hex()),
+                "names the key: {text}"
+            );
         }
         other => panic!("expected SnapshotDecode, got {other:?}"),
     }
@@ -486,7 +630,10 @@ pub async fn bounded_wait_gives_up_with_in_progress(b: &Backend) {
     let begun = std::time::Instant::now();
     let r = counted(&b.worker("waiter"), call().wait(ms(300)), &runs, "x").await;
     let waited = begun.elapsed();
-    assert!(matches!(r, Err(TestError::Idem(Error::InProgress { .. }))), "{r:?}");
+    assert!(
+        matches!(r, Err(TestError::Idem(Error::InProgress { .. }))),
+        "{r:?}"
+    );
     assert!(waited >= ms(300) && waited < ms(1500), "waited {waited:?}");
     gate.notify_one();
     owner.await.unwrap().unwrap();
@@ -508,7 +655,9 @@ pub async fn waiter_replays_the_owners_outcome(b: &Backend) {
     };
     tokio::time::sleep(ms(50)).await;
     let runs = AtomicUsize::new(0);
-    let v = counted(&b.worker("dup"), call(), &runs, "dup's").await.unwrap();
+    let v = counted(&b.worker("dup"), call(), &runs, "dup's")
+        .await
+        .unwrap();
     assert_eq!(v, "owner's");
     assert_eq!(runs.load(Ordering::SeqCst), 0);
     owner.await.unwrap().unwrap();
@@ -517,7 +666,11 @@ pub async fn waiter_replays_the_owners_outcome(b: &Backend) {
 /// An operator's release makes the next call run at once; the log says `released`.
 pub async fn release_lets_the_next_call_run(b: &Backend) {
     let op = unique_op("release");
-    let call = || Call::new(op.clone()).key(&"stuck").lease(Duration::from_secs(600));
+    let call = || {
+        Call::new(op.clone())
+            .key(&"stuck")
+            .lease(Duration::from_secs(600))
+    };
     let idem = b.worker("stuck-worker");
     let _ = tokio::time::timeout(
         ms(100),
@@ -529,9 +682,14 @@ pub async fn release_lets_the_next_call_run(b: &Backend) {
     .await;
     let key = call().key_value();
     assert!(idem.store().release(&key).await.unwrap());
-    assert!(!idem.store().release(&key).await.unwrap(), "nothing left to release");
+    assert!(
+        !idem.store().release(&key).await.unwrap(),
+        "nothing left to release"
+    );
     let runs = AtomicUsize::new(0);
-    let v = counted(&b.worker("next"), call(), &runs, "fresh").await.unwrap();
+    let v = counted(&b.worker("next"), call(), &runs, "fresh")
+        .await
+        .unwrap();
     assert_eq!(v, "fresh");
     let log = idem.attempts(&key).await.unwrap();
     assert_eq!(log[0].outcome, AttemptOutcome::Released);
@@ -545,7 +703,9 @@ pub async fn current_tells_the_body_its_key_and_attempt(b: &Backend) {
     let call = || Call::new(op.clone()).key(&"k");
     assert!(current().is_none());
     let _: Result<(), TestError> = idem
-        .call(call(), || async { Err(TestError::Body("first try fails".into())) })
+        .call(call(), || async {
+            Err(TestError::Body("first try fails".into()))
+        })
         .await;
     let seen: (String, String, u64) = idem
         .call(call(), || async {
@@ -563,11 +723,15 @@ pub async fn list_filters_by_op_and_status(b: &Backend) {
     let op = unique_op("list");
     let runs = AtomicUsize::new(0);
     for i in 0..3_u32 {
-        counted(&idem, Call::new(op.clone()).key(&i), &runs, "v").await.unwrap();
+        counted(&idem, Call::new(op.clone()).key(&i), &runs, "v")
+            .await
+            .unwrap();
         tokio::time::sleep(ms(5)).await;
     }
     let _: Result<String, TestError> = idem
-        .call(Call::new(op.clone()).key(&99_u32), || async { Err(TestError::Body("no".into())) })
+        .call(Call::new(op.clone()).key(&99_u32), || async {
+            Err(TestError::Body("no".into()))
+        })
         .await;
     let all = idem
         .store()
@@ -578,7 +742,10 @@ pub async fn list_filters_by_op_and_status(b: &Backend) {
         .await
         .unwrap();
     assert_eq!(all.len(), 4);
-    assert!(all.windows(2).all(|w| w[0].updated_at >= w[1].updated_at), "newest first");
+    assert!(
+        all.windows(2).all(|w| w[0].updated_at >= w[1].updated_at),
+        "newest first"
+    );
     let failed = idem
         .store()
         .list(&ListFilter {
@@ -589,7 +756,10 @@ pub async fn list_filters_by_op_and_status(b: &Backend) {
         .await
         .unwrap();
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0].key, Call::new(op.clone()).key(&99_u32).key_value());
+    assert_eq!(
+        failed[0].key,
+        Call::new(op.clone()).key(&99_u32).key_value()
+    );
     let limited = idem
         .store()
         .list(&ListFilter {
@@ -614,9 +784,21 @@ pub async fn cached_replay_skips_the_store(b: &Backend) {
     let runs = AtomicUsize::new(0);
     assert_eq!(counted(&cached, call(), &runs, "one").await.unwrap(), "one");
     // Another worker forgets the key behind this handle's back.
-    assert!(b.worker("operator").forget(&call().key_value()).await.unwrap());
-    assert_eq!(counted(&cached, call(), &runs, "two").await.unwrap(), "one", "served from cache");
+    assert!(b
+        .worker("operator")
+        .forget(&call().key_value())
+        .await
+        .unwrap());
+    assert_eq!(
+        counted(&cached, call(), &runs, "two").await.unwrap(),
+        "one",
+        "served from cache"
+    );
     tokio::time::sleep(ms(500)).await;
-    assert_eq!(counted(&cached, call(), &runs, "three").await.unwrap(), "three", "bounded staleness");
+    assert_eq!(
+        counted(&cached, call(), &runs, "three").await.unwrap(),
+        "three",
+        "bounded staleness"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }

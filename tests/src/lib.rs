@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod conformance;
+pub mod effects;
 
 /// A fresh operation name, so tests sharing a database never share keys.
 pub fn unique_op(what: &str) -> String {

@@ -3,7 +3,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use super::{Baseline, Snapshot};
 
@@ -59,10 +61,12 @@ impl Baseline for SqliteBaseline {
     }
 
     async fn hit(&self, key: &[u8; 32]) -> Result<Option<Snapshot>, sqlx::Error> {
-        sqlx::query_scalar("SELECT snapshot FROM baseline_records WHERE key = ?1 AND status = 'completed'")
-            .bind(&key[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map(Option::flatten)
+        sqlx::query_scalar(
+            "SELECT snapshot FROM baseline_records WHERE key = ?1 AND status = 'completed'",
+        )
+        .bind(&key[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map(Option::flatten)
     }
 }

@@ -85,7 +85,11 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
 
 async fn run_idem(args: &Args, idem: Idem, run: Arc<str>) -> (Stats, u64) {
     let executions = Arc::new(AtomicU64::new(0));
-    let op = if args.mode == Mode::Hit { "bench.hit" } else { "bench.miss" };
+    let op = if args.mode == Mode::Hit {
+        "bench.hit"
+    } else {
+        "bench.miss"
+    };
     let call = move |idem: Idem, run: Arc<str>, executions: Arc<AtomicU64>, i: u64| async move {
         let draft: Result<Draft, Error> = idem
             .call(Call::new(op).key(&(&*run, i)), || async {
@@ -150,7 +154,11 @@ async fn main() {
         .await
         .unwrap_or_else(|e| fail("open store", e));
     let idem = Idem::builder(store)
-        .cache_capacity(if args.cache == Switch::On { 1_000_000 } else { 0 })
+        .cache_capacity(if args.cache == Switch::On {
+            1_000_000
+        } else {
+            0
+        })
         .build();
     let baseline = if args.baseline == Switch::On {
         AnyBaseline::open(&args.store)
@@ -163,7 +171,10 @@ async fn main() {
     let run: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
 
     // Warm up both sides (connections, statement caches), then measure them back to back.
-    let warm = Args { calls: (args.calls / 10).clamp(10, 500), ..Args::parse() };
+    let warm = Args {
+        calls: (args.calls / 10).clamp(10, 500),
+        ..Args::parse()
+    };
     let _ = run_idem(&warm, idem.clone(), format!("warm-{run}").into()).await;
     if let Some(b) = &baseline {
         let _ = run_baseline(&warm, b.clone(), format!("warm-{run}").into()).await;

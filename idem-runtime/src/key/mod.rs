@@ -160,7 +160,10 @@ impl KeyBuilder {
 
     /// Finishes the hash and returns the transcript, if [`KeyBuilder::recording`] was called.
     pub fn finish_with_transcript(self) -> ([u8; 32], Option<Vec<u8>>) {
-        (*self.writer.hasher.finalize().as_bytes(), self.writer.transcript)
+        (
+            *self.writer.hasher.finalize().as_bytes(),
+            self.writer.transcript,
+        )
     }
 }
 

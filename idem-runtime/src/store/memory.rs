@@ -43,10 +43,19 @@ struct Entry {
 
 impl Entry {
     fn log_mut(&mut self, attempt: u64) -> Option<&mut AttemptLog> {
-        self.attempts.iter_mut().rev().find(|a| a.attempt == attempt)
+        self.attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.attempt == attempt)
     }
 
-    fn end_attempt(&mut self, attempt: u64, outcome: AttemptOutcome, error: Option<&str>, now: Millis) {
+    fn end_attempt(
+        &mut self,
+        attempt: u64,
+        outcome: AttemptOutcome,
+        error: Option<&str>,
+        now: Millis,
+    ) {
         if let Some(log) = self.log_mut(attempt) {
             log.outcome = outcome;
             log.ended_at = Some(now);

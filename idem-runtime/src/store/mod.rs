@@ -133,7 +133,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Records the outcome of an attempt. Fenced: a lost attempt writes nothing, and its log line
     /// says `fenced`.
-    async fn complete(&self, attempt: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error>;
+    async fn complete(
+        &self,
+        attempt: &AttemptRef<'_>,
+        outcome: Outcome<'_>,
+    ) -> Result<Fence, Error>;
 
     /// Waits until the key may have changed, or `max` passes. Backends that can push changes
     /// (memory, PostgreSQL LISTEN/NOTIFY) return early; others just sleep.

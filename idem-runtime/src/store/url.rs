@@ -47,8 +47,9 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
         "postgres" | "postgresql" => Err(missing_feature(url, "postgres")),
         _ => Err(Error::Open {
             url: redact(url),
-            reason: "unknown store URL scheme; expected `memory:`, `sqlite://path` or `postgres://...`"
-                .into(),
+            reason:
+                "unknown store URL scheme; expected `memory:`, `sqlite://path` or `postgres://...`"
+                    .into(),
             source: None,
         }),
     }

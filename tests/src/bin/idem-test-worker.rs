@@ -15,12 +15,25 @@ use idem_runtime::{Call, Error, Idem};
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let idem = Idem::builder(idem_runtime::store::open(&args[1]).await.expect("open store"))
-        .cache_capacity(0)
-        .worker(format!("test-worker/{}", std::process::id()))
-        .build();
+    let idem = Idem::builder(
+        idem_runtime::store::open(&args[1])
+            .await
+            .expect("open store"),
+    )
+    .cache_capacity(0)
+    .worker(format!("test-worker/{}", std::process::id()))
+    .build();
     match args[0].as_str() {
-        "many" => many(idem, &args[2], args[3].parse().unwrap(), args[4].parse().unwrap(), &args[5]).await,
+        "many" => {
+            many(
+                idem,
+                &args[2],
+                args[3].parse().unwrap(),
+                args[4].parse().unwrap(),
+                &args[5],
+            )
+            .await
+        }
         "hang" => hang(idem, &args[2], &args[3], args[4].parse().unwrap()).await,
         other => panic!("unknown mode {other}"),
     }
@@ -28,7 +41,11 @@ async fn main() {
 
 async fn many(idem: Idem, op: &str, keys: u32, concurrency: u32, out: &str) {
     let out = Arc::new(Mutex::new(std::io::BufWriter::new(
-        std::fs::OpenOptions::new().create(true).append(true).open(out).unwrap(),
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .unwrap(),
     )));
     let pid = std::process::id();
     // Each process walks the keys from a different starting point, so they collide mid-way.
@@ -37,12 +54,20 @@ async fn many(idem: Idem, op: &str, keys: u32, concurrency: u32, out: &str) {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (idem, op, out, order, next) = (idem.clone(), op.to_owned(), out.clone(), order.clone(), next.clone());
+        let (idem, op, out, order, next) = (
+            idem.clone(),
+            op.to_owned(),
+            out.clone(),
+            order.clone(),
+            next.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(&key) = order.get(i) else { break };
-                let call = Call::new(op.clone()).key(&key).lease(Duration::from_secs(5));
+                let call = Call::new(op.clone())
+                    .key(&key)
+                    .lease(Duration::from_secs(5));
                 let value: String = idem
                     .call(call, || async {
                         let value = format!("{pid}:{key}");
@@ -62,7 +87,9 @@ async fn many(idem: Idem, op: &str, keys: u32, concurrency: u32, out: &str) {
 }
 
 async fn hang(idem: Idem, op: &str, key: &str, lease_ms: u64) {
-    let call = Call::new(op.to_owned()).key(&key).lease(Duration::from_millis(lease_ms));
+    let call = Call::new(op.to_owned())
+        .key(&key)
+        .lease(Duration::from_millis(lease_ms));
     let _: Result<String, Error> = idem
         .call(call, || async {
             println!("started");

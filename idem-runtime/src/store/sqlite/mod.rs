@@ -82,16 +82,14 @@ impl SqliteStoreBuilder {
             .connect_with(options)
             .await
             .map_err(|e| open_err("cannot open the database", e))?;
-        SqliteStore::from_pool(pool)
-            .await
-            .map_err(|e| match e {
-                Error::Store { source, .. } => Error::Open {
-                    url: self.url.clone(),
-                    reason: format!("cannot migrate the database: {source}"),
-                    source: Some(source),
-                },
-                other => other,
-            })
+        SqliteStore::from_pool(pool).await.map_err(|e| match e {
+            Error::Store { source, .. } => Error::Open {
+                url: self.url.clone(),
+                reason: format!("cannot migrate the database: {source}"),
+                source: Some(source),
+            },
+            other => other,
+        })
     }
 }
 
@@ -310,7 +308,9 @@ pub(crate) async fn complete_on<'e>(
     outcome: Outcome<'_>,
 ) -> Result<Fence, Error> {
     let attempt = i64::try_from(a.attempt).unwrap_or(i64::MAX);
-    let query = sqlx::query(&sql().complete).bind(&a.key.0[..]).bind(attempt);
+    let query = sqlx::query(&sql().complete)
+        .bind(&a.key.0[..])
+        .bind(attempt);
     let query = match outcome {
         Outcome::Snapshot { kind, bytes, ttl } => query
             .bind(Status::Completed.as_str())

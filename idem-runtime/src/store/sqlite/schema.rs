@@ -93,14 +93,14 @@ pub const FORMAT_VERSION: i64 = 1;
 /// `BEGIN IMMEDIATE` takes the write lock before the version is read.
 pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     let current: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM idem_schema")
-    .fetch_optional(&mut *conn)
-    .await
-    .or_else(|e| match &e {
-        // Table missing: a new database.
-        sqlx::Error::Database(db) if db.message().contains("no such table") => Ok(None),
-        _ => Err(e),
-    })?
-    .flatten();
+        .fetch_optional(&mut *conn)
+        .await
+        .or_else(|e| match &e {
+            // Table missing: a new database.
+            sqlx::Error::Database(db) if db.message().contains("no such table") => Ok(None),
+            _ => Err(e),
+        })?
+        .flatten();
     if current == Some(FORMAT_VERSION) {
         return Ok(());
     }
@@ -119,10 +119,12 @@ pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         sqlx::Executor::execute(&mut *tx, *sql).await?;
-        sqlx::query(&format!("INSERT INTO idem_schema (version, applied_at) VALUES (?1, {NOW})"))
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO idem_schema (version, applied_at) VALUES (?1, {NOW})"
+        ))
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
 }
