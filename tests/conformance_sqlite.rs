@@ -158,3 +158,90 @@ async fn concurrent_opens_migrate_once() {
         .unwrap();
     assert_eq!(versions, [idem_runtime::store::sqlite::FORMAT_VERSION]);
 }
+
+mod transactional_steps {
+    use std::sync::Arc;
+
+    use idem_runtime::store::sqlite::{SqliteStore, Step};
+    use idem_runtime::{Call, Error};
+
+    async fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tx.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        sqlx::query("CREATE TABLE saved (k TEXT NOT NULL)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        (dir, Arc::new(store))
+    }
+
+    async fn rows(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM saved")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
+    async fn save(store: &SqliteStore, op: &str, worker: &str) -> Result<i64, Error> {
+        match store.begin_step(Call::new(op.to_owned()).key("k"), worker).await? {
+            Step::Replayed(v) => Ok(v),
+            Step::Claimed(mut tx) => {
+                let done = sqlx::query("INSERT INTO saved (k) VALUES ('k')")
+                    .execute(tx.conn())
+                    .await
+                    .unwrap();
+                let id = done.last_insert_rowid();
+                tx.commit(&id).await?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// A step abandoned after its write (a crash, a panic, an error) commits nothing: no row,
+    /// no record; the next call runs at once, without waiting for a lease.
+    #[tokio::test]
+    async fn an_abandoned_step_leaves_nothing() {
+        let (_dir, store) = store().await;
+        let call = || Call::new("tx_abandoned").key("k");
+        match store.begin_step::<i64>(call(), "w").await.unwrap() {
+            Step::Claimed(mut tx) => {
+                sqlx::query("INSERT INTO saved (k) VALUES ('k')")
+                    .execute(tx.conn())
+                    .await
+                    .unwrap();
+                drop(tx); // the crash
+            }
+            Step::Replayed(_) => panic!("a new key must be claimed"),
+        }
+        assert_eq!(rows(&store).await, 0, "the write rolled back with the claim");
+        let key = call().key_value();
+        use idem_runtime::Store;
+        assert!(store.get(&key).await.unwrap().is_none(), "and so did the claim");
+        let begun = std::time::Instant::now();
+        assert_eq!(save(&store, "tx_abandoned", "w").await.unwrap(), 1);
+        assert!(begun.elapsed() < std::time::Duration::from_secs(1), "no lease to wait for");
+        assert_eq!(save(&store, "tx_abandoned", "w").await.unwrap(), 1, "replayed");
+        assert_eq!(rows(&store).await, 1);
+        let log = store.attempts(&key).await.unwrap();
+        assert_eq!(log.len(), 1, "one attempt: {log:?}");
+    }
+
+    /// 16 concurrent callers of one transactional step: one row, one value for all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_steps_write_once() {
+        let (_dir, store) = store().await;
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { save(&store, "tx_concurrent", &format!("w{i}")).await })
+            })
+            .collect();
+        let mut values = Vec::new();
+        for t in tasks {
+            values.push(t.await.unwrap().unwrap());
+        }
+        assert!(values.iter().all(|v| *v == values[0]), "{values:?}");
+        assert_eq!(rows(&store).await, 1);
+    }
+}

@@ -107,3 +107,53 @@ async fn killed_worker_is_taken_over_after_one_lease() {
     assert!(log[0].worker.starts_with("test-worker/"));
     assert_eq!(log[1].worker, "survivor");
 }
+
+/// kill -9 in the middle of a transactional step, after its write: nothing was committed (no
+/// row, no claim), and the next caller runs the step at once (no lease to wait for).
+#[tokio::test]
+async fn killed_transactional_step_leaves_nothing() {
+    use idem_runtime::store::sqlite::{SqliteStore, Step};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("step.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    sqlx::query("CREATE TABLE saved (k TEXT NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let op = idem_tests::unique_op("step_kill9");
+    let mut child = Command::new(WORKER)
+        .args(["step-hang", &url, &op, "order-1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("started"));
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM saved")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(count().await, 0, "the killed step's row was never committed");
+    let begun = Instant::now();
+    let call = Call::new(op.clone()).key(&"order-1");
+    match store.begin_step::<i64>(call, "survivor").await.unwrap() {
+        Step::Claimed(mut tx) => {
+            sqlx::query("INSERT INTO saved (k) VALUES ('order-1')")
+                .execute(tx.conn())
+                .await
+                .unwrap();
+            tx.commit(&1_i64).await.unwrap();
+        }
+        Step::Replayed(_) => panic!("nothing was recorded, so the step must run"),
+    }
+    assert!(begun.elapsed() < Duration::from_secs(2), "no lease to wait for");
+    assert_eq!(count().await, 1);
+}

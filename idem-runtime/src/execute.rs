@@ -57,7 +57,7 @@ impl<E: Serialize + DeserializeOwned> ErrorPolicy<E> for CacheErrors {
 }
 
 /// The longest pause between two looks at a key another attempt is running.
-const MAX_POLL: Duration = Duration::from_millis(250);
+pub(crate) const MAX_POLL: Duration = Duration::from_millis(250);
 
 pub(crate) async fn run<T, E, P, F, Fut>(idem: &Idem, call: Finished, body: F) -> Result<T, E>
 where
@@ -183,21 +183,21 @@ where
     }
 }
 
-fn fingerprints_differ(
+pub(crate) fn fingerprints_differ(
     have: Option<&crate::key::Fingerprint>,
     want: Option<&crate::key::Fingerprint>,
 ) -> bool {
     matches!((have, want), (Some(h), Some(w)) if h != w)
 }
 
-fn key_reuse(call: &Finished) -> Error {
+pub(crate) fn key_reuse(call: &Finished) -> Error {
     Error::KeyReuse {
         op: call.op.to_string(),
         key: call.key,
     }
 }
 
-fn decode<T, E, P>(call: &Finished, snapshot: &Snapshot) -> Result<T, E>
+pub(crate) fn decode<T, E, P>(call: &Finished, snapshot: &Snapshot) -> Result<T, E>
 where
     T: DeserializeOwned,
     E: From<Error>,

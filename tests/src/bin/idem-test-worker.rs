@@ -4,6 +4,8 @@
 //! `idem-test-worker many URL OP KEYS CONCURRENCY OUT` calls keys `0..KEYS` (in an order of its
 //! own) with CONCURRENCY tasks; each execution appends `exec KEY VALUE`, each return `got KEY VALUE`.
 //! `idem-test-worker hang URL OP KEY LEASE_MS` claims KEY, prints `started` and never finishes.
+//! `idem-test-worker step-hang SQLITE_URL OP KEY` opens a transactional step on KEY, inserts a
+//! row into table `saved`, prints `started` and never commits.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
@@ -35,6 +37,7 @@ async fn main() {
             .await
         }
         "hang" => hang(idem, &args[2], &args[3], args[4].parse().unwrap()).await,
+        "step-hang" => step_hang(&args[1], &args[2], &args[3]).await,
         other => panic!("unknown mode {other}"),
     }
 }
@@ -98,4 +101,25 @@ async fn hang(idem: Idem, op: &str, key: &str, lease_ms: u64) {
             Ok("never".to_string())
         })
         .await;
+}
+
+async fn step_hang(url: &str, op: &str, key: &str) {
+    use idem_runtime::store::sqlite::{SqliteStore, Step};
+    let store = SqliteStore::open(url).await.unwrap();
+    let Step::Claimed(mut tx) = store
+        .begin_step::<i64>(Call::new(op.to_owned()).key(&key), "step-worker")
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new key")
+    };
+    sqlx::query("INSERT INTO saved (k) VALUES (?1)")
+        .bind(key)
+        .execute(tx.conn())
+        .await
+        .unwrap();
+    println!("started");
+    std::io::stdout().flush().unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    drop(tx);
 }

@@ -9,12 +9,14 @@
 //! own transaction can carry them.
 
 mod schema;
+mod step;
 
 use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{ConstantBuilder, Retryable};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -22,6 +24,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row, SqliteExecutor};
 
 pub use self::schema::FORMAT_VERSION;
+pub use self::step::{Step, StepTx};
 use self::schema::NOW;
 use super::{millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store};
 use crate::error::Error;
@@ -73,13 +76,24 @@ impl SqliteStoreBuilder {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(self.busy_timeout);
-        let pool = SqlitePoolOptions::new()
+        let pool_options = SqlitePoolOptions::new()
             .max_connections(self.max_connections)
             .min_connections(1)
             // A local file has no network to fail: skip the ping on every acquire.
             .test_before_acquire(false)
-            .acquire_timeout(self.busy_timeout + Duration::from_secs(5))
-            .connect_with(options)
+            .acquire_timeout(self.busy_timeout + Duration::from_secs(5));
+        // Switching a new file to WAL needs an exclusive lock, and SQLite reports a concurrent
+        // opener's lock at once (the busy handler does not cover it): retry within the busy
+        // timeout, so many processes can create one file at the same moment.
+        let attempts = (self.busy_timeout.as_millis() / 20).clamp(1, 1000) as usize;
+        let pool = (|| pool_options.clone().connect_with(options.clone()))
+            .retry(
+                ConstantBuilder::default()
+                    .with_delay(Duration::from_millis(20))
+                    .with_max_times(attempts)
+                    .with_jitter(),
+            )
+            .when(is_locked)
             .await
             .map_err(|e| open_err("cannot open the database", e))?;
         SqliteStore::from_pool(pool).await.map_err(|e| match e {
@@ -210,6 +224,17 @@ fn sql() -> &'static Sql {
                  LIMIT ?1)"
         ),
     })
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED (and their extended codes).
+fn is_locked(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
 }
 
 fn key_of(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], String> {
