@@ -184,7 +184,10 @@ mod transactional_steps {
     }
 
     async fn save(store: &SqliteStore, op: &str, worker: &str) -> Result<i64, Error> {
-        match store.begin_step(Call::new(op.to_owned()).key("k"), worker).await? {
+        match store
+            .begin_step(Call::new(op.to_owned()).key("k"), worker)
+            .await?
+        {
             Step::Replayed(v) => Ok(v),
             Step::Claimed(mut tx) => {
                 let done = sqlx::query("INSERT INTO saved (k) VALUES ('k')")
@@ -214,14 +217,28 @@ mod transactional_steps {
             }
             Step::Replayed(_) => panic!("a new key must be claimed"),
         }
-        assert_eq!(rows(&store).await, 0, "the write rolled back with the claim");
+        assert_eq!(
+            rows(&store).await,
+            0,
+            "the write rolled back with the claim"
+        );
         let key = call().key_value();
         use idem_runtime::Store;
-        assert!(store.get(&key).await.unwrap().is_none(), "and so did the claim");
+        assert!(
+            store.get(&key).await.unwrap().is_none(),
+            "and so did the claim"
+        );
         let begun = std::time::Instant::now();
         assert_eq!(save(&store, "tx_abandoned", "w").await.unwrap(), 1);
-        assert!(begun.elapsed() < std::time::Duration::from_secs(1), "no lease to wait for");
-        assert_eq!(save(&store, "tx_abandoned", "w").await.unwrap(), 1, "replayed");
+        assert!(
+            begun.elapsed() < std::time::Duration::from_secs(1),
+            "no lease to wait for"
+        );
+        assert_eq!(
+            save(&store, "tx_abandoned", "w").await.unwrap(),
+            1,
+            "replayed"
+        );
         assert_eq!(rows(&store).await, 1);
         let log = store.attempts(&key).await.unwrap();
         assert_eq!(log.len(), 1, "one attempt: {log:?}");

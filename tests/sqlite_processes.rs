@@ -141,7 +141,11 @@ async fn killed_transactional_step_leaves_nothing() {
             .await
             .unwrap()
     };
-    assert_eq!(count().await, 0, "the killed step's row was never committed");
+    assert_eq!(
+        count().await,
+        0,
+        "the killed step's row was never committed"
+    );
     let begun = Instant::now();
     let call = Call::new(op.clone()).key(&"order-1");
     match store.begin_step::<i64>(call, "survivor").await.unwrap() {
@@ -154,6 +158,9 @@ async fn killed_transactional_step_leaves_nothing() {
         }
         Step::Replayed(_) => panic!("nothing was recorded, so the step must run"),
     }
-    assert!(begun.elapsed() < Duration::from_secs(2), "no lease to wait for");
+    assert!(
+        begun.elapsed() < Duration::from_secs(2),
+        "no lease to wait for"
+    );
     assert_eq!(count().await, 1);
 }

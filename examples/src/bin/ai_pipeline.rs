@@ -183,8 +183,14 @@ async fn child(args: &Args, mode: Mode) -> Result<()> {
             .build()
             .set_default();
     }
+    let tx_store = if mode == Mode::Idem {
+        Some(idem_runtime::store::sqlite::SqliteStore::from_pool(db.clone()).await?)
+    } else {
+        None
+    };
     let ctx = Arc::new(Ctx {
         db,
+        tx_store,
         llm: ModelClient {
             addr: args.model.clone().context("--model")?,
             timeout: Duration::from_millis(250),

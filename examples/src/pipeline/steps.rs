@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use idem_runtime::idempotent;
+use idem_runtime::store::sqlite::{SqliteStore, Step};
+use idem_runtime::{idempotent, Call};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqlitePool;
+use sqlx::SqliteExecutor;
 
 use super::model_server::ModelClient;
 use super::{chance, Input};
@@ -19,6 +21,8 @@ use super::{chance, Input};
 pub(crate) struct Ctx {
     /// The application database.
     pub(crate) db: SqlitePool,
+    /// The same database as an idem store, for the transactional steps (idem mode only).
+    pub(crate) tx_store: Option<SqliteStore>,
     /// The model.
     pub(crate) llm: ModelClient,
     /// The batch id: part of every key, so each run of the example is a fresh key space.
@@ -131,7 +135,11 @@ async fn generate_body(ctx: &Ctx, prepared: &Prepared) -> Result<Draft, StepErro
     })
 }
 
-async fn save_body(ctx: &Ctx, draft: &Draft) -> Result<i64, StepError> {
+async fn save_body<'e>(
+    db: impl SqliteExecutor<'e>,
+    ctx: &Ctx,
+    draft: &Draft,
+) -> Result<i64, StepError> {
     let result = sqlx::query(
         "INSERT INTO drafts (input_id, lang, body, tokens, worker) VALUES (?, ?, ?, ?, ?)",
     )
@@ -140,14 +148,14 @@ async fn save_body(ctx: &Ctx, draft: &Draft) -> Result<i64, StepError> {
     .bind(&draft.text)
     .bind(i64::try_from(draft.tokens).unwrap_or(i64::MAX))
     .bind(&ctx.worker)
-    .execute(&ctx.db)
+    .execute(db)
     .await
     .map_err(|e| StepError(format!("save: {e}")))?;
     Ok(result.last_insert_rowid())
 }
 
-async fn notify_body(
-    ctx: &Ctx,
+async fn notify_body<'e>(
+    db: impl SqliteExecutor<'e>,
     input_id: &str,
     draft_id: i64,
     fail: bool,
@@ -164,7 +172,7 @@ async fn notify_body(
         .bind(input_id)
         .bind(draft_id)
         .bind(payload)
-        .execute(&ctx.db)
+        .execute(db)
         .await
         .map_err(|e| StepError(format!("notify: {e}")))?;
     Ok(result.last_insert_rowid())
@@ -182,14 +190,39 @@ async fn generate_draft(ctx: &Ctx, prepared: &Prepared) -> Result<Draft, StepErr
     generate_body(ctx, prepared).await
 }
 
-#[idempotent(key = (ctx.batch, draft.id), name = "ai_pipeline::save_draft", lease = "1s")]
-async fn save_draft(ctx: &Ctx, draft: &Draft) -> Result<i64, StepError> {
-    save_body(ctx, draft).await
+// Saving and notifying write to the application database, which is also the idem store's: so
+// they are transactional steps. The claim, the row and the snapshot commit together, and a
+// crash at any instant leaves either nothing or everything (exactly-once, not at-least-once).
+
+/// The application database as an idem store, for transactional steps.
+fn tx_store(ctx: &Ctx) -> Result<&SqliteStore, StepError> {
+    ctx.tx_store
+        .as_ref()
+        .ok_or_else(|| StepError("no transactional store in plain mode".into()))
 }
 
-#[idempotent(key = (ctx.batch, input_id), name = "ai_pipeline::notify", lease = "1s")]
+async fn save_draft(ctx: &Ctx, draft: &Draft) -> Result<i64, StepError> {
+    let call = Call::new("ai_pipeline::save_draft").key(&(ctx.batch.as_str(), draft.id.as_str()));
+    match tx_store(ctx)?.begin_step(call, &ctx.worker).await? {
+        Step::Replayed(row) => Ok(row),
+        Step::Claimed(mut tx) => {
+            let row = save_body(tx.conn(), ctx, draft).await?;
+            tx.commit(&row).await?;
+            Ok(row)
+        }
+    }
+}
+
 async fn notify(ctx: &Ctx, input_id: &str, draft_id: i64, fail: bool) -> Result<i64, StepError> {
-    notify_body(ctx, input_id, draft_id, fail).await
+    let call = Call::new("ai_pipeline::notify").key(&(ctx.batch.as_str(), input_id));
+    match tx_store(ctx)?.begin_step(call, &ctx.worker).await? {
+        Step::Replayed(id) => Ok(id),
+        Step::Claimed(mut tx) => {
+            let id = notify_body(tx.conn(), input_id, draft_id, fail).await?;
+            tx.commit(&id).await?;
+            Ok(id)
+        }
+    }
 }
 
 /// One run of the pipeline for one input.
@@ -223,9 +256,9 @@ async fn process(
         ctx.step_done();
         let draft = generate_body(ctx, &prepared).await?;
         ctx.step_done();
-        let row = save_body(ctx, &draft).await?;
+        let row = save_body(&ctx.db, ctx, &draft).await?;
         ctx.step_done();
-        notify_body(ctx, &input.id, row, fail_notify).await?;
+        notify_body(&ctx.db, &input.id, row, fail_notify).await?;
     }
     ctx.step_done();
     Ok(())

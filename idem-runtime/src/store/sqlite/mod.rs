@@ -24,8 +24,8 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row, SqliteExecutor};
 
 pub use self::schema::FORMAT_VERSION;
-pub use self::step::{Step, StepTx};
 use self::schema::NOW;
+pub use self::step::{Step, StepTx};
 use super::{millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store};
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};

@@ -152,16 +152,21 @@ impl SqliteStore {
                 }
                 Some(Claim::Completed(snapshot)) => {
                     drop(tx);
-                    if fingerprints_differ(snapshot.fingerprint.as_ref(), call.fingerprint.as_ref()) {
+                    if fingerprints_differ(snapshot.fingerprint.as_ref(), call.fingerprint.as_ref())
+                    {
                         return Err(key_reuse(&call));
                     }
                     return decode::<T, Error, NoErrorCache>(&call, &snapshot).map(Step::Replayed);
                 }
                 Some(Claim::KeyReuse) => return Err(key_reuse(&call)),
-                Some(Claim::Running { attempt, lease_left }) => {
+                Some(Claim::Running {
+                    attempt,
+                    lease_left,
+                }) => {
                     drop(tx);
                     let elapsed = started.elapsed();
-                    if call.options.on_conflict == OnConflict::Error || elapsed >= call.options.wait {
+                    if call.options.on_conflict == OnConflict::Error || elapsed >= call.options.wait
+                    {
                         return Err(Error::InProgress {
                             op: call.op.to_string(),
                             key: call.key,
