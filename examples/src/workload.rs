@@ -1,7 +1,7 @@
 //! The benchmark workload: N calls spread over C concurrent tasks, with per-call latencies.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,48 +41,74 @@ pub struct Stats {
     pub p99_us: f64,
 }
 
-/// Runs `call(i)` for `i in 0..calls` on `concurrency` tasks and measures each call.
-pub async fn drive<F, Fut>(calls: usize, concurrency: usize, call: F) -> Stats
+/// The measurements of one or more runs.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Every call's latency.
+    pub latencies: Vec<Duration>,
+    /// Wall time of the runs, added up.
+    pub seconds: f64,
+}
+
+impl Sample {
+    /// Adds another run's measurements.
+    pub fn absorb(&mut self, other: Sample) {
+        self.latencies.extend(other.latencies);
+        self.seconds += other.seconds;
+    }
+
+    /// Summarizes.
+    pub fn stats(&self) -> Stats {
+        let mut all = self.latencies.clone();
+        all.sort_unstable();
+        let pct = |p: f64| {
+            all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+        };
+        let mean = all.iter().map(Duration::as_secs_f64).sum::<f64>() / all.len().max(1) as f64;
+        Stats {
+            seconds: self.seconds,
+            calls_per_s: all.len() as f64 / self.seconds,
+            mean_us: mean * 1e6,
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+        }
+    }
+}
+
+/// Runs `call(i)` for each `i` in `range` on `concurrency` tasks and measures each call.
+pub async fn drive<F, Fut>(range: std::ops::Range<u64>, concurrency: usize, call: F) -> Sample
 where
     F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send,
 {
-    let next = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicU64::new(range.start));
+    let end = range.end;
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             let (next, call) = (next.clone(), call.clone());
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(calls / concurrency.max(1) + 1);
+                let mut latencies = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= calls {
+                    if i >= end {
                         return latencies;
                     }
                     let t = Instant::now();
-                    call(i as u64).await;
+                    call(i).await;
                     latencies.push(t.elapsed());
                 }
             })
         })
         .collect();
-    let mut all: Vec<Duration> = Vec::with_capacity(calls);
+    let mut latencies = Vec::new();
     for t in tasks {
-        all.extend(t.await.unwrap_or_default());
+        latencies.extend(t.await.unwrap_or_default());
     }
-    let seconds = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
-    let mean = all.iter().map(Duration::as_secs_f64).sum::<f64>() / all.len().max(1) as f64;
-    Stats {
-        seconds,
-        calls_per_s: calls as f64 / seconds,
-        mean_us: mean * 1e6,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
+    Sample {
+        latencies,
+        seconds: started.elapsed().as_secs_f64(),
     }
 }
 

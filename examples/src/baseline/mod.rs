@@ -3,6 +3,8 @@
 //! A miss is one claim insert plus one fenced completion update; a hit is one indexed read.
 //! Idem's overhead is its own time divided by this, measured in the same run.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 /// A baseline's answer to a hit: the stored snapshot.

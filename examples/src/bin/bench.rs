@@ -13,7 +13,7 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use idem_examples::baseline::sqlite::SqliteBaseline;
 use idem_examples::baseline::Baseline;
-use idem_examples::workload::{baseline_key, drive, Draft, Stats};
+use idem_examples::workload::{baseline_key, drive, Draft, Sample, Stats};
 use idem_runtime::{Call, Error, Idem};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,6 +48,12 @@ struct Args {
     /// The process-local snapshot cache.
     #[arg(long, value_enum, default_value = "on")]
     cache: Switch,
+    /// Alternating rounds of idem and baseline calls.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Connection pool size of both sides (PostgreSQL).
+    #[arg(long, default_value_t = 16)]
+    pool: u32,
     /// Also run the hand-written SQL baseline (SQL stores only).
     #[arg(long, value_enum, default_value = "on")]
     baseline: Switch,
@@ -55,12 +61,20 @@ struct Args {
 
 enum AnyBaseline {
     Sqlite(SqliteBaseline),
+    #[cfg(feature = "postgres")]
+    Postgres(idem_examples::baseline::postgres::PostgresBaseline),
 }
 
 impl AnyBaseline {
-    async fn open(url: &str) -> Result<Option<Self>, sqlx::Error> {
+    async fn open(url: &str, pool: u32) -> Result<Option<Self>, sqlx::Error> {
+        let _ = pool;
         if url.starts_with("sqlite:") {
             return Ok(Some(AnyBaseline::Sqlite(SqliteBaseline::open(url).await?)));
+        }
+        #[cfg(feature = "postgres")]
+        if url.starts_with("postgres") {
+            let b = idem_examples::baseline::postgres::PostgresBaseline::open(url, pool).await?;
+            return Ok(Some(AnyBaseline::Postgres(b)));
         }
         Ok(None)
     }
@@ -68,12 +82,16 @@ impl AnyBaseline {
     async fn miss(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error> {
         match self {
             AnyBaseline::Sqlite(b) => b.miss(key, snapshot).await,
+            #[cfg(feature = "postgres")]
+            AnyBaseline::Postgres(b) => b.miss(key, snapshot).await,
         }
     }
 
     async fn hit(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, sqlx::Error> {
         match self {
             AnyBaseline::Sqlite(b) => b.hit(key).await,
+            #[cfg(feature = "postgres")]
+            AnyBaseline::Postgres(b) => b.hit(key).await,
         }
     }
 }
@@ -83,16 +101,32 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     std::process::exit(1)
 }
 
-async fn run_idem(args: &Args, idem: Idem, run: Arc<str>) -> (Stats, u64) {
-    let executions = Arc::new(AtomicU64::new(0));
-    let op = if args.mode == Mode::Hit {
-        "bench.hit"
-    } else {
-        "bench.miss"
-    };
-    let call = move |idem: Idem, run: Arc<str>, executions: Arc<AtomicU64>, i: u64| async move {
-        let draft: Result<Draft, Error> = idem
-            .call(Call::new(op).key(&(&*run, i)), || async {
+/// One side of the comparison: idem, or the hand-written baseline.
+trait Side: Clone + Send + Sync + 'static {
+    /// Makes key `i` completed (for hit runs).
+    fn prepare(&self, i: u64) -> impl std::future::Future<Output = ()> + Send;
+    /// One measured call on key `i`.
+    fn call(&self, i: u64) -> impl std::future::Future<Output = ()> + Send;
+}
+
+#[derive(Clone)]
+struct IdemSide {
+    idem: Idem,
+    op: &'static str,
+    run: Arc<str>,
+    executions: Arc<AtomicU64>,
+}
+
+impl Side for IdemSide {
+    async fn prepare(&self, i: u64) {
+        self.call(i).await;
+    }
+
+    async fn call(&self, i: u64) {
+        let executions = &self.executions;
+        let draft: Result<Draft, Error> = self
+            .idem
+            .call(Call::new(self.op).key(&(&*self.run, i)), || async {
                 executions.fetch_add(1, Ordering::Relaxed);
                 Ok(Draft::for_call(i))
             })
@@ -100,49 +134,55 @@ async fn run_idem(args: &Args, idem: Idem, run: Arc<str>) -> (Stats, u64) {
         if let Err(e) = draft {
             fail("idem call", e);
         }
-    };
-    if args.mode == Mode::Hit {
-        for i in 0..args.calls as u64 {
-            call(idem.clone(), run.clone(), executions.clone(), i).await;
-        }
     }
-    let before = executions.load(Ordering::Relaxed);
-    let counter = executions.clone();
-    let stats = drive(args.calls, args.concurrency, move |i| {
-        call(idem.clone(), run.clone(), counter.clone(), i)
-    })
-    .await;
-    (stats, executions.load(Ordering::Relaxed) - before)
 }
 
-async fn run_baseline(args: &Args, baseline: Arc<AnyBaseline>, run: Arc<str>) -> Stats {
-    let snapshot = |i| serde_json::to_vec(&Draft::for_call(i)).unwrap_or_default();
-    if args.mode == Mode::Hit {
-        for i in 0..args.calls as u64 {
-            if let Err(e) = baseline.miss(&baseline_key(&run, i), &snapshot(i)).await {
-                fail("baseline setup", e);
-            }
+#[derive(Clone)]
+struct BaselineSide {
+    baseline: Arc<AnyBaseline>,
+    mode: Mode,
+    run: Arc<str>,
+}
+
+impl Side for BaselineSide {
+    async fn prepare(&self, i: u64) {
+        let snapshot = serde_json::to_vec(&Draft::for_call(i)).unwrap_or_default();
+        if let Err(e) = self
+            .baseline
+            .miss(&baseline_key(&self.run, i), &snapshot)
+            .await
+        {
+            fail("baseline setup", e);
         }
     }
-    let mode = args.mode;
-    drive(args.calls, args.concurrency, move |i| {
-        let (baseline, run) = (baseline.clone(), run.clone());
-        async move {
-            let key = baseline_key(&run, i);
-            let r = match mode {
-                Mode::Miss => baseline.miss(&key, &snapshot(i)).await,
-                Mode::Hit => match baseline.hit(&key).await {
-                    Ok(Some(bytes)) => serde_json::from_slice::<Draft>(&bytes)
-                        .map(drop)
-                        .map_err(|e| sqlx::Error::Decode(Box::new(e))),
-                    Ok(None) => Err(sqlx::Error::RowNotFound),
-                    Err(e) => Err(e),
-                },
-            };
-            if let Err(e) = r {
-                fail("baseline call", e);
+
+    async fn call(&self, i: u64) {
+        let key = baseline_key(&self.run, i);
+        let r = match self.mode {
+            Mode::Miss => {
+                let snapshot = serde_json::to_vec(&Draft::for_call(i)).unwrap_or_default();
+                self.baseline.miss(&key, &snapshot).await
             }
+            Mode::Hit => match self.baseline.hit(&key).await {
+                Ok(Some(bytes)) => serde_json::from_slice::<Draft>(&bytes)
+                    .map(drop)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e))),
+                Ok(None) => Err(sqlx::Error::RowNotFound),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = r {
+            fail("baseline call", e);
         }
+    }
+}
+
+/// Measures `side` on keys `range`.
+async fn measure<S: Side>(side: &S, range: std::ops::Range<u64>, concurrency: usize) -> Sample {
+    let side = side.clone();
+    drive(range, concurrency, move |i| {
+        let side = side.clone();
+        async move { side.call(i).await }
     })
     .await
 }
@@ -150,7 +190,12 @@ async fn run_baseline(args: &Args, baseline: Arc<AnyBaseline>, run: Arc<str>) ->
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let store = idem_runtime::store::open(&args.store)
+    let mut url = args.store.clone();
+    if url.starts_with("postgres") && !url.contains("idem_max_connections") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        url = format!("{url}{sep}idem_max_connections={}", args.pool);
+    }
+    let store = idem_runtime::store::open(&url)
         .await
         .unwrap_or_else(|e| fail("open store", e));
     let idem = Idem::builder(store)
@@ -161,7 +206,7 @@ async fn main() {
         })
         .build();
     let baseline = if args.baseline == Switch::On {
-        AnyBaseline::open(&args.store)
+        AnyBaseline::open(&args.store, args.pool)
             .await
             .unwrap_or_else(|e| fail("open baseline", e))
             .map(Arc::new)
@@ -169,21 +214,53 @@ async fn main() {
         None
     };
     let run: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+    let executions = Arc::new(AtomicU64::new(0));
+    let idem_side = IdemSide {
+        idem,
+        op: if args.mode == Mode::Hit {
+            "bench.hit"
+        } else {
+            "bench.miss"
+        },
+        run: run.clone(),
+        executions: executions.clone(),
+    };
+    let base_side = baseline.map(|baseline| BaselineSide {
+        baseline,
+        mode: args.mode,
+        run,
+    });
 
-    // Warm up both sides (connections, statement caches), then measure them back to back.
-    let warm = Args {
-        calls: (args.calls / 10).clamp(10, 500),
-        ..Args::parse()
-    };
-    let _ = run_idem(&warm, idem.clone(), format!("warm-{run}").into()).await;
-    if let Some(b) = &baseline {
-        let _ = run_baseline(&warm, b.clone(), format!("warm-{run}").into()).await;
+    // Keys: [0, warm) warm both sides up (connections, statement caches); the measured keys
+    // follow. Hit runs complete every key first.
+    let calls = args.calls as u64;
+    let warm = (calls / 10).clamp(10, 500);
+    if args.mode == Mode::Hit {
+        for i in 0..warm + calls {
+            idem_side.prepare(i).await;
+            if let Some(b) = &base_side {
+                b.prepare(i).await;
+            }
+        }
     }
-    let (stats, executions) = run_idem(&args, idem, run.clone()).await;
-    let base = match &baseline {
-        Some(b) => Some(run_baseline(&args, b.clone(), run).await),
-        None => None,
-    };
+    measure(&idem_side, 0..warm, args.concurrency).await;
+    if let Some(b) = &base_side {
+        measure(b, 0..warm, args.concurrency).await;
+    }
+    // The two sides alternate in rounds, so drift in the machine's speed hits both alike.
+    let before = executions.load(Ordering::Relaxed);
+    let rounds = args.rounds.max(1) as u64;
+    let (mut ours, mut theirs) = (Sample::default(), Sample::default());
+    for r in 0..rounds {
+        let range = warm + calls * r / rounds..warm + calls * (r + 1) / rounds;
+        ours.absorb(measure(&idem_side, range.clone(), args.concurrency).await);
+        if let Some(b) = &base_side {
+            theirs.absorb(measure(b, range, args.concurrency).await);
+        }
+    }
+    let executions = executions.load(Ordering::Relaxed) - before;
+    let stats: Stats = ours.stats();
+    let base = base_side.is_some().then(|| theirs.stats());
 
     let mode = match args.mode {
         Mode::Miss => "miss",

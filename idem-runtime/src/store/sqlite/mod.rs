@@ -153,22 +153,29 @@ struct Sql {
     complete: String,
     fence_log: String,
     release: String,
-    purge_floor: String,
-    purge_delete: String,
+    purge_expired: String,
+    purge_abandoned: String,
 }
 
 fn sql() -> &'static Sql {
     static SQL: OnceLock<Sql> = OnceLock::new();
     SQL.get_or_init(|| Sql {
-        // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker.
-        // The INSERT returns a row only when this caller acquired the key; the SELECT returns
-        // the row only when it did not (`changes()` counts the INSERT's rows). Both run in one
-        // round trip. `op` is never in the SET list: it is fixed by the key, and leaving it out
-        // keeps SQLite from rewriting the `op` index on every claim.
+        // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker. One round trip, two statements:
+        // the SELECT reads the row as it was; the INSERT claims the key only if no live row
+        // exists, and returns a row only when this caller acquired it. On a replay (the hot
+        // path) the INSERT's `WHERE NOT EXISTS` stops it before the conflict machinery runs, so
+        // a hit costs little more than the read. `op` is never in the SET list: it is fixed by
+        // the key, and leaving it out keeps SQLite from rewriting the `op` index on reclaims.
         claim: format!(
-            "INSERT INTO idem_records (key, op, status, attempt, fingerprint, lease_until, worker, created_at, updated_at)
-             VALUES (?1, ?2, 'running', (SELECT value FROM idem_meta WHERE name = 'attempt_floor') + 1,
-                     ?3, {NOW} + ?4, ?5, {NOW}, {NOW})
+            "SELECT 0 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
+                    snapshot_kind, expires_at, lease_until, {NOW} AS now, op
+             FROM idem_records WHERE key = ?1;
+             INSERT INTO idem_records (key, op, status, attempt, fingerprint, lease_until, worker,
+                                       created_at, updated_at, attempt_started_at, attempt_outcome)
+             SELECT ?1, ?2, 'running', (SELECT value FROM idem_meta WHERE name = 'attempt_floor') + 1,
+                    ?3, {NOW} + ?4, ?5, {NOW}, {NOW}, {NOW}, 'running'
+             WHERE NOT EXISTS (SELECT 1 FROM idem_records
+                               WHERE key = ?1 AND {LIVE})
              ON CONFLICT (key) DO UPDATE SET
                  status = 'running',
                  attempt = max(attempt, excluded.attempt - 1) + 1,
@@ -178,24 +185,27 @@ fn sql() -> &'static Sql {
                  lease_until = excluded.lease_until,
                  worker = excluded.worker,
                  updated_at = excluded.updated_at,
-                 expires_at = NULL
+                 expires_at = NULL,
+                 attempt_started_at = excluded.updated_at,
+                 attempt_outcome = 'running'
              WHERE NOT ((status = 'completed' AND expires_at > excluded.updated_at)
                      OR (status = 'running' AND lease_until > excluded.updated_at))
              RETURNING 1 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
-                       snapshot_kind, expires_at, lease_until, updated_at AS now, op;
-             SELECT 0 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
-                    snapshot_kind, expires_at, lease_until, {NOW} AS now, op
-             FROM idem_records WHERE key = ?1 AND changes() = 0;"
+                       snapshot_kind, expires_at, lease_until, updated_at AS now, op;",
+            LIVE = format!(
+                "((status = 'completed' AND expires_at > {NOW}) OR (status = 'running' AND lease_until > {NOW}))"
+            ),
         ),
         renew: format!(
             "UPDATE idem_records SET lease_until = {NOW} + ?3
              WHERE key = ?1 AND attempt = ?2 AND status = 'running'"
         ),
-        // ?1 key, ?2 attempt, ?3 status, ?4 snapshot, ?5 kind, ?6 error, ?7 ttl ms.
+        // ?1 key, ?2 attempt, ?3 status, ?4 snapshot, ?5 kind, ?6 error, ?7 ttl ms,
+        // ?8 the attempt's outcome for the log.
         complete: format!(
             "UPDATE idem_records
              SET status = ?3, snapshot = ?4, snapshot_kind = ?5, error = ?6, lease_until = NULL,
-                 updated_at = {NOW}, expires_at = {NOW} + ?7
+                 updated_at = {NOW}, expires_at = {NOW} + ?7, attempt_outcome = ?8
              WHERE key = ?1 AND attempt = ?2 AND status = 'running'"
         ),
         fence_log: format!(
@@ -205,23 +215,23 @@ fn sql() -> &'static Sql {
         release: format!(
             "UPDATE idem_records
              SET status = 'failed', error = 'released by an operator', lease_until = NULL,
-                 updated_at = {NOW}, expires_at = {NOW} + {RELEASED_TTL_MS}
+                 updated_at = {NOW}, expires_at = {NOW} + {RELEASED_TTL_MS},
+                 attempt_outcome = 'released'
              WHERE key = ?1 AND status = 'running'
              RETURNING attempt"
         ),
-        // ?1 batch, ?2 abandoned-after ms.
-        purge_floor: format!(
-            "UPDATE idem_meta SET value = max(value, coalesce((
-                 SELECT max(attempt) FROM idem_records
-                 WHERE expires_at <= {NOW} OR (status = 'running' AND lease_until <= {NOW} - ?2)), 0))
-             WHERE name = 'attempt_floor'"
-        ),
-        purge_delete: format!(
+        // ?1 batch. Returns the deleted attempts, for the floor.
+        purge_expired: format!(
             "DELETE FROM idem_records WHERE key IN (
-                 SELECT key FROM idem_records WHERE expires_at <= {NOW}
-                 UNION ALL
-                 SELECT key FROM idem_records WHERE status = 'running' AND lease_until <= {NOW} - ?2
-                 LIMIT ?1)"
+                 SELECT key FROM idem_records WHERE expires_at <= {NOW} LIMIT ?1)
+             RETURNING attempt"
+        ),
+        // ?1 batch, ?2 abandoned-after ms.
+        purge_abandoned: format!(
+            "DELETE FROM idem_records WHERE key IN (
+                 SELECT key FROM idem_records
+                 WHERE status = 'running' AND lease_until <= {NOW} - ?2 LIMIT ?1)
+             RETURNING attempt"
         ),
     })
 }
@@ -248,8 +258,13 @@ fn u64_of(v: i64, what: &str) -> Result<u64, String> {
 /// Decodes the claim statements' rows into a decision, or `None` when the row changed between
 /// the two statements and the claim must be retried.
 fn decide(req: &ClaimRequest<'_>, rows: &[SqliteRow]) -> Result<Option<Claim>, String> {
-    let Some(row) = rows.first() else {
-        // Deleted between the two statements: retry.
+    // The INSERT's row (acquired) wins over the SELECT's (the row as it was).
+    let Some(row) = rows
+        .iter()
+        .find(|r| r.try_get::<i64, _>("acquired").is_ok_and(|a| a == 1))
+        .or_else(|| rows.first())
+    else {
+        // No row, and another caller inserted one first: retry.
         return Ok(None);
     };
     let col = |e: sqlx::Error| e.to_string();
@@ -342,13 +357,18 @@ pub(crate) async fn complete_on<'e>(
             .bind(bytes)
             .bind(kind.as_str())
             .bind(None::<&str>)
-            .bind(millis(ttl)),
+            .bind(millis(ttl))
+            .bind(match kind {
+                SnapshotKind::Ok => AttemptOutcome::Completed.as_str(),
+                SnapshotKind::Err => AttemptOutcome::Failed.as_str(),
+            }),
         Outcome::Failed { error, ttl } => query
             .bind(Status::Failed.as_str())
             .bind(None::<&[u8]>)
             .bind(None::<&str>)
             .bind(error)
-            .bind(millis(ttl)),
+            .bind(millis(ttl))
+            .bind(AttemptOutcome::Failed.as_str()),
     };
     let done = query
         .execute(exec)
@@ -465,7 +485,13 @@ impl Store for SqliteStore {
     async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error> {
         let rows = sqlx::query(
             "SELECT attempt, worker, started_at, ended_at, outcome, error FROM idem_attempts
-             WHERE key = ?1 ORDER BY attempt",
+             WHERE key = ?1
+             UNION ALL
+             SELECT attempt, coalesce(worker, ''), attempt_started_at,
+                    CASE WHEN status = 'running' THEN NULL ELSE updated_at END,
+                    attempt_outcome, error
+             FROM idem_records WHERE key = ?1
+             ORDER BY attempt",
         )
         .bind(&key.0[..])
         .fetch_all(&self.pool)
@@ -540,46 +566,44 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, key: &Key) -> Result<bool, Error> {
-        let fail = |e: sqlx::Error| Error::store("release", "", key, e);
-        let mut conn = self.pool.acquire().await.map_err(fail)?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
-        let attempt: Option<i64> = sqlx::query_scalar(&sql().release)
+        let released: Option<i64> = sqlx::query_scalar(&sql().release)
             .bind(&key.0[..])
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(fail)?;
-        if let Some(attempt) = attempt {
-            sqlx::query(
-                "UPDATE idem_attempts SET outcome = 'released' WHERE key = ?1 AND attempt = ?2",
-            )
-            .bind(&key.0[..])
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)?;
-        Ok(attempt.is_some())
+            .map_err(|e| Error::store("release", "", key, e))?;
+        Ok(released.is_some())
     }
 
     async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {
         let fail = |e: sqlx::Error| Error::store("purge", "", &Key([0; 32]), e);
         let mut conn = self.pool.acquire().await.map_err(fail)?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
-        // The floor covers every purgeable row, a superset of this batch: still correct.
-        sqlx::query(&sql().purge_floor)
+        // Expired records come from the index. Abandoned running records have none (it would
+        // cost every claim and completion a page write), so they are looked for with a scan,
+        // only once the expired ones are gone: the last batch of a purge.
+        let mut purged: Vec<i64> = sqlx::query_scalar(&sql().purge_expired)
             .bind(i64::from(batch))
-            .bind(millis(abandoned_after))
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(fail)?;
-        let done = sqlx::query(&sql().purge_delete)
-            .bind(i64::from(batch))
-            .bind(millis(abandoned_after))
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
+        let left = i64::from(batch) - purged.len() as i64;
+        if left > 0 {
+            let abandoned: Vec<i64> = sqlx::query_scalar(&sql().purge_abandoned)
+                .bind(left)
+                .bind(millis(abandoned_after))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(fail)?;
+            purged.extend(abandoned);
+        }
+        if let Some(highest) = purged.iter().max() {
+            sqlx::query("UPDATE idem_meta SET value = max(value, ?1) WHERE name = 'attempt_floor'")
+                .bind(highest)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
         tx.commit().await.map_err(fail)?;
-        Ok(done.rows_affected())
+        Ok(purged.len() as u64)
     }
 }

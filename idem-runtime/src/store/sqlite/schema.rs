@@ -3,8 +3,9 @@
 //! Format version 1 (see `ARCHITECTURE.md`, "Persisted format"):
 //! - `idem_records`: one row per key; `key` is the 32 raw key bytes; times are milliseconds since
 //!   the Unix epoch by SQLite's clock; `snapshot` is the JSON encoding of the recorded value.
-//! - `idem_attempts`: one row per attempt, kept by triggers, so the log is written in the same
-//!   statement as the record change and can never disagree with it.
+//! - `idem_attempts`: one row per *past* attempt (the current one is the record's
+//!   `attempt_*` columns), moved there by a trigger in the same statement as the claim that
+//!   replaces it, so the log can never disagree with the record.
 //! - `idem_meta`: `attempt_floor`, the highest attempt number ever deleted, so that attempt
 //!   numbers (fencing tokens) never go backwards across purge and forget.
 //! - `idem_schema`: the applied format version.
@@ -26,26 +27,32 @@ CREATE TABLE idem_meta (
 INSERT INTO idem_meta (name, value) VALUES ('attempt_floor', 0);
 
 CREATE TABLE idem_records (
-    key             BLOB PRIMARY KEY CHECK (length(key) = 32),
-    op              TEXT NOT NULL,
-    status          TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
-    attempt         INTEGER NOT NULL CHECK (attempt > 0),
-    taken_over_from INTEGER,
-    fingerprint     BLOB,
-    snapshot        BLOB,
-    snapshot_kind   TEXT CHECK (snapshot_kind IN ('ok', 'err')),
-    error           TEXT,
-    lease_until     INTEGER,
-    worker          TEXT,
-    created_at      INTEGER NOT NULL,
-    updated_at      INTEGER NOT NULL,
-    expires_at      INTEGER
+    key                BLOB PRIMARY KEY CHECK (length(key) = 32),
+    op                 TEXT NOT NULL,
+    status             TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
+    attempt            INTEGER NOT NULL CHECK (attempt > 0),
+    taken_over_from    INTEGER,
+    fingerprint        BLOB,
+    snapshot           BLOB,
+    snapshot_kind      TEXT CHECK (snapshot_kind IN ('ok', 'err')),
+    error              TEXT,
+    lease_until        INTEGER,
+    worker             TEXT,
+    created_at         INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL,
+    expires_at         INTEGER,
+    attempt_started_at INTEGER NOT NULL,
+    attempt_outcome    TEXT NOT NULL
 ) WITHOUT ROWID;
+-- The only secondary index: purge finds expired records without a scan. Every index is one
+-- more B-tree page written per claim and per completion, so listing by `op` and finding
+-- abandoned running records (both operator actions) scan instead.
 CREATE INDEX idem_records_expires ON idem_records (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX idem_records_abandoned ON idem_records (lease_until) WHERE status = 'running';
--- `op` never changes after insert, so this index costs nothing on claims and completes.
-CREATE INDEX idem_records_op ON idem_records (op);
 
+-- The log of *past* attempts of a key. The current attempt is the record itself (its
+-- `attempt`, `worker`, `attempt_started_at`, `attempt_outcome`), so the common case, a key
+-- claimed and completed once, writes no log row at all; a later claim moves the attempt it
+-- replaces here, in the same statement (trigger).
 CREATE TABLE idem_attempts (
     key        BLOB NOT NULL,
     attempt    INTEGER NOT NULL,
@@ -57,27 +64,13 @@ CREATE TABLE idem_attempts (
     PRIMARY KEY (key, attempt)
 ) WITHOUT ROWID;
 
-CREATE TRIGGER idem_attempt_first AFTER INSERT ON idem_records BEGIN
-    INSERT INTO idem_attempts (key, attempt, worker, started_at, outcome)
-    VALUES (NEW.key, NEW.attempt, coalesce(NEW.worker, ''), NEW.updated_at, 'running');
-END;
-
-CREATE TRIGGER idem_attempt_next AFTER UPDATE OF attempt ON idem_records
+CREATE TRIGGER idem_attempt_past AFTER UPDATE OF attempt ON idem_records
 WHEN NEW.attempt <> OLD.attempt BEGIN
-    UPDATE idem_attempts SET outcome = 'abandoned', ended_at = NEW.updated_at
-    WHERE key = OLD.key AND attempt = OLD.attempt AND outcome = 'running';
-    INSERT OR REPLACE INTO idem_attempts (key, attempt, worker, started_at, outcome)
-    VALUES (NEW.key, NEW.attempt, coalesce(NEW.worker, ''), NEW.updated_at, 'running');
-END;
-
-CREATE TRIGGER idem_attempt_end AFTER UPDATE OF status ON idem_records
-WHEN OLD.status = 'running' AND NEW.status <> 'running' AND NEW.attempt = OLD.attempt BEGIN
-    UPDATE idem_attempts
-    SET outcome = CASE WHEN NEW.status = 'completed' AND NEW.snapshot_kind = 'ok'
-                       THEN 'completed' ELSE 'failed' END,
-        ended_at = NEW.updated_at,
-        error = NEW.error
-    WHERE key = NEW.key AND attempt = NEW.attempt;
+    INSERT OR REPLACE INTO idem_attempts (key, attempt, worker, started_at, ended_at, outcome, error)
+    VALUES (OLD.key, OLD.attempt, coalesce(OLD.worker, ''), OLD.attempt_started_at,
+            CASE WHEN OLD.status = 'running' THEN NEW.updated_at ELSE OLD.updated_at END,
+            CASE WHEN OLD.status = 'running' THEN 'abandoned' ELSE OLD.attempt_outcome END,
+            OLD.error);
 END;
 
 CREATE TRIGGER idem_attempt_forget AFTER DELETE ON idem_records BEGIN
