@@ -92,11 +92,12 @@ CREATE TABLE {records} (
     created_at      timestamptz NOT NULL,
     updated_at      timestamptz NOT NULL,
     expires_at      timestamptz,
-    waiters         boolean NOT NULL DEFAULT false
+    waiters         boolean NOT NULL DEFAULT false,
+    attempt_started_at timestamptz NOT NULL,
+    attempt_outcome text NOT NULL CHECK (attempt_outcome IN
+                        ('running', 'completed', 'failed', 'released'))
 ) WITH (fillfactor = 80);
 CREATE INDEX "{prefix}records_expires" ON {records} (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX "{prefix}records_running" ON {records} (updated_at) WHERE status = 'running';
-CREATE INDEX "{prefix}records_op_updated" ON {records} (op, updated_at);
 
 CREATE TABLE {attempts} (
     key        bytea NOT NULL,
@@ -109,6 +110,24 @@ CREATE TABLE {attempts} (
     error      text,
     PRIMARY KEY (key, attempt)
 ) WITH (fillfactor = 80);
+
+-- The current attempt is the record itself (`attempt`, `worker`, `attempt_started_at`,
+-- `attempt_outcome`), so a key claimed and completed once writes no log row: a claim that
+-- replaces an attempt moves the old one here, in the same statement.
+CREATE FUNCTION "{schema}"."{prefix}log_past_attempt"() RETURNS trigger LANGUAGE plpgsql AS $idem$
+BEGIN
+    INSERT INTO {attempts} (key, attempt, worker, started_at, ended_at, outcome, error)
+    VALUES (OLD.key, OLD.attempt, coalesce(OLD.worker, ''), OLD.attempt_started_at,
+            CASE WHEN OLD.status = 'running' THEN NEW.updated_at ELSE OLD.updated_at END,
+            CASE WHEN OLD.status = 'running' THEN 'abandoned' ELSE OLD.attempt_outcome END,
+            OLD.error)
+    ON CONFLICT (key, attempt) DO NOTHING;
+    RETURN NULL;
+END
+$idem$;
+CREATE TRIGGER "{prefix}past_attempt" AFTER UPDATE OF attempt ON {records}
+    FOR EACH ROW WHEN (NEW.attempt <> OLD.attempt)
+    EXECUTE FUNCTION "{schema}"."{prefix}log_past_attempt"();
 "#,
 )];
 
@@ -190,6 +209,7 @@ impl Names {
             .replace("{attempts}", &self.attempts)
             .replace("{meta}", &self.meta)
             .replace("{prefix}", &self.prefix)
+            .replace("{schema}", &self.schema)
     }
 }
 

@@ -81,11 +81,13 @@ impl Sql {
                      FROM {records} r WHERE r.key = $1
                  ), ins AS (
                      INSERT INTO {records} AS r
-                         (key, op, status, attempt, fingerprint, lease_until, worker, created_at, updated_at)
+                         (key, op, status, attempt, fingerprint, lease_until, worker, created_at,
+                          updated_at, attempt_started_at, attempt_outcome)
                      SELECT $1, $2, 'running',
                             greatest((SELECT value FROM {meta} WHERE name = 'attempt_floor'),
                                      (SELECT max(attempt) FROM cur), 0) + 1,
-                            $3, {NOW} + $4::float8 * interval '1 millisecond', $5, {NOW}, {NOW}
+                            $3, {NOW} + $4::float8 * interval '1 millisecond', $5, {NOW}, {NOW},
+                            {NOW}, 'running'
                      WHERE NOT EXISTS (SELECT 1 FROM cur WHERE live_completed OR live_running)
                      ON CONFLICT (key) DO UPDATE SET
                          op = excluded.op,
@@ -98,24 +100,16 @@ impl Sql {
                          worker = excluded.worker,
                          updated_at = excluded.updated_at,
                          expires_at = NULL,
-                         waiters = false
+                         waiters = false,
+                         attempt_started_at = excluded.attempt_started_at,
+                         attempt_outcome = 'running'
                      WHERE NOT ({live})
                      RETURNING r.attempt, r.taken_over_from
-                 ), abandoned AS (
-                     UPDATE {attempts} a SET outcome = 'abandoned', ended_at = {NOW}
-                     FROM ins
-                     WHERE a.key = $1 AND a.attempt = ins.taken_over_from AND a.outcome = 'running'
                  ), flagged AS (
                      UPDATE {records} r SET waiters = true
                      FROM cur
                      WHERE r.key = $1 AND cur.live_running AND NOT cur.waiters
                        AND r.status = 'running' AND r.attempt = cur.attempt AND NOT r.waiters
-                 ), logged AS (
-                     INSERT INTO {attempts} (key, attempt, worker, started_at, outcome)
-                     SELECT $1, attempt, $5, {NOW}, 'running' FROM ins
-                     ON CONFLICT (key, attempt) DO UPDATE SET
-                         worker = excluded.worker, started_at = excluded.started_at,
-                         ended_at = NULL, outcome = 'running', error = NULL
                  )
                  SELECT ins.attempt AS acquired, ins.taken_over_from,
                         cur.attempt, cur.fingerprint, cur.live_completed, cur.live_running,
@@ -138,15 +132,15 @@ impl Sql {
                 "WITH done AS (
                      UPDATE {records}
                      SET status = $3, snapshot = $4, snapshot_kind = $5, error = $6, lease_until = NULL,
-                         updated_at = {NOW}, expires_at = {NOW} + $7::float8 * interval '1 millisecond'
+                         updated_at = {NOW}, expires_at = {NOW} + $7::float8 * interval '1 millisecond',
+                         attempt_outcome = $8
                      WHERE key = $1 AND attempt = $2 AND status = 'running'
                      RETURNING waiters
                  ), logged AS (
                      UPDATE {attempts}
-                     SET outcome = CASE WHEN EXISTS (SELECT 1 FROM done) THEN $8 ELSE 'fenced' END,
-                         ended_at = {NOW}, error = $6
-                     WHERE key = $1 AND attempt = $2
-                       AND (EXISTS (SELECT 1 FROM done) OR outcome NOT IN ('completed', 'failed'))
+                     SET outcome = 'fenced', ended_at = {NOW}, error = $6
+                     WHERE key = $1 AND attempt = $2 AND NOT EXISTS (SELECT 1 FROM done)
+                       AND outcome NOT IN ('completed', 'failed')
                  )
                  SELECT (SELECT count(*) FROM done) AS owned,
                         (SELECT count({notify}) FROM done WHERE waiters) AS notified"
@@ -155,12 +149,10 @@ impl Sql {
                 "WITH rel AS (
                      UPDATE {records}
                      SET status = 'failed', error = 'released by an operator', lease_until = NULL,
-                         updated_at = {NOW}, expires_at = {NOW} + {RELEASED_TTL}
+                         updated_at = {NOW}, expires_at = {NOW} + {RELEASED_TTL},
+                         attempt_outcome = 'released'
                      WHERE key = $1 AND status = 'running'
                      RETURNING attempt
-                 ), logged AS (
-                     UPDATE {attempts} a SET outcome = 'released', ended_at = {NOW}
-                     FROM rel WHERE a.key = $1 AND a.attempt = rel.attempt
                  )
                  SELECT count({notify}) FROM rel"
             ),
@@ -205,11 +197,20 @@ impl Sql {
                  SELECT count(*) FROM gone"
             ),
             get: format!("SELECT {} FROM {records} WHERE key = $1", record_columns()),
+            // Past attempts from the log, the current one from the record.
             attempts: format!(
                 "SELECT attempt, worker, {} AS started_at, {} AS ended_at, outcome, error
-                 FROM {attempts} WHERE key = $1 ORDER BY attempt",
+                 FROM {attempts} WHERE key = $1
+                 UNION ALL
+                 SELECT attempt, coalesce(worker, ''), {} AS started_at,
+                        CASE WHEN status = 'running' THEN NULL ELSE {} END AS ended_at,
+                        attempt_outcome, error
+                 FROM {records} WHERE key = $1
+                 ORDER BY attempt",
                 ms("started_at"),
                 ms("ended_at"),
+                ms("attempt_started_at"),
+                ms("updated_at"),
             ),
             // $1 op, $2 status, $3 updated-before ms, $4 limit.
             list: format!(
