@@ -339,12 +339,13 @@ impl PostgresStore {
     }
 
     /// Runs the claim statement on any executor (a pool, a connection, a caller's transaction).
-    /// `None`: the row changed under the statement; run it again.
+    /// `None`: the row changed under the statement; run it again. With the decision comes
+    /// whether the running attempt (if any) already has waiters flagged.
     pub(crate) async fn claim_on<'e>(
         &self,
         exec: impl PgExecutor<'e>,
         req: &ClaimRequest<'_>,
-    ) -> Result<Option<Claim>, Error> {
+    ) -> Result<Option<(Claim, bool)>, Error> {
         let row = sqlx::query(&self.inner.sql.claim)
             .bind(&req.key.0[..])
             .bind(req.op)
@@ -354,11 +355,18 @@ impl PostgresStore {
             .fetch_one(exec)
             .await
             .map_err(|e| Error::store("claim", req.op, req.key, e))?;
-        decide(req, &row).map_err(|reason| Error::Corrupt {
+        let corrupt = |reason| Error::Corrupt {
             op: req.op.to_owned(),
             key: *req.key,
             reason,
-        })
+        };
+        let waiters = row
+            .try_get::<Option<bool>, _>("waiters")
+            .map_err(|e| corrupt(e.to_string()))?
+            .unwrap_or(false);
+        Ok(decide(req, &row)
+            .map_err(corrupt)?
+            .map(|claim| (claim, waiters)))
     }
 
     /// Runs the fenced completion on any executor.
@@ -534,7 +542,17 @@ impl Store for PostgresStore {
 
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error> {
         for _ in 0..CLAIM_TRIES {
-            if let Some(claim) = self.claim_on(&self.inner.pool, req).await? {
+            if let Some((claim, waiters)) = self.claim_on(&self.inner.pool, req).await? {
+                if let Claim::Running { attempt, .. } = claim {
+                    if !waiters {
+                        sqlx::query(&self.inner.sql.flag_waiters)
+                            .bind(&req.key.0[..])
+                            .bind(attempt_i64(attempt))
+                            .execute(&self.inner.pool)
+                            .await
+                            .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+                    }
+                }
                 return Ok(claim);
             }
         }
@@ -562,7 +580,21 @@ impl Store for PostgresStore {
     }
 
     async fn complete(&self, a: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error> {
-        self.complete_on(&self.inner.pool, a, outcome).await
+        let fence = self.complete_on(&self.inner.pool, a, outcome).await?;
+        if fence == Fence::Lost {
+            let error = match outcome {
+                Outcome::Failed { error, .. } => Some(error),
+                Outcome::Snapshot { .. } => None,
+            };
+            sqlx::query(&self.inner.sql.fence_log)
+                .bind(&a.key.0[..])
+                .bind(attempt_i64(a.attempt))
+                .bind(error)
+                .execute(&self.inner.pool)
+                .await
+                .map_err(|e| Error::store("complete", a.op, a.key, e))?;
+        }
+        Ok(fence)
     }
 
     async fn wait_for_change(&self, key: &Key, max: Duration) {

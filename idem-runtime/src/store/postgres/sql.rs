@@ -36,6 +36,8 @@ pub(super) struct Sql {
     pub(super) renew: String,
     pub(super) complete: String,
     pub(super) release: String,
+    pub(super) fence_log: String,
+    pub(super) flag_waiters: String,
     pub(super) forget: String,
     pub(super) purge: String,
     pub(super) get: String,
@@ -61,14 +63,14 @@ impl Sql {
             // so exactly one of any number of racing claimers acquires an attempt. A loser gets
             // neither an `ins` row nor (if the row was inserted after its snapshot) a `cur` row,
             // or a `cur` row that is no longer live: the caller re-runs the statement, which
-            // then sees the winner's row. The attempts log is written by the same statement.
+            // then sees the winner's row. A replaced attempt is logged by a trigger, in the same statement.
             //
             // The new attempt is above the key's own (as this snapshot saw it) and above the
             // floor: purge and forget delete a row and raise the floor in one transaction, so
             // the snapshot sees either the row or the raised floor.
             //
-            // A caller told `running` flags the row (`waiters`, once per attempt: a HOT update),
-            // so the completion knows to NOTIFY. Uncontended completions never notify: a
+            // A caller told `running` then flags the row (`waiters`, see `flag_waiters`), so the
+            // completion knows to NOTIFY. Uncontended completions never notify: a
             // notifying commit holds PostgreSQL's global notify lock across its WAL flush, which
             // would serialize every completing worker of the cluster.
             claim: format!(
@@ -105,16 +107,11 @@ impl Sql {
                          attempt_outcome = 'running'
                      WHERE NOT ({live})
                      RETURNING r.attempt, r.taken_over_from
-                 ), flagged AS (
-                     UPDATE {records} r SET waiters = true
-                     FROM cur
-                     WHERE r.key = $1 AND cur.live_running AND NOT cur.waiters
-                       AND r.status = 'running' AND r.attempt = cur.attempt AND NOT r.waiters
                  )
                  SELECT ins.attempt AS acquired, ins.taken_over_from,
                         cur.attempt, cur.fingerprint, cur.live_completed, cur.live_running,
                         CASE WHEN cur.live_completed THEN cur.snapshot END AS snapshot,
-                        cur.snapshot_kind, cur.expires_ms, cur.lease_left_ms
+                        cur.snapshot_kind, cur.expires_ms, cur.lease_left_ms, cur.waiters
                  FROM (SELECT) AS one LEFT JOIN ins ON true LEFT JOIN cur ON true",
                 expires_ms = ms("r.expires_at"),
                 lease_left = ms(&format!("r.lease_until - {NOW}")),
@@ -125,9 +122,8 @@ impl Sql {
                  WHERE key = $1 AND attempt = $2 AND status = 'running'"
             ),
             // $1 key, $2 attempt, $3 status, $4 snapshot, $5 kind, $6 error, $7 ttl ms,
-            // $8 the attempt's logged outcome. Fenced on (key, attempt, running); a lost attempt
-            // logs `fenced` (unless its own earlier, acknowledged-late write already ended it:
-            // a retried complete whose first try committed must not relabel it).
+            // $8 the attempt's outcome. Fenced on (key, attempt, running). Only the record row
+            // is written: the current attempt's log line is the record itself.
             complete: format!(
                 "WITH done AS (
                      UPDATE {records}
@@ -136,14 +132,22 @@ impl Sql {
                          attempt_outcome = $8
                      WHERE key = $1 AND attempt = $2 AND status = 'running'
                      RETURNING waiters
-                 ), logged AS (
-                     UPDATE {attempts}
-                     SET outcome = 'fenced', ended_at = {NOW}, error = $6
-                     WHERE key = $1 AND attempt = $2 AND NOT EXISTS (SELECT 1 FROM done)
-                       AND outcome NOT IN ('completed', 'failed')
                  )
                  SELECT (SELECT count(*) FROM done) AS owned,
                         (SELECT count({notify}) FROM done WHERE waiters) AS notified"
+            ),
+            // $1 key, $2 attempt, $3 error. A lost attempt's past log line says `fenced`
+            // (unless its own earlier, acknowledged-late write already ended it: a retried
+            // complete whose first try committed must not relabel it). Rare: its own statement.
+            fence_log: format!(
+                "UPDATE {attempts} SET outcome = 'fenced', ended_at = {NOW}, error = $3
+                 WHERE key = $1 AND attempt = $2 AND outcome NOT IN ('completed', 'failed')"
+            ),
+            // $1 key, $2 attempt. A caller told `running` flags the attempt, so its completion
+            // will NOTIFY (once per attempt; a HOT update).
+            flag_waiters: format!(
+                "UPDATE {records} SET waiters = true
+                 WHERE key = $1 AND attempt = $2 AND status = 'running' AND NOT waiters"
             ),
             release: format!(
                 "WITH rel AS (
