@@ -171,7 +171,8 @@ impl Sql {
                  )
                  SELECT count({notify}) FROM gone"
             ),
-            // $1 batch, $2 abandoned-after ms. Candidates come from the two partial indexes;
+            // $1 batch, $2 abandoned-after ms. Expired candidates come from the `expires_at` index,
+            // abandoned running ones from a scan;
             // `FOR UPDATE SKIP LOCKED` re-checks each on its newest version and skips rows a
             // claim holds, so purge never waits for (nor blocks for long) a claimer.
             purge: format!(
