@@ -27,8 +27,9 @@
 //!   `error`), primary key `(key, attempt)`. The current attempt is the record's `attempt_*`
 //!   columns, so a key claimed and completed once (the common case) writes no log row; a claim
 //!   that replaces an attempt moves it here through the trigger `<prefix>past_attempt`, in the
-//!   same statement, so the log can never disagree with the record. Measured: logging every
-//!   attempt in the claim and complete statements cost about 15% per miss.
+//!   same statement, so the log can never disagree with the record. Measured: taking the log
+//!   and the waiters flag out of the claim and complete statements took a miss from 1.43x to
+//!   1.27x the hand-written statements (one client).
 //! - `idem_meta`: `attempt_floor`, the highest attempt number ever deleted (by purge or forget),
 //!   updated in the same statement as the delete, so a key's next attempt starts above it and
 //!   fencing tokens never go backwards.
