@@ -2,6 +2,7 @@
 //! run with a heartbeat, fenced complete, and convergence of a fenced attempt.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt::Display;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -277,15 +278,7 @@ where
                     key: call.key,
                     source,
                 };
-                return fail(
-                    idem,
-                    &call.op,
-                    &aref,
-                    &err.to_string(),
-                    ttl,
-                    Err(err.into()),
-                )
-                .await;
+                return fail_with(idem, &call.op, &aref, ttl, err).await;
             }
         },
         Err(err) => match P::encode(err) {
@@ -307,15 +300,7 @@ where
             size: bytes.len(),
             limit: inner.max_snapshot_bytes,
         };
-        return fail(
-            idem,
-            &call.op,
-            &aref,
-            &err.to_string(),
-            ttl,
-            Err(err.into()),
-        )
-        .await;
+        return fail_with(idem, &call.op, &aref, ttl, err).await;
     }
 
     match complete(
@@ -372,6 +357,19 @@ async fn fail<T, E>(
         }
     }
     result
+}
+
+/// Records idem's own error as the attempt's failure and returns it.
+#[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) labels without allocating
+async fn fail_with<T, E: From<Error>>(
+    idem: &Idem,
+    op: &Cow<'static, str>,
+    aref: &AttemptRef<'_>,
+    ttl: Duration,
+    err: Error,
+) -> Result<T, E> {
+    let text = err.to_string();
+    fail(idem, op, aref, &text, ttl, Err(err.into())).await
 }
 
 /// The fenced completion, retried with backoff while the store is unreachable.

@@ -221,11 +221,7 @@ impl Store for MemoryStore {
                     Fence::Owned
                 }
                 Some(e) => {
-                    let error = match outcome {
-                        Outcome::Failed { error, .. } => Some(error),
-                        Outcome::Snapshot { .. } => None,
-                    };
-                    e.end_attempt(a.attempt, AttemptOutcome::Fenced, error, now);
+                    e.end_attempt(a.attempt, AttemptOutcome::Fenced, outcome.error(), now);
                     Fence::Lost
                 }
                 None => Fence::Lost,

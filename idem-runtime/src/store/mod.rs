@@ -83,6 +83,56 @@ pub enum Outcome<'a> {
     },
 }
 
+impl Outcome<'_> {
+    /// The error text a failed outcome records.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed { error, .. } => Some(error),
+            Outcome::Snapshot { .. } => None,
+        }
+    }
+}
+
+/// The column values a completion writes: the same for every SQL backend.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CompletionRow<'a> {
+    pub(crate) status: &'static str,
+    pub(crate) snapshot: Option<&'a [u8]>,
+    pub(crate) snapshot_kind: Option<&'static str>,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) ttl_ms: i64,
+    pub(crate) attempt_outcome: &'static str,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl<'a> From<Outcome<'a>> for CompletionRow<'a> {
+    fn from(outcome: Outcome<'a>) -> Self {
+        use crate::record::{AttemptOutcome, SnapshotKind};
+        match outcome {
+            Outcome::Snapshot { kind, bytes, ttl } => CompletionRow {
+                status: Status::Completed.as_str(),
+                snapshot: Some(bytes),
+                snapshot_kind: Some(kind.as_str()),
+                error: None,
+                ttl_ms: millis(ttl),
+                attempt_outcome: match kind {
+                    SnapshotKind::Ok => AttemptOutcome::Completed.as_str(),
+                    SnapshotKind::Err => AttemptOutcome::Failed.as_str(),
+                },
+            },
+            Outcome::Failed { error, ttl } => CompletionRow {
+                status: Status::Failed.as_str(),
+                snapshot: None,
+                snapshot_kind: None,
+                error: Some(error),
+                ttl_ms: millis(ttl),
+                attempt_outcome: AttemptOutcome::Failed.as_str(),
+            },
+        }
+    }
+}
+
 /// Identifies one attempt of one key, for fenced writes.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptRef<'a> {

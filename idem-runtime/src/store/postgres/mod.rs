@@ -44,7 +44,9 @@ use self::schema::Names;
 pub use self::schema::FORMAT_VERSION;
 use self::sql::Sql;
 use super::url::redact;
-use super::{millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store};
+use super::{
+    millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, Outcome, Store,
+};
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
 use crate::record::{AttemptLog, AttemptOutcome, Record, Snapshot, SnapshotKind, Status};
@@ -379,25 +381,14 @@ impl PostgresStore {
         let query = sqlx::query_scalar::<_, i64>(&self.inner.sql.complete)
             .bind(&a.key.0[..])
             .bind(attempt_i64(a.attempt));
-        let query = match outcome {
-            Outcome::Snapshot { kind, bytes, ttl } => query
-                .bind(Status::Completed.as_str())
-                .bind(bytes)
-                .bind(kind.as_str())
-                .bind(None::<&str>)
-                .bind(millis(ttl))
-                .bind(match kind {
-                    SnapshotKind::Ok => AttemptOutcome::Completed.as_str(),
-                    SnapshotKind::Err => AttemptOutcome::Failed.as_str(),
-                }),
-            Outcome::Failed { error, ttl } => query
-                .bind(Status::Failed.as_str())
-                .bind(None::<&[u8]>)
-                .bind(None::<&str>)
-                .bind(error)
-                .bind(millis(ttl))
-                .bind(AttemptOutcome::Failed.as_str()),
-        };
+        let row = CompletionRow::from(outcome);
+        let query = query
+            .bind(row.status)
+            .bind(row.snapshot)
+            .bind(row.snapshot_kind)
+            .bind(row.error)
+            .bind(row.ttl_ms)
+            .bind(row.attempt_outcome);
         let owned = query
             .fetch_one(exec)
             .await
@@ -582,10 +573,7 @@ impl Store for PostgresStore {
     async fn complete(&self, a: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error> {
         let fence = self.complete_on(&self.inner.pool, a, outcome).await?;
         if fence == Fence::Lost {
-            let error = match outcome {
-                Outcome::Failed { error, .. } => Some(error),
-                Outcome::Snapshot { .. } => None,
-            };
+            let error = outcome.error();
             sqlx::query(&self.inner.sql.fence_log)
                 .bind(&a.key.0[..])
                 .bind(attempt_i64(a.attempt))

@@ -26,7 +26,9 @@ use sqlx::{Connection, Row, SqliteExecutor};
 pub use self::schema::FORMAT_VERSION;
 use self::schema::NOW;
 pub use self::step::{Step, StepTx};
-use super::{millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store};
+use super::{
+    millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, Outcome, Store,
+};
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
 use crate::record::{AttemptLog, AttemptOutcome, Record, Snapshot, SnapshotKind, Status};
@@ -159,7 +161,11 @@ struct Sql {
 
 fn sql() -> &'static Sql {
     static SQL: OnceLock<Sql> = OnceLock::new();
-    SQL.get_or_init(|| Sql {
+    SQL.get_or_init(|| {
+        let live = format!(
+            "((status = 'completed' AND expires_at > {NOW}) OR (status = 'running' AND lease_until > {NOW}))"
+        );
+        Sql {
         // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker. One round trip, two statements:
         // the SELECT reads the row as it was; the INSERT claims the key only if no live row
         // exists, and returns a row only when this caller acquired it. On a replay (the hot
@@ -192,9 +198,7 @@ fn sql() -> &'static Sql {
                      OR (status = 'running' AND lease_until > excluded.updated_at))
              RETURNING 1 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
                        snapshot_kind, expires_at, lease_until, updated_at AS now, op;",
-            LIVE = format!(
-                "((status = 'completed' AND expires_at > {NOW}) OR (status = 'running' AND lease_until > {NOW}))"
-            ),
+            LIVE = live,
         ),
         renew: format!(
             "UPDATE idem_records SET lease_until = {NOW} + ?3
@@ -233,6 +237,7 @@ fn sql() -> &'static Sql {
                  WHERE status = 'running' AND lease_until <= {NOW} - ?2 LIMIT ?1)
              RETURNING attempt"
         ),
+        }
     })
 }
 
@@ -351,25 +356,14 @@ pub(crate) async fn complete_on<'e>(
     let query = sqlx::query(&sql().complete)
         .bind(&a.key.0[..])
         .bind(attempt);
-    let query = match outcome {
-        Outcome::Snapshot { kind, bytes, ttl } => query
-            .bind(Status::Completed.as_str())
-            .bind(bytes)
-            .bind(kind.as_str())
-            .bind(None::<&str>)
-            .bind(millis(ttl))
-            .bind(match kind {
-                SnapshotKind::Ok => AttemptOutcome::Completed.as_str(),
-                SnapshotKind::Err => AttemptOutcome::Failed.as_str(),
-            }),
-        Outcome::Failed { error, ttl } => query
-            .bind(Status::Failed.as_str())
-            .bind(None::<&[u8]>)
-            .bind(None::<&str>)
-            .bind(error)
-            .bind(millis(ttl))
-            .bind(AttemptOutcome::Failed.as_str()),
-    };
+    let row = CompletionRow::from(outcome);
+    let query = query
+        .bind(row.status)
+        .bind(row.snapshot)
+        .bind(row.snapshot_kind)
+        .bind(row.error)
+        .bind(row.ttl_ms)
+        .bind(row.attempt_outcome);
     let done = query
         .execute(exec)
         .await
@@ -450,10 +444,7 @@ impl Store for SqliteStore {
     async fn complete(&self, a: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error> {
         let fence = complete_on(&self.pool, a, outcome).await?;
         if fence == Fence::Lost {
-            let error = match outcome {
-                Outcome::Failed { error, .. } => Some(error),
-                Outcome::Snapshot { .. } => None,
-            };
+            let error = outcome.error();
             sqlx::query(&sql().fence_log)
                 .bind(&a.key.0[..])
                 .bind(i64::try_from(a.attempt).unwrap_or(i64::MAX))

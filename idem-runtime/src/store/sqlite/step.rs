@@ -44,6 +44,9 @@ use crate::record::SnapshotKind;
 use crate::store::{AttemptRef, Claim, ClaimRequest, Fence, Outcome};
 
 /// What [`SqliteStore::begin_step`] found.
+// Returned once per step and matched at once: boxing the transaction would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step<T> {
     /// The key has a recorded outcome: here it is; nothing else to do.
