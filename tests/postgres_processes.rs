@@ -12,6 +12,7 @@ use idem_runtime::store::postgres::PostgresStore;
 use idem_runtime::{Call, Error, Idem, OnConflict};
 use idem_tests::backends::{fresh_postgres_schema, postgres_store, postgres_test_url};
 use idem_tests::effects::Effects;
+use idem_tests::takeover::assert_killed_worker_is_taken_over;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -111,51 +112,11 @@ async fn killed_worker_is_taken_over_after_one_lease() {
     };
     let op = idem_tests::unique_op("pg_kill9");
     let lease_ms = 500;
-    let (mut child, mut lines) = hang_worker(&schema, &op, "job-1", lease_ms, 0).await;
+    let (child, mut lines) = hang_worker(&schema, &op, "job-1", lease_ms, 0).await;
     expect_started(&mut lines, Duration::from_secs(30)).await;
 
     let idem = handle(store, "survivor");
-    let call = || {
-        Call::new(op.clone())
-            .key(&"job-1")
-            .lease(Duration::from_millis(lease_ms))
-    };
-    tokio::time::sleep(Duration::from_millis(lease_ms * 2)).await;
-    let busy: Result<String, Error> = idem
-        .call(call().on_conflict(OnConflict::Error), || async {
-            Ok("x".into())
-        })
-        .await;
-    assert!(
-        matches!(busy, Err(Error::InProgress { attempt: 1, .. })),
-        "{busy:?}"
-    );
-
-    child.start_kill().unwrap(); // SIGKILL
-    child.wait().await.unwrap();
-    let killed_at = Instant::now();
-    let value: String = idem
-        .call(call(), || async { Ok::<_, Error>("re-executed".into()) })
-        .await
-        .unwrap();
-    assert_eq!(value, "re-executed");
-    let took = killed_at.elapsed();
-    assert!(
-        took <= Duration::from_millis(lease_ms + 1000),
-        "taken over within one lease: {took:?}"
-    );
-
-    let log = idem.attempts(&call().key_value()).await.unwrap();
-    let outcomes: Vec<_> = log.iter().map(|a| (a.attempt, a.outcome)).collect();
-    assert_eq!(
-        outcomes,
-        [
-            (1, AttemptOutcome::Abandoned),
-            (2, AttemptOutcome::Completed)
-        ]
-    );
-    assert!(log[0].worker.starts_with("test-worker/"));
-    assert_eq!(log[1].worker, "survivor");
+    assert_killed_worker_is_taken_over(child, &idem, &op, lease_ms).await;
 }
 
 /// An `LD_PRELOAD` library that shifts the process's wall clock (`clock_gettime(CLOCK_REALTIME)`,

@@ -4,9 +4,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use idem_runtime::record::AttemptOutcome;
-use idem_runtime::{Call, Error, Idem};
+use idem_runtime::{Call, Idem};
 use idem_tests::effects::Effects;
+use idem_tests::takeover::assert_killed_worker_is_taken_over;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -59,53 +59,11 @@ async fn killed_worker_is_taken_over_after_one_lease() {
         .unwrap();
     assert_eq!(line.as_deref(), Some("started"));
 
-    // Alive, its heartbeat holds the key.
     let idem = Idem::builder(idem_runtime::store::open(&url).await.unwrap())
         .cache_capacity(0)
         .worker("survivor")
         .build();
-    let call = || {
-        Call::new(op.clone())
-            .key(&"job-1")
-            .lease(Duration::from_millis(lease_ms))
-    };
-    tokio::time::sleep(Duration::from_millis(lease_ms * 2)).await;
-    let busy: Result<String, Error> = idem
-        .call(
-            call().on_conflict(idem_runtime::OnConflict::Error),
-            || async { Ok("x".into()) },
-        )
-        .await;
-    assert!(
-        matches!(busy, Err(Error::InProgress { attempt: 1, .. })),
-        "{busy:?}"
-    );
-
-    child.start_kill().unwrap(); // SIGKILL
-    child.wait().await.unwrap();
-    let killed_at = Instant::now();
-    let value: String = idem
-        .call(call(), || async { Ok::<_, Error>("re-executed".into()) })
-        .await
-        .unwrap();
-    assert_eq!(value, "re-executed");
-    let took = killed_at.elapsed();
-    assert!(
-        took <= Duration::from_millis(lease_ms + 1000),
-        "taken over within one lease: {took:?}"
-    );
-
-    let log = idem.attempts(&call().key_value()).await.unwrap();
-    let outcomes: Vec<_> = log.iter().map(|a| (a.attempt, a.outcome)).collect();
-    assert_eq!(
-        outcomes,
-        [
-            (1, AttemptOutcome::Abandoned),
-            (2, AttemptOutcome::Completed)
-        ]
-    );
-    assert!(log[0].worker.starts_with("test-worker/"));
-    assert_eq!(log[1].worker, "survivor");
+    assert_killed_worker_is_taken_over(child, &idem, &op, lease_ms).await;
 }
 
 /// kill -9 in the middle of a transactional step, after its write: nothing was committed (no

@@ -1,0 +1,61 @@
+//! The kill -9 scenario every multi-process store test makes: a worker process whose body hangs
+//! (`idem-test-worker hang ... job-1`) holds its key while alive; once killed, another worker
+//! takes over within one lease and the attempts log shows the abandoned attempt.
+
+use std::time::{Duration, Instant};
+
+use idem_runtime::record::AttemptOutcome;
+use idem_runtime::{Call, Error, Idem, OnConflict};
+use tokio::process::Child;
+
+/// `child` runs `hang` on key `job-1` of `op` with `lease_ms`, and has printed `started`;
+/// `idem` (named `survivor`) is a handle on the same store.
+pub async fn assert_killed_worker_is_taken_over(
+    mut child: Child,
+    idem: &Idem,
+    op: &str,
+    lease_ms: u64,
+) {
+    let call = || {
+        Call::new(op.to_owned())
+            .key(&"job-1")
+            .lease(Duration::from_millis(lease_ms))
+    };
+    // Alive, its heartbeat holds the key well past one lease.
+    tokio::time::sleep(Duration::from_millis(lease_ms * 2)).await;
+    let busy: Result<String, Error> = idem
+        .call(call().on_conflict(OnConflict::Error), || async {
+            Ok("x".into())
+        })
+        .await;
+    assert!(
+        matches!(busy, Err(Error::InProgress { attempt: 1, .. })),
+        "{busy:?}"
+    );
+
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.expect("reaped");
+    let killed_at = Instant::now();
+    let value: String = idem
+        .call(call(), || async { Ok::<_, Error>("re-executed".into()) })
+        .await
+        .expect("taken over");
+    assert_eq!(value, "re-executed");
+    let took = killed_at.elapsed();
+    assert!(
+        took <= Duration::from_millis(lease_ms + 1000),
+        "taken over within one lease: {took:?}"
+    );
+
+    let log = idem.attempts(&call().key_value()).await.expect("attempts");
+    let outcomes: Vec<_> = log.iter().map(|a| (a.attempt, a.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        [
+            (1, AttemptOutcome::Abandoned),
+            (2, AttemptOutcome::Completed)
+        ]
+    );
+    assert!(log[0].worker.starts_with("test-worker/"));
+    assert_eq!(log[1].worker, "survivor");
+}
