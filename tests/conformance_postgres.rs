@@ -128,6 +128,7 @@ async fn notify_wakes_waiters_at_once() {
         key: &key,
         fingerprint: None,
         lease: Duration::from_secs(30),
+        ttl: Duration::from_secs(3600),
         worker: "owner",
     };
     let Claim::Acquired { attempt, .. } = store.claim(&req).await.unwrap() else {

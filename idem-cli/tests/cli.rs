@@ -118,6 +118,7 @@ async fn populate(url: &str) -> Fixture {
                 key,
                 fingerprint: None,
                 lease,
+                ttl: Duration::from_secs(3600),
                 worker: "crashed-worker/42",
             })
             .await

@@ -116,6 +116,7 @@ where
             key: &call.key,
             fingerprint: call.fingerprint.as_ref(),
             lease: call.options.lease,
+            ttl: call.options.ttl,
             worker: &inner.worker,
         };
         // Fail closed: no claim, no body.

@@ -35,6 +35,10 @@ pub struct ClaimRequest<'a> {
     pub fingerprint: Option<&'a Fingerprint>,
     /// How long the lease of a new attempt lasts before a heartbeat must renew it.
     pub lease: Duration,
+    /// How long the outcome will replay once recorded. A store may set a provisional expiry at
+    /// claim time from it (PostgreSQL does, so that most completions leave every indexed
+    /// column unchanged).
+    pub ttl: Duration,
     /// Who is asking (for the attempts log).
     pub worker: &'a str,
 }

@@ -354,6 +354,7 @@ impl PostgresStore {
             .bind(req.fingerprint.map(|f| &f.0[..]))
             .bind(millis(req.lease))
             .bind(req.worker)
+            .bind(millis(req.ttl))
             .fetch_one(exec)
             .await
             .map_err(|e| Error::store("claim", req.op, req.key, e))?;

@@ -38,11 +38,13 @@
 //! ## Indexes, and why so few
 //!
 //! The hot writes are the heartbeat (`renew`: changes only `lease_until`) and the claim of a new
-//! key (an insert). `lease_until` is in **no** index, so every heartbeat is a HOT update. Status
-//! changes (`complete`, takeover) touch `status`, `updated_at` and `expires_at` and are not HOT;
-//! they happen once per attempt. The only index besides the primary key is
-//! `idem_records_expires (expires_at) WHERE expires_at IS NOT NULL`: purge finds expired
-//! completed and failed records without a scan. Listing by operation and finding abandoned
+//! key (an insert). `lease_until` is in **no** index, so every heartbeat is a HOT update. The
+//! only index besides the primary key is `idem_records_expires (expires_at) WHERE expires_at IS
+//! NOT NULL`: purge finds expired completed and failed records without a scan. A claim sets a
+//! provisional `expires_at` (ttl plus a slack of the lease, at most 1% of the ttl), so a
+//! completion within the slack leaves every indexed column unchanged and is HOT too (measured:
+//! all 27,600 updates of a benchmark run were HOT); a later one sets `now + ttl`. A completed
+//! record therefore lives between ttl and ttl + 1%. Listing by operation and finding abandoned
 //! running records are operator actions and scan: every index is paid on every claim.
 //!
 //! ## Notifications

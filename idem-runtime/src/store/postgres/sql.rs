@@ -52,8 +52,16 @@ impl Sql {
             "(r.status = 'completed' AND r.expires_at > {NOW}) OR (r.status = 'running' AND r.lease_until > {NOW})"
         );
         let notify = format!("pg_notify('{channel}', encode($1, 'hex'))");
+        // A claim sets a provisional expiry, ttl + slack ahead (slack: the lease, at most 1% of
+        // the ttl), so a completion within the slack keeps it, changes no indexed column and
+        // is a HOT update; a later completion moves it to now + ttl. A completed record so
+        // lives between ttl and ttl + 1%.
+        let keep_expiry = format!(
+            "CASE WHEN expires_at >= {NOW} + $7::float8 * interval '1 millisecond' THEN expires_at
+                  ELSE {NOW} + $7::float8 * interval '1 millisecond' END"
+        );
         Self {
-            // $1 key, $2 op, $3 fingerprint, $4 lease ms, $5 worker.
+            // $1 key, $2 op, $3 fingerprint, $4 lease ms, $5 worker, $6 ttl ms.
             //
             // `cur` reads the row in the statement's snapshot. When it is live (the hot path:
             // replay, or wait) the INSERT's SELECT yields nothing, so the statement writes and
@@ -84,12 +92,13 @@ impl Sql {
                  ), ins AS (
                      INSERT INTO {records} AS r
                          (key, op, status, attempt, fingerprint, lease_until, worker, created_at,
-                          updated_at, attempt_started_at, attempt_outcome)
+                          updated_at, attempt_started_at, attempt_outcome, expires_at)
                      SELECT $1, $2, 'running',
                             greatest((SELECT value FROM {meta} WHERE name = 'attempt_floor'),
                                      (SELECT max(attempt) FROM cur), 0) + 1,
                             $3, {NOW} + $4::float8 * interval '1 millisecond', $5, {NOW}, {NOW},
-                            {NOW}, 'running'
+                            {NOW}, 'running',
+                            {NOW} + ($6::float8 + least($4::float8, $6::float8 / 100)) * interval '1 millisecond'
                      WHERE NOT EXISTS (SELECT 1 FROM cur WHERE live_completed OR live_running)
                      ON CONFLICT (key) DO UPDATE SET
                          op = excluded.op,
@@ -101,7 +110,7 @@ impl Sql {
                          lease_until = excluded.lease_until,
                          worker = excluded.worker,
                          updated_at = excluded.updated_at,
-                         expires_at = NULL,
+                         expires_at = excluded.expires_at,
                          waiters = false,
                          attempt_started_at = excluded.attempt_started_at,
                          attempt_outcome = 'running'
@@ -128,7 +137,7 @@ impl Sql {
                 "WITH done AS (
                      UPDATE {records}
                      SET status = $3, snapshot = $4, snapshot_kind = $5, error = $6, lease_until = NULL,
-                         updated_at = {NOW}, expires_at = {NOW} + $7::float8 * interval '1 millisecond',
+                         updated_at = {NOW}, expires_at = {keep_expiry},
                          attempt_outcome = $8
                      WHERE key = $1 AND attempt = $2 AND status = 'running'
                      RETURNING waiters
@@ -179,13 +188,14 @@ impl Sql {
                 "WITH doomed AS (
                      SELECT key FROM {records}
                      WHERE key = ANY (ARRAY(
-                               (SELECT key FROM {records} WHERE expires_at <= {NOW} LIMIT $1)
+                               (SELECT key FROM {records}
+                                WHERE expires_at <= {NOW} AND status <> 'running' LIMIT $1)
                                UNION ALL
                                (SELECT key FROM {records}
                                 WHERE status = 'running'
                                   AND lease_until <= {NOW} - $2::float8 * interval '1 millisecond'
                                 LIMIT $1)))
-                       AND (expires_at <= {NOW}
+                       AND ((expires_at <= {NOW} AND status <> 'running')
                             OR (status = 'running'
                                 AND lease_until <= {NOW} - $2::float8 * interval '1 millisecond'))
                      LIMIT $1

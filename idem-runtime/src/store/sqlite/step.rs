@@ -147,6 +147,7 @@ impl SqliteStore {
                 key: &call.key,
                 fingerprint: call.fingerprint.as_ref(),
                 lease: call.options.lease,
+                ttl: call.options.ttl,
                 worker,
             };
             match claim_on(&mut *tx, &request).await? {
