@@ -14,7 +14,7 @@ use idem_runtime::store::postgres::{PostgresStore, FORMAT_VERSION};
 use idem_runtime::store::{AttemptRef, Claim, ClaimRequest, Fence, Outcome, Store};
 use idem_runtime::{Call, Error, Idem};
 use idem_tests::backends::{fresh_postgres_schema, postgres_store, postgres_url};
-use idem_tests::conformance::TestError;
+use idem_tests::conformance::{count_call, TestError};
 
 /// Schema names and table prefixes are validated identifiers: anything that could change a
 /// statement is refused as configuration, before any connection, through the builder or the URL.
@@ -188,14 +188,6 @@ async fn notify_wakes_waiters_at_once() {
         .await;
     assert!(begun.elapsed() >= Duration::from_millis(300));
     assert!(!polling.listening());
-}
-
-async fn count_call(idem: &Idem, op: &str, runs: &AtomicUsize) -> Result<String, TestError> {
-    idem.call(Call::new(op.to_owned()).key(&"k"), || async {
-        runs.fetch_add(1, Ordering::SeqCst);
-        Ok("ran".to_string())
-    })
-    .await
 }
 
 /// A corrupt snapshot row: a typed error naming op and key; no panic, no re-run.

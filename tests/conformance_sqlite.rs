@@ -5,18 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use idem_runtime::store::sqlite::SqliteStore;
-use idem_runtime::{Call, Error, Idem};
-use idem_tests::conformance::TestError;
+use idem_runtime::{Error, Idem};
+use idem_tests::conformance::{count_call, TestError};
 
 idem_tests::conformance_suite!(idem_tests::backends::sqlite());
-
-async fn count_call(idem: &Idem, op: &str, runs: &AtomicUsize) -> Result<String, TestError> {
-    idem.call(Call::new(op.to_owned()).key(&"k"), || async {
-        runs.fetch_add(1, Ordering::SeqCst);
-        Ok("ran".to_string())
-    })
-    .await
-}
 
 /// A corrupt snapshot row: a typed error naming op and key; no panic, no re-run.
 #[tokio::test]

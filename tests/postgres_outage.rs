@@ -39,18 +39,20 @@ async fn effect(
         .key(&key)
         .lease(Duration::from_secs(1))
         .wait(Duration::from_secs(30));
-    idem.call(call, || async {
-        let value = format!("{key}:{}", uuid::Uuid::new_v4().simple());
-        effects
-            .lock()
-            .unwrap()
-            .entry(key)
-            .or_default()
-            .push(value.clone());
-        tokio::time::sleep(Duration::from_millis(body_ms)).await;
-        Ok::<_, Error>(value)
-    })
-    .await
+    idem.call(call, || execute(effects, key, body_ms)).await
+}
+
+/// The body of every call: records its execution, and returns a value unique to it.
+async fn execute(effects: &Effects, key: u32, body_ms: u64) -> Result<String, Error> {
+    let value = format!("{key}:{}", uuid::Uuid::new_v4().simple());
+    effects
+        .lock()
+        .unwrap()
+        .entry(key)
+        .or_default()
+        .push(value.clone());
+    tokio::time::sleep(Duration::from_millis(body_ms)).await;
+    Ok(value)
 }
 
 /// After the outage: every key is called until it succeeds; each executed exactly once, and
@@ -387,19 +389,7 @@ async fn server_down_fails_closed_then_resumes() {
         let (idem, op, effects) = (idem.clone(), op.clone(), effects.clone());
         in_flight.push(tokio::spawn(async move {
             let call = Call::new(op).key(&key).lease(Duration::from_secs(10));
-            let v = idem
-                .call(call, || async {
-                    let value = format!("{key}:{}", uuid::Uuid::new_v4().simple());
-                    effects
-                        .lock()
-                        .unwrap()
-                        .entry(key)
-                        .or_default()
-                        .push(value.clone());
-                    tokio::time::sleep(Duration::from_millis(body_ms)).await;
-                    Ok::<_, Error>(value)
-                })
-                .await;
+            let v = idem.call(call, || execute(&effects, key, body_ms)).await;
             (key, v)
         }));
     }

@@ -1,13 +1,11 @@
 //! Several OS processes on one SQLite file: exactly-once execution, and takeover after kill -9.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use idem_runtime::{Call, Idem};
 use idem_tests::effects::Effects;
-use idem_tests::takeover::assert_killed_worker_is_taken_over;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use idem_tests::takeover::{assert_killed_worker_is_taken_over, spawn_started};
 use tokio::process::Command;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_idem-test-worker");
@@ -47,17 +45,7 @@ async fn killed_worker_is_taken_over_after_one_lease() {
     Idem::open(&url).await.unwrap();
     let op = idem_tests::unique_op("kill9");
     let lease_ms = 500;
-    let mut child = Command::new(WORKER)
-        .args(["hang", &url, &op, "job-1", &lease_ms.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(line.as_deref(), Some("started"));
+    let child = spawn_started(WORKER, &["hang", &url, &op, "job-1", &lease_ms.to_string()]).await;
 
     let idem = Idem::builder(idem_runtime::store::open(&url).await.unwrap())
         .cache_capacity(0)
@@ -79,17 +67,7 @@ async fn killed_transactional_step_leaves_nothing() {
         .await
         .unwrap();
     let op = idem_tests::unique_op("step_kill9");
-    let mut child = Command::new(WORKER)
-        .args(["step-hang", &url, &op, "order-1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(line.as_deref(), Some("started"));
+    let mut child = spawn_started(WORKER, &["step-hang", &url, &op, "order-1"]).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 

@@ -65,7 +65,7 @@ fn ms(n: u64) -> Duration {
 }
 
 /// Runs `call` with a body that counts executions and returns `value`.
-async fn counted(
+pub async fn counted(
     idem: &Idem,
     call: Call,
     runs: &AtomicUsize,
@@ -76,6 +76,11 @@ async fn counted(
         Ok(value.to_string())
     })
     .await
+}
+
+/// Calls key `"k"` of `op` with a body that counts its runs and returns `"ran"`.
+pub async fn count_call(idem: &Idem, op: &str, runs: &AtomicUsize) -> Result<String, TestError> {
+    counted(idem, Call::new(op.to_owned()).key(&"k"), runs, "ran").await
 }
 
 /// DESIGN §4.1: 64 concurrent tasks on one key run the body once and all receive its value.

@@ -6,7 +6,28 @@ use std::time::{Duration, Instant};
 
 use idem_runtime::record::AttemptOutcome;
 use idem_runtime::{Call, Error, Idem, OnConflict};
-use tokio::process::Child;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Starts `program args` and waits (30 s at most) for its first stdout line, `started`: the
+/// worker's body is running.
+pub async fn spawn_started(program: &str, args: &[&str]) -> Child {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the worker");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let line = tokio::time::timeout(
+        Duration::from_secs(30),
+        BufReader::new(stdout).lines().next_line(),
+    )
+    .await
+    .expect("the worker starts within 30 s")
+    .expect("read its stdout");
+    assert_eq!(line.as_deref(), Some("started"));
+    child
+}
 
 /// `child` runs `hang` on key `job-1` of `op` with `lease_ms`, and has printed `started`;
 /// `idem` (named `survivor`) is a handle on the same store.
