@@ -1,10 +1,15 @@
 //! The process-local cache of completed snapshots: a replay that costs no round trip.
 //!
 //! A completed snapshot never changes until it expires or is forgotten, so caching it is safe
-//! except for one case: a `forget` made by another process. An entry therefore lives for at
-//! most `max_staleness` (default 30 s) and never past the record's own expiry; a `forget`
-//! through this handle removes the entry at once.
+//! except for one case: a `forget` made by another process. Three things bound that:
+//! - a `forget` through this handle removes the entry at once;
+//! - where the store pushes changes ([`crate::Store::watch`]; PostgreSQL's LISTEN/NOTIFY), a
+//!   `forget` anywhere removes the entry when its notification arrives (milliseconds), and a
+//!   claim that was in flight meanwhile does not cache what it read (the `epoch` check);
+//! - whatever else happens (no push, the listener down), an entry lives for at most
+//!   `max_staleness` (default 30 s), and never past the record's own expiry.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +26,8 @@ pub(crate) struct Entry {
 pub(crate) struct SnapshotCache {
     entries: quick_cache::sync::Cache<Key, Arc<Entry>>,
     max_staleness_ms: i64,
+    /// Bumped by every pushed change: a snapshot read before a change may be stale.
+    epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for SnapshotCache {
@@ -38,6 +45,7 @@ impl SnapshotCache {
         Self {
             entries: quick_cache::sync::Cache::new(capacity.max(1)),
             max_staleness_ms: crate::store::millis(max_staleness),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -49,6 +57,19 @@ impl SnapshotCache {
         } else {
             self.entries.remove(key);
             None
+        }
+    }
+
+    /// The current epoch; pass it to [`Self::insert_read_at`] with a snapshot read after it.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Caches a snapshot read from the store after `epoch`, unless a change was pushed since
+    /// (the change may have been to this key, after the read).
+    pub(crate) fn insert_read_at(&self, epoch: u64, key: Key, snapshot: Snapshot) {
+        if self.epoch() == epoch {
+            self.insert(key, snapshot);
         }
     }
 
@@ -67,5 +88,16 @@ impl SnapshotCache {
 
     pub(crate) fn remove(&self, key: &Key) {
         self.entries.remove(key);
+    }
+}
+
+impl crate::store::ChangeSink for SnapshotCache {
+    fn changed(&self, key: Option<&Key>) {
+        // Bump first: a claim in flight that read the old snapshot then declines to cache it.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        match key {
+            Some(key) => self.remove(key),
+            None => self.entries.clear(),
+        }
     }
 }

@@ -107,6 +107,8 @@ where
         return decode::<T, E, P>(&call, &entry.snapshot);
     }
 
+    // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
+    let epoch = inner.cache.as_ref().map_or(0, |c| c.epoch());
     let started = Instant::now();
     let mut poll = Duration::from_millis(2);
     let mut waited = false;
@@ -132,7 +134,7 @@ where
                 outcome(&call.op, if waited { "waited" } else { "replayed" });
                 let decoded = decode::<T, E, P>(&call, &snapshot);
                 if let Some(cache) = &inner.cache {
-                    cache.insert(call.key, snapshot);
+                    cache.insert_read_at(epoch, call.key, snapshot);
                 }
                 return decoded;
             }

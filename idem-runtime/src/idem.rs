@@ -44,7 +44,7 @@ pub struct Idem {
 
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) cache: Option<SnapshotCache>,
+    pub(crate) cache: Option<Arc<SnapshotCache>>,
     pub(crate) worker: String,
     pub(crate) max_snapshot_bytes: usize,
 }
@@ -77,8 +77,10 @@ impl IdemBuilder {
         self
     }
 
-    /// The longest a cached snapshot is replayed without asking the store (default 30 s): the
-    /// bound on how long another process's `forget` can go unnoticed here.
+    /// The longest a cached snapshot is replayed without asking the store (default 30 s). On a
+    /// store that pushes changes (PostgreSQL), another process's `forget` reaches this cache
+    /// when its notification arrives (milliseconds); this bound is the worst case, for stores
+    /// that cannot push (SQLite) and while the PostgreSQL listener is disconnected.
     #[must_use]
     pub fn cache_staleness(mut self, bound: Duration) -> Self {
         self.cache_staleness = bound;
@@ -102,11 +104,21 @@ impl IdemBuilder {
 
     /// Builds the handle.
     pub fn build(self) -> Idem {
+        let cache = (self.cache_capacity > 0).then(|| {
+            Arc::new(SnapshotCache::new(
+                self.cache_capacity,
+                self.cache_staleness,
+            ))
+        });
+        if let Some(cache) = &cache {
+            // Another process's `forget` reaches this cache as soon as the store hears of it.
+            let sink: Arc<dyn crate::store::ChangeSink> = cache.clone();
+            self.store.watch(Arc::downgrade(&sink));
+        }
         Idem {
             inner: Arc::new(Inner {
                 store: self.store,
-                cache: (self.cache_capacity > 0)
-                    .then(|| SnapshotCache::new(self.cache_capacity, self.cache_staleness)),
+                cache,
                 worker: self.worker.unwrap_or_else(default_worker),
                 max_snapshot_bytes: self.max_snapshot_bytes,
             }),
@@ -205,7 +217,8 @@ impl Idem {
     }
 
     /// Forgets a key: the next call runs again. This process's cache forgets it at once; other
-    /// processes' caches within their staleness bound.
+    /// processes' caches when the store's notification reaches them (PostgreSQL), and in any
+    /// case within their staleness bound ([`IdemBuilder::cache_staleness`]).
     pub async fn forget(&self, key: &Key) -> Result<bool, Error> {
         if let Some(cache) = &self.inner.cache {
             cache.remove(key);

@@ -170,6 +170,14 @@ pub struct ListFilter {
     pub limit: Option<u32>,
 }
 
+/// Hears of keys that changed in a store, whichever process changed them (see
+/// [`Store::watch`]). The snapshot cache of every [`crate::Idem`] is one.
+pub trait ChangeSink: Send + Sync + 'static {
+    /// `key` was forgotten, released or completed; `None`: changes may have been missed (the
+    /// feed reconnected), so nothing heard before can be trusted.
+    fn changed(&self, key: Option<&Key>);
+}
+
 /// A durable home for records. One implementation per backend; see the module docs for the
 /// rules every implementation must keep.
 #[async_trait]
@@ -198,6 +206,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn wait_for_change(&self, key: &Key, max: Duration) {
         let _ = key;
         tokio::time::sleep(max).await;
+    }
+
+    /// Pushes the changes any process makes (forget, release, a completion someone waits for)
+    /// to `sink` for as long as it lives, and returns whether this store can (PostgreSQL:
+    /// LISTEN/NOTIFY). Stores that cannot return `false`; their callers rely on time bounds.
+    fn watch(&self, sink: std::sync::Weak<dyn ChangeSink>) -> bool {
+        let _ = sink;
+        false
     }
 
     /// Reads a record.

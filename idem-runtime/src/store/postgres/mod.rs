@@ -28,6 +28,7 @@
 //! can find them in `pg_stat_activity`.
 
 mod listen;
+mod predict;
 mod schema;
 mod sql;
 
@@ -40,12 +41,14 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgExecutor, Row};
 
 use self::listen::Notifier;
+use self::predict::Predictor;
 use self::schema::Names;
 pub use self::schema::FORMAT_VERSION;
 use self::sql::Sql;
 use super::url::redact;
 use super::{
-    millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, Outcome, Store,
+    millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter,
+    Outcome, Store,
 };
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
@@ -71,6 +74,7 @@ struct Inner {
     names: Names,
     sql: Sql,
     notifier: Option<Notifier>,
+    predictor: Predictor,
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +284,7 @@ impl PostgresStoreBuilder {
                 names,
                 sql,
                 notifier,
+                predictor: Predictor::default(),
             }),
         })
     }
@@ -340,14 +345,40 @@ impl PostgresStore {
         self.inner.pool.close().await;
     }
 
+    /// Runs the insert of a key without a record on any executor: `Some(attempt)` when it
+    /// inserted (the caller owns that attempt), `None` when the key has a record.
+    pub(crate) async fn claim_new_on<'e>(
+        &self,
+        exec: impl PgExecutor<'e>,
+        req: &ClaimRequest<'_>,
+    ) -> Result<Option<u64>, Error> {
+        let attempt: Option<i64> = sqlx::query_scalar(&self.inner.sql.claim_new)
+            .bind(&req.key.0[..])
+            .bind(req.op)
+            .bind(req.fingerprint.map(|f| &f.0[..]))
+            .bind(millis(req.lease))
+            .bind(req.worker)
+            .bind(millis(req.ttl))
+            .fetch_optional(exec)
+            .await
+            .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+        attempt
+            .map(|a| u64_of(a, "attempt"))
+            .transpose()
+            .map_err(|reason| Error::Corrupt {
+                op: req.op.to_owned(),
+                key: *req.key,
+                reason,
+            })
+    }
+
     /// Runs the claim statement on any executor (a pool, a connection, a caller's transaction).
-    /// `None`: the row changed under the statement; run it again. With the decision comes
-    /// whether the running attempt (if any) already has waiters flagged.
+    /// `None`: the row changed under the statement; run it again.
     pub(crate) async fn claim_on<'e>(
         &self,
         exec: impl PgExecutor<'e>,
         req: &ClaimRequest<'_>,
-    ) -> Result<Option<(Claim, bool)>, Error> {
+    ) -> Result<Option<Claimed>, Error> {
         let row = sqlx::query(&self.inner.sql.claim)
             .bind(&req.key.0[..])
             .bind(req.op)
@@ -367,19 +398,26 @@ impl PostgresStore {
             .try_get::<Option<bool>, _>("waiters")
             .map_err(|e| corrupt(e.to_string()))?
             .unwrap_or(false);
-        Ok(decide(req, &row)
-            .map_err(corrupt)?
-            .map(|claim| (claim, waiters)))
+        let had_record = row
+            .try_get::<Option<i64>, _>("attempt")
+            .map_err(|e| corrupt(e.to_string()))?
+            .is_some();
+        Ok(decide(req, &row).map_err(corrupt)?.map(|claim| Claimed {
+            claim,
+            waiters,
+            had_record,
+        }))
     }
 
-    /// Runs the fenced completion on any executor.
+    /// Runs the fenced completion on any executor. With an owned completion comes whether
+    /// callers wait for it (the caller then sends [`Self::notify`] after the commit).
     pub(crate) async fn complete_on<'e>(
         &self,
         exec: impl PgExecutor<'e>,
         a: &AttemptRef<'_>,
         outcome: Outcome<'_>,
-    ) -> Result<Fence, Error> {
-        let query = sqlx::query_scalar::<_, i64>(&self.inner.sql.complete)
+    ) -> Result<(Fence, bool), Error> {
+        let query = sqlx::query_scalar::<_, bool>(&self.inner.sql.complete)
             .bind(&a.key.0[..])
             .bind(attempt_i64(a.attempt));
         let row = CompletionRow::from(outcome);
@@ -390,16 +428,37 @@ impl PostgresStore {
             .bind(row.error)
             .bind(row.ttl_ms)
             .bind(row.attempt_outcome);
-        let owned = query
-            .fetch_one(exec)
+        let waiters = query
+            .fetch_optional(exec)
             .await
             .map_err(|e| Error::store("complete", a.op, a.key, e))?;
-        Ok(if owned == 1 {
-            Fence::Owned
-        } else {
-            Fence::Lost
+        Ok(match waiters {
+            Some(waiters) => (Fence::Owned, waiters),
+            None => (Fence::Lost, false),
         })
     }
+
+    /// Wakes every process waiting for `key` (their listeners hear the key on the channel) and
+    /// drops it from their snapshot caches. Best effort: a waiter that misses it polls.
+    async fn notify(&self, op: &str, key: &Key) {
+        if let Err(error) = sqlx::query(&self.inner.sql.notify)
+            .bind(&key.0[..])
+            .execute(&self.inner.pool)
+            .await
+        {
+            tracing::debug!(op, %error, "idem: cannot notify waiters; they will poll");
+        }
+    }
+}
+
+/// What the claim statement decided, and what the store does next with it.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) claim: Claim,
+    /// The running attempt (if any) already has waiters flagged.
+    pub(crate) waiters: bool,
+    /// The key had a record (in the statement's snapshot).
+    pub(crate) had_record: bool,
 }
 
 fn attempt_i64(attempt: u64) -> i64 {
@@ -427,15 +486,16 @@ fn fingerprint_of(row: &PgRow) -> Result<Option<Fingerprint>, String> {
 
 /// Decodes the claim statement's row into a decision, or `None` when it must run again.
 fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Option<Claim>, String> {
-    if let Some(attempt) = row.try_get::<Option<i64>, _>("acquired").map_err(col)? {
-        let took_over = row
-            .try_get::<Option<i64>, _>("taken_over_from")
-            .map_err(col)?
-            .map(|a| u64_of(a, "taken_over_from"))
-            .transpose()?;
+    if let Some(acquired) = row.try_get::<Option<Vec<i64>>, _>("acquired").map_err(col)? {
+        // `{attempt, taken-over attempt or 0}`, from `<prefix>acquire`.
+        let [attempt, took_over] = acquired[..] else {
+            return Err(format!("the acquire function returned {acquired:?}"));
+        };
         return Ok(Some(Claim::Acquired {
             attempt: u64_of(attempt, "attempt")?,
-            took_over,
+            took_over: (took_over != 0)
+                .then(|| u64_of(took_over, "taken_over_from"))
+                .transpose()?,
         }));
     }
     let Some(attempt) = row.try_get::<Option<i64>, _>("attempt").map_err(col)? else {
@@ -533,8 +593,27 @@ impl Store for PostgresStore {
     }
 
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        if let Some(notifier) = &self.inner.notifier {
+            notifier.keep_listening();
+        }
+        let predictor = &self.inner.predictor;
+        if predictor.guess_new(req.op) {
+            if let Some(attempt) = self.claim_new_on(&self.inner.pool, req).await? {
+                predictor.learn(req.op, true);
+                return Ok(Claim::Acquired {
+                    attempt,
+                    took_over: None,
+                });
+            }
+        }
         for _ in 0..CLAIM_TRIES {
-            if let Some((claim, waiters)) = self.claim_on(&self.inner.pool, req).await? {
+            if let Some(Claimed {
+                claim,
+                waiters,
+                had_record,
+            }) = self.claim_on(&self.inner.pool, req).await?
+            {
+                predictor.learn(req.op, !had_record);
                 if let Claim::Running { attempt, .. } = claim {
                     if !waiters {
                         sqlx::query(&self.inner.sql.flag_waiters)
@@ -572,7 +651,10 @@ impl Store for PostgresStore {
     }
 
     async fn complete(&self, a: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error> {
-        let fence = self.complete_on(&self.inner.pool, a, outcome).await?;
+        let (fence, waiters) = self.complete_on(&self.inner.pool, a, outcome).await?;
+        if waiters {
+            self.notify(a.op, a.key).await;
+        }
         if fence == Fence::Lost {
             let error = outcome.error();
             sqlx::query(&self.inner.sql.fence_log)
@@ -584,6 +666,16 @@ impl Store for PostgresStore {
                 .map_err(|e| Error::store("complete", a.op, a.key, e))?;
         }
         Ok(fence)
+    }
+
+    fn watch(&self, sink: std::sync::Weak<dyn ChangeSink>) -> bool {
+        match &self.inner.notifier {
+            Some(notifier) => {
+                notifier.watch(sink);
+                true
+            }
+            None => false,
+        }
     }
 
     async fn wait_for_change(&self, key: &Key, max: Duration) {

@@ -12,9 +12,11 @@ const RELEASED_TTL: &str = "interval '24 hours'";
 /// The server's clock, fixed within a statement.
 const NOW: &str = "statement_timestamp()";
 
-/// A `timestamptz` expression as whole milliseconds since the Unix epoch.
+/// A `timestamptz` expression as whole milliseconds since the Unix epoch. `date_part` computes
+/// in `float8` (exact to the microsecond for the next 200 years); `extract` would compute in
+/// `numeric`, several times slower on every returned row.
 fn ms(expr: &str) -> String {
-    format!("(extract(epoch FROM {expr}) * 1000)::int8")
+    format!("(date_part('epoch', {expr}) * 1000)::int8")
 }
 
 /// The columns of a [`crate::record::Record`], times in milliseconds.
@@ -33,9 +35,11 @@ pub(super) fn record_columns() -> String {
 #[derive(Debug)]
 pub(super) struct Sql {
     pub(super) claim: String,
+    pub(super) claim_new: String,
     pub(super) renew: String,
     pub(super) complete: String,
     pub(super) release: String,
+    pub(super) notify: String,
     pub(super) fence_log: String,
     pub(super) flag_waiters: String,
     pub(super) forget: String,
@@ -52,10 +56,11 @@ impl Sql {
             "(r.status = 'completed' AND r.expires_at > {NOW}) OR (r.status = 'running' AND r.lease_until > {NOW})"
         );
         let notify = format!("pg_notify('{channel}', encode($1, 'hex'))");
-        // A claim sets a provisional expiry, ttl + slack ahead (slack: the lease, at most 1% of
-        // the ttl), so a completion within the slack keeps it, changes no indexed column and
-        // is a HOT update; a later completion moves it to now + ttl. A completed record so
-        // lives between ttl and ttl + 1%.
+        let acquire = format!("\"{}\".\"{}acquire\"", n.schema, n.prefix);
+        // A claim sets a provisional expiry (see `<prefix>acquire`), so a completion within
+        // its slack keeps it, changes no indexed column and is a HOT update; a later
+        // completion moves it to now + ttl. A completed record so lives between ttl and
+        // ttl + 1%.
         let keep_expiry = format!(
             "CASE WHEN expires_at >= {NOW} + $7::float8 * interval '1 millisecond' THEN expires_at
                   ELSE {NOW} + $7::float8 * interval '1 millisecond' END"
@@ -63,67 +68,61 @@ impl Sql {
         Self {
             // $1 key, $2 op, $3 fingerprint, $4 lease ms, $5 worker, $6 ttl ms.
             //
-            // `cur` reads the row in the statement's snapshot. When it is live (the hot path:
-            // replay, or wait) the INSERT's SELECT yields nothing, so the statement writes and
-            // locks nothing and commits without a WAL flush. Otherwise the upsert decides on
-            // the *latest* row version: under READ COMMITTED, `ON CONFLICT DO UPDATE` waits for
-            // a concurrent claimer, locks the newest version and re-evaluates its `WHERE` on it,
-            // so exactly one of any number of racing claimers acquires an attempt. A loser gets
-            // neither an `ins` row nor (if the row was inserted after its snapshot) a `cur` row,
-            // or a `cur` row that is no longer live: the caller re-runs the statement, which
-            // then sees the winner's row. A replaced attempt is logged by a trigger, in the same statement.
+            // A plain read of the record, which calls `<prefix>acquire` (the write half, see
+            // `schema.rs`) only when the record is missing or not live. The hot paths, a replay
+            // and a wait, so read one row: no INSERT is planned or initialized, nothing is
+            // locked or written, and the commit needs no WAL flush. The statement measured
+            // 35% cheaper for replays than one with a data-modifying CTE, and no dearer for
+            // new keys.
             //
-            // The new attempt is above the key's own (as this snapshot saw it) and above the
-            // floor: purge and forget delete a row and raise the floor in one transaction, so
-            // the snapshot sees either the row or the raised floor.
+            // `acquired` is NULL when the record is live, or when a concurrent claimer made
+            // it live after this statement's snapshot: the caller then runs the statement
+            // again, which sees the winner's row. A replaced attempt is logged by a trigger,
+            // in the same statement.
             //
             // A caller told `running` then flags the row (`waiters`, see `flag_waiters`), so the
-            // completion knows to NOTIFY. Uncontended completions never notify: a
-            // notifying commit holds PostgreSQL's global notify lock across its WAL flush, which
-            // would serialize every completing worker of the cluster.
+            // completion knows to NOTIFY. Uncontended completions never notify: a notifying
+            // commit holds PostgreSQL's global notify lock across its WAL flush, which would
+            // serialize every completing worker of the cluster.
             claim: format!(
-                "WITH cur AS (
-                     SELECT r.attempt, r.fingerprint, r.snapshot, r.snapshot_kind, r.waiters,
-                            (r.status = 'completed' AND r.expires_at > {NOW}) AS live_completed,
-                            (r.status = 'running' AND r.lease_until > {NOW}) AS live_running,
-                            {expires_ms} AS expires_ms,
-                            greatest({lease_left}, 0) AS lease_left_ms
-                     FROM {records} r WHERE r.key = $1
-                 ), ins AS (
-                     INSERT INTO {records} AS r
-                         (key, op, status, attempt, fingerprint, lease_until, worker, created_at,
-                          updated_at, attempt_started_at, attempt_outcome, expires_at)
-                     SELECT $1, $2, 'running',
-                            greatest((SELECT value FROM {meta} WHERE name = 'attempt_floor'),
-                                     (SELECT max(attempt) FROM cur), 0) + 1,
-                            $3, {NOW} + $4::float8 * interval '1 millisecond', $5, {NOW}, {NOW},
-                            {NOW}, 'running',
-                            {NOW} + ($6::float8 + least($4::float8, $6::float8 / 100)) * interval '1 millisecond'
-                     WHERE NOT EXISTS (SELECT 1 FROM cur WHERE live_completed OR live_running)
-                     ON CONFLICT (key) DO UPDATE SET
-                         op = excluded.op,
-                         status = 'running',
-                         attempt = greatest(r.attempt + 1, excluded.attempt),
-                         taken_over_from = CASE WHEN r.status = 'running' THEN r.attempt END,
-                         fingerprint = excluded.fingerprint,
-                         snapshot = NULL, snapshot_kind = NULL, error = NULL,
-                         lease_until = excluded.lease_until,
-                         worker = excluded.worker,
-                         updated_at = excluded.updated_at,
-                         expires_at = excluded.expires_at,
-                         waiters = false,
-                         attempt_started_at = excluded.attempt_started_at,
-                         attempt_outcome = 'running'
-                     WHERE NOT ({live})
-                     RETURNING r.attempt, r.taken_over_from
-                 )
-                 SELECT ins.attempt AS acquired, ins.taken_over_from,
-                        cur.attempt, cur.fingerprint, cur.live_completed, cur.live_running,
-                        CASE WHEN cur.live_completed THEN cur.snapshot END AS snapshot,
-                        cur.snapshot_kind, cur.expires_ms, cur.lease_left_ms, cur.waiters
-                 FROM (SELECT) AS one LEFT JOIN ins ON true LEFT JOIN cur ON true",
+                "SELECT r.attempt, r.fingerprint,
+                        coalesce(r.status = 'completed' AND r.expires_at > {NOW}, false) AS live_completed,
+                        coalesce(r.status = 'running' AND r.lease_until > {NOW}, false) AS live_running,
+                        CASE WHEN r.status = 'completed' THEN r.snapshot END AS snapshot,
+                        r.snapshot_kind, {expires_ms} AS expires_ms,
+                        greatest({lease_left}, 0) AS lease_left_ms, r.waiters,
+                        CASE WHEN r.key IS NULL OR NOT coalesce({live}, false)
+                             THEN {acquire}($1, $2, $3, $4::float8, $5, $6::float8)
+                        END AS acquired
+                 FROM (SELECT) AS one LEFT JOIN {records} r ON r.key = $1",
                 expires_ms = ms("r.expires_at"),
                 lease_left = ms(&format!("r.lease_until - {NOW}")),
+            ),
+            // $1 key, $2 op, $3 fingerprint, $4 lease ms, $5 worker, $6 ttl ms.
+            //
+            // The claim of a key that has no record: a plain insert, as cheap as the
+            // hand-written one, tried first when the operation's recent calls were new keys
+            // (see `predict.rs`). When the key has a record it inserts nothing, locks nothing
+            // and writes nothing (the conflict is found before any heap insert), and the store
+            // runs `claim`. Two racing inserts of one key: the second waits for the first to
+            // commit, then conflicts.
+            //
+            // The attempt is above the floor and above the key's own row, both read in this
+            // statement's snapshot: purge deletes a row and raises the floor in one
+            // transaction, so the snapshot sees one or the other.
+            claim_new: format!(
+                "INSERT INTO {records}
+                     (key, op, status, attempt, fingerprint, lease_until, worker, created_at,
+                      updated_at, attempt_started_at, attempt_outcome, expires_at)
+                 VALUES ($1, $2, 'running',
+                         greatest((SELECT value FROM {meta} WHERE name = 'attempt_floor'),
+                                  (SELECT attempt FROM {records} WHERE key = $1), 0) + 1,
+                         $3, {NOW} + $4::float8 * interval '1 millisecond', $5, {NOW}, {NOW},
+                         {NOW}, 'running',
+                         {NOW} + ($6::float8 + least($4::float8, $6::float8 / 100))
+                                 * interval '1 millisecond')
+                 ON CONFLICT (key) DO NOTHING
+                 RETURNING attempt"
             ),
             // $1 key, $2 attempt, $3 lease ms. Touches no indexed column: a HOT update.
             renew: format!(
@@ -131,20 +130,21 @@ impl Sql {
                  WHERE key = $1 AND attempt = $2 AND status = 'running'"
             ),
             // $1 key, $2 attempt, $3 status, $4 snapshot, $5 kind, $6 error, $7 ttl ms,
-            // $8 the attempt's outcome. Fenced on (key, attempt, running). Only the record row
-            // is written: the current attempt's log line is the record itself.
+            // $8 the attempt's outcome. Fenced on (key, attempt, running): no row back means
+            // the attempt lost its lease. Only the record row is written (the current
+            // attempt's log line is the record itself), and within the provisional expiry's
+            // slack no indexed column changes: a HOT update. It returns whether someone waits
+            // for the outcome; the store then sends `notify`.
             complete: format!(
-                "WITH done AS (
-                     UPDATE {records}
-                     SET status = $3, snapshot = $4, snapshot_kind = $5, error = $6, lease_until = NULL,
-                         updated_at = {NOW}, expires_at = {keep_expiry},
-                         attempt_outcome = $8
-                     WHERE key = $1 AND attempt = $2 AND status = 'running'
-                     RETURNING waiters
-                 )
-                 SELECT (SELECT count(*) FROM done) AS owned,
-                        (SELECT count({notify}) FROM done WHERE waiters) AS notified"
+                "UPDATE {records}
+                 SET status = $3, snapshot = $4, snapshot_kind = $5, error = $6, lease_until = NULL,
+                     updated_at = {NOW}, expires_at = {keep_expiry}, attempt_outcome = $8
+                 WHERE key = $1 AND attempt = $2 AND status = 'running'
+                 RETURNING waiters"
             ),
+            // $1 key. After a completion someone waits for: its own statement, so the
+            // completion itself never takes the cluster-wide notify lock.
+            notify: format!("SELECT {notify}"),
             // $1 key, $2 attempt, $3 error. A lost attempt's past log line says `fenced`
             // (unless its own earlier, acknowledged-late write already ended it: a retried
             // complete whose first try committed must not relabel it). Rare: its own statement.
