@@ -240,3 +240,163 @@ async fn unreachable_server_is_an_open_error() {
         other => panic!("expected an open error, got {other:?}"),
     }
 }
+
+/// The cache requirement: a `forget` on one worker reaches the other workers' snapshot
+/// caches through LISTEN/NOTIFY, long before their staleness bound (here one hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forget_on_one_worker_reaches_other_workers_caches() {
+    let schema = fresh_postgres_schema();
+    let Some(a) = postgres_store(&schema, |b| b).await else {
+        return;
+    };
+    let b = Arc::new(postgres_store(&schema, |b| b).await.unwrap());
+    let hour = Duration::from_secs(3600);
+    let worker_a = Idem::builder(Arc::new(a)).cache_staleness(hour).build();
+    let worker_b = Idem::builder(b.clone()).cache_staleness(hour).build();
+    // Building a cached handle starts the store's listener.
+    let begun = Instant::now();
+    while !b.listening() {
+        assert!(begun.elapsed() < Duration::from_secs(10), "B listens");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let op = idem_tests::unique_op("cache_forget");
+    let runs = AtomicUsize::new(0);
+    assert_eq!(count_call(&worker_a, &op, &runs).await.unwrap(), "ran");
+    // B replays from the store once, then from its cache: the store is not asked again.
+    assert_eq!(count_call(&worker_b, &op, &runs).await.unwrap(), "ran");
+    let key = Call::new(op.clone()).key(&"k").key_value();
+    sqlx::query(&format!(
+        "UPDATE {} SET snapshot = convert_to('\"changed in the store\"', 'UTF8') WHERE key = $1",
+        b.records_table()
+    ))
+    .bind(&key.0[..])
+    .execute(b.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        count_call(&worker_b, &op, &runs).await.unwrap(),
+        "ran",
+        "B's second replay comes from its cache"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // A forgets; B hears of it and runs the key again, well within its one-hour bound.
+    assert!(worker_a.forget(&key).await.unwrap());
+    let begun = Instant::now();
+    loop {
+        count_call(&worker_b, &op, &runs).await.unwrap();
+        if runs.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(5),
+            "B's cache still replays a forgotten key after {:?}",
+            begun.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let heard = begun.elapsed();
+    assert!(heard < Duration::from_secs(2), "heard after {heard:?}");
+}
+
+/// The store sends one of two claim statements first, by a per-operation guess (an insert for
+/// keys without a record, a read that calls the acquire function otherwise). Whichever it
+/// sends, the decisions are the same: here every outcome is reached through both.
+#[tokio::test]
+async fn both_claim_statements_decide_alike() {
+    let Some(store) = postgres_store(&fresh_postgres_schema(), |b| b).await else {
+        return;
+    };
+    let op = idem_tests::unique_op("two_statements");
+    let req = |key: &'static str, lease_ms: u64| {
+        let key = Call::new(op.clone()).key(&key).key_value();
+        (key, Duration::from_millis(lease_ms))
+    };
+    let claim = |key: idem_runtime::Key, lease: Duration| {
+        let (store, op) = (&store, op.clone());
+        async move {
+            let req = ClaimRequest {
+                op: &op,
+                key: &key,
+                fingerprint: None,
+                lease,
+                ttl: Duration::from_secs(3600),
+                worker: "w",
+            };
+            store.claim(&req).await.unwrap()
+        }
+    };
+    let complete = |key: idem_runtime::Key, attempt: u64| {
+        let (store, op) = (&store, op.clone());
+        async move {
+            let a = AttemptRef {
+                op: &op,
+                key: &key,
+                attempt,
+            };
+            let outcome = Outcome::Snapshot {
+                kind: SnapshotKind::Ok,
+                bytes: b"1",
+                ttl: Duration::from_secs(3600),
+            };
+            store.complete(&a, outcome).await.unwrap()
+        }
+    };
+    // Attempt numbers start above the store-wide floor, which round 1's forget raises to 1.
+    for (round, floor) in [("guessing new keys", 0), ("guessing replays", 1)] {
+        let (k, lease) = req(if round == "guessing new keys" { "a" } else { "b" }, 30_000);
+        let (dead, short) = req(if round == "guessing new keys" { "c" } else { "d" }, 1);
+        if round == "guessing replays" {
+            // Teach the store that this operation replays.
+            let (done, _) = req("a", 30_000);
+            for _ in 0..4 {
+                assert!(matches!(claim(done, lease).await, Claim::Completed(_)));
+            }
+        }
+        // A new key: the first attempt above the floor.
+        assert_eq!(
+            claim(k, lease).await,
+            Claim::Acquired {
+                attempt: floor + 1,
+                took_over: None
+            },
+            "{round}"
+        );
+        // A running key: wait.
+        assert!(
+            matches!(claim(k, lease).await, Claim::Running { attempt, .. } if attempt == floor + 1),
+            "{round}"
+        );
+        assert_eq!(complete(k, floor + 1).await, Fence::Owned, "{round}");
+        // A completed key: replay.
+        assert!(
+            matches!(claim(k, lease).await, Claim::Completed(s) if s.attempt == floor + 1 && s.bytes == b"1"),
+            "{round}"
+        );
+        // A forgotten key starts above the floor, which the forget raised.
+        assert!(store.forget(&k).await.unwrap());
+        assert_eq!(
+            claim(k, lease).await,
+            Claim::Acquired {
+                attempt: floor + 2,
+                took_over: None
+            },
+            "{round}"
+        );
+        // An expired lease: taken over.
+        let Claim::Acquired { attempt, .. } = claim(dead, short).await else {
+            panic!("{round}: a new key")
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            claim(dead, lease).await,
+            Claim::Acquired {
+                attempt: attempt + 1,
+                took_over: Some(attempt)
+            },
+            "{round}"
+        );
+        assert_eq!(complete(dead, attempt).await, Fence::Lost, "{round}");
+        assert_eq!(complete(k, floor + 2).await, Fence::Owned, "{round}");
+    }
+}
