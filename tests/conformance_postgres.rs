@@ -344,8 +344,22 @@ async fn both_claim_statements_decide_alike() {
     };
     // Attempt numbers start above the store-wide floor, which round 1's forget raises to 1.
     for (round, floor) in [("guessing new keys", 0), ("guessing replays", 1)] {
-        let (k, lease) = req(if round == "guessing new keys" { "a" } else { "b" }, 30_000);
-        let (dead, short) = req(if round == "guessing new keys" { "c" } else { "d" }, 1);
+        let (k, lease) = req(
+            if round == "guessing new keys" {
+                "a"
+            } else {
+                "b"
+            },
+            30_000,
+        );
+        let (dead, short) = req(
+            if round == "guessing new keys" {
+                "c"
+            } else {
+                "d"
+            },
+            1,
+        );
         if round == "guessing replays" {
             // Teach the store that this operation replays.
             let (done, _) = req("a", 30_000);

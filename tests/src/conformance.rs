@@ -238,9 +238,10 @@ pub async fn live_body_outlasting_lease_is_never_taken_over(b: &Backend) {
             .await
         })
     };
+    let started = std::time::Instant::now();
     tokio::time::sleep(ms(50)).await;
     let other = b.worker("impatient");
-    let mut refusals = 0;
+    let (mut refusals, mut last_refusal) = (0, Duration::ZERO);
     while !owner.is_finished() {
         match counted(
             &other,
@@ -250,7 +251,10 @@ pub async fn live_body_outlasting_lease_is_never_taken_over(b: &Backend) {
         )
         .await
         {
-            Err(TestError::Idem(Error::InProgress { attempt: 1, .. })) => refusals += 1,
+            Err(TestError::Idem(Error::InProgress { attempt: 1, .. })) => {
+                refusals += 1;
+                last_refusal = started.elapsed();
+            }
             Ok(v) => {
                 assert_eq!(v, "slow value", "only the owner's value may appear");
                 break;
@@ -260,9 +264,12 @@ pub async fn live_body_outlasting_lease_is_never_taken_over(b: &Backend) {
         tokio::time::sleep(ms(40)).await;
     }
     assert_eq!(owner.await.unwrap().unwrap(), "slow value");
+    // In progress long after the first lease would have run out (timing-tolerant: a loaded
+    // machine may manage only a few looks in the body's second).
     assert!(
-        refusals >= 10,
-        "the key was reported in progress throughout ({refusals} times)"
+        refusals >= 3 && last_refusal > lease * 3,
+        "the key was reported in progress throughout ({refusals} times, the last after \
+         {last_refusal:?})"
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1, "never taken over");
 }
@@ -777,12 +784,13 @@ pub async fn list_filters_by_op_and_status(b: &Backend) {
     assert_eq!(limited.len(), 2);
 }
 
-/// With the snapshot cache on, a replay does not reach the store: it keeps replaying the value
-/// even after another handle forgets the key, until the staleness bound.
+/// With the snapshot cache on, a replay does not reach the store: when nothing tells the cache
+/// of other processes' changes (SQLite, or a PostgreSQL listener that is down), it keeps
+/// replaying the value even after another handle forgets the key, until the staleness bound.
 pub async fn cached_replay_skips_the_store(b: &Backend) {
     let op = unique_op("cached");
     let call = || Call::new(op.clone()).key(&"k");
-    let cached = Idem::builder(b.store.clone())
+    let cached = Idem::builder(Arc::new(crate::unwatched::Unwatched(b.store.clone())))
         .cache_staleness(ms(400))
         .worker("cached")
         .build();

@@ -5,6 +5,7 @@ pub mod backends;
 pub mod conformance;
 pub mod effects;
 pub mod takeover;
+pub mod unwatched;
 
 /// A fresh operation name, so tests sharing a database never share keys.
 pub fn unique_op(what: &str) -> String {

@@ -47,8 +47,8 @@ pub use self::schema::FORMAT_VERSION;
 use self::sql::Sql;
 use super::url::redact;
 use super::{
-    millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter,
-    Outcome, Store,
+    millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, Outcome,
+    Store,
 };
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
@@ -486,7 +486,10 @@ fn fingerprint_of(row: &PgRow) -> Result<Option<Fingerprint>, String> {
 
 /// Decodes the claim statement's row into a decision, or `None` when it must run again.
 fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Option<Claim>, String> {
-    if let Some(acquired) = row.try_get::<Option<Vec<i64>>, _>("acquired").map_err(col)? {
+    if let Some(acquired) = row
+        .try_get::<Option<Vec<i64>>, _>("acquired")
+        .map_err(col)?
+    {
         // `{attempt, taken-over attempt or 0}`, from `<prefix>acquire`.
         let [attempt, took_over] = acquired[..] else {
             return Err(format!("the acquire function returned {acquired:?}"));

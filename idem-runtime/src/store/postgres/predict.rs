@@ -82,7 +82,10 @@ mod tests {
         p.learn("a", true);
         p.learn("a", true);
         p.learn("a", false);
-        assert!(p.guess_new("a"), "a saturated slot needs two replays to flip");
+        assert!(
+            p.guess_new("a"),
+            "a saturated slot needs two replays to flip"
+        );
         p.learn("a", false);
         assert!(!p.guess_new("a"));
         for _ in 0..10 {
