@@ -1,4 +1,6 @@
 //! Shared code of the example programs: the hand-written SQL baselines the benchmarks compare
-//! idem against, and the benchmark driver's workload.
+//! idem against (sqlx, and pgbench for PostgreSQL), and the benchmark driver's workload.
 pub mod baseline;
+#[cfg(feature = "postgres")]
+pub mod pgbench;
 pub mod workload;

@@ -5,7 +5,10 @@
 //!
 //! The last stdout line is one JSON object: `store, mode, calls, concurrency, cache,
 //! executions, seconds, calls_per_s, mean_us, p50_us, p99_us`, and, where the store has SQL,
-//! `baseline` (the same fields for the hand-written SQL) and `ratio_mean`, `ratio_p50`.
+//! `baseline` (the same fields for the hand-written SQL) and `ratio_mean`, `ratio_p50`,
+//! `throughput_ratio`; with `--pgbench on` (PostgreSQL), also `pgbench` (`calls`,
+//! `calls_per_s`, `mean_us` of `pgbench -M prepared` running the same statements in the same
+//! rounds), `pgbench_throughput_ratio` and `pgbench_ratio_mean`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -57,6 +60,10 @@ struct Args {
     /// Also run the hand-written SQL baseline (SQL stores only).
     #[arg(long, value_enum, default_value = "on")]
     baseline: Switch,
+    /// Also run `pgbench -M prepared` with the same statements, in the same rounds
+    /// (PostgreSQL only; needs `psql` and `pgbench` on PATH).
+    #[arg(long, value_enum, default_value = "off")]
+    pgbench: Switch,
 }
 
 enum AnyBaseline {
@@ -213,6 +220,13 @@ async fn main() {
     } else {
         None
     };
+    #[cfg(feature = "postgres")]
+    let pgbench = (args.pgbench == Switch::On && args.store.starts_with("postgres"))
+        .then(|| idem_examples::pgbench::Pgbench::new(&args.store, args.mode == Mode::Hit))
+        .transpose()
+        .unwrap_or_else(|e| fail("prepare pgbench", e));
+    #[cfg(feature = "postgres")]
+    let mut pgbench_stats = idem_examples::pgbench::PgbenchStats::default();
     let run: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let executions = Arc::new(AtomicU64::new(0));
     let idem_side = IdemSide {
@@ -255,7 +269,15 @@ async fn main() {
         let range = warm + calls * r / rounds..warm + calls * (r + 1) / rounds;
         ours.absorb(measure(&idem_side, range.clone(), args.concurrency).await);
         if let Some(b) = &base_side {
-            theirs.absorb(measure(b, range, args.concurrency).await);
+            theirs.absorb(measure(b, range.clone(), args.concurrency).await);
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(p) = &pgbench {
+            let calls = range.end - range.start;
+            let (p, concurrency) = (p, args.concurrency);
+            let stats = tokio::task::block_in_place(|| p.run(calls, concurrency))
+                .unwrap_or_else(|e| fail("pgbench", e));
+            pgbench_stats.absorb(stats);
         }
     }
     let executions = executions.load(Ordering::Relaxed) - before;
@@ -292,6 +314,17 @@ async fn main() {
         json["ratio_mean"] = (stats.mean_us / b.mean_us).into();
         json["ratio_p50"] = (stats.p50_us / b.p50_us).into();
         json["throughput_ratio"] = (stats.calls_per_s / b.calls_per_s).into();
+    }
+    #[cfg(feature = "postgres")]
+    if pgbench.is_some() {
+        let p = pgbench_stats;
+        println!(
+            "pgbench  {mode} x{} c{}: {:>10.0} calls/s  mean {:>8.1} us",
+            p.calls, args.concurrency, p.calls_per_s, p.mean_us
+        );
+        json["pgbench"] = serde_json::to_value(p).unwrap_or_default();
+        json["pgbench_throughput_ratio"] = (stats.calls_per_s / p.calls_per_s).into();
+        json["pgbench_ratio_mean"] = (stats.mean_us / p.mean_us).into();
     }
     println!("{json}");
 }

@@ -39,6 +39,8 @@ pub(super) struct Notifier {
     /// The listener task is running (set when spawned, cleared when it ends).
     alive: Arc<AtomicBool>,
     sinks: Sinks,
+    /// Some cache watches (so the listener must run).
+    watched: AtomicBool,
 }
 
 /// Marks the listener down and dead when its task ends, however it ends (including runtime
@@ -66,6 +68,7 @@ impl Notifier {
             task: Mutex::new(None),
             alive: Arc::new(AtomicBool::new(false)),
             sinks: Arc::default(),
+            watched: AtomicBool::new(false),
         }
     }
 
@@ -76,13 +79,14 @@ impl Notifier {
         sinks.retain(|s| s.strong_count() > 0);
         sinks.push(sink);
         drop(sinks);
+        self.watched.store(true, Ordering::Relaxed);
         self.start();
     }
 
-    /// Restarts the listener if a cache watches and the task is not running: one atomic load
+    /// Restarts the listener if a cache watches and the task is not running: two atomic loads
     /// on the hot path.
     pub(super) fn keep_listening(&self) {
-        if !self.alive.load(Ordering::Relaxed) && !self.sinks.lock().is_empty() {
+        if self.watched.load(Ordering::Relaxed) && !self.alive.load(Ordering::Relaxed) {
             self.start();
         }
     }

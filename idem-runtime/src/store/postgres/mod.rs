@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgExecutor, Row};
 
@@ -352,18 +353,11 @@ impl PostgresStore {
         exec: impl PgExecutor<'e>,
         req: &ClaimRequest<'_>,
     ) -> Result<Option<u64>, Error> {
-        let attempt: Option<i64> = sqlx::query_scalar(&self.inner.sql.claim_new)
-            .bind(&req.key.0[..])
-            .bind(req.op)
-            .bind(req.fingerprint.map(|f| &f.0[..]))
-            .bind(millis(req.lease))
-            .bind(req.worker)
-            .bind(millis(req.ttl))
+        let row = claim_query(&self.inner.sql.claim_new, req)
             .fetch_optional(exec)
             .await
             .map_err(|e| Error::store("claim", req.op, req.key, e))?;
-        attempt
-            .map(|a| u64_of(a, "attempt"))
+        row.map(|row| u64_of(row.try_get("attempt").map_err(col)?, "attempt"))
             .transpose()
             .map_err(|reason| Error::Corrupt {
                 op: req.op.to_owned(),
@@ -373,40 +367,23 @@ impl PostgresStore {
     }
 
     /// Runs the claim statement on any executor (a pool, a connection, a caller's transaction).
-    /// `None`: the row changed under the statement; run it again.
     pub(crate) async fn claim_on<'e>(
         &self,
         exec: impl PgExecutor<'e>,
         req: &ClaimRequest<'_>,
-    ) -> Result<Option<Claimed>, Error> {
-        let row = sqlx::query(&self.inner.sql.claim)
-            .bind(&req.key.0[..])
-            .bind(req.op)
-            .bind(req.fingerprint.map(|f| &f.0[..]))
-            .bind(millis(req.lease))
-            .bind(req.worker)
-            .bind(millis(req.ttl))
-            .fetch_one(exec)
+    ) -> Result<Claimed, Error> {
+        let row = claim_query(&self.inner.sql.claim, req)
+            .fetch_optional(exec)
             .await
             .map_err(|e| Error::store("claim", req.op, req.key, e))?;
-        let corrupt = |reason| Error::Corrupt {
+        let Some(row) = row else {
+            return Ok(Claimed::NoRecord);
+        };
+        decide(req, &row).map_err(|reason| Error::Corrupt {
             op: req.op.to_owned(),
             key: *req.key,
             reason,
-        };
-        let waiters = row
-            .try_get::<Option<bool>, _>("waiters")
-            .map_err(|e| corrupt(e.to_string()))?
-            .unwrap_or(false);
-        let had_record = row
-            .try_get::<Option<i64>, _>("attempt")
-            .map_err(|e| corrupt(e.to_string()))?
-            .is_some();
-        Ok(decide(req, &row).map_err(corrupt)?.map(|claim| Claimed {
-            claim,
-            waiters,
-            had_record,
-        }))
+        })
     }
 
     /// Runs the fenced completion on any executor. With an owned completion comes whether
@@ -451,14 +428,30 @@ impl PostgresStore {
     }
 }
 
-/// What the claim statement decided, and what the store does next with it.
+/// What the claim statement found.
 #[derive(Debug)]
-pub(crate) struct Claimed {
-    pub(crate) claim: Claim,
-    /// The running attempt (if any) already has waiters flagged.
-    pub(crate) waiters: bool,
-    /// The key had a record (in the statement's snapshot).
-    pub(crate) had_record: bool,
+pub(crate) enum Claimed {
+    /// The key has no record: insert it (`claim_new`).
+    NoRecord,
+    /// The record changed under the statement: run it again.
+    Changed,
+    /// The decision. `waiters`: the running attempt (if any) already has waiters flagged.
+    Decided { claim: Claim, waiters: bool },
+}
+
+/// Either claim statement with its parameters: $1 key, $2 op, $3 fingerprint, $4 lease ms,
+/// $5 worker, $6 ttl ms.
+fn claim_query<'q>(
+    sql: &'q str,
+    req: &ClaimRequest<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(&req.key.0[..])
+        .bind(req.op)
+        .bind(req.fingerprint.map(|f| &f.0[..]))
+        .bind(millis(req.lease))
+        .bind(req.worker)
+        .bind(millis(req.ttl))
 }
 
 fn attempt_i64(attempt: u64) -> i64 {
@@ -484,8 +477,17 @@ fn fingerprint_of(row: &PgRow) -> Result<Option<Fingerprint>, String> {
         .transpose()
 }
 
-/// Decodes the claim statement's row into a decision, or `None` when it must run again.
-fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Option<Claim>, String> {
+/// Milliseconds since the Unix epoch of a `timestamptz` column.
+fn millis_of(row: &PgRow, column: &str) -> Result<Option<i64>, String> {
+    Ok(row
+        .try_get::<Option<DateTime<Utc>>, _>(column)
+        .map_err(col)?
+        .map(|t| t.timestamp_millis()))
+}
+
+/// Decodes the claim statement's row (a record that exists) into a decision. Liveness is
+/// judged against the server's `now`, the same instant the statement judged it by.
+fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Claimed, String> {
     if let Some(acquired) = row
         .try_get::<Option<Vec<i64>>, _>("acquired")
         .map_err(col)?
@@ -494,58 +496,61 @@ fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Option<Claim>, String> 
         let [attempt, took_over] = acquired[..] else {
             return Err(format!("the acquire function returned {acquired:?}"));
         };
-        return Ok(Some(Claim::Acquired {
-            attempt: u64_of(attempt, "attempt")?,
-            took_over: (took_over != 0)
-                .then(|| u64_of(took_over, "taken_over_from"))
-                .transpose()?,
-        }));
+        return Ok(Claimed::Decided {
+            claim: Claim::Acquired {
+                attempt: u64_of(attempt, "attempt")?,
+                took_over: (took_over != 0)
+                    .then(|| u64_of(took_over, "taken_over_from"))
+                    .transpose()?,
+            },
+            waiters: false,
+        });
     }
-    let Some(attempt) = row.try_get::<Option<i64>, _>("attempt").map_err(col)? else {
-        // A concurrent claimer inserted the row after this statement's snapshot.
-        return Ok(None);
-    };
-    let attempt = u64_of(attempt, "attempt")?;
-    let live_completed = row
-        .try_get::<Option<bool>, _>("live_completed")
-        .map_err(col)?
-        == Some(true);
-    let live_running = row
-        .try_get::<Option<bool>, _>("live_running")
-        .map_err(col)?
-        == Some(true);
+    let attempt = u64_of(row.try_get("attempt").map_err(col)?, "attempt")?;
+    let status = Status::from_str(&row.try_get::<String, _>("status").map_err(col)?)?;
+    let now = millis_of(row, "now")?.ok_or("the server's clock is NULL")?;
+    let expires_at = millis_of(row, "expires_at")?;
+    let lease_until = millis_of(row, "lease_until")?;
+    let live_completed = status == Status::Completed && expires_at.is_some_and(|e| e > now);
+    let live_running = status == Status::Running && lease_until.is_some_and(|l| l > now);
     if !live_completed && !live_running {
         // Claimable in the snapshot, but a concurrent claimer got the newest version first.
-        return Ok(None);
+        return Ok(Claimed::Changed);
     }
     let fingerprint = fingerprint_of(row)?;
     if let (Some(have), Some(want)) = (fingerprint, req.fingerprint) {
         if have != *want {
-            return Ok(Some(Claim::KeyReuse));
+            return Ok(Claimed::Decided {
+                claim: Claim::KeyReuse,
+                waiters: false,
+            });
         }
     }
     if live_running {
-        let left: Option<i64> = row.try_get("lease_left_ms").map_err(col)?;
-        return Ok(Some(Claim::Running {
-            attempt,
-            lease_left: Duration::from_millis(
-                left.and_then(|l| u64::try_from(l).ok()).unwrap_or(0),
-            ),
-        }));
+        let left = lease_until.map_or(0, |l| l - now);
+        return Ok(Claimed::Decided {
+            claim: Claim::Running {
+                attempt,
+                lease_left: Duration::from_millis(u64::try_from(left).unwrap_or(0)),
+            },
+            waiters: row.try_get("waiters").map_err(col)?,
+        });
     }
     let bytes: Option<Vec<u8>> = row.try_get("snapshot").map_err(col)?;
     let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
     let (Some(bytes), Some(kind)) = (bytes, kind.as_deref().and_then(SnapshotKind::parse)) else {
         return Err("completed record without a snapshot".into());
     };
-    let expires_at: Option<i64> = row.try_get("expires_ms").map_err(col)?;
-    Ok(Some(Claim::Completed(Snapshot {
-        attempt,
-        kind,
-        bytes,
-        expires_at: expires_at.unwrap_or(i64::MAX),
-        fingerprint,
-    })))
+    Ok(Claimed::Decided {
+        claim: Claim::Completed(Snapshot {
+            attempt,
+            kind,
+            bytes,
+            expires_at: expires_at.unwrap_or(i64::MAX),
+            fingerprint,
+        }),
+        waiters: false,
+    })
 }
 
 fn record_of(row: &PgRow) -> Result<Record, String> {
@@ -599,35 +604,46 @@ impl Store for PostgresStore {
         if let Some(notifier) = &self.inner.notifier {
             notifier.keep_listening();
         }
+        // Which statement goes first: the insert (a key without a record) or the read (one
+        // with a record). Each decides alone; a wrong guess costs one more round trip.
         let predictor = &self.inner.predictor;
-        if predictor.guess_new(req.op) {
-            if let Some(attempt) = self.claim_new_on(&self.inner.pool, req).await? {
-                predictor.learn(req.op, true);
-                return Ok(Claim::Acquired {
-                    attempt,
-                    took_over: None,
-                });
-            }
-        }
+        let mut insert = predictor.guess_new(req.op);
+        let mut learned = false;
         for _ in 0..CLAIM_TRIES {
-            if let Some(Claimed {
-                claim,
-                waiters,
-                had_record,
-            }) = self.claim_on(&self.inner.pool, req).await?
-            {
-                predictor.learn(req.op, !had_record);
-                if let Claim::Running { attempt, .. } = claim {
-                    if !waiters {
-                        sqlx::query(&self.inner.sql.flag_waiters)
-                            .bind(&req.key.0[..])
-                            .bind(attempt_i64(attempt))
-                            .execute(&self.inner.pool)
-                            .await
-                            .map_err(|e| Error::store("claim", req.op, req.key, e))?;
-                    }
+            if insert {
+                let acquired = self.claim_new_on(&self.inner.pool, req).await?;
+                if !learned {
+                    predictor.learn(req.op, acquired.is_some());
+                    learned = true;
                 }
-                return Ok(claim);
+                if let Some(attempt) = acquired {
+                    return Ok(Claim::Acquired {
+                        attempt,
+                        took_over: None,
+                    });
+                }
+            }
+            let claimed = self.claim_on(&self.inner.pool, req).await?;
+            if !learned {
+                predictor.learn(req.op, matches!(claimed, Claimed::NoRecord));
+                learned = true;
+            }
+            match claimed {
+                Claimed::NoRecord => insert = true,
+                Claimed::Changed => insert = false,
+                Claimed::Decided { claim, waiters } => {
+                    if let Claim::Running { attempt, .. } = claim {
+                        if !waiters {
+                            sqlx::query(&self.inner.sql.flag_waiters)
+                                .bind(&req.key.0[..])
+                                .bind(attempt_i64(attempt))
+                                .execute(&self.inner.pool)
+                                .await
+                                .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+                        }
+                    }
+                    return Ok(claim);
+                }
             }
         }
         Err(Error::store(
