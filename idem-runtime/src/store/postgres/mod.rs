@@ -1,19 +1,24 @@
 //! The PostgreSQL store (`postgres://...`): for fleets of workers on many machines.
 //!
-//! - **One round trip per decision.** A claim is one statement (a CTE: read the row, upsert with
-//!   `INSERT ... ON CONFLICT DO UPDATE ... WHERE <claimable>`, log the attempt, return the
-//!   decision); see `sql.rs` for why it is race-free under READ COMMITTED. A replay or a wait
-//!   writes nothing, so it costs one index lookup and no WAL flush. Completes and renews are
-//!   `UPDATE`s fenced on `(key, attempt, status = 'running')`; the attempts log changes in the
-//!   same statement as the record.
+//! - **One statement decides a claim.** Two statements can: `claim`, a plain read of the
+//!   record that calls the `<prefix>acquire` function when the record is not live (replay, wait,
+//!   take over, run again after a failure or expiry, fingerprint mismatch: all in one round
+//!   trip), and `claim_new`, a plain `INSERT ... ON CONFLICT DO NOTHING` for a key without a
+//!   record. The store sends first the one its per-operation guess picks (`predict.rs`); a wrong
+//!   guess costs one more round trip, never a wrong decision, because each statement is
+//!   race-free on its own under READ COMMITTED (see `sql.rs` and `schema.rs`). A replay or a wait
+//!   writes nothing: one index lookup, no WAL flush. Completes and renews are `UPDATE`s fenced
+//!   on `(key, attempt, status = 'running')`.
 //! - **The server's clock** (`statement_timestamp()`) for every lease and expiry: no worker's
 //!   clock is ever sent, so a worker whose clock is off can neither steal a live lease nor keep a
 //!   dead one.
-//! - **LISTEN/NOTIFY** wakes waiting callers: a claim told `running` flags the record, and the
-//!   completion of a flagged record (and every release and forget) notifies the key (hex) on
-//!   the store's channel; one listener connection per store feeds every waiter (`listen.rs`).
-//!   While it is down, waiters poll. Completions nobody waits for skip NOTIFY, whose commit
-//!   lock would otherwise serialize all completing workers.
+//! - **LISTEN/NOTIFY** wakes waiting callers and keeps snapshot caches fresh: a claim told
+//!   `running` flags the record; after the completion of a flagged record (and in every release
+//!   and forget) the key (hex) is notified on the store's channel; one listener connection per
+//!   store feeds every waiter and every watching cache (`listen.rs`), so a `forget` anywhere
+//!   reaches every worker's cache in milliseconds. While it is down, waiters poll and caches
+//!   fall back to their time bound. Completions nobody waits for skip NOTIFY, whose commit lock
+//!   would otherwise serialize all completing workers.
 //! - **Configurable schema and table prefix** (validated identifiers), embedded migrations that
 //!   serialize on `pg_advisory_xact_lock` (see `schema.rs`, which also documents the format).
 //! - **Batched purge** with `FOR UPDATE SKIP LOCKED`, so it never waits for a claimer.
