@@ -39,6 +39,13 @@ pub struct Stats {
     pub p50_us: f64,
     /// 99th percentile latency, microseconds.
     pub p99_us: f64,
+    /// This process's CPU time (user + system, all threads) per call, microseconds: the
+    /// client's share of the work. `None` where `/proc/self/stat` cannot be read.
+    pub client_cpu_us: Option<f64>,
+    /// The whole machine's busy CPU time per call, microseconds (client, server and anything
+    /// else running): on a machine running only the benchmark and its database, the client's
+    /// and the server's work together. `None` where `/proc/stat` cannot be read.
+    pub machine_cpu_us: Option<f64>,
 }
 
 /// The measurements of one or more runs.
@@ -48,13 +55,25 @@ pub struct Sample {
     pub latencies: Vec<Duration>,
     /// Wall time of the runs, added up.
     pub seconds: f64,
+    /// This process's CPU time during the runs, added up (`None`: not measurable here).
+    pub cpu_seconds: Option<f64>,
+    /// The machine's busy CPU time during the runs, added up (`None`: not measurable here).
+    pub machine_cpu_seconds: Option<f64>,
 }
 
 impl Sample {
     /// Adds another run's measurements.
     pub fn absorb(&mut self, other: Sample) {
+        let first = self.latencies.is_empty() && self.seconds == 0.0;
         self.latencies.extend(other.latencies);
         self.seconds += other.seconds;
+        let add = |ours: Option<f64>, theirs: Option<f64>| match (first, ours, theirs) {
+            (true, _, theirs) => theirs,
+            (false, Some(ours), Some(theirs)) => Some(ours + theirs),
+            _ => None,
+        };
+        self.cpu_seconds = add(self.cpu_seconds, other.cpu_seconds);
+        self.machine_cpu_seconds = add(self.machine_cpu_seconds, other.machine_cpu_seconds);
     }
 
     /// Summarizes.
@@ -72,6 +91,12 @@ impl Sample {
             mean_us: mean * 1e6,
             p50_us: pct(0.50),
             p99_us: pct(0.99),
+            client_cpu_us: self
+                .cpu_seconds
+                .map(|cpu| cpu * 1e6 / all.len().max(1) as f64),
+            machine_cpu_us: self
+                .machine_cpu_seconds
+                .map(|cpu| cpu * 1e6 / all.len().max(1) as f64),
         }
     }
 }
@@ -84,6 +109,7 @@ where
 {
     let next = Arc::new(AtomicU64::new(range.start));
     let end = range.end;
+    let (cpu_before, machine_before) = (process_cpu_seconds(), machine_cpu_seconds());
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
@@ -106,10 +132,46 @@ where
     for t in tasks {
         latencies.extend(t.await.unwrap_or_default());
     }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_before
+        .zip(process_cpu_seconds())
+        .map(|(before, after)| after - before);
+    let machine_cpu_seconds = machine_before
+        .zip(machine_cpu_seconds())
+        .map(|(before, after)| after - before);
     Sample {
         latencies,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
+        cpu_seconds,
+        machine_cpu_seconds,
     }
+}
+
+/// The machine's busy CPU time so far (user, nice, system, irq, softirq of all CPUs), from
+/// `/proc/stat` (Linux), in clock ticks of 1/100 s.
+fn machine_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq ...
+    let busy = cpu.first()? + cpu.get(1)? + cpu.get(2)? + cpu.get(5)? + cpu.get(6)?;
+    Some(busy / 100.0)
+}
+
+/// This process's CPU time so far (user + system, all threads), from `/proc/self/stat`
+/// (Linux), in clock ticks of 1/100 s: coarse, so runs should last seconds.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// A 32-byte key for the baseline, derived like an application would: a hash of its inputs.

@@ -4,7 +4,8 @@
 //!  --calls 5000 --concurrency 1 --cache off`
 //!
 //! The last stdout line is one JSON object: `store, mode, calls, concurrency, cache,
-//! executions, seconds, calls_per_s, mean_us, p50_us, p99_us`, and, where the store has SQL,
+//! executions, seconds, calls_per_s, mean_us, p50_us, p99_us, client_cpu_us, machine_cpu_us`
+//! (this process's, and the whole machine's, CPU time per call), and, where the store has SQL,
 //! `baseline` (the same fields for the hand-written SQL) and `ratio_mean`, `ratio_p50`,
 //! `throughput_ratio`; with `--pgbench on` (PostgreSQL), also `pgbench` (`calls`,
 //! `calls_per_s`, `mean_us` of `pgbench -M prepared` running the same statements in the same
@@ -288,9 +289,19 @@ async fn main() {
         Mode::Miss => "miss",
         Mode::Hit => "hit",
     };
+    let cpu = |s: &Stats| match (s.client_cpu_us, s.machine_cpu_us) {
+        (Some(c), Some(m)) => format!("  cpu/call {c:>6.1} us client, {m:>6.1} us machine"),
+        _ => String::new(),
+    };
     println!(
-        "idem     {mode} x{} c{}: {:>10.0} calls/s  mean {:>8.1} us  p50 {:>8.1} us  p99 {:>8.1} us",
-        args.calls, args.concurrency, stats.calls_per_s, stats.mean_us, stats.p50_us, stats.p99_us
+        "idem     {mode} x{} c{}: {:>10.0} calls/s  mean {:>8.1} us  p50 {:>8.1} us  p99 {:>8.1} us{}",
+        args.calls,
+        args.concurrency,
+        stats.calls_per_s,
+        stats.mean_us,
+        stats.p50_us,
+        stats.p99_us,
+        cpu(&stats)
     );
     let mut json = serde_json::json!({
         "store": args.store.split(':').next().unwrap_or_default(),
@@ -307,8 +318,14 @@ async fn main() {
     });
     if let Some(b) = base {
         println!(
-            "baseline {mode} x{} c{}: {:>10.0} calls/s  mean {:>8.1} us  p50 {:>8.1} us  p99 {:>8.1} us",
-            args.calls, args.concurrency, b.calls_per_s, b.mean_us, b.p50_us, b.p99_us
+            "baseline {mode} x{} c{}: {:>10.0} calls/s  mean {:>8.1} us  p50 {:>8.1} us  p99 {:>8.1} us{}",
+            args.calls,
+            args.concurrency,
+            b.calls_per_s,
+            b.mean_us,
+            b.p50_us,
+            b.p99_us,
+            cpu(&b)
         );
         json["baseline"] = serde_json::to_value(b).unwrap_or_default();
         json["ratio_mean"] = (stats.mean_us / b.mean_us).into();
