@@ -414,3 +414,85 @@ async fn both_claim_statements_decide_alike() {
         assert_eq!(complete(k, floor + 2).await, Fence::Owned, "{round}");
     }
 }
+
+/// A database that version 1 of the format created (a frozen copy of its DDL) is upgraded in
+/// place when this build opens it: its records replay, its attempt floor holds, and the CHECK
+/// constraints version 2 drops are gone.
+#[tokio::test]
+async fn upgrades_a_version_1_database_in_place() {
+    let Some(probe) = postgres_store(&fresh_postgres_schema(), |b| b).await else {
+        return;
+    };
+    let schema = fresh_postgres_schema();
+    let v1 = include_str!("fixtures/postgres_format_v1.sql").replace("{schema}", &schema);
+    let mut conn = probe.pool().acquire().await.unwrap();
+    sqlx::Executor::execute(&mut *conn, format!("CREATE SCHEMA \"{schema}\"").as_str())
+        .await
+        .unwrap();
+    sqlx::Executor::execute(&mut *conn, v1.as_str())
+        .await
+        .unwrap();
+    let op = idem_tests::unique_op("upgrade");
+    let key = Call::new(op.clone()).key(&"k").key_value();
+    // A completed record and a raised floor, as version 1 wrote them.
+    sqlx::query(&format!(
+        "INSERT INTO \"{schema}\".idem_records (key, op, status, attempt, snapshot, snapshot_kind,
+             worker, created_at, updated_at, expires_at, attempt_started_at, attempt_outcome)
+         VALUES ($1, $2, 'completed', 3, convert_to('\"from v1\"', 'UTF8'), 'ok', 'old',
+                 now(), now(), now() + interval '1 hour', now(), 'completed')"
+    ))
+    .bind(&key.0[..])
+    .bind(&op)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "UPDATE \"{schema}\".idem_meta SET value = 7 WHERE name = 'attempt_floor'"
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+
+    let store = postgres_store(&schema, |b| b).await.unwrap();
+    let versions: Vec<i32> = sqlx::query_scalar(&format!(
+        "SELECT version FROM \"{schema}\".idem_schema ORDER BY version"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(versions, (1..=FORMAT_VERSION).collect::<Vec<_>>());
+    let checks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c'",
+    )
+    .bind(format!("\"{schema}\".idem_records"))
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        checks, 0,
+        "version 2 drops the records table's CHECK constraints"
+    );
+
+    let idem = Idem::builder(Arc::new(store)).cache_capacity(0).build();
+    let runs = AtomicUsize::new(0);
+    assert_eq!(
+        count_call(&idem, &op, &runs).await.unwrap(),
+        "from v1",
+        "a version-1 record replays"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    let fresh: i64 = {
+        let v: String = idem
+            .call(Call::new(op.clone()).key(&"new"), || async {
+                Ok::<_, Error>(idem_runtime::current().map_or(0, |c| c.attempt).to_string())
+            })
+            .await
+            .unwrap();
+        v.parse().unwrap()
+    };
+    assert_eq!(fresh, 8, "a new key starts above version 1's attempt floor");
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}

@@ -73,7 +73,7 @@ impl Sql {
             // that has a record in one round trip (replay, wait, take over, run again after a
             // failure or expiry, fingerprint mismatch), and the hot paths, a replay and a wait,
             // read one row: no INSERT is planned or initialized, nothing is locked or written,
-            // and the commit needs no WAL flush. Measured (sqlx, one client): 2 µs more than the
+            // and the commit needs no WAL flush. Measured (sqlx, one client): 2-14 µs more than the
             // hand-written one-column read; a data-modifying CTE cost 44 µs more, and computing
             // liveness and milliseconds in SQL 10-15 µs more, so the store returns raw columns
             // and the server's `now` and decides from them with the server's clock.
