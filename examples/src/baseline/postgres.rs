@@ -32,6 +32,16 @@ impl PostgresBaseline {
     }
 }
 
+impl PostgresBaseline {
+    /// Deletes every row, so a run starts from an empty table.
+    pub async fn empty(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("TRUNCATE idem_bench_baseline")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+}
+
 impl Baseline for PostgresBaseline {
     async fn miss(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error> {
         sqlx::query(

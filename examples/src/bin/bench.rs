@@ -65,6 +65,11 @@ struct Args {
     /// (PostgreSQL only; needs `psql` and `pgbench` on PATH).
     #[arg(long, value_enum, default_value = "off")]
     pgbench: Switch,
+    /// Empty idem's tables and the baseline's first (PostgreSQL), so both sides start from the
+    /// same empty state instead of tables grown by earlier runs (a table past shared_buffers
+    /// costs every statement more). Deletes every record of the store's schema.
+    #[arg(long, value_enum, default_value = "off")]
+    fresh: Switch,
 }
 
 enum AnyBaseline {
@@ -195,6 +200,29 @@ async fn measure<S: Side>(side: &S, range: std::ops::Range<u64>, concurrency: us
     .await
 }
 
+/// Opens the store; with `fresh`, a PostgreSQL store's tables are emptied first.
+async fn open_store(url: &str, fresh: bool) -> Arc<dyn idem_runtime::Store> {
+    #[cfg(feature = "postgres")]
+    if fresh && url.starts_with("postgres") {
+        let store = idem_runtime::store::postgres::PostgresStore::open(url)
+            .await
+            .unwrap_or_else(|e| fail("open store", e));
+        sqlx::query(&format!(
+            "TRUNCATE {}, {}",
+            store.records_table(),
+            store.attempts_table()
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap_or_else(|e| fail("empty the store", e));
+        return Arc::new(store);
+    }
+    let _ = fresh;
+    idem_runtime::store::open(url)
+        .await
+        .unwrap_or_else(|e| fail("open store", e))
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -203,9 +231,7 @@ async fn main() {
         let sep = if url.contains('?') { '&' } else { '?' };
         url = format!("{url}{sep}idem_max_connections={}", args.pool);
     }
-    let store = idem_runtime::store::open(&url)
-        .await
-        .unwrap_or_else(|e| fail("open store", e));
+    let store = open_store(&url, args.fresh == Switch::On).await;
     let idem = Idem::builder(store)
         .cache_capacity(if args.cache == Switch::On {
             1_000_000
@@ -221,6 +247,12 @@ async fn main() {
     } else {
         None
     };
+    #[cfg(feature = "postgres")]
+    if let (Switch::On, Some(AnyBaseline::Postgres(b))) = (args.fresh, baseline.as_deref()) {
+        b.empty()
+            .await
+            .unwrap_or_else(|e| fail("empty the baseline", e));
+    }
     #[cfg(feature = "postgres")]
     let pgbench = (args.pgbench == Switch::On && args.store.starts_with("postgres"))
         .then(|| idem_examples::pgbench::Pgbench::new(&args.store, args.mode == Mode::Hit))
@@ -315,6 +347,8 @@ async fn main() {
         "mean_us": stats.mean_us,
         "p50_us": stats.p50_us,
         "p99_us": stats.p99_us,
+        "client_cpu_us": stats.client_cpu_us,
+        "machine_cpu_us": stats.machine_cpu_us,
     });
     if let Some(b) = base {
         println!(
