@@ -225,6 +225,30 @@ async fn corrupt_snapshot_row_is_a_typed_error() {
         matches!(r, Err(TestError::Idem(Error::Corrupt { .. }))),
         "{r:?}"
     );
+    // A status no version of idem writes (the table has no CHECK constraints since format 2):
+    // corrupt, never replaced and run again.
+    sqlx::query(&format!(
+        "UPDATE {table} SET status = 'done', snapshot = convert_to('\"ran\"', 'UTF8')
+         WHERE op = $1"
+    ))
+    .bind(&op)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let r = count_call(&idem, &op, &runs).await;
+    assert!(
+        matches!(&r, Err(TestError::Idem(Error::Corrupt { reason, .. })) if reason.contains("done")),
+        "{r:?}"
+    );
+    // An operator pinning a record forever: it replays (no date overflow, no panic).
+    sqlx::query(&format!(
+        "UPDATE {table} SET status = 'completed', expires_at = 'infinity' WHERE op = $1"
+    ))
+    .bind(&op)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(count_call(&idem, &op, &runs).await.unwrap(), "ran");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -301,7 +325,9 @@ async fn forget_on_one_worker_reaches_other_workers_caches() {
 
 /// The store sends one of two claim statements first, by a per-operation guess (an insert for
 /// keys without a record, a read that calls the acquire function otherwise). Whichever it
-/// sends, the decisions are the same: here every outcome is reached through both.
+/// sends, the decisions are the same: each round drives the guess a different way first, then
+/// reaches every outcome (new key, wait, replay, key reuse, run again after a failure, after a
+/// forget, takeover of an expired lease).
 #[tokio::test]
 async fn both_claim_statements_decide_alike() {
     let Some(store) = postgres_store(&fresh_postgres_schema(), |b| b).await else {
@@ -387,6 +413,30 @@ async fn both_claim_statements_decide_alike() {
             matches!(claim(k, lease).await, Claim::Completed(s) if s.attempt == floor + 1 && s.bytes == b"1"),
             "{round}"
         );
+        // A different payload under a completed key: refused.
+        let other = idem_runtime::Fingerprint([9; 32]);
+        let reuse = ClaimRequest {
+            op: &op,
+            key: &k,
+            fingerprint: Some(&other),
+            lease,
+            ttl: Duration::from_secs(3600),
+            worker: "w",
+        };
+        sqlx::query(&format!(
+            "UPDATE {} SET fingerprint = $2 WHERE key = $1",
+            store.records_table()
+        ))
+        .bind(&k.0[..])
+        .bind(&[1_u8; 32][..])
+        .execute(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            store.claim(&reuse).await.unwrap(),
+            Claim::KeyReuse,
+            "{round}"
+        );
         // A forgotten key starts above the floor, which the forget raised.
         assert!(store.forget(&k).await.unwrap());
         assert_eq!(
@@ -411,6 +461,30 @@ async fn both_claim_statements_decide_alike() {
             "{round}"
         );
         assert_eq!(complete(dead, attempt).await, Fence::Lost, "{round}");
+        // A failed attempt: the next claim runs again.
+        let failed = store
+            .complete(
+                &AttemptRef {
+                    op: &op,
+                    key: &dead,
+                    attempt: attempt + 1,
+                },
+                Outcome::Failed {
+                    error: "boom",
+                    ttl: Duration::from_secs(3600),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(failed, Fence::Owned, "{round}");
+        assert_eq!(
+            claim(dead, lease).await,
+            Claim::Acquired {
+                attempt: attempt + 2,
+                took_over: None
+            },
+            "{round}"
+        );
         assert_eq!(complete(k, floor + 2).await, Fence::Owned, "{round}");
     }
 }
@@ -495,4 +569,30 @@ async fn upgrades_a_version_1_database_in_place() {
         .execute(&mut *conn)
         .await
         .unwrap();
+}
+
+/// With the longest table prefix (whose generated constraint names PostgreSQL shortens), the
+/// records table still ends up without CHECK constraints, and the store works.
+#[tokio::test]
+async fn longest_prefix_migrates_fully() {
+    let prefix = "p".repeat(40);
+    let Some(store) = postgres_store(&fresh_postgres_schema(), |b| b.table_prefix(&prefix)).await
+    else {
+        return;
+    };
+    let checks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c'",
+    )
+    .bind(store.records_table())
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(checks, 0);
+    let idem = Idem::builder(Arc::new(store)).cache_capacity(0).build();
+    let runs = AtomicUsize::new(0);
+    let op = idem_tests::unique_op("long_prefix");
+    for _ in 0..2 {
+        assert_eq!(count_call(&idem, &op, &runs).await.unwrap(), "ran");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
 }

@@ -66,10 +66,16 @@ impl SnapshotCache {
     }
 
     /// Caches a snapshot read from the store after `epoch`, unless a change was pushed since
-    /// (the change may have been to this key, after the read).
+    /// (the change may have been to this key, after the read). Inserts first and checks after:
+    /// a change pushed between a check and the insert would otherwise be missed (the listener
+    /// bumps the epoch before it removes the key).
     pub(crate) fn insert_read_at(&self, epoch: u64, key: Key, snapshot: Snapshot) {
-        if self.epoch() == epoch {
-            self.insert(key, snapshot);
+        if self.epoch() != epoch {
+            return;
+        }
+        self.insert(key, snapshot);
+        if self.epoch() != epoch {
+            self.entries.remove(&key);
         }
     }
 

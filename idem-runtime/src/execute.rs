@@ -107,8 +107,6 @@ where
         return decode::<T, E, P>(&call, &entry.snapshot);
     }
 
-    // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
-    let epoch = inner.cache.as_ref().map_or(0, |c| c.epoch());
     let started = Instant::now();
     let mut poll = Duration::from_millis(2);
     let mut waited = false;
@@ -121,6 +119,8 @@ where
             ttl: call.options.ttl,
             worker: &inner.worker,
         };
+        // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
+        let epoch = inner.cache.as_ref().map_or(0, |c| c.epoch());
         // Fail closed: no claim, no body.
         let claim_started = Instant::now();
         let claimed = inner.store.claim(&request).await;
@@ -306,6 +306,8 @@ where
         return fail_with(idem, &call.op, &aref, ttl, err).await;
     }
 
+    // A forget pushed between this completion's commit and the cache insert must win.
+    let epoch = inner.cache.as_ref().map_or(0, |c| c.epoch());
     match complete(
         idem,
         &aref,
@@ -326,7 +328,7 @@ where
                     expires_at: now_millis().saturating_add(millis(ttl)),
                     fingerprint: call.fingerprint,
                 };
-                cache.insert(call.key, snapshot);
+                cache.insert_read_at(epoch, call.key, snapshot);
             }
             result
         }

@@ -41,6 +41,8 @@ pub(super) struct Notifier {
     sinks: Sinks,
     /// Some cache watches (so the listener must run).
     watched: AtomicBool,
+    /// `close` was called: never start again.
+    closed: AtomicBool,
 }
 
 /// Marks the listener down and dead when its task ends, however it ends (including runtime
@@ -69,6 +71,7 @@ impl Notifier {
             alive: Arc::new(AtomicBool::new(false)),
             sinks: Arc::default(),
             watched: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -105,6 +108,9 @@ impl Notifier {
 
     /// Spawns the listener task unless it runs.
     fn start(&self) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
         let mut task = self.task.lock();
         if task.as_ref().is_none_or(JoinHandle::is_finished) {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -153,6 +159,7 @@ impl Notifier {
 impl Notifier {
     /// Stops the listener and closes its connection.
     pub(super) async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         if let Some(task) = self.task.lock().take() {
             task.abort();
         }
@@ -177,7 +184,9 @@ struct Fanout {
 impl Fanout {
     /// `None`: notifications may have been lost.
     fn send(&self, key: Option<Key>) {
-        for sink in self.sinks.lock().iter().filter_map(Weak::upgrade) {
+        // Not under the lock: a sink may call back into the store (`watch`).
+        let sinks: Vec<_> = self.sinks.lock().iter().filter_map(Weak::upgrade).collect();
+        for sink in sinks {
             sink.changed(key.as_ref());
         }
         let _ = self.waiters.send(key);

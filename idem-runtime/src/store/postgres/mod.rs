@@ -42,7 +42,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgExecutor, Row};
 
@@ -482,12 +481,18 @@ fn fingerprint_of(row: &PgRow) -> Result<Option<Fingerprint>, String> {
         .transpose()
 }
 
-/// Milliseconds since the Unix epoch of a `timestamptz` column.
-fn millis_of(row: &PgRow, column: &str) -> Result<Option<i64>, String> {
-    Ok(row
-        .try_get::<Option<DateTime<Utc>>, _>(column)
-        .map_err(col)?
-        .map(|t| t.timestamp_millis()))
+/// A `timestamptz` column as PostgreSQL sends it in binary: microseconds since 2000-01-01 UTC,
+/// `i64::MAX` / `i64::MIN` for `'infinity'` / `'-infinity'`. Compared as they are, so the store
+/// judges liveness exactly as the statement did (to the microsecond), and no value (an operator's
+/// `'infinity'`, say) can overflow a date type.
+fn micros_of(row: &PgRow, column: &str) -> Result<Option<i64>, String> {
+    row.try_get_unchecked::<Option<i64>, _>(column).map_err(col)
+}
+
+/// Microseconds since 2000-01-01 (PostgreSQL's epoch) as milliseconds since 1970-01-01.
+fn unix_millis(pg_micros: i64) -> i64 {
+    const PG_EPOCH_UNIX_MILLIS: i64 = 946_684_800_000;
+    (pg_micros / 1000).saturating_add(PG_EPOCH_UNIX_MILLIS)
 }
 
 /// Decodes the claim statement's row (a record that exists) into a decision. Liveness is
@@ -513,13 +518,14 @@ fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Claimed, String> {
     }
     let attempt = u64_of(row.try_get("attempt").map_err(col)?, "attempt")?;
     let status = Status::from_str(&row.try_get::<String, _>("status").map_err(col)?)?;
-    let now = millis_of(row, "now")?.ok_or("the server's clock is NULL")?;
-    let expires_at = millis_of(row, "expires_at")?;
-    let lease_until = millis_of(row, "lease_until")?;
+    let now = micros_of(row, "now")?.ok_or("the server's clock is NULL")?;
+    let expires_at = micros_of(row, "expires_at")?;
+    let lease_until = micros_of(row, "lease_until")?;
     let live_completed = status == Status::Completed && expires_at.is_some_and(|e| e > now);
     let live_running = status == Status::Running && lease_until.is_some_and(|l| l > now);
     if !live_completed && !live_running {
-        // Claimable in the snapshot, but a concurrent claimer got the newest version first.
+        // The statement judged it claimable (by the same instant, to the microsecond) and
+        // called `acquire`, which found a newer version that a concurrent claimer made live.
         return Ok(Claimed::Changed);
     }
     let fingerprint = fingerprint_of(row)?;
@@ -532,11 +538,11 @@ fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Claimed, String> {
         }
     }
     if live_running {
-        let left = lease_until.map_or(0, |l| l - now);
+        let left = lease_until.map_or(0, |l| l.saturating_sub(now));
         return Ok(Claimed::Decided {
             claim: Claim::Running {
                 attempt,
-                lease_left: Duration::from_millis(u64::try_from(left).unwrap_or(0)),
+                lease_left: Duration::from_micros(u64::try_from(left).unwrap_or(0)),
             },
             waiters: row.try_get("waiters").map_err(col)?,
         });
@@ -551,7 +557,7 @@ fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Claimed, String> {
             attempt,
             kind,
             bytes,
-            expires_at: expires_at.unwrap_or(i64::MAX),
+            expires_at: expires_at.map_or(i64::MAX, unix_millis),
             fingerprint,
         }),
         waiters: false,

@@ -9,9 +9,8 @@
 //! counter in one of 64 slots chosen by a hash of the operation name.
 //!
 //! A wrong guess costs time, never correctness: both statements decide race-free on their own.
-//! Guessing "new" for a key that has a record costs one extra round trip that reads one index
-//! page and writes nothing; guessing "replay" for a new key costs the read statement's call of
-//! the acquire function, a few microseconds of server time.
+//! Either wrong guess costs one extra round trip that decides nothing and writes nothing
+//! (an insert that finds the key's record, or a read that finds none).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

@@ -155,13 +155,18 @@ CREATE TRIGGER "{prefix}past_attempt" AFTER UPDATE OF attempt ON {records}
 -- (`ExecConstraints` -> `stringToNode`): measured, 14% of the server's CPU per claimed and
 -- completed key. The records table, written by every claim, completion and heartbeat, keeps
 -- none; readers validate each row instead (a bad value is `Error::Corrupt`).
-ALTER TABLE {records}
-    DROP CONSTRAINT IF EXISTS "{prefix}records_key_check",
-    DROP CONSTRAINT IF EXISTS "{prefix}records_status_check",
-    DROP CONSTRAINT IF EXISTS "{prefix}records_attempt_check",
-    DROP CONSTRAINT IF EXISTS "{prefix}records_fingerprint_check",
-    DROP CONSTRAINT IF EXISTS "{prefix}records_snapshot_kind_check",
-    DROP CONSTRAINT IF EXISTS "{prefix}records_attempt_outcome_check";
+-- By catalog, not by name: PostgreSQL shortens generated names past 63 bytes its own way.
+DO $idem$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT conname FROM pg_constraint
+             WHERE conrelid = '{records}'::regclass AND contype = 'c'
+    LOOP
+        EXECUTE format('ALTER TABLE {records} DROP CONSTRAINT %I', c.conname);
+    END LOOP;
+END
+$idem$;
 
 -- The write half of a claim. The claim statement is a plain SELECT of the record that calls
 -- this only when the record is not live, so a replay or a wait reads one row and initializes no
@@ -208,7 +213,10 @@ BEGIN
         waiters = false,
         attempt_started_at = excluded.attempt_started_at,
         attempt_outcome = 'running'
-    WHERE NOT coalesce((r.status = 'completed' AND r.expires_at > v_now)
+    -- Only a record of a known status is replaced: any other is corrupt, and the claim
+    -- statement reports it instead of running the body again.
+    WHERE r.status IN ('running', 'completed', 'failed')
+      AND NOT coalesce((r.status = 'completed' AND r.expires_at > v_now)
                        OR (r.status = 'running' AND r.lease_until > v_now), false)
     RETURNING r.attempt, r.taken_over_from INTO v_attempt, v_from;
     IF v_attempt IS NULL THEN

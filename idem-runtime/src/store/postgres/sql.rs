@@ -1,8 +1,10 @@
 //! The statement text of the PostgreSQL store, built once per store from its validated names.
 //!
-//! Every decision is one statement (autocommit, READ COMMITTED), and every time is the server's
-//! `statement_timestamp()`: fixed for the whole statement, current for each statement, even
-//! inside a caller's longer transaction.
+//! Every decision is made by one statement (autocommit, READ COMMITTED): a claim by `claim` or
+//! `claim_new` (the store may send the other first, which then decided nothing and wrote
+//! nothing), a completion by `complete` (its NOTIFY, when someone waits, follows in its own
+//! statement). Every time is the server's `statement_timestamp()`: fixed for the whole
+//! statement, current for each statement, even inside a caller's longer transaction.
 
 use super::schema::Names;
 
@@ -78,6 +80,9 @@ impl Sql {
             // liveness and milliseconds in SQL 10-15 µs more, so the store returns raw columns
             // and the server's `now` and decides from them with the server's clock.
             //
+            // A record whose status is not one of the three is returned as it is, so the store
+            // reports it as corrupt instead of running the body again.
+            //
             // No row: the key has no record; the store inserts (`claim_new`). `acquired` NULL
             // on a record that is not live: a concurrent claimer made it live after this
             // statement's snapshot; the store runs the statement again, which sees the
@@ -90,7 +95,8 @@ impl Sql {
             claim: format!(
                 "SELECT r.attempt, r.fingerprint, r.status, r.snapshot, r.snapshot_kind,
                         r.expires_at, r.lease_until, {NOW} AS now, r.waiters,
-                        CASE WHEN NOT coalesce({live}, false)
+                        CASE WHEN r.status IN ('running', 'completed', 'failed')
+                                  AND NOT coalesce({live}, false)
                              THEN {acquire}($1, $2, $3, $4::float8, $5, $6::float8)
                         END AS acquired
                  FROM {records} r WHERE r.key = $1"
