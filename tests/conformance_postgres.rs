@@ -202,24 +202,24 @@ async fn corrupt_snapshot_row_is_a_typed_error() {
     let op = idem_tests::unique_op("corrupt");
     let runs = AtomicUsize::new(0);
     count_call(&idem, &op, &runs).await.unwrap();
-    sqlx::query(&format!(
-        "UPDATE {table} SET snapshot = '\\x00ff13' WHERE op = $1"
-    ))
-    .bind(&op)
-    .execute(&pool)
-    .await
-    .unwrap();
+    let set = |assignments: &'static str| {
+        let (pool, table, op) = (pool.clone(), table.clone(), op.clone());
+        async move {
+            sqlx::query(&format!("UPDATE {table} SET {assignments} WHERE op = $1"))
+                .bind(&op)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    set("snapshot = '\\x00ff13'").await;
     match count_call(&idem, &op, &runs).await {
         Err(TestError::Idem(e @ Error::SnapshotDecode { .. })) => {
             assert!(e.to_string().contains(&op), "{e}")
         }
         other => panic!("expected SnapshotDecode, got {other:?}"),
     }
-    sqlx::query(&format!("UPDATE {table} SET snapshot = NULL WHERE op = $1"))
-        .bind(&op)
-        .execute(&pool)
-        .await
-        .unwrap();
+    set("snapshot = NULL").await;
     let r = count_call(&idem, &op, &runs).await;
     assert!(
         matches!(r, Err(TestError::Idem(Error::Corrupt { .. }))),
@@ -227,27 +227,14 @@ async fn corrupt_snapshot_row_is_a_typed_error() {
     );
     // A status no version of idem writes (the table has no CHECK constraints since format 2):
     // corrupt, never replaced and run again.
-    sqlx::query(&format!(
-        "UPDATE {table} SET status = 'done', snapshot = convert_to('\"ran\"', 'UTF8')
-         WHERE op = $1"
-    ))
-    .bind(&op)
-    .execute(&pool)
-    .await
-    .unwrap();
+    set("status = 'done', snapshot = convert_to('\"ran\"', 'UTF8')").await;
     let r = count_call(&idem, &op, &runs).await;
     assert!(
         matches!(&r, Err(TestError::Idem(Error::Corrupt { reason, .. })) if reason.contains("done")),
         "{r:?}"
     );
     // An operator pinning a record forever: it replays (no date overflow, no panic).
-    sqlx::query(&format!(
-        "UPDATE {table} SET status = 'completed', expires_at = 'infinity' WHERE op = $1"
-    ))
-    .bind(&op)
-    .execute(&pool)
-    .await
-    .unwrap();
+    set("status = 'completed', expires_at = 'infinity'").await;
     assert_eq!(count_call(&idem, &op, &runs).await.unwrap(), "ran");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
@@ -535,15 +522,9 @@ async fn upgrades_a_version_1_database_in_place() {
     .await
     .unwrap();
     assert_eq!(versions, (1..=FORMAT_VERSION).collect::<Vec<_>>());
-    let checks: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c'",
-    )
-    .bind(format!("\"{schema}\".idem_records"))
-    .fetch_one(&mut *conn)
-    .await
-    .unwrap();
     assert_eq!(
-        checks, 0,
+        check_constraints(&store).await,
+        0,
         "version 2 drops the records table's CHECK constraints"
     );
 
@@ -580,14 +561,7 @@ async fn longest_prefix_migrates_fully() {
     else {
         return;
     };
-    let checks: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c'",
-    )
-    .bind(store.records_table())
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
-    assert_eq!(checks, 0);
+    assert_eq!(check_constraints(&store).await, 0);
     let idem = Idem::builder(Arc::new(store)).cache_capacity(0).build();
     let runs = AtomicUsize::new(0);
     let op = idem_tests::unique_op("long_prefix");
@@ -595,4 +569,15 @@ async fn longest_prefix_migrates_fully() {
         assert_eq!(count_call(&idem, &op, &runs).await.unwrap(), "ran");
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// How many CHECK constraints the store's records table has.
+async fn check_constraints(store: &PostgresStore) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c'",
+    )
+    .bind(store.records_table())
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
 }

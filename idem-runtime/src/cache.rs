@@ -79,7 +79,7 @@ impl SnapshotCache {
         }
     }
 
-    pub(crate) fn insert(&self, key: Key, snapshot: Snapshot) {
+    fn insert(&self, key: Key, snapshot: Snapshot) {
         let valid_until = snapshot
             .expires_at
             .min(now_millis().saturating_add(self.max_staleness_ms));

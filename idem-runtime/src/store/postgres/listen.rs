@@ -6,9 +6,9 @@
 //! (a store with neither holds no extra connection), runs on its own one-connection pool (so
 //! it never takes a slot of the store's pool), reconnects with backoff after losing its
 //! connection (then tells every cache to drop everything: notifications in between are
-//! lost), and stops when the store is dropped. A notification sent between a claim that saw `running` and the waiter subscribing is
-//! missed; the runtime's wait is bounded by a short poll interval, so that costs at most one
-//! poll period, never correctness.
+//! lost), and stops when the store is dropped. A notification sent between a claim that saw
+//! `running` and the waiter subscribing is missed; the runtime's wait is bounded by a short
+//! poll interval, so that costs at most one poll period, never correctness.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};

@@ -363,11 +363,7 @@ impl PostgresStore {
             .map_err(|e| Error::store("claim", req.op, req.key, e))?;
         row.map(|row| u64_of(row.try_get("attempt").map_err(col)?, "attempt"))
             .transpose()
-            .map_err(|reason| Error::Corrupt {
-                op: req.op.to_owned(),
-                key: *req.key,
-                reason,
-            })
+            .map_err(claim_corrupt(req))
     }
 
     /// Runs the claim statement on any executor (a pool, a connection, a caller's transaction).
@@ -383,11 +379,7 @@ impl PostgresStore {
         let Some(row) = row else {
             return Ok(Claimed::NoRecord);
         };
-        decide(req, &row).map_err(|reason| Error::Corrupt {
-            op: req.op.to_owned(),
-            key: *req.key,
-            reason,
-        })
+        decide(req, &row).map_err(claim_corrupt(req))
     }
 
     /// Runs the fenced completion on any executor. With an owned completion comes whether
@@ -456,6 +448,15 @@ fn claim_query<'q>(
         .bind(millis(req.lease))
         .bind(req.worker)
         .bind(millis(req.ttl))
+}
+
+/// The error of a claim statement's row that does not decode, naming the operation and key.
+fn claim_corrupt<'a>(req: &'a ClaimRequest<'_>) -> impl Fn(String) -> Error + 'a {
+    move |reason| Error::Corrupt {
+        op: req.op.to_owned(),
+        key: *req.key,
+        reason,
+    }
 }
 
 fn attempt_i64(attempt: u64) -> i64 {
