@@ -476,6 +476,94 @@ async fn both_claim_statements_decide_alike() {
     }
 }
 
+/// The claim of a new key can wait on a forget or purge that is deleting the key's old row;
+/// that transaction raises the attempt floor just before it commits, after the claim has read
+/// it. The claim still takes an attempt above the deleted one (its insert re-reads the floor
+/// and runs again), so a late completion of the old attempt can never match the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_claim_waiting_on_a_delete_takes_an_attempt_above_it() {
+    let schema = fresh_postgres_schema();
+    let Some(store) = postgres_store(&schema, |b| b).await else {
+        return;
+    };
+    let op = idem_tests::unique_op("floor_race");
+    let key = Call::new(op.clone()).key(&"k").key_value();
+    let req = ClaimRequest {
+        op: &op,
+        key: &key,
+        fingerprint: None,
+        lease: Duration::from_secs(30),
+        ttl: Duration::from_secs(3600),
+        worker: "w",
+    };
+    assert!(matches!(
+        store.claim(&req).await.unwrap(),
+        Claim::Acquired { attempt: 1, .. }
+    ));
+    let records = store.records_table().to_owned();
+    sqlx::query(&format!("UPDATE {records} SET attempt = 5 WHERE key = $1"))
+        .bind(&key.0[..])
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    // A deleter that has removed the row but not yet raised the floor.
+    let mut deleter = store.pool().begin().await.unwrap();
+    sqlx::query(&format!("DELETE FROM {records} WHERE key = $1"))
+        .bind(&key.0[..])
+        .execute(&mut *deleter)
+        .await
+        .unwrap();
+    // Another worker (a new store guesses "new key" first) claims the key: its insert waits
+    // for the deleter.
+    let other = postgres_store(&schema, |b| b).await.unwrap();
+    let claimer = {
+        let (op, key) = (op.clone(), key);
+        tokio::spawn(async move {
+            let req = ClaimRequest {
+                op: &op,
+                key: &key,
+                fingerprint: None,
+                lease: Duration::from_secs(30),
+                ttl: Duration::from_secs(3600),
+                worker: "other",
+            };
+            other.claim(&req).await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO ' || $1 || '%'",
+        )
+        .bind(&records)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if waiting == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the claim never waited for the deleter");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Now the floor, as forget and purge raise it, and the commit.
+    sqlx::query(&format!(
+        "UPDATE \"{schema}\".idem_meta SET value = greatest(value, 5)
+         WHERE name = 'attempt_floor'"
+    ))
+    .execute(&mut *deleter)
+    .await
+    .unwrap();
+    deleter.commit().await.unwrap();
+
+    let claim = claimer.await.unwrap().unwrap();
+    assert!(
+        matches!(claim, Claim::Acquired { attempt: 6, .. }),
+        "the new attempt is above the deleted attempt 5: {claim:?}"
+    );
+}
+
 /// A database that version 1 of the format created (a frozen copy of its DDL) is upgraded in
 /// place when this build opens it: its records replay, its attempt floor holds, and the CHECK
 /// constraints version 2 drops are gone.
@@ -546,6 +634,30 @@ async fn upgrades_a_version_1_database_in_place() {
         v.parse().unwrap()
     };
     assert_eq!(fresh, 8, "a new key starts above version 1's attempt floor");
+    // A floor raised as an older build raises it (the meta row only) reaches the claim of a
+    // new key, which reads the floor's mirror.
+    sqlx::query(&format!(
+        "UPDATE \"{schema}\".idem_meta SET value = 20 WHERE name = 'attempt_floor'"
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let claim = idem
+        .store()
+        .claim(&ClaimRequest {
+            op: &op,
+            key: &Call::new(op.clone()).key(&"newer").key_value(),
+            fingerprint: None,
+            lease: Duration::from_secs(30),
+            ttl: Duration::from_secs(3600),
+            worker: "w",
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(claim, Claim::Acquired { attempt: 21, .. }),
+        "{claim:?}"
+    );
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
         .execute(&mut *conn)
         .await

@@ -350,20 +350,36 @@ impl PostgresStore {
         self.inner.pool.close().await;
     }
 
-    /// Runs the insert of a key without a record on any executor: `Some(attempt)` when it
-    /// inserted (the caller owns that attempt), `None` when the key has a record.
+    /// Runs the insert of a key without a record on any executor.
+    ///
+    /// On a caller's transaction, [`Inserted::FloorMoved`] leaves that transaction aborted
+    /// (the statement failed); on the pool it is simply a statement to run again.
     pub(crate) async fn claim_new_on<'e>(
         &self,
         exec: impl PgExecutor<'e>,
         req: &ClaimRequest<'_>,
-    ) -> Result<Option<u64>, Error> {
-        let row = claim_query(&self.inner.sql.claim_new, req)
+    ) -> Result<Inserted, Error> {
+        let row = match claim_query(&self.inner.sql.claim_new, req)
             .fetch_optional(exec)
             .await
-            .map_err(|e| Error::store("claim", req.op, req.key, e))?;
-        row.map(|row| u64_of(row.try_get("attempt").map_err(col)?, "attempt"))
-            .transpose()
-            .map_err(claim_corrupt(req))
+        {
+            Ok(row) => row,
+            // 22012 division_by_zero: the statement's own check that the attempt it took is
+            // above the attempt floor as read after the insert (see `sql.rs`).
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("22012") => {
+                return Ok(Inserted::FloorMoved)
+            }
+            Err(e) => return Err(Error::store("claim", req.op, req.key, e)),
+        };
+        match row {
+            None => Ok(Inserted::HasRecord),
+            Some(row) => row
+                .try_get("attempt")
+                .map_err(col)
+                .and_then(|attempt| u64_of(attempt, "attempt"))
+                .map(Inserted::Acquired)
+                .map_err(claim_corrupt(req)),
+        }
     }
 
     /// Runs the claim statement on any executor (a pool, a connection, a caller's transaction).
@@ -422,6 +438,18 @@ impl PostgresStore {
             tracing::debug!(op, %error, "idem: cannot notify waiters; they will poll");
         }
     }
+}
+
+/// What the insert of a key without a record (`claim_new`) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    /// It inserted the record: the caller owns this attempt.
+    Acquired(u64),
+    /// The key has a record: run the claim statement.
+    HasRecord,
+    /// The attempt floor rose past the attempt it took while it ran (a purge or forget of
+    /// this key's old row committed in between): it inserted nothing; run it again.
+    FloorMoved,
 }
 
 /// What the claim statement found.
@@ -623,16 +651,20 @@ impl Store for PostgresStore {
         let mut learned = false;
         for _ in 0..CLAIM_TRIES {
             if insert {
-                let acquired = self.claim_new_on(&self.inner.pool, req).await?;
+                let inserted = self.claim_new_on(&self.inner.pool, req).await?;
                 if !learned {
-                    predictor.learn(req.op, acquired.is_some());
+                    predictor.learn(req.op, inserted != Inserted::HasRecord);
                     learned = true;
                 }
-                if let Some(attempt) = acquired {
-                    return Ok(Claim::Acquired {
-                        attempt,
-                        took_over: None,
-                    });
+                match inserted {
+                    Inserted::Acquired(attempt) => {
+                        return Ok(Claim::Acquired {
+                            attempt,
+                            took_over: None,
+                        })
+                    }
+                    Inserted::FloorMoved => continue,
+                    Inserted::HasRecord => {}
                 }
             }
             let claimed = self.claim_on(&self.inner.pool, req).await?;
