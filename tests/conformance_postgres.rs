@@ -544,7 +544,10 @@ async fn new_claim_waiting_on_a_delete_takes_an_attempt_above_it() {
         if waiting == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the claim never waited for the deleter");
+        assert!(
+            Instant::now() < deadline,
+            "the claim never waited for the deleter"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Now the floor, as forget and purge raise it, and the commit.

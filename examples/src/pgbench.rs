@@ -71,8 +71,11 @@ impl Pgbench {
         let base = url.split('?').next().unwrap_or(url);
         let options =
             PgConnectOptions::from_str(base).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+        // `sslmode=disable`: the sqlx sides speak plain TCP (idem is built without TLS), while
+        // libpq's default (`prefer`) would encrypt when the server offers it, costing pgbench
+        // 20-25% of its throughput here and making it a weaker reference than it is.
         let mut conninfo = format!(
-            "host={} port={} user={}",
+            "sslmode=disable host={} port={} user={}",
             options.get_host(),
             options.get_port(),
             options.get_username()

@@ -32,6 +32,7 @@
 //! `application_name` parameter names the store's connections (default `idem`), so an operator
 //! can find them in `pg_stat_activity`.
 
+mod conn;
 mod listen;
 mod predict;
 mod schema;
@@ -45,6 +46,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgExecutor, Row};
 
+use self::conn::Connections;
 use self::listen::Notifier;
 use self::predict::Predictor;
 use self::schema::Names;
@@ -75,7 +77,7 @@ pub struct PostgresStore {
 
 #[derive(Debug)]
 struct Inner {
-    pool: PgPool,
+    conns: Arc<Connections>,
     names: Names,
     sql: Sql,
     notifier: Option<Notifier>,
@@ -227,8 +229,8 @@ impl PostgresStoreBuilder {
         };
         // Validated before anything connects.
         let names = Names::new(&self.schema, &self.table_prefix)?;
-        let (pool, url) = match self.source.clone() {
-            Source::Pool(pool) => (pool, None),
+        let (pool, url, owned) = match self.source.clone() {
+            Source::Pool(pool) => (pool, None, false),
             Source::Url(url) => {
                 let stripped = stripped.unwrap_or_else(|| url.clone());
                 let open_err = |reason: &str, e: sqlx::Error| Error::Open {
@@ -253,7 +255,7 @@ impl PostgresStoreBuilder {
                     .connect_with(options)
                     .await
                     .map_err(|e| open_err("cannot connect", e))?;
-                (pool, Some(url))
+                (pool, Some(url), true)
             }
         };
         if self.migrate {
@@ -285,7 +287,11 @@ impl PostgresStoreBuilder {
         let sql = Sql::new(&names);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
-                pool,
+                conns: if owned {
+                    Connections::owned(pool)
+                } else {
+                    Connections::shared(pool)
+                },
                 names,
                 sql,
                 notifier,
@@ -314,7 +320,7 @@ impl PostgresStore {
 
     /// The underlying pool.
     pub fn pool(&self) -> &PgPool {
-        &self.inner.pool
+        self.inner.conns.pool()
     }
 
     /// The schema holding the tables.
@@ -347,7 +353,8 @@ impl PostgresStore {
         if let Some(notifier) = &self.inner.notifier {
             notifier.close().await;
         }
-        self.inner.pool.close().await;
+        self.inner.conns.give_back_all();
+        self.inner.conns.pool().close().await;
     }
 
     /// Runs the insert of a key without a record on any executor.
@@ -432,11 +439,87 @@ impl PostgresStore {
     async fn notify(&self, op: &str, key: &Key) {
         if let Err(error) = sqlx::query(&self.inner.sql.notify)
             .bind(&key.0[..])
-            .execute(&self.inner.pool)
+            .execute(self.pool())
             .await
         {
             tracing::debug!(op, %error, "idem: cannot notify waiters; they will poll");
         }
+    }
+}
+
+impl PostgresStore {
+    /// A connection for a hot statement (see `conn.rs`), or the typed error of `action`.
+    async fn held(
+        &self,
+        action: &'static str,
+        op: &str,
+        key: &Key,
+    ) -> Result<conn::Held<'_>, Error> {
+        self.inner
+            .conns
+            .get()
+            .await
+            .map_err(|e| Error::store(action, op, key, e))
+    }
+
+    /// Decides a claim on one connection: one statement when the guess is right.
+    async fn claim_with(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        req: &ClaimRequest<'_>,
+    ) -> Result<Claim, Error> {
+        // Which statement goes first: the insert (a key without a record) or the read (one
+        // with a record). Each decides alone; a wrong guess costs one more round trip.
+        let predictor = &self.inner.predictor;
+        let mut insert = predictor.guess_new(req.op);
+        let mut learned = false;
+        for _ in 0..CLAIM_TRIES {
+            if insert {
+                let inserted = self.claim_new_on(&mut *conn, req).await?;
+                if !learned {
+                    predictor.learn(req.op, inserted != Inserted::HasRecord);
+                    learned = true;
+                }
+                match inserted {
+                    Inserted::Acquired(attempt) => {
+                        return Ok(Claim::Acquired {
+                            attempt,
+                            took_over: None,
+                        })
+                    }
+                    Inserted::FloorMoved => continue,
+                    Inserted::HasRecord => {}
+                }
+            }
+            let claimed = self.claim_on(&mut *conn, req).await?;
+            if !learned {
+                predictor.learn(req.op, matches!(claimed, Claimed::NoRecord));
+                learned = true;
+            }
+            match claimed {
+                Claimed::NoRecord => insert = true,
+                Claimed::Changed => insert = false,
+                Claimed::Decided { claim, waiters } => {
+                    if let Claim::Running { attempt, .. } = claim {
+                        if !waiters {
+                            sqlx::query(&self.inner.sql.flag_waiters)
+                                .bind(&req.key.0[..])
+                                .bind(attempt_i64(attempt))
+                                .execute(&mut *conn)
+                                .await
+                                .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+                        }
+                    }
+                    return Ok(claim);
+                }
+            }
+        }
+        Err(Error::store(
+            "claim",
+            req.op,
+            req.key,
+            "the record kept changing during the claim",
+        ))
     }
 }
 
@@ -644,68 +727,22 @@ impl Store for PostgresStore {
         if let Some(notifier) = &self.inner.notifier {
             notifier.keep_listening();
         }
-        // Which statement goes first: the insert (a key without a record) or the read (one
-        // with a record). Each decides alone; a wrong guess costs one more round trip.
-        let predictor = &self.inner.predictor;
-        let mut insert = predictor.guess_new(req.op);
-        let mut learned = false;
-        for _ in 0..CLAIM_TRIES {
-            if insert {
-                let inserted = self.claim_new_on(&self.inner.pool, req).await?;
-                if !learned {
-                    predictor.learn(req.op, inserted != Inserted::HasRecord);
-                    learned = true;
-                }
-                match inserted {
-                    Inserted::Acquired(attempt) => {
-                        return Ok(Claim::Acquired {
-                            attempt,
-                            took_over: None,
-                        })
-                    }
-                    Inserted::FloorMoved => continue,
-                    Inserted::HasRecord => {}
-                }
-            }
-            let claimed = self.claim_on(&self.inner.pool, req).await?;
-            if !learned {
-                predictor.learn(req.op, matches!(claimed, Claimed::NoRecord));
-                learned = true;
-            }
-            match claimed {
-                Claimed::NoRecord => insert = true,
-                Claimed::Changed => insert = false,
-                Claimed::Decided { claim, waiters } => {
-                    if let Claim::Running { attempt, .. } = claim {
-                        if !waiters {
-                            sqlx::query(&self.inner.sql.flag_waiters)
-                                .bind(&req.key.0[..])
-                                .bind(attempt_i64(attempt))
-                                .execute(&self.inner.pool)
-                                .await
-                                .map_err(|e| Error::store("claim", req.op, req.key, e))?;
-                        }
-                    }
-                    return Ok(claim);
-                }
-            }
-        }
-        Err(Error::store(
-            "claim",
-            req.op,
-            req.key,
-            "the record kept changing during the claim",
-        ))
+        let mut held = self.held("claim", req.op, req.key).await?;
+        let claim = self.claim_with(held.conn(), req).await?;
+        held.done();
+        Ok(claim)
     }
 
     async fn renew(&self, a: &AttemptRef<'_>, lease: Duration) -> Result<Fence, Error> {
+        let mut held = self.held("renew", a.op, a.key).await?;
         let done = sqlx::query(&self.inner.sql.renew)
             .bind(&a.key.0[..])
             .bind(attempt_i64(a.attempt))
             .bind(millis(lease))
-            .execute(&self.inner.pool)
+            .execute(held.conn())
             .await
             .map_err(|e| Error::store("renew", a.op, a.key, e))?;
+        held.done();
         Ok(if done.rows_affected() == 1 {
             Fence::Owned
         } else {
@@ -714,7 +751,9 @@ impl Store for PostgresStore {
     }
 
     async fn complete(&self, a: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error> {
-        let (fence, waiters) = self.complete_on(&self.inner.pool, a, outcome).await?;
+        let mut held = self.held("complete", a.op, a.key).await?;
+        let (fence, waiters) = self.complete_on(held.conn(), a, outcome).await?;
+        held.done();
         if waiters {
             self.notify(a.op, a.key).await;
         }
@@ -724,7 +763,7 @@ impl Store for PostgresStore {
                 .bind(&a.key.0[..])
                 .bind(attempt_i64(a.attempt))
                 .bind(error)
-                .execute(&self.inner.pool)
+                .execute(self.pool())
                 .await
                 .map_err(|e| Error::store("complete", a.op, a.key, e))?;
         }
@@ -751,7 +790,7 @@ impl Store for PostgresStore {
     async fn get(&self, key: &Key) -> Result<Option<Record>, Error> {
         let row = sqlx::query(&self.inner.sql.get)
             .bind(&key.0[..])
-            .fetch_optional(&self.inner.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(|e| Error::store("get", "", key, e))?;
         row.map(|r| record_of(&r)).transpose().map_err(corrupt(key))
@@ -760,7 +799,7 @@ impl Store for PostgresStore {
     async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error> {
         let rows = sqlx::query(&self.inner.sql.attempts)
             .bind(&key.0[..])
-            .fetch_all(&self.inner.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(|e| Error::store("attempts", "", key, e))?;
         rows.iter()
@@ -775,7 +814,7 @@ impl Store for PostgresStore {
             .bind(filter.status.map(Status::as_str))
             .bind(filter.updated_before)
             .bind(i64::from(filter.limit.unwrap_or(1000)))
-            .fetch_all(&self.inner.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(|e| Error::store("list", "", &NO_KEY, e))?;
         rows.iter()
@@ -787,7 +826,7 @@ impl Store for PostgresStore {
     async fn forget(&self, key: &Key) -> Result<bool, Error> {
         let gone: i64 = sqlx::query_scalar(&self.inner.sql.forget)
             .bind(&key.0[..])
-            .fetch_one(&self.inner.pool)
+            .fetch_one(self.pool())
             .await
             .map_err(|e| Error::store("forget", "", key, e))?;
         Ok(gone > 0)
@@ -796,7 +835,7 @@ impl Store for PostgresStore {
     async fn release(&self, key: &Key) -> Result<bool, Error> {
         let released: i64 = sqlx::query_scalar(&self.inner.sql.release)
             .bind(&key.0[..])
-            .fetch_one(&self.inner.pool)
+            .fetch_one(self.pool())
             .await
             .map_err(|e| Error::store("release", "", key, e))?;
         Ok(released > 0)
@@ -806,7 +845,7 @@ impl Store for PostgresStore {
         let gone: i64 = sqlx::query_scalar(&self.inner.sql.purge)
             .bind(i64::from(batch))
             .bind(millis(abandoned_after))
-            .fetch_one(&self.inner.pool)
+            .fetch_one(self.pool())
             .await
             .map_err(|e| Error::store("purge", "", &NO_KEY, e))?;
         Ok(u64::try_from(gone).unwrap_or(0))

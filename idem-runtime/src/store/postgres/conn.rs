@@ -1,0 +1,158 @@
+//! Connections the store keeps checked out of its own pool between hot statements, so a claim or
+//! a completion does not pay sqlx's release round trip.
+//!
+//! sqlx tests every connection given back to a pool with a round trip (`return_to_pool` ->
+//! `ping`, a Sync message, on a spawned task): per statement, one more message for the server to
+//! answer and one more wake-up on each side. Measured on the hit path (one client): one Sync
+//! sent and one ReadyForQuery read per claim, on another connection than the claim's own.
+//!
+//! A store that created its pool keeps each connection whose statements finished on a small
+//! LIFO stack and hands it to the next statement at once. Anything else goes back through sqlx,
+//! ping and all: a statement whose future was dropped mid-way, any error. Connections
+//! idle on the stack longer than [`IDLE`] are given back to the pool by a sweeper, and each one
+//! is given back at least every [`HOLD`], so the pool's own rules (its idle timeout, its
+//! connection lifetime, [`super::PostgresStore::pool`] users) see every connection soon.
+//!
+//! A store on an application's pool keeps nothing: that pool is the application's to manage.
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::Postgres;
+
+/// How long a connection may wait on the stack before the sweeper gives it back to the pool.
+const IDLE: Duration = Duration::from_millis(250);
+/// How long a connection may stay checked out of the pool in all, however busy.
+const HOLD: Duration = Duration::from_secs(60);
+
+/// A connection on the stack: since when it is checked out, since when it is idle.
+#[derive(Debug)]
+struct Kept {
+    conn: PoolConnection<Postgres>,
+    checked_out: Instant,
+    idle_since: Instant,
+}
+
+/// The store's pool and the connections kept out of it.
+#[derive(Debug)]
+pub(super) struct Connections {
+    pool: PgPool,
+    /// `None`: keep nothing (an application's pool).
+    stack: Option<Mutex<Vec<Kept>>>,
+}
+
+impl Connections {
+    /// Connections of a pool the store created: clean ones are kept, and a sweeper (which ends
+    /// with the store) gives idle ones back.
+    pub(super) fn owned(pool: PgPool) -> Arc<Self> {
+        let this = Arc::new(Self {
+            pool,
+            stack: Some(Mutex::new(Vec::new())),
+        });
+        let weak = Arc::downgrade(&this);
+        tokio::spawn(sweep(weak));
+        this
+    }
+
+    /// Connections of an application's pool: each statement acquires and releases as usual.
+    pub(super) fn shared(pool: PgPool) -> Arc<Self> {
+        Arc::new(Self { pool, stack: None })
+    }
+
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A connection: the most recently used kept one, else one from the pool.
+    pub(super) async fn get(&self) -> Result<Held<'_>, sqlx::Error> {
+        let kept = self.stack.as_ref().and_then(|s| lock(s).pop());
+        let (conn, checked_out) = match kept {
+            Some(k) => (k.conn, k.checked_out),
+            None => (self.pool.acquire().await?, Instant::now()),
+        };
+        Ok(Held {
+            owner: self,
+            conn,
+            checked_out,
+        })
+    }
+
+    /// Gives every kept connection back to the pool (before the pool closes, which waits for
+    /// all of them).
+    pub(super) fn give_back_all(&self) {
+        if let Some(stack) = &self.stack {
+            drop(std::mem::take(&mut *lock(stack)));
+        }
+    }
+
+    /// Gives back the connections idle longer than [`IDLE`] (the oldest are at the bottom).
+    fn give_back_idle(&self) {
+        let Some(stack) = &self.stack else { return };
+        let stale: Vec<Kept> = {
+            let mut stack = lock(stack);
+            let fresh_from = stack
+                .iter()
+                .position(|k| k.idle_since.elapsed() < IDLE)
+                .unwrap_or(stack.len());
+            stack.drain(..fresh_from).collect()
+        };
+        // Dropped outside the lock: each drop spawns sqlx's release.
+        drop(stale);
+    }
+}
+
+/// A connection checked out for one statement (or one claim's few). Dropped without
+/// [`Held::done`] (an error, a cancelled call), it goes back through sqlx.
+#[derive(Debug)]
+pub(super) struct Held<'a> {
+    owner: &'a Connections,
+    conn: PoolConnection<Postgres>,
+    checked_out: Instant,
+}
+
+impl Held<'_> {
+    /// The connection, to run statements on.
+    pub(super) fn conn(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+
+    /// Ends the use after its statements finished (with rows, no rows or a database error
+    /// the caller handled: the protocol is then at a clean ReadyForQuery): the connection goes
+    /// on the stack.
+    pub(super) fn done(self) {
+        let Some(stack) = &self.owner.stack else {
+            return;
+        };
+        if self.checked_out.elapsed() < HOLD && !self.owner.pool.is_closed() {
+            lock(stack).push(Kept {
+                conn: self.conn,
+                checked_out: self.checked_out,
+                idle_since: Instant::now(),
+            });
+        }
+    }
+}
+
+fn lock(stack: &Mutex<Vec<Kept>>) -> std::sync::MutexGuard<'_, Vec<Kept>> {
+    // Nothing panics while holding it; a poisoned stack is still a valid stack.
+    stack.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Gives idle connections back every [`IDLE`], until the store is gone.
+async fn sweep(connections: Weak<Connections>) {
+    let mut tick = tokio::time::interval(IDLE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(connections) = connections.upgrade() else {
+            return;
+        };
+        if connections.pool.is_closed() {
+            connections.give_back_all();
+            return;
+        }
+        connections.give_back_idle();
+    }
+}
