@@ -15,6 +15,7 @@ use idem_runtime::store::{AttemptRef, Claim, ClaimRequest, Fence, Outcome, Store
 use idem_runtime::{Call, Error, Idem};
 use idem_tests::backends::{fresh_postgres_schema, postgres_store, postgres_url};
 use idem_tests::conformance::{count_call, TestError};
+use sqlx::Connection;
 
 /// Schema names and table prefixes are validated identifiers: anything that could change a
 /// statement is refused as configuration, before any connection, through the builder or the URL.
@@ -695,4 +696,95 @@ async fn check_constraints(store: &PostgresStore) -> i64 {
     .fetch_one(store.pool())
     .await
     .unwrap()
+}
+
+/// The store keeps connections checked out between hot statements (skipping sqlx's release
+/// round trip). A claim cancelled mid-statement does not hand its connection, with the
+/// statement's answer still unread, to the next claim; kept connections go back to the pool
+/// when idle, so the pool's other users are not starved; and `close` does not wait for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_connections_stay_clean_and_go_back_to_the_pool() {
+    let schema = fresh_postgres_schema();
+    let Some(store) = postgres_store(&schema, |b| b.max_connections(2)).await else {
+        return;
+    };
+    let op = idem_tests::unique_op("kept");
+    let claim = |name: &'static str| {
+        let (store, op) = (&store, op.clone());
+        async move {
+            let key = Call::new(op.clone()).key(&name).key_value();
+            let req = ClaimRequest {
+                op: &op,
+                key: &key,
+                fingerprint: None,
+                lease: Duration::from_secs(30),
+                ttl: Duration::from_secs(3600),
+                worker: "w",
+            };
+            store.claim(&req).await
+        }
+    };
+    let complete = |name: &'static str, attempt: u64| {
+        let (store, op) = (&store, op.clone());
+        async move {
+            let key = Call::new(op.clone()).key(&name).key_value();
+            let a = AttemptRef {
+                op: &op,
+                key: &key,
+                attempt,
+            };
+            let outcome = Outcome::Snapshot {
+                kind: SnapshotKind::Ok,
+                bytes: name.as_bytes(),
+                ttl: Duration::from_secs(3600),
+            };
+            store.complete(&a, outcome).await.unwrap()
+        }
+    };
+
+    // A claim stuck behind a table lock, cancelled by its caller's timeout.
+    let records = store.records_table().to_owned();
+    let mut locker = sqlx::PgConnection::connect(&postgres_url()).await.unwrap();
+    sqlx::Executor::execute(&mut locker, "BEGIN").await.unwrap();
+    sqlx::Executor::execute(
+        &mut locker,
+        format!("LOCK TABLE {records} IN ACCESS EXCLUSIVE MODE").as_str(),
+    )
+    .await
+    .unwrap();
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), claim("stuck")).await;
+    assert!(cancelled.is_err(), "the claim waited for the lock");
+    sqlx::Executor::execute(&mut locker, "ROLLBACK")
+        .await
+        .unwrap();
+
+    // Every later statement gets its own answer, on every connection.
+    for (name, other) in [("a", "b"), ("c", "d"), ("e", "f")] {
+        let (x, y) = tokio::join!(claim(name), claim(other));
+        for (n, c) in [(name, x.unwrap()), (other, y.unwrap())] {
+            let Claim::Acquired { attempt, .. } = c else {
+                panic!("{n}: a new key is acquired: {c:?}");
+            };
+            assert_eq!(complete(n, attempt).await, Fence::Owned, "{n}");
+        }
+        for n in [name, other] {
+            let c = claim(n).await.unwrap();
+            assert!(
+                matches!(&c, Claim::Completed(s) if s.bytes == n.as_bytes()),
+                "{n} replays its own value: {c:?}"
+            );
+        }
+    }
+
+    // Both connections were kept; the pool's other users still get one.
+    let conn = tokio::time::timeout(Duration::from_secs(3), store.pool().acquire()).await;
+    assert!(
+        matches!(conn, Ok(Ok(_))),
+        "kept connections go back to the pool when idle"
+    );
+    drop(conn);
+    let (x, y) = tokio::join!(claim("g"), claim("h"));
+    assert!(x.is_ok() && y.is_ok());
+    let closed = tokio::time::timeout(Duration::from_secs(5), store.close()).await;
+    assert!(closed.is_ok(), "close does not wait for kept connections");
 }
