@@ -483,30 +483,68 @@ async fn both_claim_statements_decide_alike() {
 /// and runs again), so a late completion of the old attempt can never match the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_claim_waiting_on_a_delete_takes_an_attempt_above_it() {
+    claim_racing_a_delete(|store, op, _name, key| async move {
+        let req = ClaimRequest {
+            op: &op,
+            key: &key,
+            fingerprint: None,
+            lease: Duration::from_secs(30),
+            ttl: Duration::from_secs(3600),
+            worker: "other",
+        };
+        match store.claim(&req).await.unwrap() {
+            Claim::Acquired { attempt, .. } => attempt,
+            other => panic!("a key without a record is acquired: {other:?}"),
+        }
+    })
+    .await;
+}
+
+/// The same race inside a transactional step: the insert's abort ends the step's transaction,
+/// and the step claims again in a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_waiting_on_a_delete_takes_an_attempt_above_it() {
+    use idem_runtime::store::postgres::Step;
+    claim_racing_a_delete(|store, op, name, _key| async move {
+        match store
+            .begin_step::<String>(Call::new(op).key(&name), "other")
+            .await
+            .unwrap()
+        {
+            Step::Claimed(tx) => tx.attempt(),
+            Step::Replayed(v) => panic!("a key without a record is claimed: {v}"),
+        }
+    })
+    .await;
+}
+
+/// A record of attempt 5 is deleted by a transaction that raises the floor only after a claim
+/// (`claim(store, op, key name, key)`, run on a second store, whose guess is "new key") waits
+/// on it: that claim must come out with attempt 6.
+async fn claim_racing_a_delete<F, Fut>(claim: F)
+where
+    F: FnOnce(PostgresStore, String, &'static str, idem_runtime::Key) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = u64> + Send + 'static,
+{
     let schema = fresh_postgres_schema();
     let Some(store) = postgres_store(&schema, |b| b).await else {
         return;
     };
     let op = idem_tests::unique_op("floor_race");
-    let key = Call::new(op.clone()).key(&"k").key_value();
-    let req = ClaimRequest {
-        op: &op,
-        key: &key,
-        fingerprint: None,
-        lease: Duration::from_secs(30),
-        ttl: Duration::from_secs(3600),
-        worker: "w",
-    };
-    assert!(matches!(
-        store.claim(&req).await.unwrap(),
-        Claim::Acquired { attempt: 1, .. }
-    ));
+    let name = "k";
+    let key = Call::new(op.clone()).key(&name).key_value();
     let records = store.records_table().to_owned();
-    sqlx::query(&format!("UPDATE {records} SET attempt = 5 WHERE key = $1"))
-        .bind(&key.0[..])
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO {records} (key, op, status, attempt, snapshot, snapshot_kind, worker,
+             created_at, updated_at, expires_at, attempt_started_at, attempt_outcome)
+         VALUES ($1, $2, 'completed', 5, convert_to('\"old\"', 'UTF8'), 'ok', 'w',
+                 now(), now(), now() + interval '1 hour', now(), 'completed')"
+    ))
+    .bind(&key.0[..])
+    .bind(&op)
+    .execute(store.pool())
+    .await
+    .unwrap();
 
     // A deleter that has removed the row but not yet raised the floor.
     let mut deleter = store.pool().begin().await.unwrap();
@@ -518,20 +556,7 @@ async fn new_claim_waiting_on_a_delete_takes_an_attempt_above_it() {
     // Another worker (a new store guesses "new key" first) claims the key: its insert waits
     // for the deleter.
     let other = postgres_store(&schema, |b| b).await.unwrap();
-    let claimer = {
-        let (op, key) = (op.clone(), key);
-        tokio::spawn(async move {
-            let req = ClaimRequest {
-                op: &op,
-                key: &key,
-                fingerprint: None,
-                lease: Duration::from_secs(30),
-                ttl: Duration::from_secs(3600),
-                worker: "other",
-            };
-            other.claim(&req).await
-        })
-    };
+    let claimer = tokio::spawn(claim(other, op.clone(), name, key));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let waiting: i64 = sqlx::query_scalar(
@@ -561,11 +586,8 @@ async fn new_claim_waiting_on_a_delete_takes_an_attempt_above_it() {
     .unwrap();
     deleter.commit().await.unwrap();
 
-    let claim = claimer.await.unwrap().unwrap();
-    assert!(
-        matches!(claim, Claim::Acquired { attempt: 6, .. }),
-        "the new attempt is above the deleted attempt 5: {claim:?}"
-    );
+    let attempt = claimer.await.unwrap();
+    assert_eq!(attempt, 6, "the new attempt is above the deleted attempt 5");
 }
 
 /// A database that version 1 of the format created (a frozen copy of its DDL) is upgraded in
@@ -787,4 +809,183 @@ async fn kept_connections_stay_clean_and_go_back_to_the_pool() {
     assert!(x.is_ok() && y.is_ok());
     let closed = tokio::time::timeout(Duration::from_secs(5), store.close()).await;
     assert!(closed.is_ok(), "close does not wait for kept connections");
+}
+
+/// PostgreSQL transactional steps (DESIGN §6): the claim, the caller's writes and the snapshot
+/// commit in one transaction.
+mod steps {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use idem_runtime::store::postgres::{PostgresStore, Step};
+    use idem_runtime::store::Store;
+    use idem_runtime::{Call, Error, Idem};
+    use idem_tests::backends::{fresh_postgres_schema, postgres_store};
+
+    /// A store in a fresh schema with a table `saved` beside idem's, and that table's name.
+    async fn store() -> Option<(Arc<PostgresStore>, String)> {
+        let schema = fresh_postgres_schema();
+        let store = postgres_store(&schema, |b| b).await?;
+        let saved = format!("\"{schema}\".saved");
+        sqlx::query(&format!("CREATE TABLE {saved} (k text NOT NULL)"))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        Some((Arc::new(store), saved))
+    }
+
+    async fn rows(store: &PostgresStore, saved: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {saved}"))
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// The step of `op` on key `k`: insert a row, record who wrote it.
+    async fn save(
+        store: &PostgresStore,
+        saved: &str,
+        op: &str,
+        worker: &str,
+    ) -> Result<String, Error> {
+        match store
+            .begin_step(Call::new(op.to_owned()).key("k"), worker)
+            .await?
+        {
+            Step::Replayed(v) => Ok(v),
+            Step::Claimed(mut tx) => {
+                sqlx::query(&format!("INSERT INTO {saved} (k) VALUES ('k')"))
+                    .execute(tx.conn())
+                    .await
+                    .unwrap();
+                let value = format!("step by {worker}");
+                tx.commit(&value).await?;
+                Ok(value)
+            }
+        }
+    }
+
+    /// A step abandoned after its write (a crash, a panic, an error) commits nothing: no row,
+    /// no record; the next call runs at once, without waiting for a lease.
+    #[tokio::test]
+    async fn an_abandoned_step_leaves_nothing() {
+        let Some((store, saved)) = store().await else {
+            return;
+        };
+        let op = idem_tests::unique_op("pg_tx_abandoned");
+        let call = || {
+            Call::new(op.clone())
+                .key("k")
+                .lease(Duration::from_secs(30))
+        };
+        match store.begin_step::<String>(call(), "w").await.unwrap() {
+            Step::Claimed(mut tx) => {
+                sqlx::query(&format!("INSERT INTO {saved} (k) VALUES ('k')"))
+                    .execute(tx.conn())
+                    .await
+                    .unwrap();
+                drop(tx); // the crash
+            }
+            Step::Replayed(_) => panic!("a new key must be claimed"),
+        }
+        assert_eq!(
+            rows(&store, &saved).await,
+            0,
+            "the write rolled back with the claim"
+        );
+        let key = call().key_value();
+        assert!(
+            store.get(&key).await.unwrap().is_none(),
+            "and so did the claim"
+        );
+        let begun = Instant::now();
+        assert_eq!(save(&store, &saved, &op, "w").await.unwrap(), "step by w");
+        assert!(
+            begun.elapsed() < Duration::from_secs(10),
+            "no lease to wait for"
+        );
+        assert_eq!(
+            save(&store, &saved, &op, "v").await.unwrap(),
+            "step by w",
+            "replayed"
+        );
+        assert_eq!(rows(&store, &saved).await, 1);
+        let log = store.attempts(&key).await.unwrap();
+        assert_eq!(log.len(), 1, "one attempt: {log:?}");
+    }
+
+    /// 16 concurrent callers of one transactional step, on two stores (two workers): one row,
+    /// one value for all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_steps_write_once() {
+        let Some((store, saved)) = store().await else {
+            return;
+        };
+        let other = Arc::new(
+            postgres_store(store.schema(), |b| b)
+                .await
+                .expect("the same server"),
+        );
+        let op = idem_tests::unique_op("pg_tx_concurrent");
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    store.clone()
+                } else {
+                    other.clone()
+                };
+                let (saved, op) = (saved.clone(), op.clone());
+                tokio::spawn(async move { save(&store, &saved, &op, &format!("w{i}")).await })
+            })
+            .collect();
+        let mut values = Vec::new();
+        for t in tasks {
+            values.push(t.await.unwrap().unwrap());
+        }
+        assert!(values.iter().all(|v| *v == values[0]), "{values:?}");
+        assert_eq!(rows(&store, &saved).await, 1);
+    }
+
+    /// Transactional steps and ordinary calls of the same key, racing: one execution, one value
+    /// for every caller. Ordinary calls wait on the step's transaction, steps on an ordinary
+    /// call's lease.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn steps_and_ordinary_calls_of_one_key_run_once() {
+        let Some((store, saved)) = store().await else {
+            return;
+        };
+        let idem = Idem::builder(store.clone()).cache_capacity(0).build();
+        let op = idem_tests::unique_op("pg_tx_mixed");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, idem, saved, op, calls) = (
+                    store.clone(),
+                    idem.clone(),
+                    saved.clone(),
+                    op.clone(),
+                    calls.clone(),
+                );
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        save(&store, &saved, &op, &format!("w{i}")).await
+                    } else {
+                        idem.call(Call::new(op).key("k"), || async move {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, Error>(format!("call {i}"))
+                        })
+                        .await
+                    }
+                })
+            })
+            .collect();
+        let mut values = Vec::new();
+        for t in tasks {
+            values.push(t.await.unwrap().unwrap());
+        }
+        assert!(values.iter().all(|v| *v == values[0]), "{values:?}");
+        let executions = rows(&store, &saved).await + calls.load(Ordering::SeqCst) as i64;
+        assert_eq!(executions, 1, "{values:?}");
+    }
 }

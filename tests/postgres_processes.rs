@@ -325,3 +325,51 @@ async fn skewed_worker_clocks_neither_steal_nor_keep_leases() {
     );
     assert_eq!(outcomes[1].0, 2);
 }
+
+/// kill -9 of a worker in the middle of a PostgreSQL transactional step, after its write: the
+/// server rolls the transaction back (no row, no claim), and the next worker runs the step at
+/// once, without waiting for a lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_transactional_step_leaves_nothing() {
+    use idem_runtime::store::postgres::Step;
+    let Some((schema, store)) = fresh_store().await else {
+        return;
+    };
+    let saved = format!("\"{schema}\".saved");
+    sqlx::query(&format!("CREATE TABLE {saved} (k text NOT NULL)"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let op = idem_tests::unique_op("pg_step_kill9");
+    let url = postgres_test_url(&schema, 2);
+    let mut child =
+        idem_tests::takeover::spawn_started(WORKER, &["step-hang", &url, &op, "order-1"]).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let begun = Instant::now();
+    let call = Call::new(op.clone())
+        .key(&"order-1")
+        .lease(Duration::from_secs(30));
+    match store.begin_step::<i64>(call, "survivor").await.unwrap() {
+        Step::Claimed(mut tx) => {
+            assert_eq!(tx.attempt(), 1, "the killed attempt left no record");
+            sqlx::query(&format!("INSERT INTO {saved} (k) VALUES ('order-1')"))
+                .execute(tx.conn())
+                .await
+                .unwrap();
+            tx.commit(&1_i64).await.unwrap();
+        }
+        Step::Replayed(_) => panic!("nothing was recorded, so the step must run"),
+    }
+    assert!(
+        begun.elapsed() < Duration::from_secs(10),
+        "no 30 s lease to wait for: {:?}",
+        begun.elapsed()
+    );
+    let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {saved}"))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "only the survivor's row was committed");
+}

@@ -4,8 +4,9 @@
 //! `idem-test-worker many URL OP KEYS CONCURRENCY OUT` calls keys `0..KEYS` (in an order of its
 //! own) with CONCURRENCY tasks; each execution appends `exec KEY VALUE`, each return `got KEY VALUE`.
 //! `idem-test-worker hang URL OP KEY LEASE_MS` claims KEY, prints `started` and never finishes.
-//! `idem-test-worker step-hang SQLITE_URL OP KEY` opens a transactional step on KEY, inserts a
-//! row into table `saved`, prints `started` and never commits.
+//! `idem-test-worker step-hang URL OP KEY` opens a transactional step on KEY (SQLite or
+//! PostgreSQL), inserts a row into table `saved` (PostgreSQL: in the store's schema), prints
+//! `started` and never commits.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
@@ -104,6 +105,14 @@ async fn hang(idem: Idem, op: &str, key: &str, lease_ms: u64) {
 }
 
 async fn step_hang(url: &str, op: &str, key: &str) {
+    if url.starts_with("postgres") {
+        postgres_step_hang(url, op, key).await
+    } else {
+        sqlite_step_hang(url, op, key).await
+    }
+}
+
+async fn sqlite_step_hang(url: &str, op: &str, key: &str) {
     use idem_runtime::store::sqlite::{SqliteStore, Step};
     let store = SqliteStore::open(url).await.unwrap();
     let Step::Claimed(mut tx) = store
@@ -118,6 +127,32 @@ async fn step_hang(url: &str, op: &str, key: &str) {
         .execute(tx.conn())
         .await
         .unwrap();
+    hang_holding(tx).await;
+}
+
+async fn postgres_step_hang(url: &str, op: &str, key: &str) {
+    use idem_runtime::store::postgres::{PostgresStore, Step};
+    let store = PostgresStore::open(url).await.unwrap();
+    let Step::Claimed(mut tx) = store
+        .begin_step::<i64>(Call::new(op.to_owned()).key(&key), "step-worker")
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new key")
+    };
+    sqlx::query(&format!(
+        "INSERT INTO \"{}\".saved (k) VALUES ($1)",
+        store.schema()
+    ))
+    .bind(key)
+    .execute(tx.conn())
+    .await
+    .unwrap();
+    hang_holding(tx).await;
+}
+
+/// Prints `started` and waits, holding `tx` open, until killed.
+async fn hang_holding<T>(tx: T) {
     println!("started");
     std::io::stdout().flush().unwrap();
     tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -37,6 +37,7 @@ mod listen;
 mod predict;
 mod schema;
 mod sql;
+mod step;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ use self::predict::Predictor;
 use self::schema::Names;
 pub use self::schema::FORMAT_VERSION;
 use self::sql::Sql;
+pub use self::step::{Step, StepTx};
 use super::url::redact;
 use super::{
     millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, Outcome,
@@ -463,11 +465,15 @@ impl PostgresStore {
     }
 
     /// Decides a claim on one connection: one statement when the guess is right.
+    ///
+    /// `None` only `in_transaction`: the insert found the attempt floor moved (see `sql.rs`),
+    /// which aborted the caller's transaction; begin a new one and claim again.
     async fn claim_with(
         &self,
         conn: &mut sqlx::PgConnection,
         req: &ClaimRequest<'_>,
-    ) -> Result<Claim, Error> {
+        in_transaction: bool,
+    ) -> Result<Option<Claim>, Error> {
         // Which statement goes first: the insert (a key without a record) or the read (one
         // with a record). Each decides alone; a wrong guess costs one more round trip.
         let predictor = &self.inner.predictor;
@@ -482,11 +488,12 @@ impl PostgresStore {
                 }
                 match inserted {
                     Inserted::Acquired(attempt) => {
-                        return Ok(Claim::Acquired {
+                        return Ok(Some(Claim::Acquired {
                             attempt,
                             took_over: None,
-                        })
+                        }))
                     }
+                    Inserted::FloorMoved if in_transaction => return Ok(None),
                     Inserted::FloorMoved => continue,
                     Inserted::HasRecord => {}
                 }
@@ -510,7 +517,7 @@ impl PostgresStore {
                                 .map_err(|e| Error::store("claim", req.op, req.key, e))?;
                         }
                     }
-                    return Ok(claim);
+                    return Ok(Some(claim));
                 }
             }
         }
@@ -728,9 +735,9 @@ impl Store for PostgresStore {
             notifier.keep_listening();
         }
         let mut held = self.held("claim", req.op, req.key).await?;
-        let claim = self.claim_with(held.conn(), req).await?;
+        let claim = self.claim_with(held.conn(), req, false).await?;
         held.done();
-        Ok(claim)
+        claim.ok_or_else(|| Error::store("claim", req.op, req.key, "the attempt floor kept moving"))
     }
 
     async fn renew(&self, a: &AttemptRef<'_>, lease: Duration) -> Result<Fence, Error> {

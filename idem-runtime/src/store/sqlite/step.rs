@@ -29,19 +29,17 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::{Duration, Instant};
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::{claim_on, complete_on, SqliteStore};
-use crate::call::{Call, Finished, OnConflict};
+use crate::call::{Call, Finished};
 use crate::error::Error;
-use crate::execute::{decode, fingerprints_differ, key_reuse, NoErrorCache, MAX_POLL};
 use crate::key::Key;
 use crate::record::SnapshotKind;
-use crate::store::{AttemptRef, Claim, ClaimRequest, Fence, Outcome};
+use crate::store::step::{snapshot_of, still_owned, Next, Waiting};
+use crate::store::{AttemptRef, ClaimRequest, Outcome};
 
 /// What [`SqliteStore::begin_step`] found.
 // Returned once per step and matched at once: boxing the transaction would only add an
@@ -84,15 +82,11 @@ impl StepTx {
     /// Records `value` as the step's snapshot and commits it together with the caller's writes.
     /// On error nothing is committed, and the next call runs the step again.
     pub async fn commit<T: Serialize>(mut self, value: &T) -> Result<(), Error> {
-        let (op, key) = (self.call.op.clone(), self.call.key);
-        let bytes = serde_json::to_vec(value).map_err(|source| Error::SnapshotEncode {
-            op: op.to_string(),
-            key,
-            source,
-        })?;
+        let bytes = snapshot_of(&self.call, value)?;
+        let (op, key) = (&self.call.op, &self.call.key);
         let attempt = AttemptRef {
-            op: &op,
-            key: &key,
+            op,
+            key,
             attempt: self.attempt,
         };
         let outcome = Outcome::Snapshot {
@@ -100,22 +94,15 @@ impl StepTx {
             bytes: &bytes,
             ttl: self.call.options.ttl,
         };
-        match complete_on(&mut *self.tx, &attempt, outcome).await? {
-            Fence::Owned => {}
-            // Unreachable while the transaction holds SQLite's write lock; checked anyway.
-            Fence::Lost => {
-                return Err(Error::store(
-                    "complete",
-                    &op,
-                    &key,
-                    "the step's claim was lost inside its own transaction",
-                ))
-            }
-        }
+        // The transaction holds SQLite's write lock, so the claim cannot be lost.
+        still_owned(
+            complete_on(&mut *self.tx, &attempt, outcome).await?,
+            &self.call,
+        )?;
         self.tx
             .commit()
             .await
-            .map_err(|e| Error::store("commit", &op, &key, e))
+            .map_err(|e| Error::store("commit", op, key, e))
     }
 }
 
@@ -134,8 +121,7 @@ impl SqliteStore {
         worker: &str,
     ) -> Result<Step<T>, Error> {
         let call = call.finish();
-        let started = Instant::now();
-        let mut poll = Duration::from_millis(2);
+        let mut waiting = Waiting::new();
         loop {
             let mut tx = self
                 .pool
@@ -150,41 +136,16 @@ impl SqliteStore {
                 ttl: call.options.ttl,
                 worker,
             };
-            match claim_on(&mut *tx, &request).await? {
-                Some(Claim::Acquired { attempt, .. }) => {
-                    return Ok(Step::Claimed(StepTx { tx, call, attempt }))
-                }
-                Some(Claim::Completed(snapshot)) => {
+            let Some(claim) = claim_on(&mut *tx, &request).await? else {
+                continue;
+            };
+            match waiting.next(&call, claim)? {
+                Next::Run(attempt) => return Ok(Step::Claimed(StepTx { tx, call, attempt })),
+                Next::Replay(value) => return Ok(Step::Replayed(value)),
+                Next::Sleep(pause) => {
                     drop(tx);
-                    if fingerprints_differ(snapshot.fingerprint.as_ref(), call.fingerprint.as_ref())
-                    {
-                        return Err(key_reuse(&call));
-                    }
-                    return decode::<T, Error, NoErrorCache>(&call, &snapshot).map(Step::Replayed);
-                }
-                Some(Claim::KeyReuse) => return Err(key_reuse(&call)),
-                Some(Claim::Running {
-                    attempt,
-                    lease_left,
-                }) => {
-                    drop(tx);
-                    let elapsed = started.elapsed();
-                    if call.options.on_conflict == OnConflict::Error || elapsed >= call.options.wait
-                    {
-                        return Err(Error::InProgress {
-                            op: call.op.to_string(),
-                            key: call.key,
-                            attempt,
-                            waited: elapsed,
-                        });
-                    }
-                    let pause = poll
-                        .min(call.options.wait - elapsed)
-                        .min(lease_left + Duration::from_millis(1));
                     tokio::time::sleep(pause).await;
-                    poll = (poll * 2).min(MAX_POLL);
                 }
-                None => drop(tx),
             }
         }
     }

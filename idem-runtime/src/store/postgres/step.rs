@@ -1,0 +1,188 @@
+//! Transactional steps (DESIGN §6) on PostgreSQL: the claim, the caller's own writes and the
+//! snapshot commit in one transaction, so a crash at any instant (of the worker, its connection
+//! or the server) leaves either nothing or everything: exactly-once database writes across a
+//! fleet of workers.
+//!
+//! ```
+//! use idem_runtime::store::postgres::{PostgresStore, Step};
+//! use idem_runtime::{Call, Error};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+//! # let url = std::env::var("IDEM_TEST_POSTGRES_URL")
+//! #     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+//! # let schema = format!("idem_doc_{}", std::process::id());
+//! # let store = match PostgresStore::builder(&url).schema(&schema).open().await {
+//! #     Ok(store) => store,
+//! #     Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+//! #         eprintln!("*** SKIPPED: no PostgreSQL at {url}: {e} ***");
+//! #         return Ok(());
+//! #     }
+//! #     Err(e) => return Err(e),
+//! # };
+//! let fail = |e: sqlx::Error| Error::Config(e.to_string());
+//! let orders = format!("\"{}\".orders", store.schema());
+//! sqlx::query(&format!("CREATE TABLE {orders} (id text)")).execute(store.pool()).await.map_err(fail)?;
+//! for _ in 0..3 {
+//!     let count: i64 = match store.begin_step(Call::new("save_order").key("o-1"), "worker-a").await? {
+//!         Step::Replayed(count) => count,
+//!         Step::Claimed(mut tx) => {
+//!             let done = sqlx::query(&format!("INSERT INTO {orders} (id) VALUES ('o-1')"))
+//!                 .execute(tx.conn())
+//!                 .await
+//!                 .map_err(fail)?;
+//!             let count = done.rows_affected() as i64;
+//!             tx.commit(&count).await?; // the row and the snapshot, atomically
+//!             count
+//!         }
+//!     };
+//!     assert_eq!(count, 1);
+//! }
+//! let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {orders}"))
+//!     .fetch_one(store.pool())
+//!     .await
+//!     .map_err(fail)?;
+//! assert_eq!(rows, 1);
+//! # sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(store.pool()).await.map_err(fail)?;
+//! # Ok(()) }
+//! ```
+//!
+//! While a step's transaction is open it holds the key's record lock: every other claim of the
+//! key (a step or an ordinary call, on any worker) waits in its statement until the step commits
+//! (then replays) or rolls back (then claims). So keep a step to database writes, and do slow
+//! work (an LLM call) in an ordinary step before it.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sqlx::{PgConnection, Postgres, Transaction};
+
+use super::PostgresStore;
+use crate::call::{Call, Finished};
+use crate::error::Error;
+use crate::key::Key;
+use crate::record::SnapshotKind;
+use crate::store::step::{snapshot_of, still_owned, Next, Waiting};
+use crate::store::{AttemptRef, ClaimRequest, Outcome};
+
+/// What [`PostgresStore::begin_step`] found.
+// Returned once per step and matched at once: boxing the transaction would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Step<T> {
+    /// The key has a recorded outcome: here it is; nothing else to do.
+    Replayed(T),
+    /// The caller owns a new attempt inside an open transaction: write through
+    /// [`StepTx::conn`], then [`StepTx::commit`] the result. Dropping it rolls everything back,
+    /// the claim included.
+    Claimed(StepTx),
+}
+
+/// An open transactional step: the claim is made, not yet committed.
+#[derive(Debug)]
+pub struct StepTx {
+    tx: Transaction<'static, Postgres>,
+    call: Finished,
+    attempt: u64,
+    store: PostgresStore,
+}
+
+impl StepTx {
+    /// The connection of the step's transaction: the caller's writes go here.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// The step's key (for an `Idempotency-Key` header or a row column).
+    pub fn key(&self) -> Key {
+        self.call.key
+    }
+
+    /// This attempt's number.
+    pub fn attempt(&self) -> u64 {
+        self.attempt
+    }
+
+    /// Records `value` as the step's snapshot and commits it together with the caller's writes.
+    /// On error nothing is committed, and the next call runs the step again.
+    pub async fn commit<T: Serialize>(mut self, value: &T) -> Result<(), Error> {
+        let bytes = snapshot_of(&self.call, value)?;
+        let (op, key) = (&self.call.op, &self.call.key);
+        let attempt = AttemptRef {
+            op,
+            key,
+            attempt: self.attempt,
+        };
+        let outcome = Outcome::Snapshot {
+            kind: SnapshotKind::Ok,
+            bytes: &bytes,
+            ttl: self.call.options.ttl,
+        };
+        let (fence, waiters) = self
+            .store
+            .complete_on(&mut *self.tx, &attempt, outcome)
+            .await?;
+        still_owned(fence, &self.call)?;
+        self.tx
+            .commit()
+            .await
+            .map_err(|e| Error::store("commit", op, key, e))?;
+        // Other claims of the key wait on the transaction's lock, not for a notification, and
+        // none can flag the locked record: `waiters` is false here. Should it ever be set,
+        // waking the waiter beats leaving it to poll.
+        if waiters {
+            self.store.notify(op, key).await;
+        }
+        Ok(())
+    }
+}
+
+impl PostgresStore {
+    /// Starts a transactional step: in one transaction, claims the key and, if it is new (or
+    /// failed, or expired, or abandoned by a crashed ordinary call), hands the open transaction
+    /// to the caller (see [`Step`]).
+    ///
+    /// A record left `running` by a live ordinary call is waited for as in
+    /// [`crate::Idem::call`]. A failed transactional attempt leaves no record and no
+    /// attempts-log line: its rollback removed them with its writes.
+    pub async fn begin_step<T: DeserializeOwned>(
+        &self,
+        call: Call,
+        worker: &str,
+    ) -> Result<Step<T>, Error> {
+        let call = call.finish();
+        let mut waiting = Waiting::new();
+        loop {
+            let mut tx = self
+                .pool()
+                .begin()
+                .await
+                .map_err(|e| Error::store("claim", &call.op, &call.key, e))?;
+            let request = ClaimRequest {
+                op: &call.op,
+                key: &call.key,
+                fingerprint: call.fingerprint.as_ref(),
+                lease: call.options.lease,
+                ttl: call.options.ttl,
+                worker,
+            };
+            let Some(claim) = self.claim_with(&mut tx, &request, true).await? else {
+                continue;
+            };
+            match waiting.next(&call, claim)? {
+                Next::Run(attempt) => {
+                    return Ok(Step::Claimed(StepTx {
+                        tx,
+                        call,
+                        attempt,
+                        store: self.clone(),
+                    }))
+                }
+                Next::Replay(value) => return Ok(Step::Replayed(value)),
+                Next::Sleep(pause) => {
+                    drop(tx);
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! What the SQL stores' transactional steps (DESIGN §6) share: what a claim made inside a step's
+//! transaction means for its caller (run, replay, wait), and the snapshot its commit records.
+//! Each store opens and commits its own kind of transaction around these.
+
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{Claim, Fence};
+use crate::call::{Finished, OnConflict};
+use crate::error::Error;
+use crate::execute::{decode, fingerprints_differ, key_reuse, NoErrorCache, MAX_POLL};
+
+/// What to do after a claim made inside a step's transaction.
+#[derive(Debug)]
+pub(crate) enum Next<T> {
+    /// The caller owns this attempt: hand it the open transaction.
+    Run(u64),
+    /// The key has a recorded outcome: drop the transaction, return this.
+    Replay(T),
+    /// Another attempt is running: drop the transaction, sleep this long, claim again.
+    Sleep(Duration),
+}
+
+/// The waiting state of one `begin_step` (polling backs off like [`crate::Idem::call`]'s).
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    started: Instant,
+    poll: Duration,
+}
+
+impl Waiting {
+    pub(crate) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            poll: Duration::from_millis(2),
+        }
+    }
+
+    /// What `claim` means for the step of `call`.
+    pub(crate) fn next<T: DeserializeOwned>(
+        &mut self,
+        call: &Finished,
+        claim: Claim,
+    ) -> Result<Next<T>, Error> {
+        match claim {
+            Claim::Acquired { attempt, .. } => Ok(Next::Run(attempt)),
+            Claim::Completed(snapshot) => {
+                if fingerprints_differ(snapshot.fingerprint.as_ref(), call.fingerprint.as_ref()) {
+                    return Err(key_reuse(call));
+                }
+                decode::<T, Error, NoErrorCache>(call, &snapshot).map(Next::Replay)
+            }
+            Claim::KeyReuse => Err(key_reuse(call)),
+            Claim::Running {
+                attempt,
+                lease_left,
+            } => {
+                let elapsed = self.started.elapsed();
+                if call.options.on_conflict == OnConflict::Error || elapsed >= call.options.wait {
+                    return Err(Error::InProgress {
+                        op: call.op.to_string(),
+                        key: call.key,
+                        attempt,
+                        waited: elapsed,
+                    });
+                }
+                let pause = self
+                    .poll
+                    .min(call.options.wait - elapsed)
+                    .min(lease_left + Duration::from_millis(1));
+                self.poll = (self.poll * 2).min(MAX_POLL);
+                Ok(Next::Sleep(pause))
+            }
+        }
+    }
+}
+
+/// The snapshot a step's commit records for `value`.
+pub(crate) fn snapshot_of<T: Serialize>(call: &Finished, value: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value).map_err(|source| Error::SnapshotEncode {
+        op: call.op.to_string(),
+        key: call.key,
+        source,
+    })
+}
+
+/// A step's completion inside its own transaction must own the record: the transaction holds
+/// the record's lock from the claim on, so nobody can take it over. Checked anyway.
+pub(crate) fn still_owned(fence: Fence, call: &Finished) -> Result<(), Error> {
+    match fence {
+        Fence::Owned => Ok(()),
+        Fence::Lost => Err(Error::store(
+            "complete",
+            &call.op,
+            &call.key,
+            "the step's claim was lost inside its own transaction",
+        )),
+    }
+}
