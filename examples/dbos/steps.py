@@ -6,7 +6,7 @@ from dbos import DBOS, DBOSConfig, SetWorkflowID
 
 config: DBOSConfig = {
     "name": "idem-compare",
-    "system_database_url": "postgresql://postgres@127.0.0.1:5432/dbos_bench",
+    "system_database_url": "postgresql://postgres@127.0.0.1:5432/dbos_bench?sslmode=disable",
 }
 DBOS(config=config)
 

@@ -15,6 +15,19 @@ const SETUP: &str = include_str!("../pgbench/setup.sql");
 const MISS: &str = include_str!("../pgbench/miss.sql");
 /// One indexed read of a completed key.
 const HIT: &str = include_str!("../pgbench/hit.sql");
+/// The miss's two statements in one transaction.
+const STEP: &str = include_str!("../pgbench/step.sql");
+
+/// Which work pgbench repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Script {
+    /// Claim insert + fenced complete update of a fresh key, each its own transaction.
+    Miss,
+    /// The same two statements in one transaction.
+    Step,
+    /// One indexed read of a completed key.
+    Hit,
+}
 
 /// What pgbench reports for one run.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -65,9 +78,9 @@ pub struct Pgbench {
 }
 
 impl Pgbench {
-    /// Prepares the table and writes the script of `hit` or miss runs. `url` may carry idem's
-    /// own query parameters; only host, port, user, password and database reach libpq.
-    pub fn new(url: &str, hit: bool) -> Result<Self, String> {
+    /// Prepares the table and writes the script of `script`. `url` may carry idem's own query
+    /// parameters; only host, port, user, password and database reach libpq.
+    pub fn new(url: &str, script: Script) -> Result<Self, String> {
         let base = url.split('?').next().unwrap_or(url);
         let options =
             PgConnectOptions::from_str(base).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
@@ -96,9 +109,17 @@ impl Pgbench {
                 String::from_utf8_lossy(&setup.stderr)
             ));
         }
-        let script = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-        std::fs::write(script.path(), if hit { HIT } else { MISS }).map_err(|e| e.to_string())?;
-        Ok(Self { conninfo, script })
+        let text = match script {
+            Script::Miss => MISS,
+            Script::Step => STEP,
+            Script::Hit => HIT,
+        };
+        let file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        std::fs::write(file.path(), text).map_err(|e| e.to_string())?;
+        Ok(Self {
+            conninfo,
+            script: file,
+        })
     }
 
     /// Runs about `calls` transactions on `clients` connections.

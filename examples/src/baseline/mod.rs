@@ -1,6 +1,7 @@
 //! Hand-written baselines: the minimal SQL for the same work idem does, through the same driver.
 //!
-//! A miss is one claim insert plus one fenced completion update; a hit is one indexed read.
+//! A miss is one claim insert plus one fenced completion update, each its own transaction; a
+//! step is the same two statements in one transaction; a hit is one indexed read.
 //! Idem's overhead is its own time divided by this, measured in the same run.
 
 #[cfg(feature = "postgres")]
@@ -15,6 +16,8 @@ pub type Snapshot = Vec<u8>;
 pub trait Baseline {
     /// Claim a fresh key and record its snapshot (two statements).
     async fn miss(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error>;
+    /// The same two statements in one transaction (a transactional step).
+    async fn step(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error>;
     /// Read a completed key's snapshot (one statement).
     async fn hit(&self, key: &[u8; 32]) -> Result<Option<Snapshot>, sqlx::Error>;
 }

@@ -42,25 +42,38 @@ impl PostgresBaseline {
     }
 }
 
+/// Claim a fresh key: $1 key.
+const CLAIM: &str = "INSERT INTO idem_bench_baseline (key, status, attempt, lease_until)
+     VALUES ($1, 'running', 1, now() + interval '30 seconds') ON CONFLICT DO NOTHING";
+/// Record its snapshot, fenced: $1 key, $2 snapshot.
+const COMPLETE: &str =
+    "UPDATE idem_bench_baseline SET status = 'completed', snapshot = $2, lease_until = NULL,
+         expires_at = now() + interval '1 day'
+     WHERE key = $1 AND attempt = 1 AND status = 'running'";
+
 impl Baseline for PostgresBaseline {
     async fn miss(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO idem_bench_baseline (key, status, attempt, lease_until)
-             VALUES ($1, 'running', 1, now() + interval '30 seconds') ON CONFLICT DO NOTHING",
-        )
-        .bind(&key[..])
-        .execute(&self.pool)
-        .await?;
-        sqlx::query(
-            "UPDATE idem_bench_baseline SET status = 'completed', snapshot = $2, lease_until = NULL,
-                 expires_at = now() + interval '1 day'
-             WHERE key = $1 AND attempt = 1 AND status = 'running'",
-        )
-        .bind(&key[..])
-        .bind(snapshot)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(CLAIM)
+            .bind(&key[..])
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(COMPLETE)
+            .bind(&key[..])
+            .bind(snapshot)
+            .execute(&self.pool)
+            .await?;
         Ok(())
+    }
+
+    async fn step(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(CLAIM).bind(&key[..]).execute(&mut *tx).await?;
+        sqlx::query(COMPLETE)
+            .bind(&key[..])
+            .bind(snapshot)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
     }
 
     async fn hit(&self, key: &[u8; 32]) -> Result<Option<Snapshot>, sqlx::Error> {

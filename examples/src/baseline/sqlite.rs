@@ -39,25 +39,37 @@ impl SqliteBaseline {
     }
 }
 
+/// Claim a fresh key: ?1 key.
+const CLAIM: &str = "INSERT INTO baseline_records (key, status, attempt, lease_until)
+     VALUES (?1, 'running', 1, unixepoch() * 1000 + 30000) ON CONFLICT DO NOTHING";
+/// Record its snapshot, fenced: ?1 key, ?2 snapshot.
+const COMPLETE: &str = "UPDATE baseline_records SET status = 'completed', snapshot = ?2,
+         lease_until = NULL, expires_at = unixepoch() * 1000 + 86400000
+     WHERE key = ?1 AND attempt = 1 AND status = 'running'";
+
 impl Baseline for SqliteBaseline {
     async fn miss(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO baseline_records (key, status, attempt, lease_until)
-             VALUES (?1, 'running', 1, unixepoch() * 1000 + 30000) ON CONFLICT DO NOTHING",
-        )
-        .bind(&key[..])
-        .execute(&self.pool)
-        .await?;
-        sqlx::query(
-            "UPDATE baseline_records SET status = 'completed', snapshot = ?2, lease_until = NULL,
-                 expires_at = unixepoch() * 1000 + 86400000
-             WHERE key = ?1 AND attempt = 1 AND status = 'running'",
-        )
-        .bind(&key[..])
-        .bind(snapshot)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(CLAIM)
+            .bind(&key[..])
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(COMPLETE)
+            .bind(&key[..])
+            .bind(snapshot)
+            .execute(&self.pool)
+            .await?;
         Ok(())
+    }
+
+    async fn step(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(CLAIM).bind(&key[..]).execute(&mut *tx).await?;
+        sqlx::query(COMPLETE)
+            .bind(&key[..])
+            .bind(snapshot)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
     }
 
     async fn hit(&self, key: &[u8; 32]) -> Result<Option<Snapshot>, sqlx::Error> {

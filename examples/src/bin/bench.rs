@@ -26,6 +26,9 @@ enum Mode {
     Miss,
     /// Every call replays a completed key.
     Hit,
+    /// Every call is a transactional step on a fresh key (`begin_step`, `commit`): claim and
+    /// snapshot in one transaction (SQL stores).
+    Step,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,6 +103,14 @@ impl AnyBaseline {
         }
     }
 
+    async fn step(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error> {
+        match self {
+            AnyBaseline::Sqlite(b) => b.step(key, snapshot).await,
+            #[cfg(feature = "postgres")]
+            AnyBaseline::Postgres(b) => b.step(key, snapshot).await,
+        }
+    }
+
     async fn hit(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, sqlx::Error> {
         match self {
             AnyBaseline::Sqlite(b) => b.hit(key).await,
@@ -125,9 +136,39 @@ trait Side: Clone + Send + Sync + 'static {
 #[derive(Clone)]
 struct IdemSide {
     idem: Idem,
+    /// The store's transactional steps, for `--mode step`.
+    steps: Option<Steps>,
     op: &'static str,
     run: Arc<str>,
     executions: Arc<AtomicU64>,
+}
+
+/// A SQL store, for its transactional steps.
+#[derive(Clone)]
+enum Steps {
+    Sqlite(Arc<idem_runtime::store::sqlite::SqliteStore>),
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<idem_runtime::store::postgres::PostgresStore>),
+}
+
+impl Steps {
+    /// One step on a fresh key: claim, commit the draft.
+    async fn run(&self, call: Call, i: u64) -> Result<(), Error> {
+        use idem_runtime::store::sqlite;
+        match self {
+            Steps::Sqlite(store) => match store.begin_step::<Draft>(call, "bench").await? {
+                sqlite::Step::Replayed(_) => Ok(()),
+                sqlite::Step::Claimed(tx) => tx.commit(&Draft::for_call(i)).await,
+            },
+            #[cfg(feature = "postgres")]
+            Steps::Postgres(store) => match store.begin_step::<Draft>(call, "bench").await? {
+                idem_runtime::store::postgres::Step::Replayed(_) => Ok(()),
+                idem_runtime::store::postgres::Step::Claimed(tx) => {
+                    tx.commit(&Draft::for_call(i)).await
+                }
+            },
+        }
+    }
 }
 
 impl Side for IdemSide {
@@ -137,6 +178,14 @@ impl Side for IdemSide {
 
     async fn call(&self, i: u64) {
         let executions = &self.executions;
+        if let Some(steps) = &self.steps {
+            executions.fetch_add(1, Ordering::Relaxed);
+            let call = Call::new(self.op).key(&(&*self.run, i));
+            if let Err(e) = steps.run(call, i).await {
+                fail("idem step", e);
+            }
+            return;
+        }
         let draft: Result<Draft, Error> = self
             .idem
             .call(Call::new(self.op).key(&(&*self.run, i)), || async {
@@ -176,6 +225,10 @@ impl Side for BaselineSide {
                 let snapshot = serde_json::to_vec(&Draft::for_call(i)).unwrap_or_default();
                 self.baseline.miss(&key, &snapshot).await
             }
+            Mode::Step => {
+                let snapshot = serde_json::to_vec(&Draft::for_call(i)).unwrap_or_default();
+                self.baseline.step(&key, &snapshot).await
+            }
             Mode::Hit => match self.baseline.hit(&key).await {
                 Ok(Some(bytes)) => serde_json::from_slice::<Draft>(&bytes)
                     .map(drop)
@@ -200,27 +253,39 @@ async fn measure<S: Side>(side: &S, range: std::ops::Range<u64>, concurrency: us
     .await
 }
 
-/// Opens the store; with `fresh`, a PostgreSQL store's tables are emptied first.
-async fn open_store(url: &str, fresh: bool) -> Arc<dyn idem_runtime::Store> {
+/// Opens the store, and its transactional steps where it has them; with `fresh`, a PostgreSQL
+/// store's tables are emptied first.
+async fn open_store(url: &str, fresh: bool) -> (Arc<dyn idem_runtime::Store>, Option<Steps>) {
     #[cfg(feature = "postgres")]
-    if fresh && url.starts_with("postgres") {
+    if url.starts_with("postgres") {
         let store = idem_runtime::store::postgres::PostgresStore::open(url)
             .await
             .unwrap_or_else(|e| fail("open store", e));
-        sqlx::query(&format!(
-            "TRUNCATE {}, {}",
-            store.records_table(),
-            store.attempts_table()
-        ))
-        .execute(store.pool())
-        .await
-        .unwrap_or_else(|e| fail("empty the store", e));
-        return Arc::new(store);
+        if fresh {
+            sqlx::query(&format!(
+                "TRUNCATE {}, {}",
+                store.records_table(),
+                store.attempts_table()
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap_or_else(|e| fail("empty the store", e));
+        }
+        let store = Arc::new(store);
+        return (store.clone(), Some(Steps::Postgres(store)));
     }
     let _ = fresh;
-    idem_runtime::store::open(url)
+    if url.starts_with("sqlite:") {
+        let store = idem_runtime::store::sqlite::SqliteStore::open(url)
+            .await
+            .unwrap_or_else(|e| fail("open store", e));
+        let store = Arc::new(store);
+        return (store.clone(), Some(Steps::Sqlite(store)));
+    }
+    let store = idem_runtime::store::open(url)
         .await
-        .unwrap_or_else(|e| fail("open store", e))
+        .unwrap_or_else(|e| fail("open store", e));
+    (store, None)
 }
 
 #[tokio::main]
@@ -231,7 +296,13 @@ async fn main() {
         let sep = if url.contains('?') { '&' } else { '?' };
         url = format!("{url}{sep}idem_max_connections={}", args.pool);
     }
-    let store = open_store(&url, args.fresh == Switch::On).await;
+    let (store, steps) = open_store(&url, args.fresh == Switch::On).await;
+    if args.mode == Mode::Step && steps.is_none() {
+        fail(
+            "--mode step",
+            "the store has no transactional steps (SQL stores only)",
+        );
+    }
     let idem = Idem::builder(store)
         .cache_capacity(if args.cache == Switch::On {
             1_000_000
@@ -255,7 +326,14 @@ async fn main() {
     }
     #[cfg(feature = "postgres")]
     let pgbench = (args.pgbench == Switch::On && args.store.starts_with("postgres"))
-        .then(|| idem_examples::pgbench::Pgbench::new(&args.store, args.mode == Mode::Hit))
+        .then(|| {
+            let script = match args.mode {
+                Mode::Miss => idem_examples::pgbench::Script::Miss,
+                Mode::Step => idem_examples::pgbench::Script::Step,
+                Mode::Hit => idem_examples::pgbench::Script::Hit,
+            };
+            idem_examples::pgbench::Pgbench::new(&args.store, script)
+        })
         .transpose()
         .unwrap_or_else(|e| fail("prepare pgbench", e));
     #[cfg(feature = "postgres")]
@@ -264,10 +342,11 @@ async fn main() {
     let executions = Arc::new(AtomicU64::new(0));
     let idem_side = IdemSide {
         idem,
-        op: if args.mode == Mode::Hit {
-            "bench.hit"
-        } else {
-            "bench.miss"
+        steps: (args.mode == Mode::Step).then_some(steps).flatten(),
+        op: match args.mode {
+            Mode::Miss => "bench.miss",
+            Mode::Hit => "bench.hit",
+            Mode::Step => "bench.step",
         },
         run: run.clone(),
         executions: executions.clone(),
@@ -320,6 +399,7 @@ async fn main() {
     let mode = match args.mode {
         Mode::Miss => "miss",
         Mode::Hit => "hit",
+        Mode::Step => "step",
     };
     let cpu = |s: &Stats| match (s.client_cpu_us, s.machine_cpu_us) {
         (Some(c), Some(m)) => format!("  cpu/call {c:>6.1} us client, {m:>6.1} us machine"),

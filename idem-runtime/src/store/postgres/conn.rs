@@ -66,14 +66,14 @@ impl Connections {
     }
 
     /// A connection: the most recently used kept one, else one from the pool.
-    pub(super) async fn get(&self) -> Result<Held<'_>, sqlx::Error> {
+    pub(super) async fn get(self: &Arc<Self>) -> Result<Held, sqlx::Error> {
         let kept = self.stack.as_ref().and_then(|s| lock(s).pop());
         let (conn, checked_out) = match kept {
             Some(k) => (k.conn, k.checked_out),
             None => (self.pool.acquire().await?, Instant::now()),
         };
         Ok(Held {
-            owner: self,
+            owner: self.clone(),
             conn,
             checked_out,
         })
@@ -103,16 +103,17 @@ impl Connections {
     }
 }
 
-/// A connection checked out for one statement (or one claim's few). Dropped without
-/// [`Held::done`] (an error, a cancelled call), it goes back through sqlx.
+/// A connection checked out for one statement (or one claim's few, or one transactional
+/// step). Dropped without [`Held::done`] (an error, a cancelled call), it goes back through
+/// sqlx.
 #[derive(Debug)]
-pub(super) struct Held<'a> {
-    owner: &'a Connections,
+pub(super) struct Held {
+    owner: Arc<Connections>,
     conn: PoolConnection<Postgres>,
     checked_out: Instant,
 }
 
-impl Held<'_> {
+impl Held {
     /// The connection, to run statements on.
     pub(super) fn conn(&mut self) -> &mut PgConnection {
         &mut self.conn
@@ -133,6 +134,40 @@ impl Held<'_> {
             });
         }
     }
+}
+
+impl Held {
+    /// Gives the connection back after a transaction on it that may still be open (an
+    /// abandoned step, a claim that only read): `ROLLBACK` first, on a spawned task off the
+    /// caller's path, as sqlx does for its own dropped transactions. A connection that cannot
+    /// roll back is closed, never returned with a transaction open.
+    pub(super) fn roll_back_and_done(self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.close();
+            return;
+        };
+        runtime.spawn(roll_back(self));
+    }
+
+    /// Closes the connection: out of the pool, so the server ends whatever it was doing.
+    fn close(self) {
+        drop(self.conn.detach());
+    }
+}
+
+/// Boxed as `Send`: the compiler cannot prove it for sqlx's higher-ranked executor bounds
+/// through an unboxed `async` block handed to `spawn`.
+fn roll_back(mut held: Held) -> futures_util::future::BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let rolled_back = sqlx::Executor::execute(held.conn(), "ROLLBACK")
+            .await
+            .is_ok();
+        if rolled_back {
+            held.done();
+        } else {
+            held.close();
+        }
+    })
 }
 
 fn lock(stack: &Mutex<Vec<Kept>>) -> std::sync::MutexGuard<'_, Vec<Kept>> {

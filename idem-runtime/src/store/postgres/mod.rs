@@ -451,12 +451,7 @@ impl PostgresStore {
 
 impl PostgresStore {
     /// A connection for a hot statement (see `conn.rs`), or the typed error of `action`.
-    async fn held(
-        &self,
-        action: &'static str,
-        op: &str,
-        key: &Key,
-    ) -> Result<conn::Held<'_>, Error> {
+    async fn held(&self, action: &'static str, op: &str, key: &Key) -> Result<conn::Held, Error> {
         self.inner
             .conns
             .get()

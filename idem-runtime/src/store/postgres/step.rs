@@ -53,8 +53,9 @@
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::PgConnection;
 
+use super::conn::Held;
 use super::PostgresStore;
 use crate::call::{Call, Finished};
 use crate::error::Error;
@@ -77,10 +78,56 @@ pub enum Step<T> {
     Claimed(StepTx),
 }
 
+/// A transaction on one of the store's connections (see `conn.rs`: it skips sqlx's release
+/// round trip, as the store's other hot statements do). Dropped while open, it rolls back off
+/// the caller's path, and a connection that cannot roll back is closed.
+#[derive(Debug)]
+struct OpenTx {
+    held: Option<Held>,
+}
+
+impl OpenTx {
+    async fn begin(store: &PostgresStore, call: &Finished) -> Result<Self, Error> {
+        let mut held = store.held("claim", &call.op, &call.key).await?;
+        sqlx::query("BEGIN")
+            .execute(held.conn())
+            .await
+            .map_err(|e| Error::store("claim", &call.op, &call.key, e))?;
+        Ok(Self { held: Some(held) })
+    }
+
+    fn conn(&mut self) -> Result<&mut PgConnection, Error> {
+        // Only `commit` takes the connection, and it consumes the transaction.
+        self.held
+            .as_mut()
+            .map(Held::conn)
+            .ok_or_else(|| Error::Config("the step's transaction has ended".into()))
+    }
+
+    async fn commit(mut self, call: &Finished) -> Result<(), Error> {
+        sqlx::query("COMMIT")
+            .execute(self.conn()?)
+            .await
+            .map_err(|e| Error::store("commit", &call.op, &call.key, e))?;
+        if let Some(held) = self.held.take() {
+            held.done();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            held.roll_back_and_done();
+        }
+    }
+}
+
 /// An open transactional step: the claim is made, not yet committed.
 #[derive(Debug)]
 pub struct StepTx {
-    tx: Transaction<'static, Postgres>,
+    tx: OpenTx,
     call: Finished,
     attempt: u64,
     store: PostgresStore,
@@ -89,7 +136,11 @@ pub struct StepTx {
 impl StepTx {
     /// The connection of the step's transaction: the caller's writes go here.
     pub fn conn(&mut self) -> &mut PgConnection {
-        &mut self.tx
+        match self.tx.held.as_mut() {
+            Some(held) => held.conn(),
+            // A `StepTx` holds its connection until `commit` consumes it.
+            None => unreachable!("an open step has its connection"),
+        }
     }
 
     /// The step's key (for an `Idempotency-Key` header or a row column).
@@ -119,18 +170,15 @@ impl StepTx {
         };
         let (fence, waiters) = self
             .store
-            .complete_on(&mut *self.tx, &attempt, outcome)
+            .complete_on(self.tx.conn()?, &attempt, outcome)
             .await?;
         still_owned(fence, &self.call)?;
-        self.tx
-            .commit()
-            .await
-            .map_err(|e| Error::store("commit", op, key, e))?;
+        self.tx.commit(&self.call).await?;
         // Other claims of the key wait on the transaction's lock, not for a notification, and
         // none can flag the locked record: `waiters` is false here. Should it ever be set,
         // waking the waiter beats leaving it to poll.
         if waiters {
-            self.store.notify(op, key).await;
+            self.store.notify(&self.call.op, &self.call.key).await;
         }
         Ok(())
     }
@@ -152,11 +200,7 @@ impl PostgresStore {
         let call = call.finish();
         let mut waiting = Waiting::new();
         loop {
-            let mut tx = self
-                .pool()
-                .begin()
-                .await
-                .map_err(|e| Error::store("claim", &call.op, &call.key, e))?;
+            let mut tx = OpenTx::begin(self, &call).await?;
             let request = ClaimRequest {
                 op: &call.op,
                 key: &call.key,
@@ -165,7 +209,7 @@ impl PostgresStore {
                 ttl: call.options.ttl,
                 worker,
             };
-            let Some(claim) = self.claim_with(&mut tx, &request, true).await? else {
+            let Some(claim) = self.claim_with(tx.conn()?, &request, true).await? else {
                 continue;
             };
             match waiting.next(&call, claim)? {
