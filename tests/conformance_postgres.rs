@@ -818,15 +818,22 @@ mod steps {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use idem_runtime::store::postgres::{PostgresStore, Step};
+    use idem_runtime::store::postgres::{PostgresStore, PostgresStoreBuilder, Step};
     use idem_runtime::store::Store;
     use idem_runtime::{Call, Error, Idem};
-    use idem_tests::backends::{fresh_postgres_schema, postgres_store};
+    use idem_tests::backends::{fresh_postgres_schema, postgres_store, postgres_url};
+    use sqlx::Connection;
 
     /// A store in a fresh schema with a table `saved` beside idem's, and that table's name.
     async fn store() -> Option<(Arc<PostgresStore>, String)> {
+        store_with(|b| b).await
+    }
+
+    async fn store_with(
+        options: impl FnOnce(PostgresStoreBuilder) -> PostgresStoreBuilder,
+    ) -> Option<(Arc<PostgresStore>, String)> {
         let schema = fresh_postgres_schema();
-        let store = postgres_store(&schema, |b| b).await?;
+        let store = postgres_store(&schema, options).await?;
         let saved = format!("\"{schema}\".saved");
         sqlx::query(&format!("CREATE TABLE {saved} (k text NOT NULL)"))
             .execute(store.pool())
@@ -870,7 +877,8 @@ mod steps {
     /// no record; the next call runs at once, without waiting for a lease.
     #[tokio::test]
     async fn an_abandoned_step_leaves_nothing() {
-        let Some((store, saved)) = store().await else {
+        let app = format!("idem-test-abandoned-{}", std::process::id());
+        let Some((store, saved)) = store_with(|b| b.application_name(&app)).await else {
             return;
         };
         let op = idem_tests::unique_op("pg_tx_abandoned");
@@ -894,6 +902,29 @@ mod steps {
             0,
             "the write rolled back with the claim"
         );
+        // Really rolled back, not just invisible: no connection of this store stays idle in
+        // the abandoned transaction (it goes back to the store only after its ROLLBACK).
+        // (Asked on a connection of its own, never one the store could hand back.)
+        let mut probe = sqlx::PgConnection::connect(&postgres_url()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
+            )
+            .bind(&app)
+            .fetch_one(&mut probe)
+            .await
+            .unwrap();
+            if open == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the abandoned transaction stays open"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let key = call().key_value();
         assert!(
             store.get(&key).await.unwrap().is_none(),
