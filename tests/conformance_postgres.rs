@@ -946,6 +946,48 @@ mod steps {
         assert_eq!(log.len(), 1, "one attempt: {log:?}");
     }
 
+    /// A caller's own `begin()` on the step's connection opens a savepoint, not a second
+    /// transaction: its `commit()` does not commit the step's claim and writes early, and an
+    /// inner transaction left open makes the step's commit fail instead of half-committing.
+    #[tokio::test]
+    async fn a_nested_transaction_stays_inside_the_step() {
+        let Some((store, saved)) = store().await else {
+            return;
+        };
+        let op = idem_tests::unique_op("pg_tx_nested");
+        let call = || {
+            Call::new(op.clone())
+                .key("k")
+                .lease(Duration::from_secs(30))
+        };
+        let Step::Claimed(mut tx) = store.begin_step::<String>(call(), "w").await.unwrap() else {
+            panic!("a new key must be claimed");
+        };
+        let mut inner = sqlx::Connection::begin(tx.conn()).await.unwrap();
+        sqlx::query(&format!("INSERT INTO {saved} (k) VALUES ('k')"))
+            .execute(&mut *inner)
+            .await
+            .unwrap();
+        inner.commit().await.unwrap();
+        drop(tx); // the crash, after the inner commit
+        assert_eq!(
+            rows(&store, &saved).await,
+            0,
+            "the inner commit was a savepoint"
+        );
+        assert!(store.get(&call().key_value()).await.unwrap().is_none());
+
+        let Step::Claimed(mut tx) = store.begin_step::<String>(call(), "w").await.unwrap() else {
+            panic!("nothing was recorded, so the step runs");
+        };
+        let inner = sqlx::Connection::begin(tx.conn()).await.unwrap();
+        std::mem::forget(inner); // left open (leaked, so its drop does not roll it back)
+        let r = tx.commit(&"v".to_owned()).await;
+        assert!(matches!(r, Err(Error::Store { .. })), "{r:?}");
+        assert!(store.get(&call().key_value()).await.unwrap().is_none());
+        assert_eq!(save(&store, &saved, &op, "w").await.unwrap(), "step by w");
+    }
+
     /// 16 concurrent callers of one transactional step, on two stores (two workers): one row,
     /// one value for all.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1019,4 +1061,105 @@ mod steps {
         let executions = rows(&store, &saved).await + calls.load(Ordering::SeqCst) as i64;
         assert_eq!(executions, 1, "{values:?}");
     }
+}
+
+/// More callers than connections: a caller waiting for the pool gets a connection as soon as
+/// one is finished with, instead of the kept connections circulating among newcomers while it
+/// times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kept_connections_do_not_starve_callers_waiting_for_the_pool() {
+    let Some(store) = postgres_store(&fresh_postgres_schema(), |b| {
+        b.max_connections(2)
+            .acquire_timeout(Duration::from_millis(1500))
+    })
+    .await
+    else {
+        return;
+    };
+    let store = Arc::new(store);
+    let op = idem_tests::unique_op("starve");
+    let until = Instant::now() + Duration::from_secs(4);
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let (store, op) = (store.clone(), op.clone());
+            tokio::spawn(async move {
+                let mut done = 0_u32;
+                while Instant::now() < until {
+                    let key = Call::new(op.clone()).key(&(t, done)).key_value();
+                    let req = ClaimRequest {
+                        op: &op,
+                        key: &key,
+                        fingerprint: None,
+                        lease: Duration::from_secs(30),
+                        ttl: Duration::from_secs(3600),
+                        worker: "w",
+                    };
+                    let Claim::Acquired { attempt, .. } = store.claim(&req).await? else {
+                        panic!("a new key is acquired");
+                    };
+                    let a = AttemptRef {
+                        op: &op,
+                        key: &key,
+                        attempt,
+                    };
+                    let outcome = Outcome::Snapshot {
+                        kind: SnapshotKind::Ok,
+                        bytes: b"1",
+                        ttl: Duration::from_secs(3600),
+                    };
+                    assert_eq!(store.complete(&a, outcome).await?, Fence::Owned);
+                    done += 1;
+                }
+                Ok::<_, Error>(done)
+            })
+        })
+        .collect();
+    for (t, task) in tasks.into_iter().enumerate() {
+        let done = task.await.unwrap();
+        assert!(
+            matches!(done, Ok(n) if n > 0),
+            "task {t} got no connection in time: {done:?}"
+        );
+    }
+}
+
+/// A sequence can fall behind its table where only tables travel (a restore without sequences,
+/// a logical-replication switchover): opening the store raises the attempt floor's mirror to
+/// the floor again, so new keys still start above every deleted attempt.
+#[tokio::test]
+async fn opening_raises_a_mirror_left_behind() {
+    let schema = fresh_postgres_schema();
+    let Some(store) = postgres_store(&schema, |b| b).await else {
+        return;
+    };
+    sqlx::query(&format!(
+        "UPDATE \"{schema}\".idem_meta SET value = 7 WHERE name = 'attempt_floor'"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "SELECT setval('\"{schema}\".idem_attempt_floor', 0, true)"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let reopened = postgres_store(&schema, |b| b).await.unwrap();
+    let op = idem_tests::unique_op("healed");
+    let key = Call::new(op.clone()).key(&"k").key_value();
+    let claim = reopened
+        .claim(&ClaimRequest {
+            op: &op,
+            key: &key,
+            fingerprint: None,
+            lease: Duration::from_secs(30),
+            ttl: Duration::from_secs(3600),
+            worker: "w",
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(claim, Claim::Acquired { attempt: 8, .. }),
+        "{claim:?}"
+    );
 }

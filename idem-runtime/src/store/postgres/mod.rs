@@ -172,8 +172,9 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// Whether opening creates or upgrades the tables (default on). Off, the tables must exist
-    /// (for roles without DDL rights; run the migration once with a privileged role).
+    /// Whether opening creates or upgrades the tables (default on), and raises the attempt
+    /// floor's mirror to the floor if a restore or a switchover left it behind. Off, the tables
+    /// must exist (for roles without DDL rights; run the migration once with a privileged role).
     #[must_use]
     pub fn migrate(mut self, on: bool) -> Self {
         self.migrate = on;
@@ -263,7 +264,8 @@ impl PostgresStoreBuilder {
         if self.migrate {
             let migrated = async {
                 let mut conn = pool.acquire().await?;
-                schema::migrate(&mut conn, &names).await
+                schema::migrate(&mut conn, &names).await?;
+                schema::heal_floor_mirror(&mut conn, &names).await
             }
             .await;
             if let Err(e) = migrated {
@@ -439,11 +441,21 @@ impl PostgresStore {
     /// Wakes every process waiting for `key` (their listeners hear the key on the channel) and
     /// drops it from their snapshot caches. Best effort: a waiter that misses it polls.
     async fn notify(&self, op: &str, key: &Key) {
-        if let Err(error) = sqlx::query(&self.inner.sql.notify)
-            .bind(&key.0[..])
-            .execute(self.pool())
-            .await
-        {
+        let notified = match self.held("notify", op, key).await {
+            Ok(mut held) => {
+                let sent = sqlx::query(&self.inner.sql.notify)
+                    .bind(&key.0[..])
+                    .execute(held.conn())
+                    .await
+                    .map_err(|e| Error::store("notify", op, key, e));
+                if sent.is_ok() {
+                    held.done();
+                }
+                sent.map(drop)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(error) = notified {
             tracing::debug!(op, %error, "idem: cannot notify waiters; they will poll");
         }
     }
@@ -502,8 +514,11 @@ impl PostgresStore {
                 Claimed::NoRecord => insert = true,
                 Claimed::Changed => insert = false,
                 Claimed::Decided { claim, waiters } => {
+                    // Not inside a step's transaction: the flag would lock the owner's
+                    // record (its heartbeat and completion would wait) until the step rolls
+                    // back, which undoes it anyway; a waiting step polls.
                     if let Claim::Running { attempt, .. } = claim {
-                        if !waiters {
+                        if !waiters && !in_transaction {
                             sqlx::query(&self.inner.sql.flag_waiters)
                                 .bind(&req.key.0[..])
                                 .bind(attempt_i64(attempt))
@@ -761,13 +776,15 @@ impl Store for PostgresStore {
         }
         if fence == Fence::Lost {
             let error = outcome.error();
+            let mut held = self.held("complete", a.op, a.key).await?;
             sqlx::query(&self.inner.sql.fence_log)
                 .bind(&a.key.0[..])
                 .bind(attempt_i64(a.attempt))
                 .bind(error)
-                .execute(self.pool())
+                .execute(held.conn())
                 .await
                 .map_err(|e| Error::store("complete", a.op, a.key, e))?;
+            held.done();
         }
         Ok(fence)
     }
@@ -790,20 +807,24 @@ impl Store for PostgresStore {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Record>, Error> {
+        let mut held = self.held("get", "", key).await?;
         let row = sqlx::query(&self.inner.sql.get)
             .bind(&key.0[..])
-            .fetch_optional(self.pool())
+            .fetch_optional(held.conn())
             .await
             .map_err(|e| Error::store("get", "", key, e))?;
+        held.done();
         row.map(|r| record_of(&r)).transpose().map_err(corrupt(key))
     }
 
     async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error> {
+        let mut held = self.held("attempts", "", key).await?;
         let rows = sqlx::query(&self.inner.sql.attempts)
             .bind(&key.0[..])
-            .fetch_all(self.pool())
+            .fetch_all(held.conn())
             .await
             .map_err(|e| Error::store("attempts", "", key, e))?;
+        held.done();
         rows.iter()
             .map(attempt_log_of)
             .collect::<Result<_, String>>()
@@ -811,14 +832,16 @@ impl Store for PostgresStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
+        let mut held = self.held("list", "", &NO_KEY).await?;
         let rows = sqlx::query(&self.inner.sql.list)
             .bind(filter.op.as_deref())
             .bind(filter.status.map(Status::as_str))
             .bind(filter.updated_before)
             .bind(i64::from(filter.limit.unwrap_or(1000)))
-            .fetch_all(self.pool())
+            .fetch_all(held.conn())
             .await
             .map_err(|e| Error::store("list", "", &NO_KEY, e))?;
+        held.done();
         rows.iter()
             .map(record_of)
             .collect::<Result<_, String>>()
@@ -826,30 +849,36 @@ impl Store for PostgresStore {
     }
 
     async fn forget(&self, key: &Key) -> Result<bool, Error> {
+        let mut held = self.held("forget", "", key).await?;
         let gone: i64 = sqlx::query_scalar(&self.inner.sql.forget)
             .bind(&key.0[..])
-            .fetch_one(self.pool())
+            .fetch_one(held.conn())
             .await
             .map_err(|e| Error::store("forget", "", key, e))?;
+        held.done();
         Ok(gone > 0)
     }
 
     async fn release(&self, key: &Key) -> Result<bool, Error> {
+        let mut held = self.held("release", "", key).await?;
         let released: i64 = sqlx::query_scalar(&self.inner.sql.release)
             .bind(&key.0[..])
-            .fetch_one(self.pool())
+            .fetch_one(held.conn())
             .await
             .map_err(|e| Error::store("release", "", key, e))?;
+        held.done();
         Ok(released > 0)
     }
 
     async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {
+        let mut held = self.held("purge", "", &NO_KEY).await?;
         let gone: i64 = sqlx::query_scalar(&self.inner.sql.purge)
             .bind(i64::from(batch))
             .bind(millis(abandoned_after))
-            .fetch_one(self.pool())
+            .fetch_one(held.conn())
             .await
             .map_err(|e| Error::store("purge", "", &NO_KEY, e))?;
+        held.done();
         Ok(u64::try_from(gone).unwrap_or(0))
     }
 }

@@ -240,9 +240,14 @@ $idem$;
 -- The attempt floor, mirrored in a sequence that the claim of a new key reads with
 -- `pg_sequence_last_value`: a function call instead of a subquery on the meta table and one on
 -- the key's own row, which cost 47,000 of the 309,000 server instructions of a claimed and
--- completed key (callgrind). A sequence is not transactional: the mirror is raised in the
--- transaction that raises the floor, before the rows it covers are deleted, and is visible at
--- once, so it is never below a deleted attempt a claim could collide with.
+-- completed key (callgrind). A sequence is not transactional: the mirror is raised by the
+-- statement that deletes rows and raises the floor, before its transaction commits, and is
+-- visible at once, so it is never below a committed-deleted attempt a claim could collide with.
+--
+-- First, wait for any writer of the floor still running (an older build's purge during a
+-- rolling upgrade) and keep new ones out until the trigger below exists, so the copy starts
+-- from the floor's final value.
+LOCK TABLE {meta} IN SHARE ROW EXCLUSIVE MODE;
 CREATE SEQUENCE {floor} MINVALUE 0 NO CYCLE;
 SELECT setval('{floor}', (SELECT value FROM {meta} WHERE name = 'attempt_floor'), true);
 
@@ -425,6 +430,33 @@ async fn migrate_inner(conn: &mut PgConnection, names: &Names) -> Result<(), sql
         .await?;
     }
     tx.commit().await
+}
+
+/// Raises the attempt floor's mirror to the floor if it is below it: a sequence can fall behind
+/// its table where only tables travel (a dump restored without sequences, a switchover by logical
+/// replication). Under the floor row's lock, which every writer of the floor takes, so the value
+/// read is the floor's latest; `greatest`, so the mirror never goes down.
+pub(super) fn heal_floor_mirror<'a>(
+    conn: &'a mut PgConnection,
+    names: &'a Names,
+) -> futures_util::future::BoxFuture<'a, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        let mut tx = conn.begin().await?;
+        let floor: i64 = sqlx::query_scalar(&format!(
+            "SELECT value FROM {} WHERE name = 'attempt_floor' FOR UPDATE",
+            names.meta
+        ))
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "SELECT setval('{0}', greatest($1, pg_sequence_last_value('{0}')), true)",
+            names.floor
+        ))
+        .bind(floor)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    })
 }
 
 #[cfg(test)]

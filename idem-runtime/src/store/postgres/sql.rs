@@ -115,8 +115,8 @@ impl Sql {
             //
             // The attempt is one above the attempt floor's mirror (format version 3), read
             // again after the insert: a purge or forget that deleted this key's old row
-            // between the first read and the insert (the insert waits for such a deleter) had
-            // raised the mirror before its commit, so the second read sees it, and the
+            // between the first read and the insert (the insert waits for such a deleter) raised
+            // the mirror before its commit, so the second read sees it, and the
             // division by zero aborts the statement, which inserted nothing. The store runs
             // the claim again (SQLSTATE 22012 from this statement means exactly that). So a
             // new attempt is always above every deleted one, without the two subqueries

@@ -53,7 +53,8 @@
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::postgres::PgTransactionManager;
+use sqlx::{PgConnection, TransactionManager};
 
 use super::conn::Held;
 use super::PostgresStore;
@@ -87,13 +88,17 @@ struct OpenTx {
 }
 
 impl OpenTx {
+    /// Begins through sqlx's transaction manager, so that sqlx knows the connection is in a
+    /// transaction: a caller's own `begin()` on [`StepTx::conn`] then opens a savepoint instead
+    /// of committing the step early. The guard exists before `BEGIN` is sent, so a caller
+    /// cancelled during it still rolls back.
     async fn begin(store: &PostgresStore, call: &Finished) -> Result<Self, Error> {
-        let mut held = store.held("claim", &call.op, &call.key).await?;
-        sqlx::query("BEGIN")
-            .execute(held.conn())
+        let held = store.held("claim", &call.op, &call.key).await?;
+        let mut tx = Self { held: Some(held) };
+        PgTransactionManager::begin(tx.conn()?, None)
             .await
             .map_err(|e| Error::store("claim", &call.op, &call.key, e))?;
-        Ok(Self { held: Some(held) })
+        Ok(tx)
     }
 
     fn conn(&mut self) -> Result<&mut PgConnection, Error> {
@@ -105,8 +110,18 @@ impl OpenTx {
     }
 
     async fn commit(mut self, call: &Finished) -> Result<(), Error> {
-        sqlx::query("COMMIT")
-            .execute(self.conn()?)
+        let conn = self.conn()?;
+        // A savepoint the caller opened and left open would make the `COMMIT` below only
+        // release it, and leave the step uncommitted.
+        if PgTransactionManager::get_transaction_depth(conn) != 1 {
+            return Err(Error::store(
+                "commit",
+                &call.op,
+                &call.key,
+                "a transaction the step's caller opened on its connection is still open",
+            ));
+        }
+        PgTransactionManager::commit(conn)
             .await
             .map_err(|e| Error::store("commit", &call.op, &call.key, e))?;
         if let Some(held) = self.held.take() {
@@ -199,6 +214,7 @@ impl PostgresStore {
     ) -> Result<Step<T>, Error> {
         let call = call.finish();
         let mut waiting = Waiting::new();
+        let mut floor_moves = 0;
         loop {
             let mut tx = OpenTx::begin(self, &call).await?;
             let request = ClaimRequest {
@@ -210,6 +226,15 @@ impl PostgresStore {
                 worker,
             };
             let Some(claim) = self.claim_with(tx.conn()?, &request, true).await? else {
+                floor_moves += 1;
+                if floor_moves >= super::CLAIM_TRIES {
+                    return Err(Error::store(
+                        "claim",
+                        &call.op,
+                        &call.key,
+                        "the attempt floor kept moving",
+                    ));
+                }
                 continue;
             };
             match waiting.next(&call, claim)? {
