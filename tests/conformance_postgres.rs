@@ -1163,3 +1163,47 @@ async fn opening_raises_a_mirror_left_behind() {
         "{claim:?}"
     );
 }
+
+/// With the `postgres-tls` feature, a URL that asks for TLS gets an encrypted connection
+/// (`sslmode=require` encrypts without verifying the server's certificate, which on the test
+/// server is its own self-signed one).
+#[cfg(feature = "postgres-tls")]
+#[tokio::test]
+async fn a_url_asking_for_tls_gets_it() {
+    let schema = fresh_postgres_schema();
+    let Some(plain) = postgres_store(&schema, |b| b).await else {
+        return;
+    };
+    let offered: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(plain.pool())
+        .await
+        .unwrap();
+    if offered != "on" {
+        assert!(
+            !idem_tests::servers_required(),
+            "the test server must offer TLS (ssl = on) under CI"
+        );
+        eprintln!("\n*** SKIPPED: the PostgreSQL test server does not offer TLS ***\n");
+        return;
+    }
+    let url = postgres_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = PostgresStore::builder(&format!("{url}{sep}sslmode=require"))
+        .schema(&schema)
+        .open()
+        .await
+        .unwrap();
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(encrypted, "the store's connection is encrypted");
+    let idem = Idem::builder(Arc::new(store)).cache_capacity(0).build();
+    let runs = AtomicUsize::new(0);
+    let op = idem_tests::unique_op("tls");
+    for _ in 0..2 {
+        assert_eq!(count_call(&idem, &op, &runs).await.unwrap(), "ran");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
