@@ -118,7 +118,8 @@ impl Sql {
             // between the first read and the insert (the insert waits for such a deleter) raised
             // the mirror before its commit, so the second read sees it, and the
             // division by zero aborts the statement, which inserted nothing. The store runs
-            // the claim again (SQLSTATE 22012 from this statement means exactly that). So a
+            // the claim again (SQLSTATE 22012 from this statement means exactly that; the
+            // server logs it as an ERROR, which is rare and harmless). So a
             // new attempt is always above every deleted one, without the two subqueries
             // (floor and own row) that cost 15% of a claimed and completed key's server
             // instructions.
