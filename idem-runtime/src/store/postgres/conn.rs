@@ -8,10 +8,14 @@
 //!
 //! A store that created its pool keeps each connection whose statements finished on a small
 //! LIFO stack and hands it to the next statement at once. Anything else goes back through sqlx,
-//! ping and all: a statement whose future was dropped mid-way, any error. Connections
-//! idle on the stack longer than [`IDLE`] are given back to the pool by a sweeper, and each one
-//! is given back at least every [`HOLD`], so the pool's own rules (its idle timeout, its
-//! connection lifetime, [`super::PostgresStore::pool`] users) see every connection soon.
+//! ping and all: a statement whose future was dropped mid-way, any error. A connection still
+//! inside a transaction (as sqlx counts them) is rolled back first. While any of the store's
+//! callers waits for the pool, finished connections go back to the pool, which serves its
+//! oldest waiter: the stack would only serve newcomers, and a waiter would time out.
+//! Connections idle on the stack longer than [`IDLE`] are given back to the pool by a sweeper,
+//! and each one is given back at least every [`HOLD`], so the pool's own rules (its idle
+//! timeout, its connection lifetime, [`super::PostgresStore::pool`] users) see every connection
+//! soon.
 //!
 //! A store on an application's pool keeps nothing: that pool is the application's to manage.
 
