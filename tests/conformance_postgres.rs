@@ -17,6 +17,18 @@ use idem_tests::backends::{fresh_postgres_schema, postgres_store, postgres_url};
 use idem_tests::conformance::{count_call, TestError};
 use sqlx::Connection;
 
+/// A claim of `key` by `worker`: no fingerprint, a 30 s lease, a 1 h ttl.
+fn plain_request<'a>(op: &'a str, key: &'a idem_runtime::Key, worker: &'a str) -> ClaimRequest<'a> {
+    ClaimRequest {
+        op,
+        key,
+        fingerprint: None,
+        lease: Duration::from_secs(30),
+        ttl: Duration::from_secs(3600),
+        worker,
+    }
+}
+
 /// Schema names and table prefixes are validated identifiers: anything that could change a
 /// statement is refused as configuration, before any connection, through the builder or the URL.
 #[tokio::test]
@@ -124,14 +136,7 @@ async fn notify_wakes_waiters_at_once() {
     let store = Arc::new(store);
     let op = idem_tests::unique_op("notify");
     let key = Call::new(op.clone()).key(&"k").key_value();
-    let req = ClaimRequest {
-        op: &op,
-        key: &key,
-        fingerprint: None,
-        lease: Duration::from_secs(30),
-        ttl: Duration::from_secs(3600),
-        worker: "owner",
-    };
+    let req = plain_request(&op, &key, "owner");
     let Claim::Acquired { attempt, .. } = store.claim(&req).await.unwrap() else {
         panic!("fresh key")
     };
@@ -484,14 +489,7 @@ async fn both_claim_statements_decide_alike() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_claim_waiting_on_a_delete_takes_an_attempt_above_it() {
     claim_racing_a_delete(|store, op, _name, key| async move {
-        let req = ClaimRequest {
-            op: &op,
-            key: &key,
-            fingerprint: None,
-            lease: Duration::from_secs(30),
-            ttl: Duration::from_secs(3600),
-            worker: "other",
-        };
+        let req = plain_request(&op, &key, "other");
         match store.claim(&req).await.unwrap() {
             Claim::Acquired { attempt, .. } => attempt,
             other => panic!("a key without a record is acquired: {other:?}"),
@@ -668,16 +666,10 @@ async fn upgrades_a_version_1_database_in_place() {
     .execute(&mut *conn)
     .await
     .unwrap();
+    let newer = Call::new(op.clone()).key(&"newer").key_value();
     let claim = idem
         .store()
-        .claim(&ClaimRequest {
-            op: &op,
-            key: &Call::new(op.clone()).key(&"newer").key_value(),
-            fingerprint: None,
-            lease: Duration::from_secs(30),
-            ttl: Duration::from_secs(3600),
-            worker: "w",
-        })
+        .claim(&plain_request(&op, &newer, "w"))
         .await
         .unwrap();
     assert!(
@@ -735,14 +727,7 @@ async fn kept_connections_stay_clean_and_go_back_to_the_pool() {
         let (store, op) = (&store, op.clone());
         async move {
             let key = Call::new(op.clone()).key(&name).key_value();
-            let req = ClaimRequest {
-                op: &op,
-                key: &key,
-                fingerprint: None,
-                lease: Duration::from_secs(30),
-                ttl: Duration::from_secs(3600),
-                worker: "w",
-            };
+            let req = plain_request(&op, &key, "w");
             store.claim(&req).await
         }
     };
@@ -1086,14 +1071,7 @@ async fn kept_connections_do_not_starve_callers_waiting_for_the_pool() {
                 let mut done = 0_u32;
                 while Instant::now() < until {
                     let key = Call::new(op.clone()).key(&(t, done)).key_value();
-                    let req = ClaimRequest {
-                        op: &op,
-                        key: &key,
-                        fingerprint: None,
-                        lease: Duration::from_secs(30),
-                        ttl: Duration::from_secs(3600),
-                        worker: "w",
-                    };
+                    let req = plain_request(&op, &key, "w");
                     let Claim::Acquired { attempt, .. } = store.claim(&req).await? else {
                         panic!("a new key is acquired");
                     };
@@ -1148,14 +1126,7 @@ async fn opening_raises_a_mirror_left_behind() {
     let op = idem_tests::unique_op("healed");
     let key = Call::new(op.clone()).key(&"k").key_value();
     let claim = reopened
-        .claim(&ClaimRequest {
-            op: &op,
-            key: &key,
-            fingerprint: None,
-            lease: Duration::from_secs(30),
-            ttl: Duration::from_secs(3600),
-            worker: "w",
-        })
+        .claim(&plain_request(&op, &key, "w"))
         .await
         .unwrap();
     assert!(

@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::idem::Idem;
 use crate::lease::run_with_heartbeat;
 use crate::record::{now_millis, Snapshot, SnapshotKind, Status};
-use crate::store::{millis, AttemptRef, Claim, ClaimRequest, Fence, Outcome};
+use crate::store::{millis, AttemptRef, Claim, Fence, Outcome};
 
 /// Whether a call records `Err` values (and so can replay them).
 pub(crate) trait ErrorPolicy<E> {
@@ -111,14 +111,7 @@ where
     let mut poll = Duration::from_millis(2);
     let mut waited = false;
     loop {
-        let request = ClaimRequest {
-            op: &call.op,
-            key: &call.key,
-            fingerprint: call.fingerprint.as_ref(),
-            lease: call.options.lease,
-            ttl: call.options.ttl,
-            worker: &inner.worker,
-        };
+        let request = call.claim_request(&inner.worker);
         // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
         let epoch = inner.cache.as_ref().map_or(0, |c| c.epoch());
         // Fail closed: no claim, no body.

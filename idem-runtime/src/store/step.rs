@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Claim, Fence};
+use super::{AttemptRef, Claim, Fence, Outcome};
 use crate::call::{Finished, OnConflict};
 use crate::error::Error;
 use crate::execute::{decode, fingerprints_differ, key_reuse, NoErrorCache, MAX_POLL};
+use crate::record::SnapshotKind;
 
 /// What to do after a claim made inside a step's transaction.
 #[derive(Debug)]
@@ -77,13 +78,41 @@ impl Waiting {
     }
 }
 
-/// The snapshot a step's commit records for `value`.
-pub(crate) fn snapshot_of<T: Serialize>(call: &Finished, value: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(value).map_err(|source| Error::SnapshotEncode {
-        op: call.op.to_string(),
-        key: call.key,
-        source,
-    })
+/// The snapshot a step's commit records, and the completion that writes it.
+#[derive(Debug)]
+pub(crate) struct StepSnapshot {
+    bytes: Vec<u8>,
+}
+
+impl StepSnapshot {
+    /// The snapshot of `value`, the step's result.
+    pub(crate) fn of<T: Serialize>(call: &Finished, value: &T) -> Result<Self, Error> {
+        let bytes = serde_json::to_vec(value).map_err(|source| Error::SnapshotEncode {
+            op: call.op.to_string(),
+            key: call.key,
+            source,
+        })?;
+        Ok(Self { bytes })
+    }
+
+    /// The fenced completion of `attempt` of `call` that records it.
+    pub(crate) fn completion<'a>(
+        &'a self,
+        call: &'a Finished,
+        attempt: u64,
+    ) -> (AttemptRef<'a>, Outcome<'a>) {
+        let attempt = AttemptRef {
+            op: &call.op,
+            key: &call.key,
+            attempt,
+        };
+        let outcome = Outcome::Snapshot {
+            kind: SnapshotKind::Ok,
+            bytes: &self.bytes,
+            ttl: call.options.ttl,
+        };
+        (attempt, outcome)
+    }
 }
 
 /// A step's completion inside its own transaction must own the record: the transaction holds

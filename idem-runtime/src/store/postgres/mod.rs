@@ -264,8 +264,7 @@ impl PostgresStoreBuilder {
         if self.migrate {
             let migrated = async {
                 let mut conn = pool.acquire().await?;
-                schema::migrate(&mut conn, &names).await?;
-                schema::heal_floor_mirror(&mut conn, &names).await
+                schema::migrate(&mut conn, &names).await
             }
             .await;
             if let Err(e) = migrated {

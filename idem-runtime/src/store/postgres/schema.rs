@@ -354,7 +354,8 @@ impl Names {
     }
 }
 
-/// Applies every missing migration; a no-op (one read) when the database is up to date.
+/// Applies every missing migration (a no-op, one read, when the database is up to date), then
+/// raises the attempt floor's mirror if it fell behind (see [`heal_floor_mirror`]).
 ///
 /// Boxed as `Send`, so the future of opening a store can be spawned (the compiler cannot prove
 /// `Send` for sqlx's higher-ranked executor bounds through an unboxed `async fn` chain).
@@ -362,7 +363,10 @@ pub(super) fn migrate<'a>(
     conn: &'a mut PgConnection,
     names: &'a Names,
 ) -> futures_util::future::BoxFuture<'a, Result<(), sqlx::Error>> {
-    Box::pin(migrate_inner(conn, names))
+    Box::pin(async move {
+        migrate_inner(conn, names).await?;
+        heal_floor_mirror(conn, names).await
+    })
 }
 
 async fn migrate_inner(conn: &mut PgConnection, names: &Names) -> Result<(), sqlx::Error> {
@@ -436,27 +440,22 @@ async fn migrate_inner(conn: &mut PgConnection, names: &Names) -> Result<(), sql
 /// its table where only tables travel (a dump restored without sequences, a switchover by logical
 /// replication). Under the floor row's lock, which every writer of the floor takes, so the value
 /// read is the floor's latest; `greatest`, so the mirror never goes down.
-pub(super) fn heal_floor_mirror<'a>(
-    conn: &'a mut PgConnection,
-    names: &'a Names,
-) -> futures_util::future::BoxFuture<'a, Result<(), sqlx::Error>> {
-    Box::pin(async move {
-        let mut tx = conn.begin().await?;
-        let floor: i64 = sqlx::query_scalar(&format!(
-            "SELECT value FROM {} WHERE name = 'attempt_floor' FOR UPDATE",
-            names.meta
-        ))
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(&format!(
-            "SELECT setval('{0}', greatest($1, pg_sequence_last_value('{0}')), true)",
-            names.floor
-        ))
-        .bind(floor)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await
-    })
+async fn heal_floor_mirror(conn: &mut PgConnection, names: &Names) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let floor: i64 = sqlx::query_scalar(&format!(
+        "SELECT value FROM {} WHERE name = 'attempt_floor' FOR UPDATE",
+        names.meta
+    ))
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "SELECT setval('{0}', greatest($1, pg_sequence_last_value('{0}')), true)",
+        names.floor
+    ))
+    .bind(floor)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 #[cfg(test)]

@@ -61,9 +61,7 @@ use super::PostgresStore;
 use crate::call::{Call, Finished};
 use crate::error::Error;
 use crate::key::Key;
-use crate::record::SnapshotKind;
-use crate::store::step::{snapshot_of, still_owned, Next, Waiting};
-use crate::store::{AttemptRef, ClaimRequest, Outcome};
+use crate::store::step::{still_owned, Next, StepSnapshot, Waiting};
 
 /// What [`PostgresStore::begin_step`] found.
 // Returned once per step and matched at once: boxing the transaction would only add an
@@ -171,18 +169,8 @@ impl StepTx {
     /// Records `value` as the step's snapshot and commits it together with the caller's writes.
     /// On error nothing is committed, and the next call runs the step again.
     pub async fn commit<T: Serialize>(mut self, value: &T) -> Result<(), Error> {
-        let bytes = snapshot_of(&self.call, value)?;
-        let (op, key) = (&self.call.op, &self.call.key);
-        let attempt = AttemptRef {
-            op,
-            key,
-            attempt: self.attempt,
-        };
-        let outcome = Outcome::Snapshot {
-            kind: SnapshotKind::Ok,
-            bytes: &bytes,
-            ttl: self.call.options.ttl,
-        };
+        let snapshot = StepSnapshot::of(&self.call, value)?;
+        let (attempt, outcome) = snapshot.completion(&self.call, self.attempt);
         let (fence, waiters) = self
             .store
             .complete_on(self.tx.conn()?, &attempt, outcome)
@@ -217,14 +205,7 @@ impl PostgresStore {
         let mut floor_moves = 0;
         loop {
             let mut tx = OpenTx::begin(self, &call).await?;
-            let request = ClaimRequest {
-                op: &call.op,
-                key: &call.key,
-                fingerprint: call.fingerprint.as_ref(),
-                lease: call.options.lease,
-                ttl: call.options.ttl,
-                worker,
-            };
+            let request = call.claim_request(worker);
             let Some(claim) = self.claim_with(tx.conn()?, &request, true).await? else {
                 floor_moves += 1;
                 if floor_moves >= super::CLAIM_TRIES {

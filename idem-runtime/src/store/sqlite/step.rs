@@ -37,9 +37,7 @@ use super::{claim_on, complete_on, SqliteStore};
 use crate::call::{Call, Finished};
 use crate::error::Error;
 use crate::key::Key;
-use crate::record::SnapshotKind;
-use crate::store::step::{snapshot_of, still_owned, Next, Waiting};
-use crate::store::{AttemptRef, ClaimRequest, Outcome};
+use crate::store::step::{still_owned, Next, StepSnapshot, Waiting};
 
 /// What [`SqliteStore::begin_step`] found.
 // Returned once per step and matched at once: boxing the transaction would only add an
@@ -82,27 +80,18 @@ impl StepTx {
     /// Records `value` as the step's snapshot and commits it together with the caller's writes.
     /// On error nothing is committed, and the next call runs the step again.
     pub async fn commit<T: Serialize>(mut self, value: &T) -> Result<(), Error> {
-        let bytes = snapshot_of(&self.call, value)?;
-        let (op, key) = (&self.call.op, &self.call.key);
-        let attempt = AttemptRef {
-            op,
-            key,
-            attempt: self.attempt,
-        };
-        let outcome = Outcome::Snapshot {
-            kind: SnapshotKind::Ok,
-            bytes: &bytes,
-            ttl: self.call.options.ttl,
-        };
+        let snapshot = StepSnapshot::of(&self.call, value)?;
+        let (attempt, outcome) = snapshot.completion(&self.call, self.attempt);
         // The transaction holds SQLite's write lock, so the claim cannot be lost.
         still_owned(
             complete_on(&mut *self.tx, &attempt, outcome).await?,
             &self.call,
         )?;
+        let call = self.call;
         self.tx
             .commit()
             .await
-            .map_err(|e| Error::store("commit", op, key, e))
+            .map_err(|e| Error::store("commit", &call.op, &call.key, e))
     }
 }
 
@@ -128,14 +117,7 @@ impl SqliteStore {
                 .begin_with("BEGIN IMMEDIATE")
                 .await
                 .map_err(|e| Error::store("claim", &call.op, &call.key, e))?;
-            let request = ClaimRequest {
-                op: &call.op,
-                key: &call.key,
-                fingerprint: call.fingerprint.as_ref(),
-                lease: call.options.lease,
-                ttl: call.options.ttl,
-                worker,
-            };
+            let request = call.claim_request(worker);
             let Some(claim) = claim_on(&mut *tx, &request).await? else {
                 continue;
             };
