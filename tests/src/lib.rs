@@ -17,13 +17,13 @@ pub fn servers_required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// Runs the whole conformance suite against one backend: `conformance_suite!(name, factory)`
+/// Runs the whole conformance suite against one backend: `conformance_suite!(factory)`
 /// expands to one `#[tokio::test]` per scenario; `factory` is an async expression returning
 /// `Option<Backend>` (`None` skips, loudly, when the server is unreachable outside CI).
 #[macro_export]
 macro_rules! conformance_suite {
     ($factory:expr) => {
-        $crate::conformance_suite!(@tests $factory;
+        $crate::conformance_suite!(@tests $factory; conformance;
             one_key_64_tasks_runs_once,
             replay_returns_recorded_value,
             stalled_attempt_is_taken_over_and_fenced,
@@ -46,11 +46,11 @@ macro_rules! conformance_suite {
             cached_replay_skips_the_store,
         );
     };
-    (@tests $factory:expr; $($scenario:ident),+ $(,)?) => {$(
+    (@tests $factory:expr; $module:ident; $($scenario:ident),+ $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $scenario() {
             let Some(backend) = $factory.await else { return };
-            $crate::conformance::$scenario(&backend).await;
+            $crate::$module::$scenario(&backend).await;
         }
     )+};
 }
