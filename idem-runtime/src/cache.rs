@@ -22,9 +22,25 @@ pub(crate) struct Entry {
     valid_until: Millis,
 }
 
-/// A bounded map from key to completed snapshot.
+/// What an entry costs besides its snapshot bytes (key, entry, the map's own bookkeeping).
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// An entry's weight against the cache's byte budget: its size, but at least the budget divided
+/// by the entry limit, so the cache holds at most that many entries as well.
+#[derive(Debug, Clone, Copy)]
+struct Weight {
+    min: u64,
+}
+
+impl quick_cache::Weighter<Key, Arc<Entry>> for Weight {
+    fn weight(&self, _key: &Key, entry: &Arc<Entry>) -> u64 {
+        (entry.snapshot.bytes.len() as u64 + ENTRY_OVERHEAD).max(self.min)
+    }
+}
+
+/// A map from key to completed snapshot, bounded by entries and by bytes.
 pub(crate) struct SnapshotCache {
-    entries: quick_cache::sync::Cache<Key, Arc<Entry>>,
+    entries: quick_cache::sync::Cache<Key, Arc<Entry>, Weight>,
     max_staleness_ms: i64,
     /// Bumped by every pushed change: a snapshot read before a change may be stale.
     epoch: AtomicU64,
@@ -34,16 +50,24 @@ impl std::fmt::Debug for SnapshotCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SnapshotCache")
             .field("len", &self.entries.len())
-            .field("capacity", &self.entries.capacity())
+            .field("bytes", &self.entries.weight())
+            .field("max_bytes", &self.entries.capacity())
             .field("max_staleness_ms", &self.max_staleness_ms)
             .finish()
     }
 }
 
 impl SnapshotCache {
-    pub(crate) fn new(capacity: usize, max_staleness: Duration) -> Self {
+    /// A cache of at most `max_entries` snapshots and `max_bytes` bytes (snapshot bytes plus a
+    /// fixed overhead per entry); a snapshot larger than the whole budget is not cached.
+    pub(crate) fn new(max_entries: usize, max_bytes: u64, max_staleness: Duration) -> Self {
+        let max_entries = max_entries.max(1);
+        let max_bytes = max_bytes.max(ENTRY_OVERHEAD);
+        let weight = Weight {
+            min: max_bytes / max_entries as u64,
+        };
         Self {
-            entries: quick_cache::sync::Cache::new(capacity.max(1)),
+            entries: quick_cache::sync::Cache::with_weighter(max_entries, max_bytes, weight),
             max_staleness_ms: crate::store::millis(max_staleness),
             epoch: AtomicU64::new(0),
         }
@@ -95,6 +119,12 @@ impl SnapshotCache {
     pub(crate) fn remove(&self, key: &Key) {
         self.entries.remove(key);
     }
+
+    /// The bytes its entries weigh now (for tests and `Debug`).
+    #[cfg(test)]
+    fn weight(&self) -> u64 {
+        self.entries.weight()
+    }
 }
 
 impl crate::store::ChangeSink for SnapshotCache {
@@ -105,5 +135,47 @@ impl crate::store::ChangeSink for SnapshotCache {
             Some(key) => self.remove(key),
             None => self.entries.clear(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::SnapshotKind;
+
+    fn snapshot(len: usize) -> Snapshot {
+        Snapshot {
+            attempt: 1,
+            kind: SnapshotKind::Ok,
+            bytes: vec![b'x'; len],
+            expires_at: i64::MAX,
+            fingerprint: None,
+        }
+    }
+
+    #[test]
+    fn bounded_by_bytes_as_well_as_entries() {
+        let cache = SnapshotCache::new(1_000, 1 << 20, Duration::from_secs(60));
+        for i in 0..64u8 {
+            cache.insert_read_at(0, Key([i; 32]), snapshot(64 << 10));
+        }
+        assert!(cache.weight() <= 1 << 20, "{} bytes held", cache.weight());
+        assert!(cache.entries.len() <= 16, "{} entries", cache.entries.len());
+        // A snapshot larger than the whole budget is not cached at all.
+        cache.insert_read_at(0, Key([200; 32]), snapshot(2 << 20));
+        assert!(cache.get(&Key([200; 32])).is_none());
+    }
+
+    #[test]
+    fn bounded_by_entries_when_snapshots_are_small() {
+        let cache = SnapshotCache::new(100, 64 << 20, Duration::from_secs(60));
+        for i in 0..=255u8 {
+            cache.insert_read_at(0, Key([i; 32]), snapshot(10));
+        }
+        assert!(
+            cache.entries.len() <= 110,
+            "{} entries",
+            cache.entries.len()
+        );
     }
 }

@@ -32,6 +32,12 @@ pub struct Options {
     /// Renew the lease while the body runs (every third of the lease). Default on. Turn it off
     /// only for bodies that always finish well within one lease.
     pub heartbeat: bool,
+    /// Drop the body the moment its attempt loses its lease (taken over after a stall, or
+    /// released by an operator), and return the new owner's outcome (or
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost)). Default off: the body runs to its end,
+    /// its completion is fenced, and it can watch
+    /// [`CallInfo::on_lease_lost`](crate::CallInfo::on_lease_lost) itself. Needs the heartbeat.
+    pub abort_on_lease_loss: bool,
 }
 
 impl Default for Options {
@@ -42,6 +48,7 @@ impl Default for Options {
             on_conflict: OnConflict::Wait,
             wait: Duration::from_secs(300),
             heartbeat: true,
+            abort_on_lease_loss: false,
         }
     }
 }
@@ -148,6 +155,14 @@ impl Call {
     #[must_use]
     pub fn heartbeat(mut self, on: bool) -> Self {
         self.options.heartbeat = on;
+        self
+    }
+
+    /// Whether the body is dropped the moment its attempt loses its lease (see
+    /// [`Options::abort_on_lease_loss`]).
+    #[must_use]
+    pub fn abort_on_lease_loss(mut self, on: bool) -> Self {
+        self.options.abort_on_lease_loss = on;
         self
     }
 

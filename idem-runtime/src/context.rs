@@ -8,6 +8,7 @@ use std::sync::RwLock;
 use crate::error::Error;
 use crate::idem::Idem;
 use crate::key::Key;
+use crate::lease::LeaseSignal;
 
 tokio::task_local! {
     static SCOPE: Idem;
@@ -17,7 +18,7 @@ tokio::task_local! {
 static DEFAULT: RwLock<Option<Idem>> = RwLock::new(None);
 
 /// What a running body can know about its own call, from [`current()`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CallInfo {
     /// The operation name.
     pub op: Cow<'static, str>,
@@ -26,9 +27,24 @@ pub struct CallInfo {
     /// This attempt's number (the fencing token): 1 for the first execution, higher after a
     /// failure or a takeover.
     pub attempt: u64,
+    pub(crate) lease: LeaseSignal,
 }
 
 impl CallInfo {
+    /// Whether this attempt has lost its lease: another attempt took the key over (this one
+    /// stalled past its lease), or an operator released it. Its completion will be fenced; a
+    /// body with side effects still ahead should stop. Needs the heartbeat (on by default).
+    pub fn lease_lost(&self) -> bool {
+        self.lease.is_lost()
+    }
+
+    /// Completes when this attempt loses its lease (see [`CallInfo::lease_lost`]); never, while
+    /// it keeps it. Race it against the remaining work with `tokio::select!`, or let idem drop
+    /// the body for you with `abort_on_lease_loss`.
+    pub fn on_lease_lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.lease.lost()
+    }
+
     /// A value for an external API's `Idempotency-Key` header: the key, plus the attempt when a
     /// retry must not be deduplicated by the provider. Most providers want just the key.
     pub fn idempotency_key(&self) -> String {

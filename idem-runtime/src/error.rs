@@ -1,6 +1,10 @@
 //! The one error type of idem: every message names the operation and, where there is one, the key.
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::key::Key;
 
@@ -16,7 +20,9 @@ pub enum Error {
     /// process-wide default.
     #[error(
         "idem: no store for operation `{op}`: pass `store = <expr>` in the attribute, run the call \
-         inside `Idem::scope`, or install a process-wide default with `Idem::set_default`"
+         inside `Idem::scope`, or install a process-wide default with `Idem::set_default`. A task \
+         started with `tokio::spawn` does not inherit the scope of the task that spawned it: \
+         wrap the spawned future in `idem.scope(...)` too"
     )]
     NoStore {
         /// The operation.
@@ -139,6 +145,33 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("idem: invalid configuration: {0}")]
     Config(String),
+
+    /// The attempt lost its lease while its body ran (taken over after a stall, or released by
+    /// an operator), the call asked to abort the body then (`abort_on_lease_loss`), and the key
+    /// has no recorded outcome to converge on.
+    #[error(
+        "idem: operation `{op}` key {key}: attempt {attempt} lost its lease while its body ran \
+         and was aborted; the key has no recorded outcome yet, call again"
+    )]
+    LeaseLost {
+        /// The operation.
+        op: String,
+        /// The key.
+        key: Key,
+        /// The attempt that lost its lease.
+        attempt: u64,
+    },
+
+    /// An idem error read back from its serialized form (an error type that carries
+    /// `idem_runtime::Error` and derives `Deserialize`). idem never records its own errors as
+    /// outcomes, so this appears only where an application deserializes one itself.
+    #[error("{message}")]
+    Decoded {
+        /// The kind of the original error (`in_progress`, `store`, ...: see [`Error::kind`]).
+        kind: String,
+        /// Its message.
+        message: String,
+    },
 }
 
 impl Error {
@@ -156,4 +189,73 @@ impl Error {
     pub fn is_store_failure(&self) -> bool {
         matches!(self, Error::Store { .. })
     }
+
+    /// A short, stable name of the variant (`no_store`, `in_progress`, `key_reuse`, `store`,
+    /// `open`, `snapshot_decode`, `snapshot_encode`, `snapshot_too_large`, `corrupt`, `config`,
+    /// `lease_lost`), as it appears in the serialized form.
+    pub fn kind(&self) -> &str {
+        match self {
+            Error::NoStore { .. } => "no_store",
+            Error::InProgress { .. } => "in_progress",
+            Error::KeyReuse { .. } => "key_reuse",
+            Error::Store { .. } => "store",
+            Error::Open { .. } => "open",
+            Error::SnapshotDecode { .. } => "snapshot_decode",
+            Error::SnapshotEncode { .. } => "snapshot_encode",
+            Error::SnapshotTooLarge { .. } => "snapshot_too_large",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Config(_) => "config",
+            Error::LeaseLost { .. } => "lease_lost",
+            Error::Decoded { kind, .. } => kind,
+        }
+    }
+}
+
+thread_local! {
+    /// Set when an [`Error`] is serialized on this thread: how the engine tells that an `Err`
+    /// value it was about to record carries one of idem's own errors.
+    static SERIALIZED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The serialized form of an [`Error`]: its kind and its message. Sources are not kept (they
+/// are backend errors that do not serialize); the message includes their text.
+#[derive(Serialize, Deserialize)]
+struct Repr<'a> {
+    kind: Cow<'a, str>,
+    message: Cow<'a, str>,
+}
+
+impl Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SERIALIZED.set(true);
+        Repr {
+            kind: Cow::Borrowed(self.kind()),
+            message: Cow::Owned(self.to_string()),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Error {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let repr = Repr::deserialize(deserializer)?;
+        Ok(Error::Decoded {
+            kind: repr.kind.into_owned(),
+            message: repr.message.into_owned(),
+        })
+    }
+}
+
+/// Encodes an `Err` value to record, or `Ok(None)` when it carries one of idem's own errors
+/// (an `InProgress` or a store failure that reached the body's error type through `From`):
+/// those describe this moment, not the operation, and are never recorded as outcomes.
+pub(crate) fn encode_unless_idem<E: Serialize + ?Sized>(
+    err: &E,
+) -> Result<Option<Vec<u8>>, serde_json::Error> {
+    SERIALIZED.set(false);
+    let bytes = serde_json::to_vec(err);
+    if SERIALIZED.replace(false) {
+        return Ok(None);
+    }
+    bytes.map(Some)
 }

@@ -1,69 +1,51 @@
-//! The life of a call (DESIGN §4): cached replay, claim (replay / wait / take over / refuse),
-//! run with a heartbeat, fenced complete, and convergence of a fenced attempt.
+//! The life of a call: cached replay, claim (replay / wait / take over / refuse), run the body
+//! under a lease, record its outcome (fenced), and convergence of a fenced attempt.
 
 use std::any::Any;
 use std::borrow::Cow;
 use std::fmt::Display;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Instant;
 
-use backon::{ExponentialBuilder, Retryable};
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::call::{Finished, OnConflict};
+use crate::attempt::{OwnedAttempt, Recording};
+use crate::call::Finished;
 use crate::context::{with_current, CallInfo};
 use crate::error::Error;
-use crate::idem::Idem;
-use crate::lease::run_with_heartbeat;
+use crate::idem::{Idem, Inner};
+use crate::lease::{run_under_lease, Heartbeat, LeaseSignal, Ran};
+use crate::metrics::{CallOutcome, Unrecorded};
 use crate::record::{now_millis, Snapshot, SnapshotKind, Status};
-use crate::store::{millis, AttemptRef, Claim, Fence, Outcome};
+use crate::replay::{decode, fingerprints_differ, key_reuse, ErrorPolicy};
+use crate::store::{millis, Claim, Fence};
+use crate::wait::{Patience, NOTIFIED_POLL_CAP, POLL_CAP};
+use crate::waiters::Waiting;
 
-/// Whether a call records `Err` values (and so can replay them).
-pub(crate) trait ErrorPolicy<E> {
-    /// The snapshot of an error, or `None` when errors are not recorded.
-    fn encode(err: &E) -> Option<Result<Vec<u8>, serde_json::Error>>;
-    /// The error a snapshot holds, or `None` when this call site does not record errors.
-    fn decode(bytes: &[u8]) -> Option<Result<E, serde_json::Error>>;
-}
-
-/// Errors are not recorded: a failed body leaves a `failed` record that the next call retries.
+/// How a call's errors are made and kept: `from_idem` turns idem's own errors into the call's
+/// error type (`E::from`, or `CallError::Idem`), `policy` says which `Err` values are recorded.
 #[derive(Debug)]
-pub(crate) struct NoErrorCache(PhantomData<()>);
-
-impl<E> ErrorPolicy<E> for NoErrorCache {
-    fn encode(_: &E) -> Option<Result<Vec<u8>, serde_json::Error>> {
-        None
-    }
-    fn decode(_: &[u8]) -> Option<Result<E, serde_json::Error>> {
-        None
-    }
+pub(crate) struct Errors<E, P> {
+    pub(crate) from_idem: fn(Error) -> E,
+    pub(crate) policy: P,
 }
 
-/// Errors are recorded and replayed (`cache_errors`).
-#[derive(Debug)]
-pub(crate) struct CacheErrors(PhantomData<()>);
-
-impl<E: Serialize + DeserializeOwned> ErrorPolicy<E> for CacheErrors {
-    fn encode(err: &E) -> Option<Result<Vec<u8>, serde_json::Error>> {
-        Some(serde_json::to_vec(err))
-    }
-    fn decode(bytes: &[u8]) -> Option<Result<E, serde_json::Error>> {
-        Some(serde_json::from_slice(bytes))
-    }
-}
-
-/// The longest pause between two looks at a key another attempt is running.
-pub(crate) const MAX_POLL: Duration = Duration::from_millis(250);
-
-pub(crate) async fn run<T, E, P, F, Fut>(idem: &Idem, call: Finished, body: F) -> Result<T, E>
+pub(crate) async fn run<T, E, P, F, Fut>(
+    idem: &Idem,
+    call: Finished,
+    errors: Errors<E, P>,
+    body: F,
+) -> Result<T, E>
 where
     T: Serialize + DeserializeOwned,
-    E: From<Error> + Display,
+    E: Display,
     P: ErrorPolicy<E>,
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -75,42 +57,57 @@ where
         attempt = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    run_in_span::<T, E, P, F, Fut>(idem, call, body)
+    run_in_span(&idem.inner, call, errors, body)
         .instrument(span)
         .await
 }
 
 #[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) labels without allocating
-fn outcome(op: &std::borrow::Cow<'static, str>, name: &'static str) {
-    tracing::Span::current().record("outcome", name);
-    crate::metrics::outcome(op, name);
+fn outcome(op: &Cow<'static, str>, outcome: CallOutcome) {
+    tracing::Span::current().record("outcome", outcome.as_str());
+    crate::metrics::outcome(op, outcome);
 }
 
-async fn run_in_span<T, E, P, F, Fut>(idem: &Idem, call: Finished, body: F) -> Result<T, E>
+async fn run_in_span<T, E, P, F, Fut>(
+    inner: &Arc<Inner>,
+    call: Finished,
+    errors: Errors<E, P>,
+    body: F,
+) -> Result<T, E>
 where
     T: Serialize + DeserializeOwned,
-    E: From<Error> + Display,
+    E: Display,
     P: ErrorPolicy<E>,
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let inner = &idem.inner;
     if let Some(entry) = inner.cache.as_ref().and_then(|c| c.get(&call.key)) {
         if fingerprints_differ(
             entry.snapshot.fingerprint.as_ref(),
             call.fingerprint.as_ref(),
         ) {
-            return Err(key_reuse(&call).into());
+            return Err((errors.from_idem)(key_reuse(&call)));
         }
         tracing::Span::current().record("outcome", "replayed");
         crate::metrics::cache_replay(&call.op);
-        return decode::<T, E, P>(&call, &entry.snapshot);
+        return decode(&call, &entry.snapshot, &errors.policy, errors.from_idem);
     }
 
-    let started = Instant::now();
-    let mut poll = Duration::from_millis(2);
-    let mut waited = false;
+    let cap = if inner.store.wakes_waiters() {
+        NOTIFIED_POLL_CAP
+    } else {
+        POLL_CAP
+    };
+    let mut patience = Patience::new(cap);
+    // Registered at the first `Running`: from then on every look at the store is made with a
+    // wake-up already armed, so an attempt of this process that ends meanwhile wakes us at once.
+    let mut waiting: Option<Waiting> = None;
     loop {
+        let notify = waiting.as_ref().map(Waiting::notifier);
+        let mut woken = pin!(notify.as_deref().map(Notify::notified));
+        if let Some(woken) = woken.as_mut().as_pin_mut() {
+            woken.enable();
+        }
         let request = call.claim_request(&inner.worker);
         // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
         let epoch = inner.cache.as_ref().map_or(0, |c| c.epoch());
@@ -122,198 +119,160 @@ where
             claim_started.elapsed(),
             claimed.is_ok(),
         );
-        match claimed? {
+        match claimed.map_err(errors.from_idem)? {
             Claim::Completed(snapshot) => {
-                outcome(&call.op, if waited { "waited" } else { "replayed" });
-                let decoded = decode::<T, E, P>(&call, &snapshot);
+                let how = if waiting.is_some() {
+                    CallOutcome::Waited
+                } else {
+                    CallOutcome::Replayed
+                };
+                outcome(&call.op, how);
+                let decoded = decode(&call, &snapshot, &errors.policy, errors.from_idem);
                 if let Some(cache) = &inner.cache {
                     cache.insert_read_at(epoch, call.key, snapshot);
                 }
                 return decoded;
             }
             Claim::KeyReuse => {
-                outcome(&call.op, "key_reuse");
-                return Err(key_reuse(&call).into());
+                outcome(&call.op, CallOutcome::KeyReuse);
+                return Err((errors.from_idem)(key_reuse(&call)));
             }
             Claim::Running {
                 attempt,
                 lease_left,
             } => {
-                let elapsed = started.elapsed();
-                if call.options.on_conflict == OnConflict::Error || elapsed >= call.options.wait {
-                    outcome(&call.op, "in_progress");
-                    return Err(Error::InProgress {
-                        op: call.op.to_string(),
-                        key: call.key,
-                        attempt,
-                        waited: elapsed,
+                let pause = match patience.pause(&call, attempt, lease_left) {
+                    Ok(pause) => pause,
+                    Err(e) => {
+                        outcome(&call.op, CallOutcome::InProgress);
+                        return Err((errors.from_idem)(e));
                     }
-                    .into());
+                };
+                match woken.as_pin_mut() {
+                    // Look again at once, now with a wake-up armed.
+                    None => waiting = Some(Waiting::on(call.key)),
+                    Some(woken) => {
+                        tokio::select! {
+                            () = woken => {}
+                            () = inner.store.wait_for_change(&call.key, pause) => {}
+                        }
+                    }
                 }
-                waited = true;
-                let pause = poll
-                    .min(call.options.wait - elapsed)
-                    .min(lease_left + Duration::from_millis(1));
-                inner.store.wait_for_change(&call.key, pause).await;
-                poll = (poll * 2).min(MAX_POLL);
             }
             Claim::Acquired { attempt, took_over } => {
+                drop(waiting);
                 tracing::Span::current().record("attempt", attempt);
-                outcome(
-                    &call.op,
-                    if took_over.is_some() {
-                        "taken_over"
-                    } else {
-                        "executed"
-                    },
-                );
                 if let Some(old) = took_over {
+                    outcome(&call.op, CallOutcome::TakenOver);
                     tracing::warn!(
                         old,
                         attempt,
                         "idem: took over an attempt whose lease expired"
                     );
+                } else {
+                    outcome(&call.op, CallOutcome::Executed);
                 }
-                return execute::<T, E, P, F, Fut>(idem, &call, attempt, body).await;
+                return execute(inner, &call, attempt, errors, body).await;
             }
         }
-    }
-}
-
-pub(crate) fn fingerprints_differ(
-    have: Option<&crate::key::Fingerprint>,
-    want: Option<&crate::key::Fingerprint>,
-) -> bool {
-    matches!((have, want), (Some(h), Some(w)) if h != w)
-}
-
-pub(crate) fn key_reuse(call: &Finished) -> Error {
-    Error::KeyReuse {
-        op: call.op.to_string(),
-        key: call.key,
-    }
-}
-
-pub(crate) fn decode<T, E, P>(call: &Finished, snapshot: &Snapshot) -> Result<T, E>
-where
-    T: DeserializeOwned,
-    E: From<Error>,
-    P: ErrorPolicy<E>,
-{
-    let undecodable = |source| Error::SnapshotDecode {
-        op: call.op.to_string(),
-        key: call.key,
-        attempt: snapshot.attempt,
-        source,
-    };
-    match snapshot.kind {
-        SnapshotKind::Ok => {
-            serde_json::from_slice(&snapshot.bytes).map_err(|e| undecodable(e).into())
-        }
-        SnapshotKind::Err => match P::decode(&snapshot.bytes) {
-            Some(Ok(err)) => Err(err),
-            Some(Err(e)) => Err(undecodable(e).into()),
-            None => Err(Error::Corrupt {
-                op: call.op.to_string(),
-                key: call.key,
-                reason: "the record holds an error value, but this call site does not use \
-                         `cache_errors`; forget the key or restore `cache_errors`"
-                    .into(),
-            }
-            .into()),
-        },
     }
 }
 
 /// Runs the body as attempt `attempt` and records its outcome.
 async fn execute<T, E, P, F, Fut>(
-    idem: &Idem,
+    inner: &Arc<Inner>,
     call: &Finished,
     attempt: u64,
+    errors: Errors<E, P>,
     body: F,
 ) -> Result<T, E>
 where
     T: Serialize + DeserializeOwned,
-    E: From<Error> + Display,
+    E: Display,
     P: ErrorPolicy<E>,
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let inner = &idem.inner;
-    let store = &*inner.store;
-    let aref = AttemptRef {
-        op: &call.op,
-        key: &call.key,
-        attempt,
-    };
+    let ttl = call.options.ttl;
+    // From here until the outcome is written, dropping this future releases the claim (or
+    // finishes the write): see `attempt.rs`.
+    let mut owned = OwnedAttempt::new(inner.store.clone(), call.op.clone(), call.key, attempt, ttl);
+    let signal = LeaseSignal::default();
     let info = CallInfo {
         op: call.op.clone(),
         key: call.key,
         attempt,
+        lease: signal.clone(),
     };
+    let heartbeat = call.options.heartbeat.then(|| Heartbeat {
+        store: inner.store.clone(),
+        op: call.op.clone(),
+        key: call.key,
+        attempt,
+        lease: call.options.lease,
+        signal,
+    });
     let guarded = AssertUnwindSafe(with_current(info, body())).catch_unwind();
-    let ttl = call.options.ttl;
-    let result = match run_with_heartbeat(store, &aref, &call.options, guarded).await {
-        Ok(result) => result,
-        Err(panic) => {
+    let result = match run_under_lease(heartbeat, &call.options, guarded).await {
+        Ran::Finished(Ok(result)) => result,
+        Ran::Finished(Err(panic)) => {
             let error = format!("panicked: {}", panic_message(&*panic));
-            if let Err(e) = complete(idem, &aref, Outcome::Failed { error: &error, ttl }).await {
+            if let (Err(e), _) = owned.record(Recording::Failed { error }).await {
                 tracing::error!(error = %e, "idem: could not record the panic; the lease will expire");
             }
-            outcome(&call.op, "panicked");
+            outcome(&call.op, CallOutcome::Panicked);
             std::panic::resume_unwind(panic);
+        }
+        Ran::Aborted => {
+            owned.settle();
+            outcome(&call.op, CallOutcome::Aborted);
+            tracing::warn!(
+                attempt,
+                "idem: this attempt lost its lease; its body was dropped (abort_on_lease_loss)"
+            );
+            return converge(inner, call, attempt, None, &errors).await;
         }
     };
 
-    let (kind, bytes) = match &result {
-        Ok(value) => match serde_json::to_vec(value) {
-            Ok(bytes) => (SnapshotKind::Ok, bytes),
-            Err(source) => {
-                let err = Error::SnapshotEncode {
-                    op: call.op.to_string(),
-                    key: call.key,
-                    source,
-                };
-                return fail_with(idem, &call.op, &aref, ttl, err).await;
+    let recording = match &result {
+        Ok(value) => match snapshot_of(value, call, inner.max_snapshot_bytes) {
+            Ok(bytes) => Recording::Snapshot {
+                kind: SnapshotKind::Ok,
+                bytes,
+            },
+            Err((why, error)) => {
+                // The caller paid for this value: it gets it, whether or not it can be kept.
+                outcome(&call.op, CallOutcome::Unrecorded(why));
+                tracing::warn!(%error, "idem: the result is returned but not recorded; the next call runs again");
+                let error = format!("not recorded: {error}");
+                if let (Err(e), _) = owned.record(Recording::Failed { error }).await {
+                    tracing::error!(error = %e, "idem: could not record why the result was not kept; the lease will expire");
+                }
+                return result;
             }
         },
-        Err(err) => match P::encode(err) {
-            Some(Ok(bytes)) => (SnapshotKind::Err, bytes),
-            Some(Err(e)) => {
-                let text = format!("{err} (not recorded: the error cannot be encoded: {e})");
-                return fail(idem, &call.op, &aref, &text, ttl, result).await;
-            }
-            None => {
-                let text = err.to_string();
-                return fail(idem, &call.op, &aref, &text, ttl, result).await;
-            }
+        Err(err) => match error_snapshot(err, call, inner.max_snapshot_bytes, &errors.policy) {
+            Some(bytes) => Recording::Snapshot {
+                kind: SnapshotKind::Err,
+                bytes,
+            },
+            None => Recording::Failed {
+                error: err.to_string(),
+            },
         },
     };
-    if bytes.len() > inner.max_snapshot_bytes {
-        let err = Error::SnapshotTooLarge {
-            op: call.op.to_string(),
-            key: call.key,
-            size: bytes.len(),
-            limit: inner.max_snapshot_bytes,
-        };
-        return fail_with(idem, &call.op, &aref, ttl, err).await;
-    }
+    let failed = matches!(recording, Recording::Failed { .. });
 
     // A forget pushed between this completion's commit and the cache insert must win.
     let epoch = inner.cache.as_ref().map_or(0, |c| c.epoch());
-    match complete(
-        idem,
-        &aref,
-        Outcome::Snapshot {
-            kind,
-            bytes: &bytes,
-            ttl,
-        },
-    )
-    .await
-    {
-        Ok(Fence::Owned) => {
-            if let Some(cache) = &inner.cache {
+    match owned.record(recording).await {
+        (Ok(Fence::Owned), recording) => {
+            if failed {
+                outcome(&call.op, CallOutcome::Failed);
+            }
+            if let (Some(cache), Some(Recording::Snapshot { kind, bytes })) =
+                (&inner.cache, recording)
+            {
                 let snapshot = Snapshot {
                     attempt,
                     kind,
@@ -325,103 +284,123 @@ where
             }
             result
         }
-        Ok(Fence::Lost) => converge::<T, E, P>(idem, call, attempt, result).await,
-        Err(error) => {
+        (Ok(Fence::Lost), _) => converge(inner, call, attempt, Some(result), &errors).await,
+        (Err(error), _) => {
             // The side effect happened but could not be recorded, even after retries. The
             // caller still gets the real result; the record stays `running` until its lease
             // expires, after which another call may run the body again (at-least-once).
-            outcome(&call.op, "unrecorded");
+            outcome(
+                &call.op,
+                CallOutcome::Unrecorded(Unrecorded::StoreUnreachable),
+            );
             tracing::error!(%error, "idem: the outcome could not be recorded; a later call may run the body again");
             result
         }
     }
 }
 
-/// Records a failure and returns `result`; a fenced failure converges like a fenced success.
-#[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) labels without allocating
-async fn fail<T, E>(
-    idem: &Idem,
-    op: &std::borrow::Cow<'static, str>,
-    aref: &AttemptRef<'_>,
-    error: &str,
-    ttl: Duration,
-    result: Result<T, E>,
-) -> Result<T, E> {
-    outcome(op, "failed");
-    match complete(idem, aref, Outcome::Failed { error, ttl }).await {
-        Ok(_) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "idem: could not record the failure; the lease will expire")
-        }
+/// The snapshot of an `Ok` value, checked to be within the limit and to decode back (a float
+/// NaN encodes as `null`, which would then never decode), or why it cannot be kept.
+fn snapshot_of<T: Serialize + DeserializeOwned>(
+    value: &T,
+    call: &Finished,
+    limit: usize,
+) -> Result<Vec<u8>, (Unrecorded, Error)> {
+    let bytes = serde_json::to_vec(value).map_err(|source| {
+        let error = Error::SnapshotEncode {
+            op: call.op.to_string(),
+            key: call.key,
+            source,
+        };
+        (Unrecorded::Unencodable, error)
+    })?;
+    if bytes.len() > limit {
+        let error = Error::SnapshotTooLarge {
+            op: call.op.to_string(),
+            key: call.key,
+            size: bytes.len(),
+            limit,
+        };
+        return Err((Unrecorded::TooLarge, error));
     }
-    result
+    if let Err(source) = serde_json::from_slice::<T>(&bytes) {
+        let error = Error::SnapshotDecode {
+            op: call.op.to_string(),
+            key: call.key,
+            attempt: 0,
+            source,
+        };
+        return Err((Unrecorded::Undecodable, error));
+    }
+    Ok(bytes)
 }
 
-/// Records idem's own error as the attempt's failure and returns it.
-#[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) labels without allocating
-async fn fail_with<T, E: From<Error>>(
-    idem: &Idem,
-    op: &Cow<'static, str>,
-    aref: &AttemptRef<'_>,
-    ttl: Duration,
-    err: Error,
-) -> Result<T, E> {
-    let text = err.to_string();
-    fail(idem, op, aref, &text, ttl, Err(err.into())).await
+/// The snapshot of an `Err` value the policy records (within the limit, decoding back), or
+/// `None`: the error is then recorded as the attempt's failure text, and the next call retries.
+fn error_snapshot<E: Display, P: ErrorPolicy<E>>(
+    err: &E,
+    call: &Finished,
+    limit: usize,
+    policy: &P,
+) -> Option<Vec<u8>> {
+    let bytes = match policy.encode(err)? {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(op = %call.op, error = %e, "idem: the error cannot be encoded; it is not recorded");
+            return None;
+        }
+    };
+    let decodes = matches!(policy.decode(&bytes), Some(Ok(_)));
+    (bytes.len() <= limit && decodes).then_some(bytes)
 }
 
-/// The fenced completion, retried with backoff while the store is unreachable.
-async fn complete(
-    idem: &Idem,
-    aref: &AttemptRef<'_>,
-    outcome: Outcome<'_>,
-) -> Result<Fence, Error> {
-    let store = &*idem.inner.store;
-    (|| store.complete(aref, outcome))
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(20))
-                .with_max_delay(Duration::from_secs(1))
-                .with_max_times(6)
-                .with_jitter(),
-        )
-        .when(Error::is_store_failure)
-        .notify(|error, pause| {
-            tracing::warn!(%error, ?pause, "idem: recording the outcome failed; retrying");
-        })
-        .await
-}
-
-/// A fenced attempt (taken over while it ran) returns what the key's owner recorded, so every
-/// caller of a key sees one outcome. If the owner recorded nothing (it failed), the attempt's
-/// own result is all there is.
+/// A fenced attempt (its lease was lost while it ran) returns what the key's new owner
+/// recorded, so every caller of a key sees one outcome. If the owner recorded nothing (it
+/// failed), the attempt's own result is all there is (`None` when its body was aborted).
 async fn converge<T, E, P>(
-    idem: &Idem,
+    inner: &Arc<Inner>,
     call: &Finished,
     attempt: u64,
-    own: Result<T, E>,
+    own: Option<Result<T, E>>,
+    errors: &Errors<E, P>,
 ) -> Result<T, E>
 where
     T: DeserializeOwned,
-    E: From<Error>,
     P: ErrorPolicy<E>,
 {
-    outcome(&call.op, "fenced");
-    tracing::warn!(
-        attempt,
-        "idem: this attempt was fenced; converging on the recorded outcome"
-    );
-    let store = &*idem.inner.store;
-    let started = Instant::now();
+    if own.is_some() {
+        outcome(&call.op, CallOutcome::Fenced);
+        tracing::warn!(
+            attempt,
+            "idem: this attempt was fenced; converging on the recorded outcome"
+        );
+    }
+    let lease_lost = || {
+        Err((errors.from_idem)(Error::LeaseLost {
+            op: call.op.to_string(),
+            key: call.key,
+            attempt,
+        }))
+    };
+    let store = &*inner.store;
+    let waiting = Waiting::on(call.key);
+    let mut patience = Patience::converging(if store.wakes_waiters() {
+        NOTIFIED_POLL_CAP
+    } else {
+        POLL_CAP
+    });
     loop {
+        let woken = waiting.notifier();
+        let mut woken = pin!(woken.notified());
+        woken.as_mut().enable();
         let record = match store.get(&call.key).await {
             Ok(Some(record)) => record,
-            Ok(None) | Err(_) => return own,
+            Ok(None) | Err(_) => return own.unwrap_or_else(lease_lost),
         };
         match record.status {
             Status::Completed if record.expires_at.is_some_and(|e| e > now_millis()) => {
                 let (Some(bytes), Some(kind)) = (record.snapshot, record.snapshot_kind) else {
-                    return own;
+                    return own.unwrap_or_else(lease_lost);
                 };
                 let snapshot = Snapshot {
                     attempt: record.attempt,
@@ -430,23 +409,22 @@ where
                     expires_at: record.expires_at.unwrap_or(i64::MAX),
                     fingerprint: record.fingerprint,
                 };
-                return decode::<T, E, P>(call, &snapshot);
+                return decode(call, &snapshot, &errors.policy, errors.from_idem);
             }
             Status::Running if record.attempt > attempt => {
-                let elapsed = started.elapsed();
-                if elapsed >= call.options.wait {
-                    return Err(Error::InProgress {
-                        op: call.op.to_string(),
-                        key: call.key,
-                        attempt: record.attempt,
-                        waited: elapsed,
-                    }
-                    .into());
+                let left = record
+                    .lease_until
+                    .map_or(0, |l| l.saturating_sub(now_millis()));
+                let lease_left = std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                let pause = patience
+                    .pause(call, record.attempt, lease_left)
+                    .map_err(errors.from_idem)?;
+                tokio::select! {
+                    () = woken => {}
+                    () = store.wait_for_change(&call.key, pause) => {}
                 }
-                let pause = MAX_POLL.min(call.options.wait - elapsed);
-                store.wait_for_change(&call.key, pause).await;
             }
-            _ => return own,
+            _ => return own.unwrap_or_else(lease_lost),
         }
     }
 }

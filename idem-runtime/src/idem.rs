@@ -10,10 +10,12 @@ use serde::Serialize;
 
 use crate::cache::SnapshotCache;
 use crate::call::Call;
+use crate::call_error::CallError;
 use crate::error::Error;
-use crate::execute::{self, CacheErrors, NoErrorCache};
+use crate::execute::{self, Errors};
 use crate::key::Key;
 use crate::record::{AttemptLog, Record};
+use crate::replay::{CacheErrorsWhen, NoErrorCache};
 use crate::store::memory::MemoryStore;
 use crate::store::Store;
 
@@ -64,6 +66,7 @@ impl fmt::Debug for Idem {
 pub struct IdemBuilder {
     store: Arc<dyn Store>,
     cache_capacity: usize,
+    cache_bytes: u64,
     cache_staleness: Duration,
     worker: Option<String>,
     max_snapshot_bytes: usize,
@@ -74,6 +77,15 @@ impl IdemBuilder {
     #[must_use]
     pub fn cache_capacity(mut self, entries: usize) -> Self {
         self.cache_capacity = entries;
+        self
+    }
+
+    /// How many bytes of snapshots the process keeps (default 64 MiB, counting each entry's
+    /// snapshot plus a fixed overhead); the least recently useful entries go first, and a
+    /// snapshot larger than the whole budget is not cached.
+    #[must_use]
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = bytes;
         self
     }
 
@@ -107,6 +119,7 @@ impl IdemBuilder {
         let cache = (self.cache_capacity > 0).then(|| {
             Arc::new(SnapshotCache::new(
                 self.cache_capacity,
+                self.cache_bytes,
                 self.cache_staleness,
             ))
         });
@@ -147,6 +160,7 @@ impl Idem {
         IdemBuilder {
             store,
             cache_capacity: 10_000,
+            cache_bytes: 64 << 20,
             cache_staleness: Duration::from_secs(30),
             worker: None,
             max_snapshot_bytes: 16 << 20,
@@ -177,7 +191,11 @@ impl Idem {
     /// Runs `body` at most once per key: the first caller runs it and records its `Ok` value;
     /// every later caller with the same key gets that value back. An `Err` is not recorded: the
     /// record becomes `failed` and the next call runs again. Errors of idem itself (store down,
-    /// key reuse, ...) reach the caller through `E: From<Error>`.
+    /// key reuse, ...) reach the caller through `E: From<Error>`; for an error type that cannot
+    /// have that impl (`std::io::Error`), use [`Idem::try_call`].
+    ///
+    /// Dropping the returned future while the body runs (a timeout around it) releases the
+    /// claim at once, so a retry runs without waiting for the lease.
     pub async fn call<T, E, F, Fut>(&self, call: Call, body: F) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
@@ -185,11 +203,46 @@ impl Idem {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        execute::run::<T, E, NoErrorCache, _, _>(self, call.finish(), body).await
+        let errors = Errors {
+            from_idem: E::from,
+            policy: NoErrorCache,
+        };
+        execute::run(self, call.finish(), errors, body).await
     }
 
-    /// Like [`Idem::call`], but an `Err` is recorded and replayed too (Stripe-style), so a
-    /// definitive failure (a declined card, a rejected prompt) is not retried.
+    /// Like [`Idem::call`], for a body whose error type cannot carry idem's errors: the result's
+    /// error is [`CallError::Body`] with the body's error, or [`CallError::Idem`] with idem's.
+    ///
+    /// ```
+    /// use idem_runtime::{Call, CallError, Idem};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let idem = Idem::memory();
+    /// let read = idem.try_call(Call::new("read").key("/no/such/file"), || async {
+    ///     std::fs::read_to_string("/no/such/file")
+    /// });
+    /// assert!(matches!(read.await, Err(CallError::Body(e)) if e.kind() == std::io::ErrorKind::NotFound));
+    /// # }
+    /// ```
+    pub async fn try_call<T, E, F, Fut>(&self, call: Call, body: F) -> Result<T, CallError<E>>
+    where
+        T: Serialize + DeserializeOwned,
+        E: fmt::Display,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let errors = Errors {
+            from_idem: CallError::Idem,
+            policy: NoErrorCache,
+        };
+        let body = || async move { body().await.map_err(CallError::Body) };
+        execute::run(self, call.finish(), errors, body).await
+    }
+
+    /// Like [`Idem::call`], but every `Err` is recorded and replayed too (Stripe-style), so a
+    /// definitive failure (a declined card, a rejected prompt) is not retried. An error that
+    /// carries one of idem's own errors (`InProgress`, a store failure, ...) is never recorded:
+    /// it describes that moment, not the operation.
     pub async fn call_caching_errors<T, E, F, Fut>(&self, call: Call, body: F) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
@@ -197,7 +250,78 @@ impl Idem {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        execute::run::<T, E, CacheErrors, _, _>(self, call.finish(), body).await
+        self.call_caching_errors_if(call, |_: &E| true, body).await
+    }
+
+    /// Like [`Idem::call_caching_errors`], recording only the errors `permanent` accepts; the
+    /// others leave a `failed` record that the next call retries.
+    ///
+    /// ```
+    /// use idem_runtime::{Call, Idem};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, thiserror::Error, Serialize, Deserialize)]
+    /// enum ChargeError {
+    ///     #[error("card declined")]
+    ///     Declined,
+    ///     #[error("payment provider timed out")]
+    ///     Timeout,
+    ///     #[error(transparent)]
+    ///     Idem(#[from] idem_runtime::Error),
+    /// }
+    ///
+    /// impl ChargeError {
+    ///     fn is_permanent(&self) -> bool {
+    ///         matches!(self, ChargeError::Declined)
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let idem = Idem::memory();
+    /// let charge = |outcome: Result<u32, ChargeError>| {
+    ///     idem.call_caching_errors_if(Call::new("charge").key("order-1"), ChargeError::is_permanent, || async { outcome })
+    /// };
+    /// assert!(matches!(charge(Err(ChargeError::Timeout)).await, Err(ChargeError::Timeout))); // not kept
+    /// assert!(matches!(charge(Err(ChargeError::Declined)).await, Err(ChargeError::Declined))); // kept
+    /// assert!(matches!(charge(Ok(7)).await, Err(ChargeError::Declined))); // replayed
+    /// # }
+    /// ```
+    pub async fn call_caching_errors_if<T, E, P, F, Fut>(
+        &self,
+        call: Call,
+        permanent: P,
+        body: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error> + fmt::Display + Serialize + DeserializeOwned,
+        P: Fn(&E) -> bool,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let errors = Errors {
+            from_idem: E::from,
+            policy: CacheErrorsWhen(permanent),
+        };
+        execute::run(self, call.finish(), errors, body).await
+    }
+
+    /// The engine behind the attribute: `from_idem` makes the function's error type from
+    /// idem's, `policy` is its `cache_errors`.
+    pub(crate) async fn call_with<T, E, P, F, Fut>(
+        &self,
+        call: Call,
+        errors: Errors<E, P>,
+        body: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: fmt::Display,
+        P: crate::replay::ErrorPolicy<E>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        execute::run(self, call.finish(), errors, body).await
     }
 
     /// Runs `fut` with this handle as the store of every idempotent call inside it that names no

@@ -1,50 +1,147 @@
-//! The heartbeat: renews an attempt's lease while its body runs, on the same task as the body.
+//! The lease of a running attempt: the heartbeat that renews it, and the signal a body sees when
+//! the attempt lost it (taken over or released by an operator).
 //!
-//! Running the heartbeat beside the body (not as a spawned task) means it stops the instant the
-//! body ends or the caller drops the call, so a dropped call never keeps a lease alive.
+//! The heartbeat runs on a task of its own, spawned before the body is first polled, so on a
+//! multi-thread runtime a body that blocks its thread (a synchronous client, from its very first
+//! line) cannot starve it. On a
+//! current-thread runtime the heartbeat shares the one thread with the body: a body that blocks
+//! that thread for longer than its lease can still be taken over. Outside any Tokio runtime the
+//! heartbeat runs beside the body in the same future, as before.
+//!
+//! The heartbeat task is aborted the moment the body ends or the call is dropped, so a dropped
+//! call never keeps a lease alive.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::call::Options;
+use crate::key::Key;
 use crate::store::{AttemptRef, Fence, Store};
 
-/// Polls `body` to completion, renewing the lease every third of its length.
-pub(crate) async fn run_with_heartbeat<F: Future>(
-    store: &dyn Store,
-    attempt: &AttemptRef<'_>,
+/// Whether an attempt still owns its key. Read it from a body through
+/// [`CallInfo::lease_lost`](crate::CallInfo::lease_lost) and
+/// [`CallInfo::on_lease_lost`](crate::CallInfo::on_lease_lost).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LeaseSignal(CancellationToken);
+
+impl LeaseSignal {
+    pub(crate) fn is_lost(&self) -> bool {
+        self.0.is_cancelled()
+    }
+
+    pub(crate) fn lost(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.0.clone().cancelled_owned()
+    }
+
+    fn fire(&self) {
+        self.0.cancel();
+    }
+}
+
+/// How a body run under a lease ended.
+#[derive(Debug)]
+pub(crate) enum Ran<T> {
+    /// The body finished with this output.
+    Finished(T),
+    /// The lease was lost and the call asked to abort the body then
+    /// ([`Options::abort_on_lease_loss`]); the body was dropped.
+    Aborted,
+}
+
+/// Everything the heartbeat needs, owned, so it can run on its own task.
+#[derive(Debug, Clone)]
+pub(crate) struct Heartbeat {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) op: Cow<'static, str>,
+    pub(crate) key: Key,
+    pub(crate) attempt: u64,
+    pub(crate) lease: Duration,
+    pub(crate) signal: LeaseSignal,
+}
+
+impl Heartbeat {
+    /// Renews the lease every third of its length until the attempt loses it (then fires the
+    /// signal and returns). Store errors are retried at the next beat.
+    async fn beat(self) {
+        let period = (self.lease / 3).max(Duration::from_millis(5));
+        let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let attempt = AttemptRef {
+            op: &self.op,
+            key: &self.key,
+            attempt: self.attempt,
+        };
+        loop {
+            beats.tick().await;
+            match self.store.renew(&attempt, self.lease).await {
+                Ok(Fence::Owned) => {}
+                Ok(Fence::Lost) => {
+                    tracing::warn!(
+                        attempt = self.attempt,
+                        "idem: lease lost to a later attempt (or released); this attempt's completion will be fenced"
+                    );
+                    self.signal.fire();
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "idem: heartbeat failed; retrying at the next beat");
+                }
+            }
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped (the body ended, or the call was dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Polls `body` to completion while `heartbeat` (if any) renews the lease; with `options.
+/// abort_on_lease_loss`, drops the body the moment the lease is lost.
+pub(crate) async fn run_under_lease<F: Future>(
+    heartbeat: Option<Heartbeat>,
     options: &Options,
     body: F,
-) -> F::Output {
+) -> Ran<F::Output> {
     let mut body = pin!(body);
-    if !options.heartbeat {
-        return body.await;
-    }
-    let period = (options.lease / 3).max(Duration::from_millis(5));
-    let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut lost = false;
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut body => return out,
-            _ = beats.tick(), if !lost => {
-                let mut renew = pin!(store.renew(attempt, options.lease));
+    let Some(heartbeat) = heartbeat else {
+        return Ran::Finished(body.await);
+    };
+    let lost = heartbeat.signal.lost();
+    let abort = options.abort_on_lease_loss;
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            let _task = AbortOnDrop(runtime.spawn(heartbeat.beat()));
+            // A task spawned from a worker thread waits in that worker's LIFO slot, which other
+            // workers never steal from: if the body then blocked this thread, the heartbeat
+            // would never start. Yielding once lets it start (and park on its timer, from which
+            // any worker can wake it).
+            tokio::task::yield_now().await;
+            tokio::select! {
+                biased;
+                out = &mut body => Ran::Finished(out),
+                () = lost, if abort => Ran::Aborted,
+            }
+        }
+        Err(_) => {
+            let mut beat = pin!(heartbeat.beat());
+            let mut lost = pin!(lost);
+            let mut beating = true;
+            loop {
                 tokio::select! {
                     biased;
-                    out = &mut body => return out,
-                    renewed = &mut renew => match renewed {
-                        Ok(Fence::Owned) => {}
-                        Ok(Fence::Lost) => {
-                            lost = true;
-                            tracing::warn!(
-                                attempt = attempt.attempt,
-                                "idem: lease lost to a later attempt; this attempt's completion will be fenced"
-                            );
-                        }
-                        Err(error) => tracing::warn!(%error, "idem: heartbeat failed; retrying at the next beat"),
-                    },
+                    out = &mut body => return Ran::Finished(out),
+                    () = &mut lost, if abort => return Ran::Aborted,
+                    () = &mut beat, if beating => beating = false,
                 }
             }
         }

@@ -21,8 +21,10 @@
 //! # Ok(()) }
 //! ```
 
+mod attempt;
 mod cache;
 mod call;
+mod call_error;
 mod context;
 mod error;
 mod execute;
@@ -32,9 +34,13 @@ mod lease;
 mod macro_support;
 pub mod metrics;
 pub mod record;
+mod replay;
 pub mod store;
+mod wait;
+mod waiters;
 
 pub use crate::call::{Call, OnConflict, Options};
+pub use crate::call_error::CallError;
 pub use crate::context::{current, CallInfo};
 pub use crate::error::{BoxError, Error};
 pub use crate::idem::{Idem, IdemBuilder};

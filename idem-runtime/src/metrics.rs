@@ -9,8 +9,10 @@
 //! | [`WAITS`] `idem_waits_total` | counter | `op` | calls that found another attempt running and waited for it, then replayed its outcome |
 //! | [`TAKEOVERS`] `idem_takeovers_total` | counter | `op` | claims that took over an attempt whose lease expired (a crashed or stalled worker); each is also an execution |
 //! | [`FENCED`] `idem_fenced_total` | counter | `op` | completions rejected by the fence: the attempt was taken over (or released) while it ran; the caller converged on the recorded outcome |
-//! | [`FAILURES`] `idem_failures_total` | counter | `op`, `reason` = `error` \| `panic` | bodies that returned an unrecorded `Err` (or an unencodable / oversized result) or panicked; the record is `failed` and the next call runs again |
-//! | [`UNRECORDED`] `idem_unrecorded_total` | counter | `op` | completions that could not be written even after retries (store down): the side effect happened but is not recorded; after the lease a later call may run it again. Alert on this |
+//! | [`FAILURES`] `idem_failures_total` | counter | `op`, `reason` = `error` \| `panic` | bodies that returned an unrecorded `Err` or panicked; the record is `failed` and the next call runs again |
+//! | [`UNRECORDED`] `idem_unrecorded_total` | counter | `op`, `reason` = `too_large` \| `unencodable` \| `undecodable` \| `store_unreachable` | values the body produced (and the caller received) that were not recorded: over the snapshot limit, not encodable, not decoding back (a float NaN becomes `null`), or the store unreachable even after retries. The record says why (except when the store was unreachable); the next call runs the body again. Alert on this |
+//! | [`CANCELLED`] `idem_cancelled_total` | counter | `op` | calls dropped while their body ran (a timeout, a cancelled task): the claim was released at once and the attempt logged `cancelled` |
+//! | [`ABORTED`] `idem_aborted_total` | counter | `op` | bodies dropped because their attempt lost its lease (`abort_on_lease_loss`); also counted in `idem_fenced_total` |
 //! | [`IN_PROGRESS`] `idem_in_progress_total` | counter | `op` | calls that gave up on a running attempt (`on_conflict = error`, or the wait ran out): `Error::InProgress` |
 //! | [`KEY_REUSE`] `idem_key_reuse_total` | counter | `op` | calls refused because the key was used with a different payload (`verify`) |
 //! | [`CLAIM_FAILURES`] `idem_claim_failures_total` | counter | `backend` | claims that failed (store unreachable): the call failed closed, the body did not run |
@@ -42,8 +44,13 @@ pub const TAKEOVERS: &str = "idem_takeovers_total";
 pub const FENCED: &str = "idem_fenced_total";
 /// Bodies that failed or panicked (label `reason`: `error` or `panic`).
 pub const FAILURES: &str = "idem_failures_total";
-/// Completions that could not be recorded even after retries.
+/// Values the body produced that were not recorded (label `reason`: `too_large`,
+/// `unencodable`, `undecodable`, `store_unreachable`); the caller still received them.
 pub const UNRECORDED: &str = "idem_unrecorded_total";
+/// Attempts released because their call was dropped while the body ran.
+pub const CANCELLED: &str = "idem_cancelled_total";
+/// Bodies dropped because their attempt lost its lease (`abort_on_lease_loss`).
+pub const ABORTED: &str = "idem_aborted_total";
 /// Calls that returned `Error::InProgress`.
 pub const IN_PROGRESS: &str = "idem_in_progress_total";
 /// Calls refused with `Error::KeyReuse`.
@@ -82,7 +89,15 @@ pub fn describe() {
     );
     describe_counter!(
         UNRECORDED,
-        "Completions that could not be recorded: the side effect may repeat"
+        "Values the body produced that were not recorded: the side effect may repeat"
+    );
+    describe_counter!(
+        CANCELLED,
+        "Calls dropped while their body ran; their claim was released at once"
+    );
+    describe_counter!(
+        ABORTED,
+        "Bodies dropped because their attempt lost its lease"
     );
     describe_counter!(
         IN_PROGRESS,
@@ -111,29 +126,120 @@ fn op_label(op: &Cow<'static, str>) -> SharedString {
     }
 }
 
-/// Counts one outcome of a call, named as in the `outcome` field of its tracing span.
+/// How one call ended (or, for `Executed` and `TakenOver`, began running its body): the
+/// `outcome` field of its tracing span and the metric it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallOutcome {
+    /// The claim was new (or followed a failure): the body runs.
+    Executed,
+    /// The claim took over an attempt whose lease expired: the body runs.
+    TakenOver,
+    /// The store held the outcome: replayed without running.
+    Replayed,
+    /// Another attempt was running: waited for it, then replayed its outcome.
+    Waited,
+    /// The attempt lost its lease while running; its completion was rejected.
+    Fenced,
+    /// The attempt lost its lease and the body was dropped (`abort_on_lease_loss`).
+    Aborted,
+    /// The body returned an `Err` that is not recorded; the key is retryable.
+    Failed,
+    /// The body panicked; the key is retryable and the panic resumes.
+    Panicked,
+    /// The body produced a value that was not recorded, for this reason; the caller got it.
+    Unrecorded(Unrecorded),
+    /// Gave up on a running attempt (`Error::InProgress`).
+    InProgress,
+    /// The key was used with another payload (`Error::KeyReuse`).
+    KeyReuse,
+}
+
+/// Why a value the body paid for was not recorded (the caller still received it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unrecorded {
+    /// Its encoding is over the snapshot limit.
+    TooLarge,
+    /// It cannot be encoded.
+    Unencodable,
+    /// Its encoding does not decode back (a float NaN is encoded as `null`, say).
+    Undecodable,
+    /// The store could not be reached to record it, even after retries.
+    StoreUnreachable,
+}
+
+impl Unrecorded {
+    /// The `reason` label of [`UNRECORDED`].
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Unrecorded::TooLarge => "too_large",
+            Unrecorded::Unencodable => "unencodable",
+            Unrecorded::Undecodable => "undecodable",
+            Unrecorded::StoreUnreachable => "store_unreachable",
+        }
+    }
+}
+
+impl CallOutcome {
+    /// The span's `outcome` field.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Executed => "executed",
+            CallOutcome::TakenOver => "taken_over",
+            CallOutcome::Replayed => "replayed",
+            CallOutcome::Waited => "waited",
+            CallOutcome::Fenced => "fenced",
+            CallOutcome::Aborted => "aborted",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Panicked => "panicked",
+            CallOutcome::Unrecorded(_) => "unrecorded",
+            CallOutcome::InProgress => "in_progress",
+            CallOutcome::KeyReuse => "key_reuse",
+        }
+    }
+}
+
+/// Counts one outcome of a call.
 #[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) labels without allocating
-pub(crate) fn outcome(op: &Cow<'static, str>, name: &'static str) {
+pub(crate) fn outcome(op: &Cow<'static, str>, outcome: CallOutcome) {
     let op = op_label(op);
-    match name {
-        "executed" => counter!(EXECUTIONS, LABEL_OP => op, "kind" => "new").increment(1),
-        "taken_over" => {
+    match outcome {
+        CallOutcome::Executed => {
+            counter!(EXECUTIONS, LABEL_OP => op, "kind" => "new").increment(1);
+        }
+        CallOutcome::TakenOver => {
             counter!(EXECUTIONS, LABEL_OP => op.clone(), "kind" => "takeover").increment(1);
             counter!(TAKEOVERS, LABEL_OP => op).increment(1);
         }
-        "replayed" => counter!(REPLAYS, LABEL_OP => op, "source" => "store").increment(1),
-        "waited" => {
+        CallOutcome::Replayed => {
+            counter!(REPLAYS, LABEL_OP => op, "source" => "store").increment(1);
+        }
+        CallOutcome::Waited => {
             counter!(REPLAYS, LABEL_OP => op.clone(), "source" => "wait").increment(1);
             counter!(WAITS, LABEL_OP => op).increment(1);
         }
-        "fenced" => counter!(FENCED, LABEL_OP => op).increment(1),
-        "failed" => counter!(FAILURES, LABEL_OP => op, "reason" => "error").increment(1),
-        "panicked" => counter!(FAILURES, LABEL_OP => op, "reason" => "panic").increment(1),
-        "unrecorded" => counter!(UNRECORDED, LABEL_OP => op).increment(1),
-        "in_progress" => counter!(IN_PROGRESS, LABEL_OP => op).increment(1),
-        "key_reuse" => counter!(KEY_REUSE, LABEL_OP => op).increment(1),
-        _ => {}
+        CallOutcome::Fenced => counter!(FENCED, LABEL_OP => op).increment(1),
+        CallOutcome::Aborted => {
+            counter!(FENCED, LABEL_OP => op.clone()).increment(1);
+            counter!(ABORTED, LABEL_OP => op).increment(1);
+        }
+        CallOutcome::Failed => {
+            counter!(FAILURES, LABEL_OP => op, "reason" => "error").increment(1);
+        }
+        CallOutcome::Panicked => {
+            counter!(FAILURES, LABEL_OP => op, "reason" => "panic").increment(1);
+        }
+        CallOutcome::Unrecorded(why) => {
+            counter!(UNRECORDED, LABEL_OP => op, "reason" => why.as_str()).increment(1);
+        }
+        CallOutcome::InProgress => counter!(IN_PROGRESS, LABEL_OP => op).increment(1),
+        CallOutcome::KeyReuse => counter!(KEY_REUSE, LABEL_OP => op).increment(1),
     }
+}
+
+/// Counts an attempt released because its call was dropped while the body ran.
+#[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) labels without allocating
+pub(crate) fn cancelled(op: &Cow<'static, str>) {
+    counter!(CANCELLED, LABEL_OP => op_label(op)).increment(1);
 }
 
 /// Counts a replay from this process's snapshot cache.

@@ -146,6 +146,9 @@ pub enum AttemptOutcome {
     Fenced,
     /// An operator released it (`idem release`).
     Released,
+    /// Its caller dropped the call (a timeout, a cancelled task) while the body ran; the claim
+    /// was released at once so the next call runs without waiting for the lease.
+    Cancelled,
 }
 
 impl AttemptOutcome {
@@ -158,6 +161,7 @@ impl AttemptOutcome {
             AttemptOutcome::Abandoned => "abandoned",
             AttemptOutcome::Fenced => "fenced",
             AttemptOutcome::Released => "released",
+            AttemptOutcome::Cancelled => "cancelled",
         }
     }
 
@@ -170,6 +174,7 @@ impl AttemptOutcome {
             "abandoned" => AttemptOutcome::Abandoned,
             "fenced" => AttemptOutcome::Fenced,
             "released" => AttemptOutcome::Released,
+            "cancelled" => AttemptOutcome::Cancelled,
             _ => return None,
         })
     }

@@ -64,6 +64,25 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// Starts `call` with a body that never ends and abandons it the way a crashed worker does: its
+/// future is leaked (never polled again, never dropped, so nothing releases its claim) and its
+/// heartbeat is off, so its lease runs out. (A call whose future is *dropped* releases its claim
+/// at once: see `lifecycle.rs`.)
+pub async fn crash_mid_body(idem: &Idem, call: Call) {
+    let started = Arc::new(Notify::new());
+    let body_started = started.clone();
+    let mut call = Box::pin(idem.call(call.heartbeat(false), move || async move {
+        body_started.notify_one();
+        std::future::pending::<()>().await;
+        Ok::<_, TestError>(String::new())
+    }));
+    tokio::select! {
+        _ = &mut call => panic!("a body that never ends ended"),
+        () = started.notified() => {}
+    }
+    std::mem::forget(call);
+}
+
 /// Runs `call` with a body that counts executions and returns `value`.
 pub async fn counted(
     idem: &Idem,
@@ -276,19 +295,11 @@ pub async fn live_body_outlasting_lease_is_never_taken_over(b: &Backend) {
 
 /// A caller that vanishes mid-body (its future dropped, as in a crash) leaves a lease that
 /// expires; the next caller takes over as attempt 2 and the log shows attempt 1 abandoned.
-pub async fn dropped_attempt_is_taken_over_and_logged_abandoned(b: &Backend) {
-    let op = unique_op("dropped");
+pub async fn crashed_attempt_is_taken_over_and_logged_abandoned(b: &Backend) {
+    let op = unique_op("crashed");
     let call = || Call::new(op.clone()).key(&7_u64).lease(ms(250));
     let idem = b.worker("crashed");
-    let crashed = tokio::time::timeout(
-        ms(100),
-        idem.call(call(), || async {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok::<_, TestError>("never".to_string())
-        }),
-    )
-    .await;
-    assert!(crashed.is_err(), "the first caller was cut off mid-body");
+    crash_mid_body(&idem, call()).await;
 
     let survivor = b.worker("survivor");
     let runs = AtomicUsize::new(0);
@@ -478,12 +489,21 @@ pub async fn purge_deletes_in_batches_and_attempts_never_go_back(b: &Backend) {
         .purge_expired(10, Duration::from_secs(3600))
         .await
         .unwrap();
-    assert_eq!(first_batch, 10, "one batch deletes at most `batch` rows");
     let rest = idem
         .purge_expired(10, Duration::from_secs(3600))
         .await
         .unwrap();
-    assert!(rest >= 15, "the loop purges the rest ({rest})");
+    if b.store.backend() == "memory" {
+        // The memory store drops expired records itself, at every claim: the claims above
+        // already took the expired ones; purge finds only key 0, which expired since.
+        assert!(first_batch + rest <= 1, "{first_batch} + {rest}");
+    } else {
+        assert_eq!(first_batch, 10, "one batch deletes at most `batch` rows");
+        assert!(rest >= 15, "the loop purges the rest ({rest})");
+    }
+    for i in 1..25 {
+        assert!(idem.record(&call(i).key_value()).await.unwrap().is_none());
+    }
     assert!(idem.record(&call(0).key_value()).await.unwrap().is_none());
     let kept = Call::new(op.clone()).key(&"keep").key_value();
     assert!(
@@ -684,14 +704,7 @@ pub async fn release_lets_the_next_call_run(b: &Backend) {
             .lease(Duration::from_secs(600))
     };
     let idem = b.worker("stuck-worker");
-    let _ = tokio::time::timeout(
-        ms(100),
-        idem.call(call(), || async {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok::<_, TestError>("never".to_string())
-        }),
-    )
-    .await;
+    crash_mid_body(&idem, call()).await;
     let key = call().key_value();
     assert!(idem.store().release(&key).await.unwrap());
     assert!(

@@ -4,6 +4,8 @@
 pub mod backends;
 pub mod conformance;
 pub mod effects;
+pub mod lifecycle;
+pub mod slow;
 pub mod takeover;
 pub mod unwatched;
 
@@ -28,7 +30,7 @@ macro_rules! conformance_suite {
             replay_returns_recorded_value,
             stalled_attempt_is_taken_over_and_fenced,
             live_body_outlasting_lease_is_never_taken_over,
-            dropped_attempt_is_taken_over_and_logged_abandoned,
+            crashed_attempt_is_taken_over_and_logged_abandoned,
             body_error_is_retried,
             cache_errors_replays_the_error,
             fingerprint_mismatch_is_key_reuse,
@@ -44,6 +46,18 @@ macro_rules! conformance_suite {
             current_tells_the_body_its_key_and_attempt,
             list_filters_by_op_and_status,
             cached_replay_skips_the_store,
+        );
+        $crate::conformance_suite!(@tests $factory; lifecycle;
+            dropped_call_releases_its_claim_at_once,
+            dropped_during_the_write_still_records,
+            same_process_duplicate_returns_right_after_the_owner,
+            fenced_caller_returns_right_after_the_new_owner,
+            lost_lease_is_visible_to_the_body,
+            lost_lease_can_abort_the_body,
+            blocking_body_keeps_its_lease,
+            cache_errors_keeps_only_permanent_errors,
+            try_call_keeps_body_and_idem_errors_apart,
+            unrecordable_results_still_reach_the_caller,
         );
     };
     (@tests $factory:expr; $module:ident; $($scenario:ident),+ $(,)?) => {$(

@@ -3,14 +3,17 @@
 //! It is also the reference semantics of [`Store`]: the SQL backends implement the same decisions
 //! in one statement each.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::{millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store};
+use super::{
+    millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store, CANCELLED,
+};
 use crate::error::Error;
 use crate::key::Key;
 use crate::record::{
@@ -33,6 +36,36 @@ struct State {
     /// The highest attempt number ever deleted (by purge or forget): new records start above it,
     /// so fencing tokens never go backwards.
     attempt_floor: u64,
+    /// When records stop counting, soonest first: every claim drops the records that expired,
+    /// so a long-lived process's memory follows its live keys, not every key it ever saw. An
+    /// entry whose record changed since (claimed again, forgotten) is skipped when it comes up.
+    expiries: BinaryHeap<Reverse<(Millis, Key)>>,
+}
+
+impl State {
+    /// Drops every record that expired by `now` (completed or failed past `expires_at`).
+    fn drop_expired(&mut self, now: Millis) {
+        while let Some(Reverse((at, key))) = self.expiries.peek().copied() {
+            if at > now {
+                return;
+            }
+            self.expiries.pop();
+            let expired = self.entries.get(&key).is_some_and(|e| {
+                e.record.status != Status::Running && e.record.expires_at == Some(at)
+            });
+            if let Some(e) = expired.then(|| self.entries.remove(&key)).flatten() {
+                self.attempt_floor = self.attempt_floor.max(e.record.attempt);
+            }
+        }
+    }
+
+    /// Sets a finished record's expiry (and remembers it for [`State::drop_expired`]).
+    fn expire_at(&mut self, key: Key, at: Millis) {
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.record.expires_at = Some(at);
+            self.expiries.push(Reverse((at, key)));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -85,6 +118,7 @@ impl Store for MemoryStore {
         let now = now_millis();
         let lease_until = now.saturating_add(millis(req.lease));
         let mut state = self.state.lock();
+        state.drop_expired(now);
         let floor = state.attempt_floor;
         let log = |attempt| AttemptLog {
             attempt,
@@ -194,35 +228,46 @@ impl Store for MemoryStore {
         let now = now_millis();
         let fence = {
             let mut state = self.state.lock();
-            match state.entries.get_mut(a.key) {
+            let fence = match state.entries.get_mut(a.key) {
                 Some(e) if e.record.status == Status::Running && e.record.attempt == a.attempt => {
                     let r = &mut e.record;
                     r.lease_until = None;
                     r.updated_at = now;
-                    match outcome {
+                    let (logged, error, ttl) = match outcome {
                         Outcome::Snapshot { kind, bytes, ttl } => {
                             r.status = Status::Completed;
                             r.snapshot = Some(bytes.to_vec());
                             r.snapshot_kind = Some(kind);
-                            r.expires_at = Some(now.saturating_add(millis(ttl)));
                             let logged = match kind {
                                 SnapshotKind::Ok => AttemptOutcome::Completed,
                                 SnapshotKind::Err => AttemptOutcome::Failed,
                             };
-                            e.end_attempt(a.attempt, logged, None, now);
+                            (logged, None, ttl)
                         }
                         Outcome::Failed { error, ttl } => {
-                            r.status = Status::Failed;
-                            r.error = Some(error.to_owned());
-                            r.expires_at = Some(now.saturating_add(millis(ttl)));
-                            e.end_attempt(a.attempt, AttemptOutcome::Failed, Some(error), now);
+                            (AttemptOutcome::Failed, Some(error), ttl)
                         }
+                        Outcome::Cancelled { ttl } => {
+                            (AttemptOutcome::Cancelled, Some(CANCELLED), ttl)
+                        }
+                    };
+                    if let Some(error) = error {
+                        r.status = Status::Failed;
+                        r.error = Some(error.to_owned());
                     }
-                    Fence::Owned
+                    e.end_attempt(a.attempt, logged, error, now);
+                    Some(now.saturating_add(millis(ttl)))
                 }
                 Some(e) => {
                     e.end_attempt(a.attempt, AttemptOutcome::Fenced, outcome.error(), now);
-                    Fence::Lost
+                    None
+                }
+                None => None,
+            };
+            match fence {
+                Some(expires_at) => {
+                    state.expire_at(*a.key, expires_at);
+                    Fence::Owned
                 }
                 None => Fence::Lost,
             }
@@ -292,8 +337,8 @@ impl Store for MemoryStore {
                     r.error = Some("released by an operator".into());
                     r.lease_until = None;
                     r.updated_at = now;
-                    r.expires_at = Some(now.saturating_add(millis(RELEASED_TTL)));
                     e.end_attempt(attempt, AttemptOutcome::Released, None, now);
+                    state.expire_at(*key, now.saturating_add(millis(RELEASED_TTL)));
                     true
                 }
                 _ => false,

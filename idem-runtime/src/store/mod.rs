@@ -87,13 +87,23 @@ pub enum Outcome<'a> {
         /// How long the failed record is kept before purge may delete it.
         ttl: Duration,
     },
+    /// The caller dropped the call while its body ran: the record becomes `failed` (the next
+    /// call runs at once) and the attempt is logged `cancelled`.
+    Cancelled {
+        /// How long the failed record is kept before purge may delete it.
+        ttl: Duration,
+    },
 }
+
+/// The error text of a record whose attempt was cancelled.
+pub const CANCELLED: &str = "cancelled: the caller dropped the call before its body finished";
 
 impl Outcome<'_> {
     /// The error text a failed outcome records.
     pub fn error(&self) -> Option<&str> {
         match self {
             Outcome::Failed { error, .. } => Some(error),
+            Outcome::Cancelled { .. } => Some(CANCELLED),
             Outcome::Snapshot { .. } => None,
         }
     }
@@ -134,6 +144,14 @@ impl<'a> From<Outcome<'a>> for CompletionRow<'a> {
                 error: Some(error),
                 ttl_ms: millis(ttl),
                 attempt_outcome: AttemptOutcome::Failed.as_str(),
+            },
+            Outcome::Cancelled { ttl } => CompletionRow {
+                status: Status::Failed.as_str(),
+                snapshot: None,
+                snapshot_kind: None,
+                error: Some(CANCELLED),
+                ttl_ms: millis(ttl),
+                attempt_outcome: AttemptOutcome::Cancelled.as_str(),
             },
         }
     }
@@ -208,6 +226,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn wait_for_change(&self, key: &Key, max: Duration) {
         let _ = key;
         tokio::time::sleep(max).await;
+    }
+
+    /// Whether [`Store::wait_for_change`] returns early when *another process* changes the key
+    /// (PostgreSQL: LISTEN/NOTIFY). Callers of stores that cannot look again more often (every
+    /// 50 ms at most) while they wait; within one process every store wakes waiters at once.
+    fn wakes_waiters(&self) -> bool {
+        false
     }
 
     /// Pushes the changes any process makes (forget, release, a completion someone waits for)

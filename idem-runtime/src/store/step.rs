@@ -2,16 +2,17 @@
 //! transaction means for its caller (run, replay, wait), and the snapshot its commit records.
 //! Each store opens and commits its own kind of transaction around these.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{AttemptRef, Claim, Fence, Outcome};
-use crate::call::{Finished, OnConflict};
+use crate::call::Finished;
 use crate::error::Error;
-use crate::execute::{decode, fingerprints_differ, key_reuse, NoErrorCache, MAX_POLL};
 use crate::record::SnapshotKind;
+use crate::replay::{decode, fingerprints_differ, key_reuse, NoErrorCache};
+use crate::wait::{Patience, POLL_CAP};
 
 /// What to do after a claim made inside a step's transaction.
 #[derive(Debug)]
@@ -26,17 +27,11 @@ pub(crate) enum Next<T> {
 
 /// The waiting state of one `begin_step` (polling backs off like [`crate::Idem::call`]'s).
 #[derive(Debug)]
-pub(crate) struct Waiting {
-    started: Instant,
-    poll: Duration,
-}
+pub(crate) struct StepWait(Patience);
 
-impl Waiting {
+impl StepWait {
     pub(crate) fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            poll: Duration::from_millis(2),
-        }
+        Self(Patience::new(POLL_CAP))
     }
 
     /// What `claim` means for the step of `call`.
@@ -51,29 +46,13 @@ impl Waiting {
                 if fingerprints_differ(snapshot.fingerprint.as_ref(), call.fingerprint.as_ref()) {
                     return Err(key_reuse(call));
                 }
-                decode::<T, Error, NoErrorCache>(call, &snapshot).map(Next::Replay)
+                decode(call, &snapshot, &NoErrorCache, std::convert::identity).map(Next::Replay)
             }
             Claim::KeyReuse => Err(key_reuse(call)),
             Claim::Running {
                 attempt,
                 lease_left,
-            } => {
-                let elapsed = self.started.elapsed();
-                if call.options.on_conflict == OnConflict::Error || elapsed >= call.options.wait {
-                    return Err(Error::InProgress {
-                        op: call.op.to_string(),
-                        key: call.key,
-                        attempt,
-                        waited: elapsed,
-                    });
-                }
-                let pause = self
-                    .poll
-                    .min(call.options.wait - elapsed)
-                    .min(lease_left + Duration::from_millis(1));
-                self.poll = (self.poll * 2).min(MAX_POLL);
-                Ok(Next::Sleep(pause))
-            }
+            } => Ok(Next::Sleep(self.0.pause(call, attempt, lease_left)?)),
         }
     }
 }

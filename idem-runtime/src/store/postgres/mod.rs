@@ -788,6 +788,10 @@ impl Store for PostgresStore {
         Ok(fence)
     }
 
+    fn wakes_waiters(&self) -> bool {
+        self.listening()
+    }
+
     fn watch(&self, sink: std::sync::Weak<dyn ChangeSink>) -> bool {
         match &self.inner.notifier {
             Some(notifier) => {

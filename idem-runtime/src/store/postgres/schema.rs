@@ -1,12 +1,12 @@
 //! The PostgreSQL record format (versioned migrations), the validated names it lives under, and
 //! how a store brings a database up to date, safely when many workers start at once.
 //!
-//! # Persisted format, version 3
+//! # Persisted format, version 4
 //!
 //! Version 1 created the tables below; version 2 (applied on top of it, in the same way on new
 //! and old databases) drops the records table's CHECK constraints and adds the
 //! `<prefix>acquire` function; version 3 mirrors the attempt floor in the sequence
-//! `<prefix>attempt_floor`.
+//! `<prefix>attempt_floor`; version 4 lets the attempts log say `cancelled`.
 //!
 //! Everything lives in one schema (default `public`, see `PostgresStoreBuilder::schema`) under
 //! one table-name prefix (default `idem_`). Both are validated as plain lower-case identifiers
@@ -22,7 +22,7 @@
 //!     `created_at`, `updated_at`, `expires_at timestamptz`, `waiters boolean` (a caller was told
 //!     `running` during this attempt: its completion must NOTIFY), and the current attempt's
 //!     log line: `attempt_started_at timestamptz`, `attempt_outcome text` (`running` /
-//!     `completed` / `failed` / `released`).
+//!     `completed` / `failed` / `released` / `cancelled`).
 //!   - Every time is the **server's** clock (`statement_timestamp()`): a worker's clock is never
 //!     sent, so a skewed worker can neither steal a live lease nor keep a dead one.
 //!   - `fillfactor = 80`: each page keeps room for new row versions, so updates that touch no
@@ -33,8 +33,8 @@
 //!     unknown status, a short key or fingerprint, or a completed row without a snapshot is
 //!     `Error::Corrupt` naming the key, never a panic or a silent re-run.
 //! - `idem_attempts`: one row per *past* attempt (`key`, `attempt`, `worker`, `started_at`,
-//!   `ended_at`, `outcome` = `completed` / `failed` / `abandoned` / `fenced` / `released`,
-//!   `error`), primary key `(key, attempt)`. The current attempt is the record's `attempt_*`
+//!   `ended_at`, `outcome` = `completed` / `failed` / `abandoned` / `fenced` / `released` /
+//!   `cancelled`, `error`), primary key `(key, attempt)`. The current attempt is the record's `attempt_*`
 //!   columns, so a key claimed and completed once (the common case) writes no log row; a claim
 //!   that replaces an attempt moves it here through the trigger `<prefix>past_attempt`, in the
 //!   same statement, so the log can never disagree with the record. Measured: taking the log
@@ -88,7 +88,7 @@ use sqlx::{Connection, PgConnection};
 use crate::error::Error;
 
 /// The newest format version this build writes.
-pub const FORMAT_VERSION: i32 = 3;
+pub const FORMAT_VERSION: i32 = 4;
 
 /// The format versions, in order. `{records}`, `{attempts}`, `{meta}` are replaced by the quoted,
 /// schema-qualified table names, `{prefix}` by the (validated) table prefix.
@@ -264,6 +264,27 @@ $idem$;
 CREATE TRIGGER "{prefix}mirror_floor" AFTER UPDATE OF value ON {meta}
     FOR EACH ROW WHEN (NEW.name = 'attempt_floor')
     EXECUTE FUNCTION "{schema}"."{prefix}mirror_floor"();
+"#,
+    ),
+    (
+        4,
+        r#"
+-- A call whose caller dropped it while its body ran releases its claim at once, and its
+-- attempt is logged `cancelled`. The attempts table keeps its CHECK constraint (it is written
+-- only when a claim replaces an attempt), rebuilt by catalog with the new value.
+DO $idem$
+DECLARE
+    c record;
+BEGIN
+    FOR c IN SELECT conname FROM pg_constraint
+             WHERE conrelid = '{attempts}'::regclass AND contype = 'c'
+    LOOP
+        EXECUTE format('ALTER TABLE {attempts} DROP CONSTRAINT %I', c.conname);
+    END LOOP;
+END
+$idem$;
+ALTER TABLE {attempts} ADD CONSTRAINT "{prefix}attempts_outcome" CHECK (outcome IN
+    ('running', 'completed', 'failed', 'abandoned', 'fenced', 'released', 'cancelled'));
 "#,
     ),
 ];

@@ -61,7 +61,7 @@ use super::PostgresStore;
 use crate::call::{Call, Finished};
 use crate::error::Error;
 use crate::key::Key;
-use crate::store::step::{still_owned, Next, StepSnapshot, Waiting};
+use crate::store::step::{still_owned, Next, StepSnapshot, StepWait};
 
 /// What [`PostgresStore::begin_step`] found.
 // Returned once per step and matched at once: boxing the transaction would only add an
@@ -201,7 +201,7 @@ impl PostgresStore {
         worker: &str,
     ) -> Result<Step<T>, Error> {
         let call = call.finish();
-        let mut waiting = Waiting::new();
+        let mut waiting = StepWait::new();
         let mut floor_moves = 0;
         loop {
             let mut tx = OpenTx::begin(self, &call).await?;

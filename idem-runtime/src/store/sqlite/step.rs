@@ -37,7 +37,7 @@ use super::{claim_on, complete_on, SqliteStore};
 use crate::call::{Call, Finished};
 use crate::error::Error;
 use crate::key::Key;
-use crate::store::step::{still_owned, Next, StepSnapshot, Waiting};
+use crate::store::step::{still_owned, Next, StepSnapshot, StepWait};
 
 /// What [`SqliteStore::begin_step`] found.
 // Returned once per step and matched at once: boxing the transaction would only add an
@@ -110,7 +110,7 @@ impl SqliteStore {
         worker: &str,
     ) -> Result<Step<T>, Error> {
         let call = call.finish();
-        let mut waiting = Waiting::new();
+        let mut waiting = StepWait::new();
         loop {
             let mut tx = self
                 .pool
