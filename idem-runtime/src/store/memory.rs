@@ -372,3 +372,54 @@ impl Store for MemoryStore {
         Ok(doomed.len() as u64)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::record::SnapshotKind;
+
+    fn request<'a>(key: &'a Key, ttl: Duration) -> ClaimRequest<'a> {
+        ClaimRequest {
+            op: "op",
+            key,
+            fingerprint: None,
+            lease: Duration::from_secs(30),
+            ttl,
+            worker: "w",
+        }
+    }
+
+    async fn complete(store: &MemoryStore, key: &Key, ttl: Duration) {
+        let Claim::Acquired { attempt, .. } = store.claim(&request(key, ttl)).await.unwrap() else {
+            unreachable!("a fresh key is acquired")
+        };
+        let a = AttemptRef {
+            op: "op",
+            key,
+            attempt,
+        };
+        let outcome = Outcome::Snapshot {
+            kind: SnapshotKind::Ok,
+            bytes: b"1",
+            ttl,
+        };
+        assert_eq!(store.complete(&a, outcome).await.unwrap(), Fence::Owned);
+    }
+
+    #[tokio::test]
+    async fn expired_records_are_dropped_without_a_purge() {
+        let store = MemoryStore::new();
+        for i in 0..100u8 {
+            complete(&store, &Key([i; 32]), Duration::from_millis(1)).await;
+        }
+        complete(&store, &Key([255; 32]), Duration::from_secs(3600)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Any later claim drops what expired, and only that.
+        complete(&store, &Key([254; 32]), Duration::from_secs(3600)).await;
+        let state = store.state.lock();
+        assert_eq!(state.entries.len(), 2);
+        assert!(state.attempt_floor >= 1, "fencing tokens still never go back");
+        assert!(state.expiries.len() <= 2);
+    }
+}
