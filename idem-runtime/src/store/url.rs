@@ -145,8 +145,58 @@ async fn open_with(url: &str, create: bool) -> Result<Arc<dyn Store>, Error> {
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::redact_url;
+    use crate::{Error, Idem};
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn the_postgres_builder_debug_hides_passwords() {
+        let builder = crate::store::postgres::PostgresStore::builder(
+            "postgres://app:hunter2@db/prod?sslpassword=swordfish",
+        );
+        let shown = format!("{builder:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("swordfish"),
+            "{shown}"
+        );
+        assert!(shown.contains("app:***@db/prod"), "{shown}");
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn an_empty_sqlite_path_is_refused_at_open() {
+        for url in ["sqlite://", "sqlite:", "sqlite://?mode=rwc"] {
+            match Idem::open(url).await {
+                Err(e @ Error::Open { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.contains("sqlite://path/to/idem.db"), "{text}");
+                    assert!(text.contains("sqlite::memory:"), "{text}");
+                }
+                other => panic!("{url}: expected Error::Open, got {other:?}"),
+            }
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn a_refused_postgres_connection_fails_fast_with_its_cause() {
+        let started = std::time::Instant::now();
+        let opened = Idem::open("postgres://postgres:pw@127.0.0.1:1/test").await;
+        let elapsed = started.elapsed();
+        let Err(e @ Error::Open { .. }) = opened else {
+            panic!("expected Error::Open, got {opened:?}");
+        };
+        assert!(elapsed < std::time::Duration::from_secs(1), "{elapsed:?}");
+        let text = e.to_string().to_lowercase();
+        assert!(text.contains("connection refused"), "{text}");
+        assert!(!text.contains(":pw@"), "{text}");
+        let source = std::error::Error::source(&e)
+            .map(|s| s.to_string().to_lowercase())
+            .unwrap_or_default();
+        assert!(source.contains("connection refused"), "source: {source}");
+    }
 
     #[test]
     fn userinfo_passwords_are_redacted() {
