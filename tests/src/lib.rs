@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod conformance;
 pub mod effects;
+pub mod operator;
 pub mod takeover;
 pub mod unwatched;
 
@@ -44,6 +45,12 @@ macro_rules! conformance_suite {
             current_tells_the_body_its_key_and_attempt,
             list_filters_by_op_and_status,
             cached_replay_skips_the_store,
+        );
+        $crate::conformance_suite!(@tests $factory; operator;
+            forget_refuses_a_running_key_unless_forced,
+            forget_racing_a_claim_does_not_recache_the_old_snapshot,
+            listings_carry_no_snapshots,
+            counts_by_operation_and_status,
         );
     };
     (@tests $factory:expr; $module:ident; $($scenario:ident),+ $(,)?) => {$(

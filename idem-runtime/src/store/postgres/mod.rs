@@ -345,7 +345,11 @@ impl PostgresStoreBuilder {
                     // it is returned; a ping before every statement would double the round trips.
                     .test_before_acquire(false)
                     .acquire_timeout(self.acquire_timeout)
-                    .connect_lazy_with(options);
+                    // The server answered just now: the pool's first connection is made here
+                    // too, so the first call does not pay for it.
+                    .connect_with(options)
+                    .await
+                    .map_err(|e| open_err("cannot connect", e))?;
                 (pool, found, true)
             }
         };
