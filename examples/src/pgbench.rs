@@ -109,10 +109,11 @@ fn conninfo_of(url: &str) -> Result<(String, Option<String>), String> {
         conninfo.push_str(&format!(" dbname={db}"));
     }
     // The `url` crate keeps the password's `%XX` escapes; libpq wants it as it is.
-    let password = options
-        .to_url_lossy()
-        .password()
-        .map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
+    let password = options.to_url_lossy().password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
     Ok((conninfo, password))
 }
 

@@ -493,12 +493,7 @@ async fn show(store: &dyn Store, key: &str, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn forget(
-    store: Arc<dyn Store>,
-    key: &str,
-    force: bool,
-    json: bool,
-) -> Result<(), Failure> {
+async fn forget(store: Arc<dyn Store>, key: &str, force: bool, json: bool) -> Result<(), Failure> {
     let record = find(&*store, key).await?;
     let idem = Idem::builder(store).cache_capacity(0).build();
     let forgotten = if force {
@@ -531,7 +526,8 @@ async fn forget(
     } else {
         say!(
             "forgot {} (op {}): the next call runs the body again",
-            record.key, record.op
+            record.key,
+            record.op
         );
     }
     Ok(())

@@ -197,7 +197,10 @@ async fn exercise(url: &str) {
         msg.contains("running") && msg.contains("--force") && msg.contains("release"),
         "{msg}"
     );
-    assert_eq!(ok_json(url, &["show", &f.live.to_hex()])["status"], "running");
+    assert_eq!(
+        ok_json(url, &["show", &f.live.to_hex()])["status"],
+        "running"
+    );
     let json_refused = idem(url, &["--json", "forget", &f.live.to_hex()]);
     let v: Value = serde_json::from_slice(&json_refused.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "lease_live");
@@ -261,7 +264,10 @@ async fn exercise(url: &str) {
         })
         .await
         .unwrap();
-    assert_eq!(idem(url, &["forget", &live.to_hex()]).status.code(), Some(4));
+    assert_eq!(
+        idem(url, &["forget", &live.to_hex()]).status.code(),
+        Some(4)
+    );
     let forced = ok_json(url, &["forget", "--force", &live.to_hex()]);
     assert_eq!(forced["forgotten"], live.to_hex());
     assert_eq!(idem(url, &["show", &live.to_hex()]).status.code(), Some(3));
@@ -332,14 +338,22 @@ fn clear_errors() {
     std::fs::write(&empty, b"").unwrap();
     let out = idem(&format!("sqlite://{}", empty.display()), &["list"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no idem tables in"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no idem tables in"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
     assert!(!dir.path().join("empty.db-wal").exists());
 
     // An empty SQLite path is a usage error naming what to write.
     let out = idem("sqlite://", &["list"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("sqlite://path/to/idem.db"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sqlite://path/to/idem.db"),
+        "{}",
+        stderr(&out)
+    );
 
     let unreachable = idem(
         "postgres://postgres:secret@127.0.0.1:1/nowhere",

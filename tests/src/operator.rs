@@ -76,7 +76,10 @@ pub async fn forget_refuses_a_running_key_unless_forced(b: &Backend) {
         attempt,
     };
     assert_eq!(
-        b.store.renew(&owner, Duration::from_secs(600)).await.unwrap(),
+        b.store
+            .renew(&owner, Duration::from_secs(600))
+            .await
+            .unwrap(),
         Fence::Owned
     );
 
@@ -158,7 +161,9 @@ pub async fn forget_racing_a_claim_does_not_recache_the_old_snapshot(b: &Backend
     let runs = AtomicUsize::new(0);
     // Recorded by another handle, so the racing handle's cache starts empty.
     assert_eq!(
-        counted(&b.worker("writer"), call(), &runs, "one").await.unwrap(),
+        counted(&b.worker("writer"), call(), &runs, "one")
+            .await
+            .unwrap(),
         "one"
     );
     let paused = Arc::new(PausedClaim {
@@ -180,7 +185,11 @@ pub async fn forget_racing_a_claim_does_not_recache_the_old_snapshot(b: &Backend
     paused.decided.notified().await;
     assert!(cached.forget(&call().key_value()).await.unwrap());
     paused.resume.notify_one();
-    assert_eq!(in_flight.await.unwrap().unwrap(), "one", "read before the forget");
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        "one",
+        "read before the forget"
+    );
     assert_eq!(
         counted(&cached, call(), &runs, "two").await.unwrap(),
         "two",

@@ -291,8 +291,7 @@ impl Store for MemoryStore {
             // Checked and removed under one lock: one decision.
             if let Some(e) = state.entries.get(key) {
                 let r = &e.record;
-                if !force && r.status == Status::Running && r.lease_until.is_some_and(|l| l > now)
-                {
+                if !force && r.status == Status::Running && r.lease_until.is_some_and(|l| l > now) {
                     return Err(Error::Running {
                         op: r.op.clone(),
                         key: *key,

@@ -40,7 +40,9 @@ fn redact_parsed(original: &str, mut parsed: url::Url) -> String {
         // Fails only for URLs that cannot carry userinfo, which then have no password either.
         changed |= parsed.set_password(Some(HIDDEN)).is_ok();
     }
-    let has_secret_param = parsed.query_pairs().any(|(name, _)| is_password_param(&name));
+    let has_secret_param = parsed
+        .query_pairs()
+        .any(|(name, _)| is_password_param(&name));
     if has_secret_param {
         let pairs: Vec<(String, String)> = parsed
             .query_pairs()
@@ -227,7 +229,10 @@ mod tests {
             ));
             assert!(!r.contains("hunter2"), "{r}");
             assert!(r.contains(&format!("{name}=***")), "{r}");
-            assert!(r.contains("application_name=x") && r.contains("idem_schema=s"), "{r}");
+            assert!(
+                r.contains("application_name=x") && r.contains("idem_schema=s"),
+                "{r}"
+            );
         }
         let both = redact_url("postgres://u:one@h/db?password=two");
         assert!(!both.contains("one") && !both.contains("two"), "{both}");

@@ -56,8 +56,8 @@ use self::sql::Sql;
 pub use self::step::{Step, StepTx};
 use super::redact_url;
 use super::{
-    millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, OpCounts,
-    Outcome, Store,
+    millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter,
+    OpCounts, Outcome, Store,
 };
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
@@ -989,17 +989,19 @@ impl Store for PostgresStore {
         held.done();
         Ok(rows
             .into_iter()
-            .map(|(op, records, running, stuck, completed, failed, attempts)| {
-                let n = |v: i64| u64::try_from(v).unwrap_or(0);
-                let mut c = OpCounts::new(&op);
-                c.records = n(records);
-                c.running = n(running);
-                c.stuck = n(stuck);
-                c.completed = n(completed);
-                c.failed = n(failed);
-                c.attempts = n(attempts);
-                c
-            })
+            .map(
+                |(op, records, running, stuck, completed, failed, attempts)| {
+                    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+                    let mut c = OpCounts::new(&op);
+                    c.records = n(records);
+                    c.running = n(running);
+                    c.stuck = n(stuck);
+                    c.completed = n(completed);
+                    c.failed = n(failed);
+                    c.attempts = n(attempts);
+                    c
+                },
+            )
             .collect())
     }
 

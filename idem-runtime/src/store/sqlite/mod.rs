@@ -620,17 +620,19 @@ impl Store for SqliteStore {
         .map_err(|e| Error::store("count", op.unwrap_or_default(), &Key([0; 32]), e))?;
         Ok(rows
             .into_iter()
-            .map(|(op, records, running, stuck, completed, failed, attempts)| {
-                let n = |v: i64| u64::try_from(v).unwrap_or(0);
-                let mut c = OpCounts::new(&op);
-                c.records = n(records);
-                c.running = n(running);
-                c.stuck = n(stuck);
-                c.completed = n(completed);
-                c.failed = n(failed);
-                c.attempts = n(attempts);
-                c
-            })
+            .map(
+                |(op, records, running, stuck, completed, failed, attempts)| {
+                    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+                    let mut c = OpCounts::new(&op);
+                    c.records = n(records);
+                    c.running = n(running);
+                    c.stuck = n(stuck);
+                    c.completed = n(completed);
+                    c.failed = n(failed);
+                    c.attempts = n(attempts);
+                    c
+                },
+            )
             .collect())
     }
 
