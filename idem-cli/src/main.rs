@@ -378,7 +378,14 @@ async fn find(store: &dyn Store, text: &str) -> Result<Record, Failure> {
         0 => Err(Failure::not_found(format!(
             "no record for key prefix {text}"
         ))),
-        1 => Ok(hits.remove(0)),
+        // Listings carry no snapshot: read the whole record.
+        1 => {
+            let key = hits.remove(0).key;
+            match store.get(&key).await.map_err(|e| Failure::store(&e))? {
+                Some(record) => Ok(record),
+                None => Err(Failure::not_found(format!("no record for key {key}"))),
+            }
+        }
         n => Err(Failure::not_found(format!(
             "key prefix {text} matches {n} records ({}...): give more digits",
             hits.iter()

@@ -168,6 +168,7 @@ async fn exercise(url: &str) {
     let prefix = &f.done[1].to_hex()[..16];
     let by_prefix = ok_json(url, &["show", prefix]);
     assert_eq!(by_prefix["key"], f.done[1].to_hex());
+    assert!(by_prefix["snapshot_bytes"].is_u64(), "{by_prefix}");
     let table = idem(url, &["show", &f.done[0].to_hex()]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
