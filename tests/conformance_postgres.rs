@@ -431,7 +431,7 @@ async fn both_claim_statements_decide_alike() {
             "{round}"
         );
         // A forgotten key starts above the floor, which the forget raised.
-        assert!(store.forget(&k).await.unwrap());
+        assert!(store.forget(&k, false).await.unwrap());
         assert_eq!(
             claim(k, lease).await,
             Claim::Acquired {

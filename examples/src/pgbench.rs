@@ -70,36 +70,63 @@ impl PgbenchStats {
 }
 
 /// A pgbench runner on one database.
-#[derive(Debug)]
 pub struct Pgbench {
-    /// libpq connection string (`host=... port=... user=... dbname=...`).
+    /// libpq connection string (`host=... port=... user=... dbname=...`), without the password:
+    /// it is an argument of psql and pgbench, which any user of the machine can read (`ps`).
     conninfo: String,
+    /// The password, for psql and pgbench through `PGPASSWORD` (their environment is private).
+    password: Option<String>,
     script: tempfile::NamedTempFile,
+}
+
+/// Never prints the password.
+impl std::fmt::Debug for Pgbench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pgbench")
+            .field("conninfo", &self.conninfo)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("script", &self.script.path())
+            .finish()
+    }
+}
+
+/// The libpq connection string of a PostgreSQL URL (host, port, user, database; never the
+/// password) and its password apart, for `PGPASSWORD`. Idem's own query parameters are ignored.
+fn conninfo_of(url: &str) -> Result<(String, Option<String>), String> {
+    let base = url.split('?').next().unwrap_or(url);
+    let options =
+        PgConnectOptions::from_str(base).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+    // `sslmode=disable`: the sqlx sides speak plain TCP (idem is built without TLS), while
+    // libpq's default (`prefer`) would encrypt when the server offers it, costing pgbench
+    // 20-25% of its throughput here and making it a weaker reference than it is.
+    let mut conninfo = format!(
+        "sslmode=disable host={} port={} user={}",
+        options.get_host(),
+        options.get_port(),
+        options.get_username()
+    );
+    if let Some(db) = options.get_database() {
+        conninfo.push_str(&format!(" dbname={db}"));
+    }
+    // The `url` crate keeps the password's `%XX` escapes; libpq wants it as it is.
+    let password = options.to_url_lossy().password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
+    Ok((conninfo, password))
 }
 
 impl Pgbench {
     /// Prepares the table and writes the script of `script`. `url` may carry idem's own query
     /// parameters; only host, port, user, password and database reach libpq.
     pub fn new(url: &str, script: Script) -> Result<Self, String> {
-        let base = url.split('?').next().unwrap_or(url);
-        let options =
-            PgConnectOptions::from_str(base).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
-        // `sslmode=disable`: the sqlx sides speak plain TCP (idem is built without TLS), while
-        // libpq's default (`prefer`) would encrypt when the server offers it, costing pgbench
-        // 20-25% of its throughput here and making it a weaker reference than it is.
-        let mut conninfo = format!(
-            "sslmode=disable host={} port={} user={}",
-            options.get_host(),
-            options.get_port(),
-            options.get_username()
-        );
-        if let Some(password) = options.to_url_lossy().password() {
-            conninfo.push_str(&format!(" password={password}"));
+        let (conninfo, password) = conninfo_of(url)?;
+        let mut psql = Command::new("psql");
+        if let Some(password) = &password {
+            psql.env("PGPASSWORD", password);
         }
-        if let Some(db) = options.get_database() {
-            conninfo.push_str(&format!(" dbname={db}"));
-        }
-        let setup = Command::new("psql")
+        let setup = psql
             .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", SETUP, &conninfo])
             .output()
             .map_err(|e| format!("cannot run psql: {e}"))?;
@@ -118,6 +145,7 @@ impl Pgbench {
         std::fs::write(file.path(), text).map_err(|e| e.to_string())?;
         Ok(Self {
             conninfo,
+            password,
             script: file,
         })
     }
@@ -126,7 +154,11 @@ impl Pgbench {
     pub fn run(&self, calls: u64, clients: usize) -> Result<PgbenchStats, String> {
         let clients = clients.max(1);
         let per_client = (calls / clients as u64).max(1);
-        let out = Command::new("pgbench")
+        let mut pgbench = Command::new("pgbench");
+        if let Some(password) = &self.password {
+            pgbench.env("PGPASSWORD", password);
+        }
+        let out = pgbench
             .args(["-n", "-M", "prepared", "-f"])
             .arg(self.script.path())
             .args(["-c", &clients.to_string()])
@@ -166,7 +198,19 @@ fn parse(report: &str, calls: u64) -> Result<PgbenchStats, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse, PgbenchStats};
+    use super::{conninfo_of, parse, PgbenchStats};
+
+    #[test]
+    fn the_password_never_reaches_the_command_line() {
+        let (conninfo, password) =
+            conninfo_of("postgres://bench:s3cr%40t@db.example:5433/prod?idem_schema=x")
+                .unwrap_or_default();
+        assert!(!conninfo.contains("s3cr"), "{conninfo}");
+        assert!(conninfo.contains("host=db.example port=5433 user=bench dbname=prod"));
+        assert_eq!(password.as_deref(), Some("s3cr@t"));
+        let (_, none) = conninfo_of("postgres://bench@db/prod").unwrap_or_default();
+        assert_eq!(none, None);
+    }
 
     #[test]
     fn reads_pgbench_reports() {

@@ -2,21 +2,28 @@
 //! `memory:`): list and filter records, show one with its attempts, forget a key, release stuck
 //! ones, purge expired ones, and count them. See `docs/cli.md`.
 //!
-//! Exit codes: 0 success; 1 the store failed or could not be reached; 2 bad usage (a bad
-//! argument, a bad store URL, a malformed key); 3 no such key (or a key prefix that matches
-//! several); 4 `release` refused a key whose lease is still live (pass `--force`).
+//! Every command opens the store as it is (`store::open_existing`): no command creates a file, a
+//! schema or a table, or migrates one.
+//!
+//! Exit codes: 0 success (also when stdout is closed early, as by `idem list | head -1`); 1 the
+//! store failed or could not be reached; 2 bad usage (a bad argument, a bad store URL, a
+//! malformed key); 3 no such key (or a key prefix that matches several), or a store without
+//! idem tables; 4 `release` or `forget` refused a key whose lease is still live (pass
+//! `--force`).
 
 mod output;
 mod scrape;
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use idem_runtime::record::{now_millis, Record, Status};
-use idem_runtime::store::{ListFilter, Store};
+use idem_runtime::store::{redact_url, ListFilter, OpCounts, Store};
 use idem_runtime::{Error, Idem, Key};
 use serde_json::json;
 
@@ -49,9 +56,14 @@ enum Command {
         key: String,
     },
     /// Forget a key: delete its record and attempts log, so the next call runs the body again.
+    /// A key whose attempt is running with a live lease is refused (exit 4) unless `--force`.
     Forget {
         /// The key (64 hex digits) or a prefix of at least 4 digits.
         key: String,
+        /// Forget even a running key whose lease is live (a second attempt may then run beside
+        /// the live one).
+        #[arg(long)]
+        force: bool,
     },
     /// Release stuck keys: mark running attempts failed so the next call runs again now.
     Release(ReleaseArgs),
@@ -165,9 +177,47 @@ impl Failure {
         Self {
             code: 1,
             kind: "store",
-            message: err.to_string(),
+            message: error_text(err),
         }
     }
+    /// Stdout was closed by its reader (`idem list | head -1`): stop quietly.
+    fn broken_pipe() -> Self {
+        Self {
+            code: 0,
+            kind: "broken_pipe",
+            message: String::new(),
+        }
+    }
+}
+
+/// An error of the runtime as one line of this tool: its messages start with `idem: `, which
+/// the tool's own `idem: error: ` prefix already says.
+fn error_text(err: &Error) -> String {
+    let text = err.to_string();
+    match text.strip_prefix("idem: ") {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
+}
+
+/// Writes one line to stdout. A reader that went away (`| head -1`) ends the command quietly
+/// instead of a panic; any other write error is a failure.
+fn emit(line: impl fmt::Display) -> Result<(), Failure> {
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::broken_pipe()),
+        Err(e) => Err(Failure {
+            code: 1,
+            kind: "output",
+            message: format!("cannot write to stdout: {e}"),
+        }),
+    }
+}
+
+/// `println!` that returns [`Failure`] instead of panicking on a closed stdout.
+macro_rules! say {
+    () => { emit("")? };
+    ($($arg:tt)*) => { emit(format_args!($($arg)*))? };
 }
 
 /// The most records any command reads in one go (for `stats`, prefix look-ups and `release
@@ -196,16 +246,23 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(failure) if failure.kind == "broken_pipe" => ExitCode::SUCCESS,
         Err(failure) => report(json, &failure),
     }
 }
 
 fn report(json: bool, failure: &Failure) -> ExitCode {
-    eprintln!("idem: error: {}", failure.message);
+    let message = failure
+        .message
+        .strip_prefix("idem: ")
+        .unwrap_or(&failure.message);
+    let _ = writeln!(std::io::stderr().lock(), "idem: error: {message}");
     if json {
-        println!(
+        // Best effort: stdout may be the closed pipe this failure is about.
+        let _ = writeln!(
+            std::io::stdout().lock(),
             "{}",
-            json!({ "error": { "kind": failure.kind, "message": failure.message } })
+            json!({ "error": { "kind": failure.kind, "message": message } })
         );
     }
     ExitCode::from(failure.code)
@@ -222,7 +279,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::List(args) => list(&*store, &args, json).await,
         Command::Show { key } => show(&*store, &key, json).await,
-        Command::Forget { key } => forget(store, &key, json).await,
+        Command::Forget { key, force } => forget(store, &key, force, json).await,
         Command::Release(args) => release(&*store, &args, json).await,
         Command::Purge {
             batch,
@@ -234,9 +291,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::store(&e))?;
             if json {
-                println!("{}", json!({ "purged": n }));
+                say!("{}", json!({ "purged": n }));
             } else {
-                println!("purged {n} expired record(s)");
+                say!("purged {n} expired record(s)");
             }
             Ok(())
         }
@@ -244,64 +301,46 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// Opens a store, refusing to create a SQLite file that is not there (a typo would otherwise
-/// show an empty store).
+/// Opens a store as it is: no command creates a SQLite file, a PostgreSQL schema or a table, or
+/// migrates one (a typo would otherwise show, and leave behind, an empty store).
 async fn open(url: &str, timeout: Duration) -> Result<Arc<dyn Store>, Failure> {
     let scheme = url.split(':').next().unwrap_or_default();
-    match scheme {
-        "memory" | "postgres" | "postgresql" => {}
-        "sqlite" => {
-            let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
-            let path = path.split('?').next().unwrap_or_default();
-            if path.is_empty() {
-                return Err(Failure::usage(format!(
-                    "bad store URL `{url}`: no SQLite file path"
-                )));
-            }
-            if path != ":memory:" && !std::path::Path::new(path).exists() {
-                return Err(Failure::not_found(format!(
-                    "cannot open store `{url}`: no SQLite database at `{path}`"
-                )));
-            }
-        }
-        _ => {
-            return Err(Failure::usage(format!(
+    if !matches!(scheme, "memory" | "sqlite" | "postgres" | "postgresql") {
+        return Err(Failure::usage(format!(
             "bad store URL `{}`: expected `sqlite://path`, `postgres://user@host/db` or `memory:`",
-            redact(url)
-        )))
-        }
+            redact_url(url)
+        )));
     }
-    match tokio::time::timeout(timeout, idem_runtime::store::open(url)).await {
+    match tokio::time::timeout(timeout, idem_runtime::store::open_existing(url)).await {
         Ok(Ok(store)) => Ok(store),
-        Ok(Err(e @ Error::Open { .. })) if e.to_string().contains("cargo feature") => {
-            Err(Failure::usage(e.to_string()))
+        Ok(Err(e @ Error::Open { .. })) => {
+            let text = error_text(&e);
+            let (code, kind) = if text.contains("no idem tables") {
+                (3, "not_found")
+            } else if text.contains("cargo feature") || text.contains("no database file path") {
+                (2, "usage")
+            } else {
+                (1, "unreachable")
+            };
+            Err(Failure {
+                code,
+                kind,
+                message: text,
+            })
         }
         Ok(Err(e)) => Err(Failure {
             code: 1,
             kind: "unreachable",
-            message: e.to_string(),
+            message: error_text(&e),
         }),
         Err(_) => Err(Failure {
             code: 1,
             kind: "unreachable",
             message: format!(
                 "cannot open store `{}`: no answer within {timeout:?}",
-                redact(url)
+                redact_url(url)
             ),
         }),
-    }
-}
-
-fn redact(url: &str) -> String {
-    match url
-        .split_once("://")
-        .and_then(|(s, rest)| Some((s, rest.split_once('@')?)))
-    {
-        Some((scheme, (userinfo, host))) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 
@@ -339,7 +378,14 @@ async fn find(store: &dyn Store, text: &str) -> Result<Record, Failure> {
         0 => Err(Failure::not_found(format!(
             "no record for key prefix {text}"
         ))),
-        1 => Ok(hits.remove(0)),
+        // Listings carry no snapshot: read the whole record.
+        1 => {
+            let key = hits.remove(0).key;
+            match store.get(&key).await.map_err(|e| Failure::store(&e))? {
+                Some(record) => Ok(record),
+                None => Err(Failure::not_found(format!("no record for key {key}"))),
+            }
+        }
         n => Err(Failure::not_found(format!(
             "key prefix {text} matches {n} records ({}...): give more digits",
             hits.iter()
@@ -376,12 +422,22 @@ async fn list(store: &dyn Store, args: &ListArgs, json: bool) -> Result<(), Fail
     }
     records.truncate(usize::try_from(args.limit).unwrap_or(usize::MAX));
     if json {
-        let rows: Vec<_> = records.iter().map(record_json).collect();
-        println!("{}", serde_json::Value::Array(rows));
+        // Listings never read snapshots (they may be megabytes each): `show` has their size.
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let mut row = record_json(r);
+                if let Some(fields) = row.as_object_mut() {
+                    fields.remove("snapshot_bytes");
+                }
+                row
+            })
+            .collect();
+        say!("{}", serde_json::Value::Array(rows));
     } else if records.is_empty() {
-        println!("no records");
+        say!("no records");
     } else {
-        println!("{}", records_table(&records, now));
+        say!("{}", records_table(&records, now));
     }
     Ok(())
 }
@@ -396,7 +452,7 @@ async fn show(store: &dyn Store, key: &str, json: bool) -> Result<(), Failure> {
     if json {
         let mut value = record_json(&record);
         value["attempts"] = attempts.iter().map(output::attempt_json).collect();
-        println!("{value}");
+        say!("{value}");
         return Ok(());
     }
     let opt = |v: Option<i64>| {
@@ -405,9 +461,9 @@ async fn show(store: &dyn Store, key: &str, json: bool) -> Result<(), Failure> {
             |t| format!("{} ({})", output::iso(t), age(t, now)),
         )
     };
-    println!("key:        {}", record.key);
-    println!("op:         {}", record.op);
-    println!(
+    say!("key:        {}", record.key);
+    say!("op:         {}", record.op);
+    say!(
         "status:     {}{}",
         record.status,
         if is_stuck(&record, now) {
@@ -416,16 +472,16 @@ async fn show(store: &dyn Store, key: &str, json: bool) -> Result<(), Failure> {
             ""
         }
     );
-    println!("attempt:    {}", record.attempt);
-    println!("worker:     {}", record.worker.as_deref().unwrap_or("-"));
-    println!("created:    {}", opt(Some(record.created_at)));
-    println!("updated:    {}", opt(Some(record.updated_at)));
-    println!(
+    say!("attempt:    {}", record.attempt);
+    say!("worker:     {}", record.worker.as_deref().unwrap_or("-"));
+    say!("created:    {}", opt(Some(record.created_at)));
+    say!("updated:    {}", opt(Some(record.updated_at)));
+    say!(
         "lease until:{}",
         format_args!(" {}", opt(record.lease_until))
     );
-    println!("expires:    {}", opt(record.expires_at));
-    println!(
+    say!("expires:    {}", opt(record.expires_at));
+    say!(
         "snapshot:   {}",
         record.snapshot.as_ref().map_or_else(
             || "-".to_owned(),
@@ -433,24 +489,36 @@ async fn show(store: &dyn Store, key: &str, json: bool) -> Result<(), Failure> {
         )
     );
     if let Some(error) = &record.error {
-        println!("error:      {error}");
+        say!("error:      {error}");
     }
-    println!();
+    say!();
     if attempts.is_empty() {
-        println!("no attempts logged");
+        say!("no attempts logged");
     } else {
-        println!("{}", attempts_table(&attempts));
+        say!("{}", attempts_table(&attempts));
     }
     Ok(())
 }
 
-async fn forget(store: Arc<dyn Store>, key: &str, json: bool) -> Result<(), Failure> {
+async fn forget(store: Arc<dyn Store>, key: &str, force: bool, json: bool) -> Result<(), Failure> {
     let record = find(&*store, key).await?;
     let idem = Idem::builder(store).cache_capacity(0).build();
-    let existed = idem
-        .forget(&record.key)
-        .await
-        .map_err(|e| Failure::store(&e))?;
+    let forgotten = if force {
+        idem.force_forget(&record.key).await
+    } else {
+        idem.forget(&record.key).await
+    };
+    let existed = match forgotten {
+        Ok(existed) => existed,
+        Err(e @ Error::Running { .. }) => {
+            return Err(Failure {
+                code: 4,
+                kind: "lease_live",
+                message: error_text(&e),
+            })
+        }
+        Err(e) => return Err(Failure::store(&e)),
+    };
     if !existed {
         return Err(Failure::not_found(format!(
             "no record for key {}",
@@ -458,14 +526,15 @@ async fn forget(store: Arc<dyn Store>, key: &str, json: bool) -> Result<(), Fail
         )));
     }
     if json {
-        println!(
+        say!(
             "{}",
             json!({ "forgotten": record.key.to_hex(), "op": record.op })
         );
     } else {
-        println!(
+        say!(
             "forgot {} (op {}): the next call runs the body again",
-            record.key, record.op
+            record.key,
+            record.op
         );
     }
     Ok(())
@@ -525,14 +594,14 @@ async fn release(store: &dyn Store, args: &ReleaseArgs, json: bool) -> Result<()
             .iter()
             .map(|r| json!({ "key": r.key.to_hex(), "op": r.op, "attempt": r.attempt }))
             .collect();
-        println!("{}", json!({ "released": released.len(), "keys": keys }));
+        say!("{}", json!({ "released": released.len(), "keys": keys }));
     } else if released.is_empty() {
-        println!("released nothing (no running key with an expired lease)");
+        say!("released nothing (no running key with an expired lease)");
     } else {
         for r in &released {
-            println!("released {} (op {}, attempt {})", r.key, r.op, r.attempt);
+            say!("released {} (op {}, attempt {})", r.key, r.op, r.attempt);
         }
-        println!(
+        say!(
             "released {} key(s): their next call runs the body again",
             released.len()
         );
@@ -553,17 +622,24 @@ pub(crate) struct OpStats {
 }
 
 impl OpStats {
-    fn add(&mut self, r: &Record, now: i64) {
-        self.records += 1;
-        match r.status {
-            Status::Running => self.running += 1,
-            Status::Completed => self.completed += 1,
-            Status::Failed => self.failed += 1,
+    fn from_counts(c: &OpCounts) -> Self {
+        Self {
+            records: c.records,
+            running: c.running,
+            stuck: c.stuck,
+            completed: c.completed,
+            failed: c.failed,
+            attempts: c.attempts,
         }
-        if is_stuck(r, now) {
-            self.stuck += 1;
-        }
-        self.attempts += r.attempt;
+    }
+
+    fn add(&mut self, other: &OpStats) {
+        self.records += other.records;
+        self.running += other.running;
+        self.stuck += other.stuck;
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.attempts += other.attempts;
     }
 
     /// Share of executions that re-ran a key already attempted (retries after failures,
@@ -575,20 +651,18 @@ impl OpStats {
 }
 
 async fn stats(store: &dyn Store, args: &StatsArgs, json: bool) -> Result<(), Failure> {
-    let now = now_millis();
-    let records = store
-        .list(&ListFilter {
-            op: args.op.clone(),
-            limit: Some(SCAN_LIMIT),
-            ..ListFilter::default()
-        })
+    // Counted by the store (in SQL for SQLite and PostgreSQL): no record, let alone a
+    // snapshot, is read.
+    let counts = store
+        .counts(args.op.as_deref())
         .await
         .map_err(|e| Failure::store(&e))?;
     let mut total = OpStats::default();
     let mut by_op: BTreeMap<String, OpStats> = BTreeMap::new();
-    for r in &records {
-        total.add(r, now);
-        by_op.entry(r.op.clone()).or_default().add(r, now);
+    for c in &counts {
+        let s = OpStats::from_counts(c);
+        total.add(&s);
+        by_op.insert(c.op.clone(), s);
     }
     let counters = match &args.metrics {
         Some(url) => Some(scrape::counters(url).map_err(|e| Failure {
@@ -615,24 +689,24 @@ async fn stats(store: &dyn Store, args: &StatsArgs, json: bool) -> Result<(), Fa
         if let Some(c) = &counters {
             value["metrics"] = json!({ "executions": c.executions, "replays": c.replays });
         }
-        println!("{value}");
+        say!("{value}");
         return Ok(());
     }
-    println!("{}", stats_table(&by_op, &total));
+    say!("{}", stats_table(&by_op, &total));
     let pct = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0));
-    println!(
+    say!(
         "re-execution ratio: {} (executions that re-ran an already-attempted key)",
         pct(total.reexecution_ratio())
     );
     match &counters {
-        Some(c) => println!(
+        Some(c) => say!(
             "replay ratio:       {} ({} replays, {} executions, from {})",
             pct(replay_ratio),
             c.replays,
             c.executions,
             args.metrics.as_deref().unwrap_or_default()
         ),
-        None => println!("replay ratio:       - (the store does not log replays; pass --metrics URL of a process's Prometheus endpoint)"),
+        None => say!("replay ratio:       - (the store does not log replays; pass --metrics URL of a process's Prometheus endpoint)"),
     }
     Ok(())
 }

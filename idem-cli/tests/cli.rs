@@ -168,12 +168,43 @@ async fn exercise(url: &str) {
     let prefix = &f.done[1].to_hex()[..16];
     let by_prefix = ok_json(url, &["show", prefix]);
     assert_eq!(by_prefix["key"], f.done[1].to_hex());
+    assert!(by_prefix["snapshot_bytes"].is_u64(), "{by_prefix}");
     let table = idem(url, &["show", &f.done[0].to_hex()]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         text.contains("attempt") && text.contains("completed"),
         "{text}"
     );
+
+    // list never reads snapshots: no snapshot size in listings (show has it).
+    assert!(rows.iter().all(|r| r.get("snapshot_bytes").is_none()));
+    assert!(shown["snapshot_bytes"].is_u64(), "{shown}");
+
+    // stats, counted by the store: running, stuck (by the store's clock), completed.
+    let held = ok_json(url, &["stats", "--op", &f.op_held]);
+    assert_eq!(held["records"], 2, "{held}");
+    assert_eq!(held["running"], 2, "{held}");
+    assert_eq!(held["stuck"], 1, "{held}");
+    assert_eq!(held["attempts"], 2, "{held}");
+    assert_eq!(held["by_op"][&f.op_held]["stuck"], 1, "{held}");
+
+    // forget of a running key with a live lease is refused (exit 4) and deletes nothing.
+    let refused = idem(url, &["forget", &f.live.to_hex()]);
+    assert_eq!(refused.status.code(), Some(4), "{}", stderr(&refused));
+    let msg = stderr(&refused);
+    assert!(msg.starts_with("idem: error: "), "{msg}");
+    assert!(!msg.contains("idem: error: idem:"), "one prefix: {msg}");
+    assert!(
+        msg.contains("running") && msg.contains("--force") && msg.contains("release"),
+        "{msg}"
+    );
+    assert_eq!(
+        ok_json(url, &["show", &f.live.to_hex()])["status"],
+        "running"
+    );
+    let json_refused = idem(url, &["--json", "forget", &f.live.to_hex()]);
+    let v: Value = serde_json::from_slice(&json_refused.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "lease_live");
 
     // stats.
     let stats = ok_json(url, &["stats", "--op", &f.op_ok]);
@@ -218,6 +249,30 @@ async fn exercise(url: &str) {
     let v: Value = serde_json::from_slice(&json_err.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "not_found");
 
+    // forget --force deletes even a running key with a live lease.
+    let live = Call::new(f.op_held.clone()).key(&"live-again").key_value();
+    Idem::open(url)
+        .await
+        .unwrap()
+        .store()
+        .claim(&ClaimRequest {
+            op: &f.op_held,
+            key: &live,
+            fingerprint: None,
+            lease: Duration::from_secs(600),
+            ttl: Duration::from_secs(3600),
+            worker: "busy-worker/7",
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        idem(url, &["forget", &live.to_hex()]).status.code(),
+        Some(4)
+    );
+    let forced = ok_json(url, &["forget", "--force", &live.to_hex()]);
+    assert_eq!(forced["forgotten"], live.to_hex());
+    assert_eq!(idem(url, &["show", &live.to_hex()]).status.code(), Some(3));
+
     // malformed keys are usage errors.
     let bad = idem(url, &["show", "not-a-key"]);
     assert_eq!(bad.status.code(), Some(2));
@@ -257,17 +312,48 @@ fn clear_errors() {
         stderr(&bad_scheme)
     );
 
+    // No command creates a SQLite file: not the read-only ones, not those that write records.
     let missing = format!("sqlite://{}", dir.path().join("typo.db").display());
-    let out = idem(&missing, &["list"]);
-    assert_eq!(out.status.code(), Some(3));
+    for args in [
+        &["list"][..],
+        &["stats"],
+        &["show", "abcd"],
+        &["forget", "abcd"],
+        &["purge"],
+        &["release", "--expired"],
+    ] {
+        let out = idem(&missing, args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no idem tables in"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            !dir.path().join("typo.db").exists(),
+            "{args:?}: a typo must not create a database"
+        );
+    }
+    // A SQLite file without idem tables is left exactly as it was (no tables, no WAL switch).
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let out = idem(&format!("sqlite://{}", empty.display()), &["list"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("no SQLite database at"),
+        stderr(&out).contains("no idem tables in"),
         "{}",
         stderr(&out)
     );
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    assert!(!dir.path().join("empty.db-wal").exists());
+
+    // An empty SQLite path is a usage error naming what to write.
+    let out = idem("sqlite://", &["list"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        !dir.path().join("typo.db").exists(),
-        "a typo must not create a database"
+        stderr(&out).contains("sqlite://path/to/idem.db"),
+        "{}",
+        stderr(&out)
     );
 
     let unreachable = idem(
@@ -283,8 +369,22 @@ fn clear_errors() {
     let msg = stderr(&unreachable);
     assert!(msg.contains("cannot open store"), "{msg}");
     assert!(
+        msg.to_lowercase().contains("connection refused"),
+        "the cause, not a timeout: {msg}"
+    );
+    assert!(
         !msg.contains("secret"),
         "the password must not be printed: {msg}"
+    );
+    // Passwords inside the password (`@`) and in query parameters are not printed either.
+    let unreachable = idem(
+        "postgres://postgres:se@cret@127.0.0.1:1/nowhere?Password=hunter2",
+        &["list"],
+    );
+    let msg = stderr(&unreachable);
+    assert!(
+        !msg.contains("se@cret") && !msg.contains("cret") && !msg.contains("hunter2"),
+        "{msg}"
     );
 
     let no_store = Command::new(BIN)
@@ -297,6 +397,30 @@ fn clear_errors() {
 
     let bad_duration = idem("memory:", &["list", "--older-than", "ten minutes"]);
     assert_eq!(bad_duration.status.code(), Some(2));
+}
+
+/// `idem list | head -1`: a reader that closes the pipe early ends the command quietly (exit 0,
+/// nothing on stderr), not with a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("idem.db").display());
+    populate(&url).await;
+    for args in [&["list"][..], &["--json", "list"], &["stats"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .env_remove("IDEM_STORE")
+            .arg("--store")
+            .arg(&url)
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", stderr(&out));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,9 +442,34 @@ async fn cli_on_postgres() {
     let schema = unique();
     let sep = if url.contains('?') { '&' } else { '?' };
     exercise(&format!("{url}{sep}idem_schema={schema}")).await;
-    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
-        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .execute(&pool)
-            .await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await;
+
+    // A typo in `idem_schema` creates nothing, whatever the command.
+    let typo = format!("{}_typo", unique());
+    let typo_url = format!("{url}{sep}idem_schema={typo}");
+    for args in [
+        &["list"][..],
+        &["stats"],
+        &["show", "abcd"],
+        &["forget", "abcd"],
+        &["purge"],
+    ] {
+        let out = idem(&typo_url, args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("no idem tables in schema `{typo}`")),
+            "{}",
+            stderr(&out)
+        );
+        let created: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(&typo)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(!created, "{args:?} created the schema `{typo}`");
     }
 }

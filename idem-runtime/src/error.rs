@@ -55,6 +55,23 @@ pub enum Error {
         key: Key,
     },
 
+    /// A `forget` was refused: the key's attempt still holds a live lease, so forgetting it
+    /// would let a second attempt run beside the live one. Nothing was deleted.
+    #[error(
+        "idem: forget of operation `{op}` key {key} refused: attempt {attempt} is running with a \
+         live lease, and forgetting it would let a second attempt run beside it. Wait for it to \
+         finish, `release` it first (`idem release {key}`), or force the forget \
+         (`Idem::force_forget`, `idem forget --force {key}`)"
+    )]
+    Running {
+        /// The operation.
+        op: String,
+        /// The key.
+        key: Key,
+        /// The attempt that holds the lease.
+        attempt: u64,
+    },
+
     /// The store failed or could not be reached. Fail closed: when this comes from a claim, the
     /// body did not run.
     #[error("idem: store {action} failed for operation `{op}` key {key}: {source}")]
@@ -192,7 +209,7 @@ impl Error {
 
     /// A short, stable name of the variant (`no_store`, `in_progress`, `key_reuse`, `store`,
     /// `open`, `snapshot_decode`, `snapshot_encode`, `snapshot_too_large`, `corrupt`, `config`,
-    /// `lease_lost`), as it appears in the serialized form.
+    /// `lease_lost`, `running`), as it appears in the serialized form.
     pub fn kind(&self) -> &str {
         match self {
             Error::NoStore { .. } => "no_store",
@@ -206,6 +223,7 @@ impl Error {
             Error::Corrupt { .. } => "corrupt",
             Error::Config(_) => "config",
             Error::LeaseLost { .. } => "lease_lost",
+            Error::Running { .. } => "running",
             Error::Decoded { kind, .. } => kind,
         }
     }

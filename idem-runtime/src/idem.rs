@@ -343,15 +343,34 @@ impl Idem {
     /// Forgets a key: the next call runs again. This process's cache forgets it at once; other
     /// processes' caches when the store's notification reaches them (PostgreSQL), and in any
     /// case within their staleness bound ([`IdemBuilder::cache_staleness`]).
+    ///
+    /// A key whose attempt is running with a live lease is refused with [`Error::Running`]
+    /// (nothing is deleted): forgetting it would let a second attempt run beside the live one.
+    /// Wait for it, `release` it first, or use [`Idem::force_forget`].
     pub async fn forget(&self, key: &Key) -> Result<bool, Error> {
+        self.forget_key(key, false).await
+    }
+
+    /// Forgets a key even while its attempt holds a live lease: the next call runs again at
+    /// once, possibly beside the attempt still running (whose completion is then fenced only if
+    /// the new attempt claimed the key first). Otherwise as [`Idem::forget`].
+    pub async fn force_forget(&self, key: &Key) -> Result<bool, Error> {
+        self.forget_key(key, true).await
+    }
+
+    async fn forget_key(&self, key: &Key, force: bool) -> Result<bool, Error> {
+        use crate::store::ChangeSink;
+        // A pushed change, not a plain removal: the epoch bump keeps a claim in flight, which
+        // may have read the snapshot before the delete, from caching it after (see `cache.rs`).
+        // Before, so such a claim is already covered; after, for one that began meanwhile.
         if let Some(cache) = &self.inner.cache {
-            cache.remove(key);
+            cache.changed(Some(key));
         }
-        let existed = self.inner.store.forget(key).await?;
+        let existed = self.inner.store.forget(key, force).await;
         if let Some(cache) = &self.inner.cache {
-            cache.remove(key);
+            cache.changed(Some(key));
         }
-        Ok(existed)
+        existed
     }
 
     /// Deletes every expired record, `batch` rows per store transaction so claims are never

@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod effects;
 pub mod lifecycle;
 pub mod slow;
+pub mod operator;
 pub mod takeover;
 pub mod unwatched;
 
@@ -58,6 +59,12 @@ macro_rules! conformance_suite {
             cache_errors_keeps_only_permanent_errors,
             try_call_keeps_body_and_idem_errors_apart,
             unrecordable_results_still_reach_the_caller,
+        );
+        $crate::conformance_suite!(@tests $factory; operator;
+            forget_refuses_a_running_key_unless_forced,
+            forget_racing_a_claim_does_not_recache_the_old_snapshot,
+            listings_carry_no_snapshots,
+            counts_by_operation_and_status,
         );
     };
     (@tests $factory:expr; $module:ident; $($scenario:ident),+ $(,)?) => {$(

@@ -52,8 +52,8 @@ impl Store for SlowComplete {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
         self.0.list(filter).await
     }
-    async fn forget(&self, key: &Key) -> Result<bool, Error> {
-        self.0.forget(key).await
+    async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
+        self.0.forget(key, force).await
     }
     async fn release(&self, key: &Key) -> Result<bool, Error> {
         self.0.release(key).await

@@ -104,6 +104,25 @@ impl MemoryStore {
     }
 }
 
+/// A record as listings return it: everything but the snapshot, which is never copied.
+fn without_snapshot(r: &Record) -> Record {
+    Record {
+        key: r.key,
+        op: r.op.clone(),
+        status: r.status,
+        attempt: r.attempt,
+        fingerprint: r.fingerprint,
+        snapshot: None,
+        snapshot_kind: r.snapshot_kind,
+        error: r.error.clone(),
+        lease_until: r.lease_until,
+        worker: r.worker.clone(),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        expires_at: r.expires_at,
+    }
+}
+
 fn is_expired(r: &Record, now: Millis) -> bool {
     r.expires_at.is_some_and(|e| e <= now)
 }
@@ -303,16 +322,28 @@ impl Store for MemoryStore {
             .filter(|r| filter.op.as_deref().is_none_or(|op| r.op == op))
             .filter(|r| filter.status.is_none_or(|s| r.status == s))
             .filter(|r| filter.updated_before.is_none_or(|t| r.updated_at < t))
-            .cloned()
+            .map(without_snapshot)
             .collect();
         out.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.key.cmp(&b.key)));
         out.truncate(filter.limit.unwrap_or(1000) as usize);
         Ok(out)
     }
 
-    async fn forget(&self, key: &Key) -> Result<bool, Error> {
+    async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
+        let now = now_millis();
         let removed = {
             let mut state = self.state.lock();
+            // Checked and removed under one lock: one decision.
+            if let Some(e) = state.entries.get(key) {
+                let r = &e.record;
+                if !force && r.status == Status::Running && r.lease_until.is_some_and(|l| l > now) {
+                    return Err(Error::Running {
+                        op: r.op.clone(),
+                        key: *key,
+                        attempt: r.attempt,
+                    });
+                }
+            }
             match state.entries.remove(key) {
                 Some(e) => {
                     state.attempt_floor = state.attempt_floor.max(e.record.attempt);

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use self::url::open;
+pub use self::url::{open, open_existing, redact_url};
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
 use crate::record::{AttemptLog, Record, Snapshot, Status};
@@ -190,6 +190,36 @@ pub struct ListFilter {
     pub limit: Option<u32>,
 }
 
+/// The records of one operation, counted by status (see [`Store::counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpCounts {
+    /// The operation.
+    pub op: String,
+    /// All its records.
+    pub records: u64,
+    /// Records whose status is `running`.
+    pub running: u64,
+    /// Running records whose lease has expired (their worker died; nobody called the key since).
+    pub stuck: u64,
+    /// Records whose status is `completed`.
+    pub completed: u64,
+    /// Records whose status is `failed`.
+    pub failed: u64,
+    /// Executions of the body: the sum of the records' attempt numbers.
+    pub attempts: u64,
+}
+
+impl OpCounts {
+    /// No records of `op` yet.
+    pub fn new(op: &str) -> Self {
+        Self {
+            op: op.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
 /// Hears of keys that changed in a store, whichever process changed them (see
 /// [`Store::watch`]). The snapshot cache of every [`crate::Idem`] is one.
 pub trait ChangeSink: Send + Sync + 'static {
@@ -249,12 +279,47 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Reads a key's attempts log, oldest first.
     async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error>;
 
-    /// Lists records, newest first.
+    /// Lists records, newest first, **without their snapshots**: `snapshot` is `None` in every
+    /// listed record (a snapshot may be megabytes; listings never read it). Use [`Store::get`]
+    /// for a record with its snapshot.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error>;
+
+    /// Counts records by operation (only `op`'s, if given), without reading snapshots. The
+    /// default implementation counts a listing of up to 1,000,000 records; the SQL stores
+    /// aggregate in one statement, judging `stuck` by their own clock.
+    async fn counts(&self, op: Option<&str>) -> Result<Vec<OpCounts>, Error> {
+        let records = self
+            .list(&ListFilter {
+                op: op.map(str::to_owned),
+                limit: Some(1_000_000),
+                ..ListFilter::default()
+            })
+            .await?;
+        let now = crate::record::now_millis();
+        let mut by_op: std::collections::BTreeMap<&str, OpCounts> = Default::default();
+        for r in &records {
+            let c = by_op.entry(&r.op).or_insert_with(|| OpCounts::new(&r.op));
+            c.records += 1;
+            match r.status {
+                Status::Running => c.running += 1,
+                Status::Completed => c.completed += 1,
+                Status::Failed => c.failed += 1,
+            }
+            if r.status == Status::Running && r.lease_until.is_some_and(|l| l < now) {
+                c.stuck += 1;
+            }
+            c.attempts += r.attempt;
+        }
+        Ok(by_op.into_values().collect())
+    }
 
     /// Deletes a record and its attempts log, so the next call runs again. Attempt numbers still
     /// never go backwards. Returns whether a record existed.
-    async fn forget(&self, key: &Key) -> Result<bool, Error>;
+    ///
+    /// A record that is `running` with a live lease (by the store's clock) is not deleted unless
+    /// `force`: forgetting it would let a second attempt run beside the live one. The check and
+    /// the delete are one atomic decision; a refusal is [`Error::Running`].
+    async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error>;
 
     /// Marks a running attempt as failed (an operator's `release`), so the next call runs again
     /// without waiting for the lease. Returns whether a running record was released.

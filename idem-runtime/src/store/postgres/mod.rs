@@ -54,10 +54,10 @@ use self::schema::Names;
 pub use self::schema::FORMAT_VERSION;
 use self::sql::Sql;
 pub use self::step::{Step, StepTx};
-use super::url::redact;
+use super::redact_url;
 use super::{
-    millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, Outcome,
-    Store,
+    millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter,
+    OpCounts, Outcome, Store,
 };
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
@@ -86,10 +86,47 @@ struct Inner {
     predictor: Predictor,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Source {
     Url(String),
     Pool(PgPool),
+}
+
+/// Never prints a password: a builder's `Debug` may reach logs.
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Url(url) => f.debug_tuple("Url").field(&redact_url(url)).finish(),
+            Source::Pool(pool) => f.debug_tuple("Pool").field(pool).finish(),
+        }
+    }
+}
+
+/// What opening found in the database, when it does not migrate.
+enum Found {
+    /// This build's tables.
+    Ready,
+    /// No idem tables under the store's schema and prefix.
+    NoTables,
+    /// The tables of another format version.
+    Version(i32),
+}
+
+/// Brings the tables up to date (`migrate`), or checks that they are (read-only).
+async fn prepare(
+    conn: &mut sqlx::PgConnection,
+    names: &Names,
+    migrate: bool,
+) -> Result<Found, sqlx::Error> {
+    if migrate {
+        schema::migrate(conn, names).await?;
+        return Ok(Found::Ready);
+    }
+    Ok(match schema::check(conn, names).await? {
+        None => Found::NoTables,
+        Some(FORMAT_VERSION) => Found::Ready,
+        Some(version) => Found::Version(version),
+    })
 }
 
 /// Options for opening a [`PostgresStore`].
@@ -173,8 +210,11 @@ impl PostgresStoreBuilder {
     }
 
     /// Whether opening creates or upgrades the tables (default on), and raises the attempt
-    /// floor's mirror to the floor if a restore or a switchover left it behind. Off, the tables
-    /// must exist (for roles without DDL rights; run the migration once with a privileged role).
+    /// floor's mirror to the floor if a restore or a switchover left it behind. Off, opening
+    /// creates and changes nothing (no schema, no table) and fails with [`Error::Open`]
+    /// (`no idem tables in schema ...`) unless this build's tables exist (for roles without DDL
+    /// rights, run the migration once with a privileged role; for operators' tools, where a
+    /// typo in `idem_schema` must not create an empty store).
     #[must_use]
     pub fn migrate(mut self, on: bool) -> Self {
         self.migrate = on;
@@ -187,7 +227,7 @@ impl PostgresStoreBuilder {
             return Ok(url.to_owned());
         };
         let bad = |reason: String| Error::Open {
-            url: redact(url),
+            url: redact_url(url),
             reason,
             source: None,
         };
@@ -224,7 +264,10 @@ impl PostgresStoreBuilder {
         })
     }
 
-    /// Connects (for a URL), creates or upgrades the tables, and returns the store.
+    /// Connects (for a URL), creates or upgrades the tables (or, with [`Self::migrate`]`(false)`,
+    /// checks that they exist), and returns the store. A server that cannot be reached fails
+    /// at once with the driver's error (`connection refused`, ...) as [`Error::Open`]'s source,
+    /// not after a pool's timeout.
     pub async fn open(mut self) -> Result<PostgresStore, Error> {
         let stripped = match &self.source {
             Source::Url(url) => Some(self.take_url_options(&url.clone())?),
@@ -232,15 +275,31 @@ impl PostgresStoreBuilder {
         };
         // Validated before anything connects.
         let names = Names::new(&self.schema, &self.table_prefix)?;
-        let (pool, url, owned) = match self.source.clone() {
-            Source::Pool(pool) => (pool, None, false),
+        let shown = match &self.source {
+            Source::Url(url) => redact_url(url),
+            Source::Pool(_) => "(the application's pool)".to_owned(),
+        };
+        let open_err = |reason: &str, e: sqlx::Error| Error::Open {
+            url: shown.clone(),
+            reason: format!("{reason}: {e}"),
+            source: Some(Box::new(e)),
+        };
+        let (pool, found, owned) = match self.source.clone() {
+            Source::Pool(pool) => {
+                let found = async {
+                    let mut conn = pool.acquire().await?;
+                    prepare(&mut conn, &names, self.migrate).await
+                }
+                .await;
+                let found = match found {
+                    Ok(found) => found,
+                    Err(e) if self.migrate => return Err(Error::store("migrate", "", &NO_KEY, e)),
+                    Err(e) => return Err(open_err("cannot read the database", e)),
+                };
+                (pool, found, false)
+            }
             Source::Url(url) => {
                 let stripped = stripped.unwrap_or_else(|| url.clone());
-                let open_err = |reason: &str, e: sqlx::Error| Error::Open {
-                    url: redact(&url),
-                    reason: format!("{reason}: {e}"),
-                    source: Some(Box::new(e)),
-                };
                 let mut options = PgConnectOptions::from_str(&stripped)
                     .map_err(|e| open_err("not a PostgreSQL URL", e))?;
                 if let Some(name) = &self.application_name {
@@ -248,6 +307,37 @@ impl PostgresStoreBuilder {
                 } else if options.get_application_name().is_none() {
                     options = options.application_name("idem");
                 }
+                // The first connection is made directly, not through the pool: a pool retries a
+                // refused connection until its acquire timeout and then reports only the
+                // timeout, hiding the cause.
+                let mut conn = match tokio::time::timeout(
+                    self.acquire_timeout,
+                    <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+                )
+                .await
+                {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) => return Err(open_err("cannot connect", e)),
+                    Err(_) => {
+                        return Err(Error::Open {
+                            url: shown.clone(),
+                            reason: format!(
+                                "cannot connect: no answer within {:?}",
+                                self.acquire_timeout
+                            ),
+                            source: None,
+                        })
+                    }
+                };
+                let found = prepare(&mut conn, &names, self.migrate).await;
+                let _ = sqlx::Connection::close(conn).await;
+                let found = match found {
+                    Ok(found) => found,
+                    Err(e) if self.migrate => {
+                        return Err(open_err("cannot migrate the database", e))
+                    }
+                    Err(e) => return Err(open_err("cannot read the database", e)),
+                };
                 let pool = PgPoolOptions::new()
                     .max_connections(self.max_connections)
                     .min_connections(0)
@@ -255,27 +345,37 @@ impl PostgresStoreBuilder {
                     // it is returned; a ping before every statement would double the round trips.
                     .test_before_acquire(false)
                     .acquire_timeout(self.acquire_timeout)
+                    // The server answered just now: the pool's first connection is made here
+                    // too, so the first call does not pay for it.
                     .connect_with(options)
                     .await
                     .map_err(|e| open_err("cannot connect", e))?;
-                (pool, Some(url), true)
+                (pool, found, true)
             }
         };
-        if self.migrate {
-            let migrated = async {
-                let mut conn = pool.acquire().await?;
-                schema::migrate(&mut conn, &names).await
+        match found {
+            Found::Ready => {}
+            Found::NoTables => {
+                return Err(Error::Open {
+                    url: shown,
+                    reason: format!(
+                        "no idem tables in schema `{}` (table prefix `{}`)",
+                        names.schema, names.prefix
+                    ),
+                    source: None,
+                })
             }
-            .await;
-            if let Err(e) = migrated {
-                return Err(match url {
-                    Some(url) => Error::Open {
-                        url: redact(&url),
-                        reason: format!("cannot migrate the database: {e}"),
-                        source: Some(Box::new(e)),
-                    },
-                    None => Error::store("migrate", "", &NO_KEY, e),
-                });
+            Found::Version(version) => {
+                return Err(Error::Open {
+                    url: shown,
+                    reason: format!(
+                        "the idem tables in schema `{}` have format version {version}, this \
+                         build reads only {FORMAT_VERSION}; open it once with a build that \
+                         migrates",
+                        names.schema
+                    ),
+                    source: None,
+                })
             }
         }
         let notifier = self.notifications.then(|| {
@@ -851,15 +951,23 @@ impl Store for PostgresStore {
             .map_err(corrupt(&NO_KEY))
     }
 
-    async fn forget(&self, key: &Key) -> Result<bool, Error> {
+    async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
         let mut held = self.held("forget", "", key).await?;
-        let gone: i64 = sqlx::query_scalar(&self.inner.sql.forget)
+        let row: (i64, Option<String>, Option<i64>) = sqlx::query_as(&self.inner.sql.forget)
             .bind(&key.0[..])
+            .bind(force)
             .fetch_one(held.conn())
             .await
             .map_err(|e| Error::store("forget", "", key, e))?;
         held.done();
-        Ok(gone > 0)
+        match row {
+            (_, Some(op), Some(attempt)) => Err(Error::Running {
+                op,
+                key: *key,
+                attempt: u64::try_from(attempt).unwrap_or(0),
+            }),
+            (gone, _, _) => Ok(gone > 0),
+        }
     }
 
     async fn release(&self, key: &Key) -> Result<bool, Error> {
@@ -871,6 +979,34 @@ impl Store for PostgresStore {
             .map_err(|e| Error::store("release", "", key, e))?;
         held.done();
         Ok(released > 0)
+    }
+
+    async fn counts(&self, op: Option<&str>) -> Result<Vec<OpCounts>, Error> {
+        let action = "count";
+        let mut held = self.held(action, op.unwrap_or_default(), &NO_KEY).await?;
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> =
+            sqlx::query_as(&self.inner.sql.counts)
+                .bind(op)
+                .fetch_all(held.conn())
+                .await
+                .map_err(|e| Error::store(action, op.unwrap_or_default(), &NO_KEY, e))?;
+        held.done();
+        Ok(rows
+            .into_iter()
+            .map(
+                |(op, records, running, stuck, completed, failed, attempts)| {
+                    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+                    let mut c = OpCounts::new(&op);
+                    c.records = n(records);
+                    c.running = n(running);
+                    c.stuck = n(stuck);
+                    c.completed = n(completed);
+                    c.failed = n(failed);
+                    c.attempts = n(attempts);
+                    c
+                },
+            )
+            .collect())
     }
 
     async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {

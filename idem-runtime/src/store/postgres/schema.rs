@@ -390,6 +390,28 @@ pub(super) fn migrate<'a>(
     })
 }
 
+/// The format version of the idem tables under `names`, or `None` when there are none (no
+/// schema, or no tables in it). Reads only; boxed as `Send` for the reason [`migrate`] is.
+pub(super) fn check<'a>(
+    conn: &'a mut PgConnection,
+    names: &'a Names,
+) -> futures_util::future::BoxFuture<'a, Result<Option<i32>, sqlx::Error>> {
+    Box::pin(async move {
+        sqlx::query_scalar(&format!("SELECT max(version) FROM {}", names.versions))
+            .fetch_one(&mut *conn)
+            .await
+            .or_else(|e| match &e {
+                // 42P01 undefined_table, 3F000 invalid_schema_name.
+                sqlx::Error::Database(db)
+                    if matches!(db.code().as_deref(), Some("42P01" | "3F000")) =>
+                {
+                    Ok(None)
+                }
+                _ => Err(e),
+            })
+    })
+}
+
 async fn migrate_inner(conn: &mut PgConnection, names: &Names) -> Result<(), sqlx::Error> {
     let current: Option<i32> =
         sqlx::query_scalar(&format!("SELECT max(version) FROM {}", names.versions))

@@ -33,6 +33,11 @@ pub(super) fn record_columns() -> String {
     )
 }
 
+/// [`record_columns`] for listings: never the snapshot, which may be megabytes.
+fn listed_columns() -> String {
+    record_columns().replacen(" snapshot,", " NULL::bytea AS snapshot,", 1)
+}
+
 /// Statement text of one store.
 #[derive(Debug)]
 pub(super) struct Sql {
@@ -49,6 +54,7 @@ pub(super) struct Sql {
     pub(super) get: String,
     pub(super) attempts: String,
     pub(super) list: String,
+    pub(super) counts: String,
 }
 
 impl Sql {
@@ -180,16 +186,30 @@ impl Sql {
                  )
                  SELECT count({notify}) FROM rel"
             ),
+            // $1 key, $2 force. One statement decides: the record is locked (its newest
+            // version, under READ COMMITTED) and judged live by the server's clock; a live
+            // running record is deleted only with `force`. Returns how many records were
+            // deleted, and the op and attempt of a refused one.
             forget: format!(
-                "WITH gone AS (
-                     DELETE FROM {records} WHERE key = $1 RETURNING attempt
+                "WITH target AS (
+                     SELECT key, op, attempt,
+                            coalesce(status = 'running' AND lease_until > {NOW}, false) AS live
+                     FROM {records} WHERE key = $1
+                     FOR UPDATE
+                 ), refused AS (
+                     SELECT op, attempt FROM target WHERE live AND NOT $2::bool
+                 ), gone AS (
+                     DELETE FROM {records} r USING target t
+                     WHERE r.key = t.key AND NOT EXISTS (SELECT 1 FROM refused)
+                     RETURNING r.attempt
                  ), log_gone AS (
-                     DELETE FROM {attempts} WHERE key = $1
+                     DELETE FROM {attempts} WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM refused)
                  ), floor AS (
                      UPDATE {meta} SET value = greatest(value, (SELECT max(attempt) FROM gone))
                      WHERE name = 'attempt_floor' AND EXISTS (SELECT 1 FROM gone)
                  )
-                 SELECT count({notify}) FROM gone"
+                 SELECT (SELECT count({notify}) FROM gone) AS gone,
+                        (SELECT op FROM refused) AS op, (SELECT attempt FROM refused) AS attempt"
             ),
             // $1 batch, $2 abandoned-after ms. Expired candidates come from the `expires_at` index,
             // abandoned running ones from a scan;
@@ -238,13 +258,24 @@ impl Sql {
                 ms("attempt_started_at"),
                 ms("updated_at"),
             ),
-            // $1 op, $2 status, $3 updated-before ms, $4 limit.
+            // $1 op, $2 status, $3 updated-before ms, $4 limit. Never the snapshot column.
             list: format!(
                 "SELECT {} FROM {records}
                  WHERE ($1::text IS NULL OR op = $1) AND ($2::text IS NULL OR status = $2)
                    AND ($3::int8 IS NULL OR updated_at < to_timestamp($3::float8 / 1000))
                  ORDER BY updated_at DESC, key LIMIT $4",
-                record_columns()
+                listed_columns()
+            ),
+            // $1 op. Counted by the server, by its clock; no snapshot is read.
+            counts: format!(
+                "SELECT op, count(*)::int8,
+                        count(*) FILTER (WHERE status = 'running')::int8,
+                        count(*) FILTER (WHERE status = 'running' AND lease_until < {NOW})::int8,
+                        count(*) FILTER (WHERE status = 'completed')::int8,
+                        count(*) FILTER (WHERE status = 'failed')::int8,
+                        coalesce(sum(attempt), 0)::int8
+                 FROM {records} WHERE $1::text IS NULL OR op = $1
+                 GROUP BY op ORDER BY op"
             ),
         }
     }

@@ -27,7 +27,8 @@ pub use self::schema::FORMAT_VERSION;
 use self::schema::NOW;
 pub use self::step::{Step, StepTx};
 use super::{
-    millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, Outcome, Store,
+    millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, OpCounts, Outcome,
+    Store,
 };
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
@@ -48,6 +49,7 @@ pub struct SqliteStoreBuilder {
     url: String,
     busy_timeout: Duration,
     max_connections: u32,
+    migrate: bool,
 }
 
 impl SqliteStoreBuilder {
@@ -65,19 +67,58 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// Opens (creating the file if needed) and migrates the database.
+    /// Whether opening creates the file and creates or upgrades the tables (default on). Off,
+    /// opening creates and changes nothing (no file, no table, no journal-mode switch) and
+    /// fails with [`Error::Open`] (`no idem tables in ...`) unless the file exists with this
+    /// build's tables: for operators' tools, where a typo must not create an empty store.
+    #[must_use]
+    pub fn migrate(mut self, on: bool) -> Self {
+        self.migrate = on;
+        self
+    }
+
+    /// Opens (creating the file if needed) and migrates the database; with
+    /// [`Self::migrate`]`(false)`, opens an existing one as it is.
     pub async fn open(self) -> Result<SqliteStore, Error> {
+        let url = super::redact_url(&self.url);
         let open_err = |reason: &str, e: sqlx::Error| Error::Open {
-            url: self.url.clone(),
+            url: url.clone(),
             reason: format!("{reason}: {e}"),
             source: Some(Box::new(e)),
         };
-        let options = SqliteConnectOptions::from_str(&self.url)
+        let mut options = SqliteConnectOptions::from_str(&self.url)
             .map_err(|e| open_err("not a SQLite URL", e))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
+            .create_if_missing(self.migrate)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(self.busy_timeout);
+        // An empty path opens a new private temporary database per connection: every pooled
+        // connection would see a different, empty store.
+        if options.get_filename().as_os_str().is_empty() {
+            return Err(Error::Open {
+                url,
+                reason: "no database file path: write `sqlite://path/to/idem.db` (created on \
+                         first use), or `sqlite::memory:` or `memory:` for a store that lives \
+                         only in this process"
+                    .into(),
+                source: None,
+            });
+        }
+        if self.migrate {
+            options = options.journal_mode(SqliteJournalMode::Wal);
+        } else if !options.get_filename().exists()
+            && !self.url.starts_with("sqlite::memory:")
+            && !self.url.contains("mode=memory")
+        {
+            return Err(Error::Open {
+                url,
+                reason: format!(
+                    "no idem tables in `{}`: the file does not exist",
+                    options.get_filename().display()
+                ),
+                source: None,
+            });
+        }
+        let file = options.get_filename().display().to_string();
         let pool_options = SqlitePoolOptions::new()
             .max_connections(self.max_connections)
             .min_connections(1)
@@ -98,9 +139,33 @@ impl SqliteStoreBuilder {
             .when(is_locked)
             .await
             .map_err(|e| open_err("cannot open the database", e))?;
+        if !self.migrate {
+            let found = async {
+                let mut conn = pool.acquire().await?;
+                schema::check(&mut conn).await
+            }
+            .await
+            .map_err(|e| open_err("cannot read the database", e))?;
+            return match found {
+                Some(FORMAT_VERSION) => Ok(SqliteStore { pool }),
+                Some(version) => Err(Error::Open {
+                    url,
+                    reason: format!(
+                        "the idem tables in `{file}` have format version {version}, this build \
+                         reads only {FORMAT_VERSION}; open it once with a build that migrates"
+                    ),
+                    source: None,
+                }),
+                None => Err(Error::Open {
+                    url,
+                    reason: format!("no idem tables in `{file}`"),
+                    source: None,
+                }),
+            };
+        }
         SqliteStore::from_pool(pool).await.map_err(|e| match e {
             Error::Store { source, .. } => Error::Open {
-                url: self.url.clone(),
+                url: url.clone(),
                 reason: format!("cannot migrate the database: {source}"),
                 source: Some(source),
             },
@@ -121,6 +186,7 @@ impl SqliteStore {
             url: url.to_owned(),
             busy_timeout: Duration::from_secs(5),
             max_connections: 8,
+            migrate: true,
         }
     }
 
@@ -404,6 +470,11 @@ fn record_of(row: &SqliteRow) -> Result<Record, String> {
 const RECORD_COLUMNS: &str = "key, op, status, attempt, fingerprint, snapshot, snapshot_kind, \
                               error, lease_until, worker, created_at, updated_at, expires_at";
 
+/// [`RECORD_COLUMNS`] for listings: never the snapshot, which may be megabytes.
+const LISTED_COLUMNS: &str = "key, op, status, attempt, fingerprint, NULL AS snapshot, \
+                              snapshot_kind, error, lease_until, worker, created_at, updated_at, \
+                              expires_at";
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -512,7 +583,7 @@ impl Store for SqliteStore {
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
         let rows = sqlx::query(&format!(
-            "SELECT {RECORD_COLUMNS} FROM idem_records
+            "SELECT {LISTED_COLUMNS} FROM idem_records
              WHERE (?1 IS NULL OR op = ?1) AND (?2 IS NULL OR status = ?2)
                AND (?3 IS NULL OR updated_at < ?3)
              ORDER BY updated_at DESC, key LIMIT ?4"
@@ -534,10 +605,60 @@ impl Store for SqliteStore {
             })
     }
 
-    async fn forget(&self, key: &Key) -> Result<bool, Error> {
+    async fn counts(&self, op: Option<&str>) -> Result<Vec<OpCounts>, Error> {
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT op, count(*), coalesce(sum(status = 'running'), 0),
+                    coalesce(sum(status = 'running' AND lease_until < {NOW}), 0),
+                    coalesce(sum(status = 'completed'), 0), coalesce(sum(status = 'failed'), 0),
+                    coalesce(sum(attempt), 0)
+             FROM idem_records WHERE ?1 IS NULL OR op = ?1
+             GROUP BY op ORDER BY op"
+        ))
+        .bind(op)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::store("count", op.unwrap_or_default(), &Key([0; 32]), e))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(op, records, running, stuck, completed, failed, attempts)| {
+                    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+                    let mut c = OpCounts::new(&op);
+                    c.records = n(records);
+                    c.running = n(running);
+                    c.stuck = n(stuck);
+                    c.completed = n(completed);
+                    c.failed = n(failed);
+                    c.attempts = n(attempts);
+                    c
+                },
+            )
+            .collect())
+    }
+
+    async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
         let fail = |e: sqlx::Error| Error::store("forget", "", key, e);
         let mut conn = self.pool.acquire().await.map_err(fail)?;
+        // The write lock is taken first, so the liveness read and the delete are one decision.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
+        if !force {
+            let live: Option<(String, i64)> = sqlx::query_as(&format!(
+                "SELECT op, attempt FROM idem_records
+                 WHERE key = ?1 AND status = 'running' AND lease_until > {NOW}"
+            ))
+            .bind(&key.0[..])
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fail)?;
+            if let Some((op, attempt)) = live {
+                tx.rollback().await.map_err(fail)?;
+                return Err(Error::Running {
+                    op,
+                    key: *key,
+                    attempt: u64::try_from(attempt).unwrap_or(0),
+                });
+            }
+        }
         sqlx::query(
             "UPDATE idem_meta SET value = max(value, coalesce(
                  (SELECT attempt FROM idem_records WHERE key = ?1), 0))

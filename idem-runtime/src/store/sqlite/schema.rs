@@ -82,6 +82,21 @@ END;
 /// The newest format version this build writes.
 pub const FORMAT_VERSION: i64 = 1;
 
+/// The format version of the database's idem tables, or `None` when it has none. Reads only.
+pub(super) async fn check(conn: &mut SqliteConnection) -> Result<Option<i64>, sqlx::Error> {
+    let has_table: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'idem_schema')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !has_table {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT max(version) FROM idem_schema")
+        .fetch_one(&mut *conn)
+        .await
+}
+
 /// Applies every missing migration. Safe when several processes open the same file at once:
 /// `BEGIN IMMEDIATE` takes the write lock before the version is read.
 pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {

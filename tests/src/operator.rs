@@ -1,0 +1,257 @@
+//! Conformance scenarios of the operator's paths: forgetting a running key, a forget racing a
+//! claim in flight, listings without snapshots, counts by operation. Run against every store by
+//! `conformance_suite!`.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use idem_runtime::record::{AttemptLog, Record, Status};
+use idem_runtime::store::{
+    AttemptRef, ChangeSink, Claim, ClaimRequest, Fence, ListFilter, OpCounts, Outcome, Store,
+};
+use idem_runtime::{Call, Error, Idem, Key};
+use tokio::sync::Notify;
+
+use crate::backends::Backend;
+use crate::conformance::{counted, TestError};
+use crate::unique_op;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Claims `key` directly on the store, as a worker that then keeps running, with `lease`.
+async fn hold(store: &dyn Store, op: &str, key: &Key, lease: Duration) -> u64 {
+    match store
+        .claim(&ClaimRequest {
+            op,
+            key,
+            fingerprint: None,
+            lease,
+            ttl: Duration::from_secs(3600),
+            worker: "busy-worker",
+        })
+        .await
+        .unwrap()
+    {
+        Claim::Acquired { attempt, .. } => attempt,
+        other => panic!("expected Acquired, got {other:?}"),
+    }
+}
+
+/// `forget` of a key whose attempt holds a live lease is refused with `Error::Running` (by the
+/// handle and by the store), deletes nothing, and is done only when forced; once the lease has
+/// expired, a plain forget works.
+pub async fn forget_refuses_a_running_key_unless_forced(b: &Backend) {
+    let op = unique_op("forget_running");
+    let idem = b.worker("operator");
+    let key = Call::new(op.clone()).key(&"live").key_value();
+    let attempt = hold(&*b.store, &op, &key, Duration::from_secs(600)).await;
+
+    match idem.forget(&key).await {
+        Err(e @ Error::Running { .. }) => {
+            assert!(
+                matches!(&e, Error::Running { op: o, key: k, attempt: a }
+                         if *o == op && *k == key && *a == attempt),
+                "{e:?}"
+            );
+            let text = e.to_string();
+            assert!(text.contains(&op) && text.contains(&key.to_hex()), "{text}");
+            assert!(text.contains("force") && text.contains("release"), "{text}");
+        }
+        other => panic!("expected Error::Running, got {other:?}"),
+    }
+    assert!(matches!(
+        b.store.forget(&key, false).await,
+        Err(Error::Running { .. })
+    ));
+    let record = b.store.get(&key).await.unwrap().expect("not deleted");
+    assert_eq!((record.status, record.attempt), (Status::Running, attempt));
+    // The live attempt still owns the key: its heartbeat is not fenced.
+    let owner = AttemptRef {
+        op: &op,
+        key: &key,
+        attempt,
+    };
+    assert_eq!(
+        b.store
+            .renew(&owner, Duration::from_secs(600))
+            .await
+            .unwrap(),
+        Fence::Owned
+    );
+
+    assert!(idem.force_forget(&key).await.unwrap());
+    assert!(b.store.get(&key).await.unwrap().is_none());
+    assert!(!idem.force_forget(&key).await.unwrap(), "nothing left");
+
+    // A running record whose lease expired (its worker died) is forgotten without force.
+    let stale = Call::new(op.clone()).key(&"stale").key_value();
+    hold(&*b.store, &op, &stale, ms(30)).await;
+    tokio::time::sleep(ms(150)).await;
+    assert!(idem.forget(&stale).await.unwrap());
+    assert!(b.store.get(&stale).await.unwrap().is_none());
+}
+
+/// A store whose next claim, once armed, pauses after the store decided it, until released:
+/// a claim in flight, for racing a forget against. It pushes no changes (`watch` is `false`),
+/// so only the handle's own forget can tell its cache.
+#[derive(Debug)]
+struct PausedClaim {
+    inner: Arc<dyn Store>,
+    armed: AtomicBool,
+    decided: Notify,
+    resume: Notify,
+}
+
+#[async_trait]
+impl Store for PausedClaim {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        let claim = self.inner.claim(req).await;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.decided.notify_one();
+            self.resume.notified().await;
+        }
+        claim
+    }
+    async fn renew(&self, attempt: &AttemptRef<'_>, lease: Duration) -> Result<Fence, Error> {
+        self.inner.renew(attempt, lease).await
+    }
+    async fn complete(
+        &self,
+        attempt: &AttemptRef<'_>,
+        outcome: Outcome<'_>,
+    ) -> Result<Fence, Error> {
+        self.inner.complete(attempt, outcome).await
+    }
+    fn watch(&self, _sink: Weak<dyn ChangeSink>) -> bool {
+        false
+    }
+    async fn get(&self, key: &Key) -> Result<Option<Record>, Error> {
+        self.inner.get(key).await
+    }
+    async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error> {
+        self.inner.attempts(key).await
+    }
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
+        self.inner.list(filter).await
+    }
+    async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
+        self.inner.forget(key, force).await
+    }
+    async fn release(&self, key: &Key) -> Result<bool, Error> {
+        self.inner.release(key).await
+    }
+    async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {
+        self.inner.purge_expired(batch, abandoned_after).await
+    }
+}
+
+/// A claim in flight reads a completed snapshot; this handle forgets the key before the claim
+/// returns. The claim's caller gets the old value (it read it first), but the handle's cache
+/// must not keep it: the next call runs the body again.
+pub async fn forget_racing_a_claim_does_not_recache_the_old_snapshot(b: &Backend) {
+    let op = unique_op("forget_race");
+    let call = || Call::new(op.clone()).key(&"k");
+    let runs = AtomicUsize::new(0);
+    // Recorded by another handle, so the racing handle's cache starts empty.
+    assert_eq!(
+        counted(&b.worker("writer"), call(), &runs, "one")
+            .await
+            .unwrap(),
+        "one"
+    );
+    let paused = Arc::new(PausedClaim {
+        inner: b.store.clone(),
+        armed: AtomicBool::new(true),
+        decided: Notify::new(),
+        resume: Notify::new(),
+    });
+    let cached = Idem::builder(paused.clone()).worker("cached").build();
+    let in_flight = tokio::spawn({
+        let cached = cached.clone();
+        let call = call();
+        async move {
+            cached
+                .call(call, || async { Ok::<_, TestError>("never".to_string()) })
+                .await
+        }
+    });
+    paused.decided.notified().await;
+    assert!(cached.forget(&call().key_value()).await.unwrap());
+    paused.resume.notify_one();
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        "one",
+        "read before the forget"
+    );
+    assert_eq!(
+        counted(&cached, call(), &runs, "two").await.unwrap(),
+        "two",
+        "the forgotten snapshot was cached by the claim in flight"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+/// Listings carry no snapshot (they may be megabytes each); `get` has it.
+pub async fn listings_carry_no_snapshots(b: &Backend) {
+    let op = unique_op("list_no_snapshot");
+    let idem = b.worker("w");
+    let runs = AtomicUsize::new(0);
+    let big = "x".repeat(100_000);
+    counted(&idem, Call::new(op.clone()).key(&1_u32), &runs, &big)
+        .await
+        .unwrap();
+    let listed = b
+        .store
+        .list(&ListFilter {
+            op: Some(op.clone()),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, Status::Completed);
+    assert!(listed[0].snapshot.is_none(), "a listing read the snapshot");
+    assert!(listed[0].snapshot_kind.is_some());
+    let got = b.store.get(&listed[0].key).await.unwrap().unwrap();
+    assert!(got.snapshot.is_some_and(|s| s.len() > 100_000));
+}
+
+/// `counts` counts records by operation and status, stuck ones by the store's clock.
+pub async fn counts_by_operation_and_status(b: &Backend) {
+    let (op_a, op_b) = (unique_op("counts_a"), unique_op("counts_b"));
+    let idem = b.worker("w");
+    let runs = AtomicUsize::new(0);
+    for i in 0..3_u32 {
+        counted(&idem, Call::new(op_a.clone()).key(&i), &runs, "v")
+            .await
+            .unwrap();
+    }
+    let _: Result<String, TestError> = idem
+        .call(Call::new(op_a.clone()).key(&9_u32), || async {
+            Err(TestError::Body("no".into()))
+        })
+        .await;
+    let key = |s: &str| Call::new(op_b.clone()).key(&s).key_value();
+    hold(&*b.store, &op_b, &key("live"), Duration::from_secs(600)).await;
+    hold(&*b.store, &op_b, &key("stuck"), ms(20)).await;
+    tokio::time::sleep(ms(150)).await;
+
+    let a = b.store.counts(Some(&op_a)).await.unwrap();
+    let mut want = OpCounts::new(&op_a);
+    (want.records, want.completed, want.failed, want.attempts) = (4, 3, 1, 4);
+    assert_eq!(a, vec![want]);
+
+    let all = b.store.counts(None).await.unwrap();
+    let got_b = all.iter().find(|c| c.op == op_b).expect("op_b counted");
+    let mut want = OpCounts::new(&op_b);
+    (want.records, want.running, want.stuck, want.attempts) = (2, 2, 1, 2);
+    assert_eq!(got_b, &want);
+    assert!(all.iter().any(|c| c.op == op_a));
+}
