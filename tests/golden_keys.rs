@@ -182,7 +182,9 @@ fn derived_enum_layout_is_pinned() {
 fn derived_enum_keys_are_pinned() {
     let cases = [
         (
-            Call::new("pay").key(&Payment::Card { last4: 4242 }).key_value(),
+            Call::new("pay")
+                .key(&Payment::Card { last4: 4242 })
+                .key_value(),
             "b08ac616c6ef34895ef2ee92e66cfd4dd6be574e8ffd0f3afe0f694928a2c934",
         ),
         (

@@ -516,10 +516,7 @@ fn generics_lifetimes_and_impl_trait() {
         idem.scope(async {
             assert_eq!(generic_sum(&[1, 2], 3_u8, "a").await, Ok(6));
             // Replayed: `extra` and `label` are not in the key, and `T` is still `u8`.
-            assert_eq!(
-                generic_sum(&[1, 2], 100_u8, String::from("b")).await,
-                Ok(6)
-            );
+            assert_eq!(generic_sum(&[1, 2], 100_u8, String::from("b")).await, Ok(6));
             // Another `T` is another key space: it runs.
             assert_eq!(generic_sum(&[1, 2], 100_u32, "c").await, Ok(103));
         })

@@ -204,7 +204,7 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
                 value.span,
                 "`key = ()` gives every call of this fn the same key, whatever its arguments",
                 &format!(
-                    "list the arguments that identify a call: `key = ({})`; if one outcome for every call is really meant, write `#[idempotent(once)]` instead of `key = ()`",
+                    "list the arguments that identify a call, e.g. `key = ({})`; if one outcome for every call is really meant, write `#[idempotent(once)]` instead of `key = ()`",
                     example_key(&fn_args, receiver.as_ref())
                 ),
             ));
@@ -305,8 +305,7 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
                         continue;
                     }
                     let in_key = key_paths.iter().find(|k| overlaps(k, &path));
-                    let implicit =
-                        args.key.is_none() && args.once.is_none() && path.root != "self";
+                    let implicit = args.key.is_none() && args.once.is_none() && path.root != "self";
                     if let Some(k) = in_key {
                         errors.push(err(
                             entry.span(),
