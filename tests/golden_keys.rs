@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use idem_runtime::{Call, KeyBuilder};
+use idem_runtime::{Call, IdemKey, KeyBuilder};
 
 fn transcript(op: &str, version: u32, f: impl FnOnce(&mut KeyBuilder)) -> (String, Vec<u8>) {
     let mut b = KeyBuilder::recording(op, version);
@@ -139,4 +139,71 @@ fn hex_round_trips() {
     let key = Call::new("x").key(&1_u8).key_value();
     assert_eq!(idem_runtime::Key::from_hex(&key.to_hex()), Some(key));
     assert_eq!(idem_runtime::Key::from_hex("zz"), None);
+}
+
+/// A derived enum: variants are keyed by name (or `#[idem(tag = "...")]`), never by position.
+#[derive(IdemKey)]
+enum Payment {
+    Card {
+        last4: u16,
+    },
+    /// Renamed from `Transfer`; the tag keeps its records.
+    #[idem(tag = "Transfer")]
+    BankTransfer(String),
+    Cash,
+}
+
+#[test]
+fn derived_enum_layout_is_pinned() {
+    let (_, bytes) = transcript("e", 1, |b| {
+        b.part(&Payment::Card { last4: 4242 })
+            .part(&Payment::BankTransfer("DE89".into()))
+            .part(&Payment::Cash);
+    });
+    let expected: Vec<u8> = [
+        &1u64.to_le_bytes()[..],
+        b"e",
+        &1u32.to_le_bytes(),
+        &4u64.to_le_bytes(),
+        b"Card", // variant name, as a str part
+        &4242u16.to_le_bytes(),
+        &8u64.to_le_bytes(),
+        b"Transfer", // the tag, not the variant's name
+        &4u64.to_le_bytes(),
+        b"DE89",
+        &4u64.to_le_bytes(),
+        b"Cash", // a unit variant: its name only
+    ]
+    .concat();
+    assert_eq!(bytes, expected);
+}
+
+#[test]
+fn derived_enum_keys_are_pinned() {
+    let cases = [
+        (
+            Call::new("pay")
+                .key(&Payment::Card { last4: 4242 })
+                .key_value(),
+            "b08ac616c6ef34895ef2ee92e66cfd4dd6be574e8ffd0f3afe0f694928a2c934",
+        ),
+        (
+            Call::new("pay")
+                .key(&Payment::BankTransfer("DE89".into()))
+                .key_value(),
+            "f9f6ab02e0672d646bd540232c6daf88ddee7be84943dbb2200d5ec01fd28342",
+        ),
+        (
+            Call::new("pay").key(&Payment::Cash).key_value(),
+            "a1162d89968c2a07dd5497f8f5f54ed54c7e830e5fefbf5177f9ea0d29595b0c",
+        ),
+    ];
+    for (i, (key, expected)) in cases.iter().enumerate() {
+        assert_eq!(key.to_hex(), *expected, "golden enum key {}", i + 1);
+    }
+    // The same bytes as the variant's name written as a `&str` part.
+    assert_eq!(
+        Call::new("pay").key(&Payment::Cash).key_value(),
+        Call::new("pay").key("Cash").key_value()
+    );
 }

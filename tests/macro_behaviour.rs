@@ -171,13 +171,14 @@ fn macro_key_equals_programmatic_key() {
         let idem = Idem::memory();
         idem.scope(async {
             let got = keyed("Rust tips", "en".to_owned(), 20_260_101, &RUNS).await;
-            let want = Call::versioned(concat!(module_path!(), "::keyed"), 3)
+            // The default name is the crate's name and the fn's, not the module path.
+            let want = Call::versioned(concat!(env!("CARGO_CRATE_NAME"), "::keyed"), 3)
                 .part("Rust tips")
                 .part(&"en".to_owned())
                 .part(&20_260_101_u32)
                 .key_value();
             assert_eq!(got, Ok(want.to_hex()));
-            assert_eq!(module_path!(), "macro_behaviour");
+            assert_eq!(env!("CARGO_CRATE_NAME"), "macro_behaviour");
 
             let got = implicit_key(7, "b", Some(vec![1, 2])).await;
             let want = Call::new("pinned::name")
@@ -193,6 +194,109 @@ fn macro_key_equals_programmatic_key() {
             assert_eq!(got, Ok(golden.to_hex()));
         })
         .await;
+    });
+}
+
+/// Deep in modules, as after a refactor that moved it: the default name is still
+/// `macro_behaviour::moved_fn`, so the move kept its keys.
+mod billing {
+    pub(crate) mod v2 {
+        use super::super::{current_key, idempotent, AppError};
+
+        #[idempotent(key = (id))]
+        pub(crate) async fn moved_fn(id: u32) -> Result<String, AppError> {
+            Ok(current_key())
+        }
+    }
+}
+
+#[test]
+fn default_name_survives_module_moves() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        idem.scope(async {
+            let got = billing::v2::moved_fn(4).await;
+            let want = Call::new("macro_behaviour::moved_fn")
+                .part(&4_u32)
+                .key_value();
+            assert_eq!(got, Ok(want.to_hex()));
+        })
+        .await;
+    });
+}
+
+/// One outcome for every call, whatever the arguments: the explicit opt-in that `key = ()`
+/// on a fn with arguments is not.
+#[idempotent(once)]
+async fn warm_up(region: &str, runs: &AtomicU32) -> Result<String, AppError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(format!("{region} {}", current_key()))
+}
+
+#[test]
+fn once_runs_once_whatever_the_arguments() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        let runs = AtomicU32::new(0);
+        idem.scope(async {
+            let key = Call::new("macro_behaviour::warm_up").key_value().to_hex();
+            let want = Ok(format!("eu {key}"));
+            assert_eq!(warm_up("eu", &runs).await, want);
+            assert_eq!(warm_up("us", &runs).await, want);
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// A generic fn: each instantiation is its own key space.
+#[idempotent(key = (id))]
+async fn convert<T: Default + std::fmt::Debug>(
+    id: u32,
+    runs: &AtomicU32,
+) -> Result<String, AppError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(format!("{id}:{:?}:{}", T::default(), current_key()))
+}
+
+/// A const parameter: each value is its own key space.
+#[idempotent(key = (id))]
+async fn chunked<const N: usize>(id: u32, runs: &AtomicU32) -> Result<String, AppError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(current_key())
+}
+
+#[test]
+fn generic_instantiations_have_their_own_keys() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        let runs = AtomicU32::new(0);
+        idem.scope(async {
+            let unsigned = convert::<u32>(1, &runs).await;
+            let signed = convert::<i32>(1, &runs).await;
+            assert_ne!(unsigned, signed);
+            // Replayed: same instantiation, same key parts.
+            assert_eq!(convert::<u32>(1, &runs).await, unsigned);
+            // The key: the key parts, then `type_name::<T>()` as a `&str` part. Pinned.
+            let want = Call::new("macro_behaviour::convert")
+                .part(&1_u32)
+                .part("u32")
+                .key_value();
+            assert_eq!(unsigned, Ok(format!("1:0:{}", want.to_hex())));
+            assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+            let four = chunked::<4>(7, &runs).await;
+            let eight = chunked::<8>(7, &runs).await;
+            assert_ne!(four, eight);
+            assert_eq!(chunked::<4>(7, &runs).await, four);
+            let want = Call::new("macro_behaviour::chunked")
+                .part(&7_u32)
+                .part(&4_usize)
+                .key_value();
+            assert_eq!(four, Ok(want.to_hex()));
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 4);
     });
 }
 
@@ -220,6 +324,9 @@ enum Shape<T> {
         #[idem(skip)]
         _label: f64,
     },
+    /// Renamed from `Tri`: the tag keeps its keys.
+    #[idem(tag = "Tri")]
+    Triangle(u8),
 }
 
 fn key_of<T: IdemKey + ?Sized>(value: &T) -> Vec<u8> {
@@ -256,11 +363,13 @@ fn derive_encodes_like_hand_encoding() {
     assert_eq!(pair.1, 0.5);
     assert_eq!(key_of(&pair), key_of(&(3_u8, "x")));
     assert_eq!(key_of(&Unit), prefix());
-    assert_eq!(key_of(&Shape::<u8>::Empty), concat(&[&0_u32.to_le_bytes()]));
+    // A variant is keyed by its name (or tag), encoded as a `&str` part, then its fields.
+    assert_eq!(key_of(&Shape::<u8>::Empty), key_of("Empty"));
     assert_eq!(
-        key_of(&Shape::<u8>::Circle(9)),
-        concat(&[&1_u32.to_le_bytes(), &9_u32.to_le_bytes()])
+        key_of(&Shape::<u8>::Empty),
+        concat(&[&5_u64.to_le_bytes(), b"Empty"])
     );
+    assert_eq!(key_of(&Shape::<u8>::Circle(9)), key_of(&("Circle", 9_u32)));
     assert_eq!(
         key_of(&Shape::Rect {
             w: 2,
@@ -268,11 +377,13 @@ fn derive_encodes_like_hand_encoding() {
             _label: 0.0
         }),
         concat(&[
-            &2_u32.to_le_bytes(),
+            &4_u64.to_le_bytes(),
+            b"Rect",
             &2_u32.to_le_bytes(),
             &7_u16.to_le_bytes()
         ])
     );
+    assert_eq!(key_of(&Shape::<u8>::Triangle(3)), key_of(&("Tri", 3_u8)));
 }
 
 #[idempotent(key = (req.customer, req.sku), verify = (qty))]
@@ -404,11 +515,10 @@ fn generics_lifetimes_and_impl_trait() {
         let idem = Idem::memory();
         idem.scope(async {
             assert_eq!(generic_sum(&[1, 2], 3_u8, "a").await, Ok(6));
-            // Replayed: `extra` and `label` are not in the key.
-            assert_eq!(
-                generic_sum(&[1, 2], 100_u32, String::from("b")).await,
-                Ok(6)
-            );
+            // Replayed: `extra` and `label` are not in the key, and `T` is still `u8`.
+            assert_eq!(generic_sum(&[1, 2], 100_u8, String::from("b")).await, Ok(6));
+            // Another `T` is another key space: it runs.
+            assert_eq!(generic_sum(&[1, 2], 100_u32, "c").await, Ok(103));
         })
         .await;
     });

@@ -1,14 +1,19 @@
 //! `#[derive(IdemKey)]`: the canonical key encoding of a user struct or enum.
 //!
 //! A struct writes its fields in declaration order (like a tuple: no names, no count). An enum
-//! writes its variant's index (`u32` LE, declaration order from 0, whatever the discriminants)
-//! and then that variant's fields. A field marked `#[idem(skip)]` is left out. Every type
-//! parameter gets an `IdemKey` bound.
+//! writes its variant's tag, then that variant's fields. The tag is the variant's name, or the
+//! string of `#[idem(tag = "...")]` on the variant, encoded as a `&str` key part is (`u64` LE
+//! byte length, then the UTF-8 bytes). So inserting, removing or reordering variants never
+//! changes another variant's keys, and a variant renamed with `#[idem(tag = "OldName")]` keeps
+//! its own; two variants with the same tag are a compile error. (Keying by index, as before,
+//! re-keyed every later variant when one was inserted.) A field marked `#[idem(skip)]` is left
+//! out. Every type parameter gets an `IdemKey` bound.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Data, DeriveInput, Field, Fields, Index};
+use syn::{Data, DeriveInput, Field, Fields, Index, LitStr, Variant};
 
 use crate::validate::err;
 
@@ -19,8 +24,8 @@ pub(crate) fn derive(input: DeriveInput) -> Result<TokenStream, Vec<syn::Error>>
         if attr.path().is_ident("idem") {
             errors.push(err(
                 attr.span(),
-                "`#[idem(...)]` goes on fields, not on the type",
-                "mark a field `#[idem(skip)]` to leave it out of the key",
+                "`#[idem(...)]` goes on fields and enum variants, not on the type",
+                "mark a field `#[idem(skip)]` to leave it out of the key, or a variant `#[idem(tag = \"...\")]` to key it by a name of your own",
             ));
         }
     }
@@ -38,24 +43,27 @@ pub(crate) fn derive(input: DeriveInput) -> Result<TokenStream, Vec<syn::Error>>
         }
         Data::Enum(e) => {
             let mut arms = Vec::new();
-            for (index, variant) in e.variants.iter().enumerate() {
-                for attr in &variant.attrs {
-                    if attr.path().is_ident("idem") {
-                        errors.push(err(
-                            attr.span(),
-                            "`#[idem(...)]` goes on fields, not on variants",
-                            "every variant is keyed by its index; mark a field `#[idem(skip)]` to leave it out",
-                        ));
-                    }
-                }
-                let Ok(index) = u32::try_from(index) else {
-                    errors.push(err(
-                        variant.span(),
-                        "too many variants",
-                        "an enum key has at most 2^32 variants",
-                    ));
-                    break;
+            // Each variant's tag and the variant that took it, to reject a second use.
+            let mut tags: Vec<(String, &syn::Ident)> = Vec::new();
+            for variant in &e.variants {
+                let explicit = variant_tag(variant, &mut errors);
+                let tag = match &explicit {
+                    Some(lit) => lit.clone(),
+                    None => LitStr::new(&variant.ident.unraw().to_string(), variant.ident.span()),
                 };
+                let text = tag.value();
+                if let Some((_, first)) = tags.iter().find(|(t, _)| *t == text) {
+                    errors.push(err(
+                        tag.span(),
+                        &format!(
+                            "variant `{}` is keyed as \"{text}\", and so is variant `{first}`",
+                            variant.ident
+                        ),
+                        "a variant's tag (its `#[idem(tag = \"...\")]`, else its name) starts its key, so two variants with one tag would share keys: give each a different tag",
+                    ));
+                } else {
+                    tags.push((text, &variant.ident));
+                }
                 let name = &variant.ident;
                 let binding = |i: usize, f: &Field| match &f.ident {
                     Some(ident) => format_ident!("__idem_f_{}", ident),
@@ -93,7 +101,7 @@ pub(crate) fn derive(input: DeriveInput) -> Result<TokenStream, Vec<syn::Error>>
                 };
                 arms.push(quote! {
                     Self::#name #pattern => {
-                        ::idem_runtime::__private::KeyWriter::write_variant(#out, #index);
+                        <str as ::idem_runtime::__private::IdemKey>::write_key(#tag, #out);
                         #(#writes)*
                     }
                 });
@@ -141,6 +149,51 @@ pub(crate) fn derive(input: DeriveInput) -> Result<TokenStream, Vec<syn::Error>>
     })
 }
 
+/// The tag of `#[idem(tag = "...")]` on a variant, if any; every misuse of `#[idem(...)]` on a
+/// variant becomes an error.
+fn variant_tag(variant: &Variant, errors: &mut Vec<syn::Error>) -> Option<LitStr> {
+    let help = "the only variant option is `#[idem(tag = \"name\")]`, which keys the variant by that string instead of its name (so it can be renamed and keep its keys)";
+    let mut tag: Option<LitStr> = None;
+    for attr in &variant.attrs {
+        if !attr.path().is_ident("idem") {
+            continue;
+        }
+        let parsed = attr.parse_nested_meta(|meta| {
+            if !meta.path.is_ident("tag") {
+                return Err(err(
+                    meta.path.span(),
+                    "unknown `#[idem(...)]` variant option",
+                    help,
+                ));
+            }
+            let lit: LitStr = meta
+                .value()
+                .and_then(|v| v.parse())
+                .map_err(|e| err(e.span(), "`tag` takes a string literal", help))?;
+            if lit.value().is_empty() {
+                return Err(err(
+                    lit.span(),
+                    "a variant's tag cannot be empty",
+                    "the tag names the variant in every key: give it a name, e.g. `#[idem(tag = \"Card\")]`",
+                ));
+            }
+            if tag.is_some() {
+                return Err(err(
+                    meta.path.span(),
+                    "the variant has two tags",
+                    "give `#[idem(tag = \"...\")]` once",
+                ));
+            }
+            tag = Some(lit);
+            Ok(())
+        });
+        if let Err(e) = parsed {
+            errors.push(e);
+        }
+    }
+    tag
+}
+
 /// `#[idem(skip)]` is on the field.
 fn is_skipped(field: &Field) -> bool {
     field.attrs.iter().any(|a| {
@@ -168,7 +221,7 @@ fn fields_writes(
                 _ => errors.push(err(
                     attr.span(),
                     "unknown `#[idem(...)]` field option",
-                    "the only field option is `#[idem(skip)]`, which leaves the field out of the key",
+                    "the only field option is `#[idem(skip)]`, which leaves the field out of the key (`#[idem(tag = \"...\")]` goes on enum variants)",
                 )),
             }
         }

@@ -2,12 +2,14 @@
 //! `Call` through the programmatic API and runs the original body through it.
 //!
 //! ```text
-//! async fn f(title: &str, lang: Lang, llm: &Llm) -> Result<Draft, E> {
+//! async fn f<T: Tone>(title: &str, lang: Lang, llm: &Llm) -> Result<Draft, E> {
+//!     macro_rules! __idem_default_operation_name_f__pin_one_with_name_eq { ... } // default name only
 //!     let mut store = resolve(None, OP);          // or: `store = expr`, cloned, then `run_on`
 //!     run(&mut store, {                           // spanned at the return type
-//!         let call = Call::versioned(OP, 1);      // OP = concat!(module_path!(), "::f")
+//!         let call = Call::versioned(OP, 1);      // OP = concat!(env!("CARGO_CRATE_NAME"), "::f")
 //!         let call = key_part(call, title);       // spanned at `title` in `key = (...)`
 //!         let call = key_part(call, &lang);
+//!         let call = key_part(call, type_name::<T>()); // each type parameter; const ones by value
 //!         call                                    // a temporary: not kept across the await
 //!     }, move || async move {
 //!         if false { let r: Result<Draft, E> = loop {}; return r; } // pins the output for `?`
@@ -18,6 +20,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{AttrStyle, ItemFn};
 
@@ -49,7 +52,7 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     }];
     for part in &plan.parts {
         let helper = match part.kind {
-            PartKind::Key => quote_spanned!(part.span=> key_part),
+            PartKind::Key | PartKind::Generic => quote_spanned!(part.span=> key_part),
             PartKind::Implicit => quote_spanned!(part.span=> implicit_key_part),
             PartKind::Verify => quote_spanned!(part.span=> verify_part),
         };
@@ -127,11 +130,42 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
         ::idem_runtime::__private::#run(#store_arg, { #(#steps)* #call }, #body).await
     };
 
+    let guard = plan.default_name.as_ref().map(default_name_guard);
+
     quote! {
         #(#attrs)*
         #vis #sig {
+            #guard
             #store_init
             #call_run
+        }
+    }
+}
+
+/// For a fn with the default operation name (`crate::fn`): an exported, hidden `macro_rules!`
+/// named after the fn. `#[macro_export]` puts it in the crate root's macro namespace from
+/// wherever it is defined (a module, a fn body, an impl's associated fn), so a second fn of the
+/// same crate with the same default name is rustc's "defined multiple times" error, pointing at
+/// both fn names, instead of two fns silently sharing one key space. It is defined inside the
+/// fn's body, so it exists exactly when the fn does (a `#[cfg]`-ed out fn defines none), and it
+/// is first there, before any statement. Its name is the error's only text we control, so it
+/// says what to do. Nothing refers to it, so the deny-by-default
+/// `macro_expanded_macro_exports_accessed_by_absolute_paths` never applies.
+fn default_name_guard(fn_name: &syn::Ident) -> TokenStream {
+    let span = fn_name.span();
+    let guard = format_ident!(
+        "__idem_default_operation_name_{}__pin_one_with_name_eq",
+        fn_name.unraw(),
+        span = span
+    );
+    // `non_local_definitions` warns about an exported macro defined in a fn body; here the
+    // crate-root placement is the whole point, and the macro is never invoked.
+    quote_spanned! {span=>
+        #[doc(hidden)]
+        #[macro_export]
+        #[allow(unknown_lints, non_local_definitions)]
+        macro_rules! #guard {
+            () => {};
         }
     }
 }

@@ -16,10 +16,26 @@
 //! - **Key.** `key = (a, b.c, self)` names the key parts, in order. Without `key`, every
 //!   argument except `self` is part of the key, in order; an unkeyable one (a pool, a client, a
 //!   float) is then a compile error at that argument telling you to list `key = (...)`.
-//! - **Name.** The operation name defaults to `concat!(module_path!(), "::", fn_name)`.
-//!   `name = "..."` pins it, so moving or renaming the function keeps its keys. A method (a fn
-//!   with a `self` receiver) must give `name`: an attribute cannot see its impl's type, so it
-//!   cannot tell `A::run` from `B::run`. Generic fns share one name across instantiations.
+//! - **One key for every call is opt-in.** `key = ()` on a fn with any argument (`self`
+//!   included) is an error: it silently handed every caller the first caller's outcome. `once`
+//!   says it on purpose ("runs once, whatever the arguments") and cannot go with `key`. A
+//!   method whose only argument is `self` needs `key` or `once` for the same reason. `key = ()`
+//!   on a fn without arguments stays allowed: there is nothing to lose.
+//! - **Name.** The operation name defaults to `concat!(env!("CARGO_CRATE_NAME"), "::", fn_name)`:
+//!   moving the fn to another module keeps its keys (only renaming the fn or the crate changes
+//!   them). The price is that two fns of one crate with the same name would share a key space,
+//!   so the expansion of a default-named fn defines a hidden `#[macro_export]` macro named after
+//!   the fn (`__idem_default_operation_name_<fn>__pin_one_with_name_eq`), and a second one is
+//!   rustc's "defined multiple times" error at both fn names. `name = "..."` pins the name
+//!   (recommended for production: then renaming the fn or the crate keeps the keys too). A
+//!   method (a fn with a `self` receiver) must give `name`: an attribute cannot see its impl's
+//!   type, so it cannot tell `A::run` from `B::run`.
+//! - **Generics.** Each instantiation of a generic fn is its own key space: after the key parts,
+//!   every type parameter adds `core::any::type_name::<T>()` and every const parameter its
+//!   value. `type_name` is readable but not promised stable across compiler versions, and
+//!   renaming or moving the type re-keys. Where that matters, annotate non-generic fns instead
+//!   (one per type, or one that takes a tag saying which), with `name = "..."` and a key part of
+//!   your own that names the type; or build the `Call` by hand.
 //! - **Return type.** It must be `Result<T, E>`: any path whose last segment is `Result` with
 //!   two type arguments, or an alias with one (`anyhow::Result<T>`, `io::Result<T>`) or none. For
 //!   an alias the error type is whatever the alias says; the macro does not need to name it, and
@@ -62,8 +78,9 @@ use proc_macro::TokenStream;
 ///
 /// | option | meaning |
 /// |---|---|
-/// | `key = (arg, arg.field, self, ...)` | the key parts, in order. Default: every argument except `self`, in order; an unkeyable argument is then an error telling you to list `key` |
-/// | `name = "..."` | the operation name. Default `concat!(module_path!(), "::", fn_name)`. Pin it so moving or renaming keeps the keys. **Required on methods** (fns with `self`): the attribute cannot see the impl's type; write `name = "Type::method"` |
+/// | `key = (arg, arg.field, self, ...)` | the key parts, in order. Default: every argument except `self`, in order; an unkeyable argument is then an error telling you to list `key`. `key = ()` is an error on a fn with arguments: write `once` |
+/// | `once` | one outcome for every call, whatever the arguments (the key has no parts but the fn's type and const parameters). Not with `key` |
+/// | `name = "..."` | the operation name. Default `concat!(env!("CARGO_CRATE_NAME"), "::", fn_name)`, which survives moving the fn between modules; two default-named fns of one crate with the same name are a compile error. Pin it (recommended in production) so renaming the fn or the crate keeps the keys too. **Required on methods** (fns with `self`): the attribute cannot see the impl's type; write `name = "Type::method"` |
 /// | `version = N` | starts a fresh key space (`u32`, from 1, the default) |
 /// | `verify = (arg, ...)` | payload fingerprint: the same key with a different payload is `Error::KeyReuse`. A value cannot be in both `key` and `verify` |
 /// | `ttl = "24h"` | how long the outcome replays (default 24 h) |
@@ -91,8 +108,11 @@ use proc_macro::TokenStream;
 /// - The body keeps its `?` and early `return`s; generics, lifetimes, `impl Trait` arguments
 ///   (not in the key), doc comments, inner attributes, `#[tracing::instrument]` and async fns in
 ///   trait impls all work.
+/// - A generic fn's instantiations are separate key spaces: each type parameter adds
+///   `core::any::type_name::<T>()`, each const parameter its value, after the key parts.
 /// - Equal inputs give the key of the programmatic call
-///   `Call::versioned(op, version).part(&a).part(&b)...`.
+///   `Call::versioned(op, version).part(&a).part(&b)...` (then `.part(type_name::<T>())` for
+///   each type parameter).
 #[proc_macro_attribute]
 pub fn idempotent(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);
@@ -125,8 +145,10 @@ fn idempotent_impl(
 }
 
 /// Derives `IdemKey`: the canonical key encoding of a struct (its fields in order) or an enum
-/// (its variant index as `u32` LE, then the variant's fields). `#[idem(skip)]` on a field leaves
-/// it out. Type parameters get an `IdemKey` bound.
+/// (its variant's tag, encoded as a `&str` key part, then the variant's fields). The tag is the
+/// variant's name, or `#[idem(tag = "...")]` on the variant, so variants can be added, reordered
+/// or (with a tag) renamed without re-keying the others; two variants with one tag are an error.
+/// `#[idem(skip)]` on a field leaves it out. Type parameters get an `IdemKey` bound.
 ///
 /// ```ignore
 /// use idem_runtime::IdemKey;
@@ -137,6 +159,13 @@ fn idempotent_impl(
 ///     sku: String,
 ///     #[idem(skip)]
 ///     received_at: std::time::Instant,
+/// }
+///
+/// #[derive(IdemKey)]
+/// enum Payment {
+///     Card { last4: u16 },
+///     #[idem(tag = "Transfer")] // renamed from `Transfer`: keeps its keys
+///     BankTransfer { iban: String },
 /// }
 /// ```
 #[proc_macro_derive(IdemKey, attributes(idem))]

@@ -8,7 +8,7 @@ use syn::spanned::Spanned;
 use syn::{Expr, Ident, LitBool, LitStr, Token};
 
 /// The whole grammar, quoted by the unknown-option error.
-pub(crate) const GRAMMAR: &str = "key = (arg, arg.field, ...), name = \"...\", version = N, \
+pub(crate) const GRAMMAR: &str = "key = (arg, arg.field, ...), once, name = \"...\", version = N, \
      verify = (arg, ...), ttl = \"24h\" | <Duration>, lease = \"30s\" | <Duration>, \
      on_conflict = wait | error, wait = \"5m\" | <Duration>, cache_errors, store = <expr>, \
      heartbeat = false";
@@ -31,13 +31,25 @@ pub(crate) enum DurationArg {
     Expr(Box<Expr>),
 }
 
+/// A `key = (...)` or `verify = (...)` list, as written.
+#[derive(Debug)]
+pub(crate) struct List {
+    /// The entries, as expressions (checked by `validate`).
+    pub(crate) entries: Vec<Expr>,
+    /// The whole value (`(a, b)`, `a` or `()`), for messages about the list itself.
+    pub(crate) span: Span,
+}
+
 /// The options, as written.
 #[derive(Debug, Default)]
 pub(crate) struct Args {
-    pub(crate) key: Option<Opt<Vec<Expr>>>,
+    pub(crate) key: Option<Opt<List>>,
+    /// `once`: one outcome for every call, whatever the arguments (the explicit opt-in that
+    /// `key = ()` on a fn with arguments is not).
+    pub(crate) once: Option<Ident>,
     pub(crate) name: Option<Opt<LitStr>>,
     pub(crate) version: Option<Opt<Expr>>,
-    pub(crate) verify: Option<Opt<Vec<Expr>>>,
+    pub(crate) verify: Option<Opt<List>>,
     pub(crate) ttl: Option<Opt<DurationArg>>,
     pub(crate) lease: Option<Opt<DurationArg>>,
     pub(crate) wait: Option<Opt<DurationArg>>,
@@ -127,18 +139,16 @@ impl Args {
                 set(&mut self.heartbeat, name, value, &mut self.errors);
             }
             "cache_errors" => {
-                if input.peek(Token![=]) {
-                    let eq: Token![=] = input.parse()?;
-                    return Err(syn::Error::new(
-                        eq.span,
-                        "`cache_errors` is a flag and takes no value\nhelp: write just `cache_errors`, or leave it out",
-                    ));
-                }
-                if self.cache_errors.is_some() {
-                    self.errors.push(duplicate(name));
-                } else {
-                    self.cache_errors = Some(name.clone());
-                }
+                flag(input, name, "write just `cache_errors`, or leave it out")?;
+                set_flag(&mut self.cache_errors, name, &mut self.errors);
+            }
+            "once" => {
+                flag(
+                    input,
+                    name,
+                    "write just `once` (one outcome for every call, whatever the arguments), or list the key: `key = (arg, ...)`",
+                )?;
+                set_flag(&mut self.once, name, &mut self.errors);
             }
             _ => {
                 self.errors.push(syn::Error::new(
@@ -167,6 +177,26 @@ fn set<T>(slot: &mut Option<Opt<T>>, name: &Ident, value: T, errors: &mut Vec<sy
     }
 }
 
+/// A flag option (`cache_errors`, `once`) takes no value.
+fn flag(input: ParseStream<'_>, name: &Ident, help: &str) -> syn::Result<()> {
+    if input.peek(Token![=]) {
+        let eq: Token![=] = input.parse()?;
+        return Err(syn::Error::new(
+            eq.span,
+            format!("`{name}` is a flag and takes no value\nhelp: {help}"),
+        ));
+    }
+    Ok(())
+}
+
+fn set_flag(slot: &mut Option<Ident>, name: &Ident, errors: &mut Vec<syn::Error>) {
+    if slot.is_some() {
+        errors.push(duplicate(name));
+    } else {
+        *slot = Some(name.clone());
+    }
+}
+
 fn duplicate(name: &Ident) -> syn::Error {
     syn::Error::new(
         name.span(),
@@ -189,14 +219,16 @@ fn eq(name: &Ident, input: ParseStream<'_>, example: &str) -> syn::Result<()> {
 }
 
 /// `key = (a, b.c)`, `key = a`, or `key = ()`: the entries as expressions (checked by `validate`).
-fn key_list(name: &Ident, input: ParseStream<'_>) -> syn::Result<Vec<Expr>> {
+fn key_list(name: &Ident, input: ParseStream<'_>) -> syn::Result<List> {
     eq(name, input, &format!("{name} = (arg, arg.field)"))?;
     let value: Expr = input.parse()?;
-    Ok(match value {
+    let span = value.span();
+    let entries = match value {
         Expr::Tuple(t) => t.elems.into_iter().collect(),
         Expr::Paren(p) => vec![*p.expr],
         other => vec![other],
-    })
+    };
+    Ok(List { entries, span })
 }
 
 fn duration(input: ParseStream<'_>) -> syn::Result<DurationArg> {

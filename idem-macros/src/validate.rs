@@ -4,8 +4,9 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Expr, FnArg, ItemFn, Lit, Member, Pat, ReturnType, Type};
+use syn::{Expr, FnArg, GenericParam, ItemFn, Lit, Member, Pat, ReturnType, Type};
 
 use crate::parse::{duration_span, Args, DurationArg, Opt};
 
@@ -18,6 +19,9 @@ pub(crate) enum PartKind {
     Implicit,
     /// Named in `verify = (...)`.
     Verify,
+    /// A type or const parameter of the fn (`type_name::<T>()`, or the const's value), after
+    /// the user's parts: each instantiation of a generic fn is its own key space.
+    Generic,
 }
 
 /// One key or payload part: the expression handed to the helper, by reference.
@@ -35,6 +39,9 @@ pub(crate) struct Part {
 pub(crate) struct Plan {
     /// An expression of type `&'static str`: the operation name.
     pub(crate) op: TokenStream,
+    /// The fn's name when the operation name is the default (`crate::fn`): `expand` then emits
+    /// the crate-wide item that makes a second fn with the same default name a compile error.
+    pub(crate) default_name: Option<syn::Ident>,
     pub(crate) version: u32,
     pub(crate) parts: Vec<Part>,
     pub(crate) ttl: Option<TokenStream>,
@@ -131,6 +138,7 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
     };
 
     // Operation name.
+    let mut default_name = None;
     let op = match &args.name {
         Some(Opt { value, .. }) => {
             let text = value.value();
@@ -154,8 +162,12 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
                     ),
                 ));
             }
-            let fn_name = sig.ident.to_string();
-            quote!(::core::concat!(::core::module_path!(), "::", #fn_name))
+            // The crate's name, not the module path: moving the fn between modules keeps its
+            // keys. Two fns of one crate with the same name would then share a key space;
+            // `expand` makes that a compile error (see `expand::default_name_guard`).
+            let fn_name = sig.ident.unraw().to_string();
+            default_name = Some(sig.ident.clone());
+            quote!(::core::concat!(::core::env!("CARGO_CRATE_NAME"), "::", #fn_name))
         }
     };
 
@@ -174,9 +186,31 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
     // Key and verify parts.
     let mut parts = Vec::new();
     let mut key_paths = Vec::new();
+    if let (Some(once), Some(key)) = (&args.once, &args.key) {
+        errors.push(err(
+            once.span(),
+            "`once` and `key = (...)` cannot go together",
+            &format!(
+                "`once` means one outcome for every call, whatever the arguments, and `{}` lists the arguments that tell calls apart: keep `key = (...)` and remove `once`, or keep `once` and remove `key = (...)`",
+                key.name
+            ),
+        ));
+    }
     match &args.key {
+        Some(Opt { value, .. }) if value.entries.is_empty() && !sig.inputs.is_empty() => {
+            // The trap this rejects: `key = ()` made every call one key, so the second
+            // customer was handed the first customer's recorded outcome.
+            errors.push(err(
+                value.span,
+                "`key = ()` gives every call of this fn the same key, whatever its arguments",
+                &format!(
+                    "list the arguments that identify a call, e.g. `key = ({})`; if one outcome for every call is really meant, write `#[idempotent(once)]` instead of `key = ()`",
+                    example_key(&fn_args, receiver.as_ref())
+                ),
+            ));
+        }
         Some(Opt { value, .. }) => {
-            for entry in value {
+            for entry in &value.entries {
                 match entry_path(entry, &fn_args, receiver.as_ref()) {
                     Ok(path) => {
                         if key_paths.iter().any(|p: &Path| p.text == path.text) {
@@ -198,7 +232,19 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
                 }
             }
         }
+        None if args.once.is_some() => {}
         None => {
+            if let Some(r) = &receiver {
+                if fn_args.is_empty() && pattern_args.is_empty() {
+                    // Without `key`, `self` is not part of the key, so every receiver would
+                    // share one key: the `key = ()` trap without the `()`.
+                    errors.push(err(
+                        r.token.span,
+                        "without `key = (...)` this method's key is empty: `self` is not part of the default key, so every receiver shares one outcome",
+                        "key on the receiver: `key = (self)` (then `Self: IdemKey`) or a field of it, `key = (self.id)`; if one outcome for every call is really meant, write `once`",
+                    ));
+                }
+            }
             for p in &pattern_args {
                 errors.push(err(
                     p.span(),
@@ -221,9 +267,33 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
             }
         }
     }
+    // Each instantiation of a generic fn is its own key space: `f::<u32>` and `f::<i32>` with
+    // equal arguments are different calls (and may return different types). Lifetimes are
+    // erased and `impl Trait` arguments are anonymous (usually clients), so neither is keyed.
+    for param in &sig.generics.params {
+        match param {
+            GenericParam::Type(t) => {
+                let ident = &t.ident;
+                parts.push(Part {
+                    kind: PartKind::Generic,
+                    expr: quote_spanned!(ident.span()=> ::core::any::type_name::<#ident>()),
+                    span: ident.span(),
+                });
+            }
+            GenericParam::Const(c) => {
+                let ident = &c.ident;
+                parts.push(Part {
+                    kind: PartKind::Generic,
+                    expr: quote_spanned!(ident.span()=> &#ident),
+                    span: ident.span(),
+                });
+            }
+            GenericParam::Lifetime(_) => {}
+        }
+    }
     if let Some(Opt { value, .. }) = &args.verify {
         let mut verify_paths: Vec<Path> = Vec::new();
-        for entry in value {
+        for entry in &value.entries {
             match entry_path(entry, &fn_args, receiver.as_ref()) {
                 Ok(path) => {
                     if verify_paths.iter().any(|p| p.text == path.text) {
@@ -235,7 +305,7 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
                         continue;
                     }
                     let in_key = key_paths.iter().find(|k| overlaps(k, &path));
-                    let implicit = args.key.is_none() && path.root != "self";
+                    let implicit = args.key.is_none() && args.once.is_none() && path.root != "self";
                     if let Some(k) = in_key {
                         errors.push(err(
                             entry.span(),
@@ -293,6 +363,7 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
     if errors.is_empty() {
         Ok(Plan {
             op,
+            default_name,
             version,
             parts,
             ttl,
@@ -306,6 +377,22 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
         })
     } else {
         Err(errors)
+    }
+}
+
+/// The arguments to suggest for `key = (...)`: the named ones, else `self.id`.
+fn example_key(args: &[Arg], receiver: Option<&Receiver>) -> String {
+    let named: Vec<String> = args
+        .iter()
+        .filter(|a| !a.by_mut)
+        .map(|a| a.name.unraw().to_string())
+        .collect();
+    if !named.is_empty() {
+        named.join(", ")
+    } else if receiver.is_some() {
+        "self.id".to_owned()
+    } else {
+        "arg, ...".to_owned()
     }
 }
 

@@ -19,7 +19,10 @@
 //! `u64` LE length then the bytes; `Option` is tag `0`, or tag `1` then the value; sequences and
 //! ordered sets are a `u64` LE length then each element; ordered maps are a `u64` LE length then
 //! each key and value; tuples and arrays concatenate their elements (their arity is fixed by the
-//! type); derived enums write the `u32` LE variant index, then the fields.
+//! type); derived structs write their fields in order; derived enums write the variant's tag
+//! (its name, or the string of `#[idem(tag = "...")]` on it) encoded as a string is, then the
+//! variant's fields. A tag, unlike a position, does not change when variants are inserted or
+//! reordered, and `tag` lets a renamed variant keep its keys.
 //!
 //! A payload fingerprint (`verify = (...)`) uses the same transcript under
 //! [`FINGERPRINT_CONTEXT`], so a key and a fingerprint of equal inputs never coincide.
@@ -108,7 +111,9 @@ impl KeyWriter {
         self.write_raw(bytes);
     }
 
-    /// Writes an enum variant index (for derived enums).
+    /// Writes an enum variant index (`u32` LE). `#[derive(IdemKey)]` no longer uses it (it
+    /// writes the variant's name); it stays for hand-written impls that keep keys recorded when
+    /// the derive wrote the index.
     pub fn write_variant(&mut self, index: u32) {
         self.write_raw(&index.to_le_bytes());
     }

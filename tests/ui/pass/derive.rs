@@ -28,6 +28,10 @@ pub enum Kind<T: Clone> {
     A,
     B(T, #[idem(skip)] f32),
     C { x: u16, #[idem(skip)] y: f64 },
+    #[idem(tag = "D")]
+    Renamed,
+    #[allow(non_camel_case_types)]
+    r#type,
 }
 
 #[derive(IdemKey)]
@@ -48,8 +52,11 @@ fn main() {
     let _ = t.1;
     assert_eq!(key(&Unit), key(&()));
     assert_eq!(key(&Generic { items: [1_u8, 2], name: "n" }), key(&([1_u8, 2], "n")));
-    assert_eq!(key(&Kind::<u8>::A), key(&0_u32));
-    assert_eq!(key(&Kind::B(5_u8, 1.0)), key(&(1_u32, 5_u8)));
-    assert_eq!(key(&Kind::<u8>::C { x: 9, y: 2.0 }), key(&(2_u32, 9_u16)));
+    // Variants are keyed by name (or tag), as a `&str` part.
+    assert_eq!(key(&Kind::<u8>::A), key("A"));
+    assert_eq!(key(&Kind::B(5_u8, 1.0)), key(&("B", 5_u8)));
+    assert_eq!(key(&Kind::<u8>::C { x: 9, y: 2.0 }), key(&("C", 9_u16)));
+    assert_eq!(key(&Kind::<u8>::Renamed), key("D"));
+    assert_eq!(key(&Kind::<u8>::r#type), key("type"));
     let _: Option<&Never> = None;
 }

@@ -1,0 +1,12 @@
+use idem_runtime::idempotent;
+
+#[path = "../common.rs"]
+mod common;
+use common::AppError;
+
+#[idempotent(once, key = (region))]
+async fn warm_up(region: &str) -> Result<u32, AppError> {
+    Ok(region.len() as u32)
+}
+
+fn main() {}
