@@ -1,6 +1,6 @@
 //! Run-time behaviour of `#[idempotent]` and `#[derive(IdemKey)]`: runs once, replays, keeps `?`
 //! and `return`, works on methods and trait impls, and derives the keys of the programmatic API.
-#![allow(clippy::panic)]
+#![allow(clippy::panic, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -559,4 +559,110 @@ fn futures_are_send() {
     drop(fut);
     let fut = generic_sum(&[1], 1_u8, "x");
     assert_send(&fut);
+}
+
+#[derive(Debug, Serialize, Deserialize, thiserror::Error)]
+enum PaymentError {
+    #[error("card declined")]
+    Declined,
+    #[error("provider timed out")]
+    Timeout,
+    #[error(transparent)]
+    Idem(#[from] idem_runtime::Error),
+}
+
+impl PaymentError {
+    fn is_permanent(&self) -> bool {
+        matches!(self, PaymentError::Declined)
+    }
+}
+
+#[idempotent(key = (order), cache_errors = PaymentError::is_permanent)]
+async fn pay(
+    order: u32,
+    outcome: fn() -> Result<u32, PaymentError>,
+    runs: &AtomicU32,
+) -> Result<u32, PaymentError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    outcome()
+}
+
+#[test]
+fn cache_errors_with_a_predicate_records_only_permanent_errors() {
+    runtime().block_on(async {
+        let runs = AtomicU32::new(0);
+        Idem::memory()
+            .scope(async {
+                let timeout = pay(1, || Err(PaymentError::Timeout), &runs).await;
+                assert!(matches!(timeout, Err(PaymentError::Timeout)));
+                let retried = pay(1, || Ok(10), &runs).await;
+                assert!(matches!(retried, Ok(10)), "a transient error is retried");
+                let declined = pay(2, || Err(PaymentError::Declined), &runs).await;
+                assert!(matches!(declined, Err(PaymentError::Declined)));
+                let replayed = pay(2, || Ok(20), &runs).await;
+                assert!(matches!(replayed, Err(PaymentError::Declined)), "replayed");
+            })
+            .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    });
+}
+
+/// An error type that cannot hold idem's errors: the fn returns `CallError<io::Error>` and its
+/// body still uses `?` on `io::Error`.
+#[idempotent(key = (path))]
+async fn read_file(
+    path: &str,
+    runs: &AtomicU32,
+) -> Result<String, idem_runtime::CallError<std::io::Error>> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    Ok(std::fs::read_to_string(path)?)
+}
+
+#[test]
+fn call_error_carries_the_body_error_and_idems() {
+    runtime().block_on(async {
+        let runs = AtomicU32::new(0);
+        let missing = Idem::memory()
+            .scope(read_file("/definitely/not/here", &runs))
+            .await;
+        assert!(
+            matches!(&missing, Err(idem_runtime::CallError::Body(e)) if e.kind() == std::io::ErrorKind::NotFound),
+            "{missing:?}"
+        );
+        Idem::clear_default();
+        let no_store = read_file("/definitely/not/here", &runs).await;
+        assert!(
+            matches!(no_store, Err(idem_runtime::CallError::Idem(idem_runtime::Error::NoStore { .. }))),
+            "{no_store:?}"
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "without a store the body does not run");
+    });
+}
+
+#[idempotent(key = (id), lease = "150ms", abort_on_lease_loss)]
+async fn long_job(id: u32, started: &tokio::sync::Notify) -> Result<u32, AppError> {
+    started.notify_one();
+    std::future::pending::<()>().await;
+    Ok(id)
+}
+
+#[test]
+fn abort_on_lease_loss_drops_the_body() {
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        let started = tokio::sync::Notify::new();
+        let job = idem.scope(long_job(7, &started));
+        let release = async {
+            started.notified().await;
+            let key = Call::new("macro_behaviour::long_job")
+                .key(&7_u32)
+                .key_value();
+            assert!(idem.store().release(&key).await.unwrap());
+        };
+        let (outcome, ()) = tokio::join!(job, release);
+        let Err(AppError::Idem(text)) = outcome else {
+            panic!("expected the lease-lost error, got {outcome:?}");
+        };
+        assert!(text.contains("lost its lease"), "{text}");
+    });
 }

@@ -77,16 +77,52 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     if let Some(on) = plan.heartbeat {
         steps.push(quote!(let #call = #call.heartbeat(#on);));
     }
+    if plan.abort_on_lease_loss {
+        steps.push(quote!(let #call = #call.abort_on_lease_loss(true);));
+    }
     // `run`'s bounds on `T` and `E` are checked both where it is called and where its future is
     // awaited; spanning both at the user's return type makes the two reports identical, and
     // the compiler shows one.
     let ret = &plan.ret;
     let ret_span = ret.span();
-    let run = match (&plan.store, plan.cache_errors) {
-        (Some(_), false) => quote_spanned!(ret_span=> run_on),
-        (Some(_), true) => quote_spanned!(ret_span=> run_on_caching_errors),
-        (None, false) => quote_spanned!(ret_span=> run),
-        (None, true) => quote_spanned!(ret_span=> run_caching_errors),
+    let run = match &plan.store {
+        Some(_) => quote_spanned!(ret_span=> run_on),
+        None => quote_spanned!(ret_span=> run),
+    };
+    // How idem's own errors become the fn's error type: `From<idem_runtime::Error>`, or
+    // `CallError::Idem` when the fn returns `Result<T, CallError<E>>` (an inherent method of
+    // `ErrorType<CallError<E>>`, found before the trait method every other type gets).
+    let from_idem = quote_spanned! {ret_span=>
+        {
+            #[allow(unused_imports)]
+            use ::idem_runtime::__private::FromIdemError as _;
+            ::idem_runtime::__private::ErrorType::<
+                <#ret as ::idem_runtime::__private::ReturnsResult>::Err,
+            >::new()
+            .from_idem()
+        }
+    };
+    // Every path is spelled out inside `quote_spanned!`: a bound's error points at the span of
+    // the called function's path.
+    let errors = match &plan.cache_errors {
+        None => quote_spanned! {ret_span=>
+            ::idem_runtime::__private::errors_not_recorded(#from_idem)
+        },
+        Some(None) => quote_spanned! {ret_span=>
+            ::idem_runtime::__private::errors_recorded_when(
+                #from_idem,
+                ::idem_runtime::__private::error_predicate(::idem_runtime::__private::every_error),
+            )
+        },
+        Some(Some(predicate)) => {
+            let span = predicate.span();
+            let predicate = quote_spanned! {span=>
+                ::idem_runtime::__private::error_predicate(#predicate)
+            };
+            quote_spanned! {ret_span=>
+                ::idem_runtime::__private::errors_recorded_when(#from_idem, #predicate)
+            }
+        }
     };
     // The store: `store = ...` (cloned, so the body may still move what it borrows from), else
     // the scope or the process default.
@@ -127,7 +163,7 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
         }
     };
     let call_run = quote_spanned! {ret_span=>
-        ::idem_runtime::__private::#run(#store_arg, { #(#steps)* #call }, #body).await
+        ::idem_runtime::__private::#run(#store_arg, { #(#steps)* #call }, #errors, #body).await
     };
 
     let guard = plan.default_name.as_ref().map(default_name_guard);

@@ -10,8 +10,8 @@ use syn::{Expr, Ident, LitBool, LitStr, Token};
 /// The whole grammar, quoted by the unknown-option error.
 pub(crate) const GRAMMAR: &str = "key = (arg, arg.field, ...), once, name = \"...\", version = N, \
      verify = (arg, ...), ttl = \"24h\" | <Duration>, lease = \"30s\" | <Duration>, \
-     on_conflict = wait | error, wait = \"5m\" | <Duration>, cache_errors, store = <expr>, \
-     heartbeat = false";
+     on_conflict = wait | error, wait = \"5m\" | <Duration>, cache_errors [= <fn(&E) -> bool>], \
+     store = <expr>, heartbeat = false, abort_on_lease_loss";
 
 /// One parsed option value, with the option's name for spans and messages.
 #[derive(Debug)]
@@ -54,7 +54,10 @@ pub(crate) struct Args {
     pub(crate) lease: Option<Opt<DurationArg>>,
     pub(crate) wait: Option<Opt<DurationArg>>,
     pub(crate) on_conflict: Option<Opt<Ident>>,
-    pub(crate) cache_errors: Option<Ident>,
+    /// `cache_errors` (every `Err`) or `cache_errors = pred` (the errors `pred` accepts).
+    pub(crate) cache_errors: Option<Opt<Option<Expr>>>,
+    /// `abort_on_lease_loss`: drop the body when its attempt loses its lease.
+    pub(crate) abort_on_lease_loss: Option<Ident>,
     pub(crate) store: Option<Opt<Expr>>,
     pub(crate) heartbeat: Option<Opt<LitBool>>,
     /// Errors that did not stop parsing.
@@ -139,8 +142,21 @@ impl Args {
                 set(&mut self.heartbeat, name, value, &mut self.errors);
             }
             "cache_errors" => {
-                flag(input, name, "write just `cache_errors`, or leave it out")?;
-                set_flag(&mut self.cache_errors, name, &mut self.errors);
+                let value = if input.peek(Token![=]) {
+                    input.parse::<Token![=]>()?;
+                    Some(input.parse::<Expr>()?)
+                } else {
+                    None
+                };
+                set(&mut self.cache_errors, name, value, &mut self.errors);
+            }
+            "abort_on_lease_loss" => {
+                flag(
+                    input,
+                    name,
+                    "write just `abort_on_lease_loss` to drop the body when its attempt loses its lease, or leave it out",
+                )?;
+                set_flag(&mut self.abort_on_lease_loss, name, &mut self.errors);
             }
             "once" => {
                 flag(
@@ -177,7 +193,7 @@ fn set<T>(slot: &mut Option<Opt<T>>, name: &Ident, value: T, errors: &mut Vec<sy
     }
 }
 
-/// A flag option (`cache_errors`, `once`) takes no value.
+/// A flag option (`once`, `abort_on_lease_loss`) takes no value.
 fn flag(input: ParseStream<'_>, name: &Ident, help: &str) -> syn::Result<()> {
     if input.peek(Token![=]) {
         let eq: Token![=] = input.parse()?;

@@ -49,7 +49,10 @@ pub(crate) struct Plan {
     pub(crate) wait: Option<TokenStream>,
     /// `Some(true)` for `on_conflict = error`.
     pub(crate) on_conflict_error: Option<bool>,
-    pub(crate) cache_errors: bool,
+    /// `None`: errors are not recorded; `Some(None)`: all are; `Some(Some(pred))`: those `pred`
+    /// accepts.
+    pub(crate) cache_errors: Option<Option<Expr>>,
+    pub(crate) abort_on_lease_loss: bool,
     pub(crate) store: Option<Expr>,
     pub(crate) heartbeat: Option<bool>,
     /// The full return type, to pin the body's output.
@@ -360,6 +363,16 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
         None => None,
     };
 
+    if let (Some(abort), Some(Opt { value, .. })) = (&args.abort_on_lease_loss, &args.heartbeat) {
+        if !value.value {
+            errors.push(err(
+                abort.span(),
+                "`abort_on_lease_loss` needs the heartbeat, and `heartbeat = false` turns it off",
+                "without a heartbeat nothing notices that the lease was lost: remove `heartbeat = false`, or remove `abort_on_lease_loss`",
+            ));
+        }
+    }
+
     if errors.is_empty() {
         Ok(Plan {
             op,
@@ -370,7 +383,8 @@ pub(crate) fn validate(args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::Error
             lease,
             wait,
             on_conflict_error,
-            cache_errors: args.cache_errors.is_some(),
+            cache_errors: args.cache_errors.map(|c| c.value),
+            abort_on_lease_loss: args.abort_on_lease_loss.is_some(),
             store: args.store.map(|s| s.value),
             heartbeat: args.heartbeat.map(|h| h.value.value),
             ret,

@@ -32,7 +32,7 @@ use crate::waiters::Waiting;
 /// How a call's errors are made and kept: `from_idem` turns idem's own errors into the call's
 /// error type (`E::from`, or `CallError::Idem`), `policy` says which `Err` values are recorded.
 #[derive(Debug)]
-pub(crate) struct Errors<E, P> {
+pub struct Errors<E, P> {
     pub(crate) from_idem: fn(Error) -> E,
     pub(crate) policy: P,
 }

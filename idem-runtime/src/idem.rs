@@ -301,7 +301,7 @@ impl Idem {
     {
         let errors = Errors {
             from_idem: E::from,
-            policy: CacheErrorsWhen(permanent),
+            policy: CacheErrorsWhen::new(permanent),
         };
         execute::run(self, call.finish(), errors, body).await
     }

@@ -17,6 +17,7 @@ use std::fmt::Display;
 use std::future::{ready, Future, Ready};
 
 use futures_util::future::Either;
+use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +27,10 @@ use serde::Serialize;
 
 use crate::call::Call;
 use crate::error::Error;
+pub use crate::execute::Errors;
 use crate::idem::Idem;
 use crate::key::IdemKey;
+pub use crate::replay::{CacheErrorsWhen, ErrorPolicy, NoErrorCache};
 
 /// An argument that is part of the key because the attribute gives no `key = (...)`.
 #[diagnostic::on_unimplemented(
@@ -78,12 +81,69 @@ impl<T: DeserializeOwned> SnapshotIn for T {}
 #[diagnostic::on_unimplemented(
     message = "the error type `{Self}` cannot carry idem's errors: `From<idem_runtime::Error>` is not implemented for it",
     label = "a store failure, a reused key or a missing store is returned as this type",
-    note = "add `impl From<idem_runtime::Error> for {Self}`, or with thiserror a variant `#[error(transparent)] Idem(#[from] idem_runtime::Error)`"
+    note = "if `{Self}` is your type, add `impl From<idem_runtime::Error> for {Self}`, or with thiserror a variant `#[error(transparent)] Idem(#[from] idem_runtime::Error)`",
+    note = "if it is not (`std::io::Error`, another crate's enum), return `Result<_, idem_runtime::CallError<{Self}>>`: `?` in the body still works, and idem's errors arrive as `CallError::Idem`"
 )]
-pub trait CallError: From<Error> {}
+pub trait CarriesIdemErrors: From<Error> {}
 
 #[diagnostic::do_not_recommend]
-impl<E: From<Error>> CallError for E {}
+impl<E: From<Error>> CarriesIdemErrors for E {}
+
+/// The `Ok` and `Err` types of an idempotent fn's return type (`Result<T, E>`, or an alias of
+/// it such as `std::io::Result<T>`).
+pub trait ReturnsResult {
+    /// The success type.
+    type Ok;
+    /// The error type.
+    type Err;
+}
+
+impl<T, E> ReturnsResult for Result<T, E> {
+    type Ok = T;
+    type Err = E;
+}
+
+/// Picks how idem's own errors become an annotated fn's error type `E`:
+/// `ErrorType::<E>::new().from_idem()` is `CallError::Idem` for `E = CallError<B>` (the inherent
+/// method below), and `E::from` for every other `E` ([`FromIdemError`], which then requires
+/// [`CarriesIdemErrors`]: its message is the diagnostic).
+#[derive(Debug)]
+pub struct ErrorType<E>(PhantomData<fn() -> E>);
+
+impl<E> ErrorType<E> {
+    /// The selector for `E`.
+    #[inline]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<B> ErrorType<crate::CallError<B>> {
+    /// idem's errors become [`crate::CallError::Idem`].
+    #[inline]
+    pub fn from_idem(&self) -> fn(Error) -> crate::CallError<B> {
+        crate::CallError::Idem
+    }
+}
+
+/// The fallback of [`ErrorType::from_idem`]: `E::from`.
+pub trait FromIdemError<E> {
+    /// `E::from`, for an `E: From<idem_runtime::Error>`.
+    fn from_idem(&self) -> fn(Error) -> E
+    where
+        E: CarriesIdemErrors;
+}
+
+impl<E> FromIdemError<E> for ErrorType<E> {
+    #[inline]
+    fn from_idem(&self) -> fn(Error) -> E
+    where
+        E: CarriesIdemErrors,
+    {
+        E::from
+    }
+}
 
 /// The error type of an idempotent fn must print: its text goes into the attempts log.
 #[diagnostic::on_unimplemented(
@@ -106,6 +166,61 @@ pub trait CachedError: Serialize + DeserializeOwned {}
 
 #[diagnostic::do_not_recommend]
 impl<E: Serialize + DeserializeOwned> CachedError for E {}
+
+/// The predicate of `cache_errors = ...`.
+#[diagnostic::on_unimplemented(
+    message = "`cache_errors = ...` takes a function from a reference to the fn's error type to `bool`, not `{Self}`",
+    label = "called with each error of the body: `true` records it (and replays it), `false` lets the next call retry",
+    note = "name a method of the error type such as `fn is_permanent(&self) -> bool` (`cache_errors = MyError::is_permanent`), or a closure `|e: &MyError| ...`; write just `cache_errors` to record every error"
+)]
+pub trait ErrorPredicate<E>: Fn(&E) -> bool {}
+
+#[diagnostic::do_not_recommend]
+impl<E, P: Fn(&E) -> bool> ErrorPredicate<E> for P {}
+
+/// A checked `cache_errors = ...` predicate (its error type fixed by where it is used), with
+/// how to call it, so nothing after [`error_predicate`] needs (and re-reports) its bound.
+#[derive(Debug)]
+pub struct Predicate<E, P> {
+    predicate: P,
+    accepts: fn(&P, &E) -> bool,
+}
+
+/// Checks the predicate of `cache_errors = ...` where the user wrote it.
+#[inline]
+pub fn error_predicate<E, P: ErrorPredicate<E>>(predicate: P) -> Predicate<E, P> {
+    Predicate {
+        predicate,
+        accepts: |predicate, err| predicate(err),
+    }
+}
+
+/// The predicate of a bare `cache_errors`: every error is recorded.
+#[inline]
+pub fn every_error<E>(_: &E) -> bool {
+    true
+}
+
+/// Errors are not recorded (no `cache_errors`); idem's own become `E` through `from_idem`.
+#[inline]
+pub fn errors_not_recorded<E>(from_idem: fn(Error) -> E) -> Errors<E, NoErrorCache> {
+    Errors {
+        from_idem,
+        policy: NoErrorCache,
+    }
+}
+
+/// The errors `predicate` accepts are recorded and replayed (`cache_errors`).
+#[inline]
+pub fn errors_recorded_when<E: CachedError, P>(
+    from_idem: fn(Error) -> E,
+    predicate: Predicate<E, P>,
+) -> Errors<E, CacheErrorsWhen<E, P>> {
+    Errors {
+        from_idem,
+        policy: CacheErrorsWhen::checked(predicate.predicate, predicate.accepts),
+    }
+}
 
 /// What `store = ...` may name: an [`Idem`], a reference to one, or an `Arc`/`Rc`/`Box` of one.
 #[diagnostic::on_unimplemented(
@@ -196,76 +311,45 @@ fn take_error(slot: &mut Result<Idem, Error>) -> Error {
     }
 }
 
-/// Runs an annotated fn's body through [`Idem::call`] on the store [`crate::context::resolve`]
-/// found (scope or process default), or returns its error as `E`. Not an `async fn`:
-/// it returns [`Idem::call`]'s own future (or a ready store error), so the annotated fn costs what
-/// the programmatic call costs, with no extra state machine around the (large) [`Call`].
+/// Runs an annotated fn's body on the store [`crate::context::resolve`] found (scope or
+/// process default), or returns its error as `E`. Not an `async fn`: it returns the engine's
+/// own future (or a ready store error), so the annotated fn costs what the programmatic call
+/// costs, with no extra state machine around the (large) [`Call`].
 #[inline]
-pub fn run<'a, T, E, F, Fut>(
+pub fn run<'a, T, E, P, F, Fut>(
     store: &'a mut Result<Idem, Error>,
     call: Call,
+    errors: Errors<E, P>,
     body: F,
-) -> Either<impl Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>, Ready<Result<T, E>>>
+) -> Either<impl Future<Output = Result<T, E>> + use<'a, T, E, P, F, Fut>, Ready<Result<T, E>>>
 where
     T: SnapshotOut + SnapshotIn,
-    E: CallError + DisplayError,
+    E: DisplayError,
+    P: ErrorPolicy<E>,
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
     match store {
-        Ok(idem) => Either::Left(idem.call(call, body)),
-        Err(_) => Either::Right(ready(Err(E::from(take_error(store))))),
+        Ok(idem) => Either::Left(idem.call_with(call, errors, body)),
+        Err(_) => Either::Right(ready(Err((errors.from_idem)(take_error(store))))),
     }
 }
 
-/// Runs an annotated fn's body through [`Idem::call`] on the handle of `store = ...`: returns
-/// [`Idem::call`]'s own future, so the annotated fn costs what the programmatic call costs.
+/// Runs an annotated fn's body on the handle of `store = ...`: returns the engine's own future,
+/// so the annotated fn costs what the programmatic call costs.
 #[inline]
-pub fn run_on<'a, T, E, F, Fut>(
+pub fn run_on<'a, T, E, P, F, Fut>(
     idem: &'a Idem,
     call: Call,
+    errors: Errors<E, P>,
     body: F,
-) -> impl Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>
+) -> impl Future<Output = Result<T, E>> + use<'a, T, E, P, F, Fut>
 where
     T: SnapshotOut + SnapshotIn,
-    E: CallError + DisplayError,
+    E: DisplayError,
+    P: ErrorPolicy<E>,
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    idem.call(call, body)
-}
-
-/// Like [`run_on`], through [`Idem::call_caching_errors`] (`cache_errors`).
-#[inline]
-pub fn run_on_caching_errors<'a, T, E, F, Fut>(
-    idem: &'a Idem,
-    call: Call,
-    body: F,
-) -> impl Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>
-where
-    T: SnapshotOut + SnapshotIn,
-    E: CallError + DisplayError + CachedError,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    idem.call_caching_errors(call, body)
-}
-
-/// Like [`run`], through [`Idem::call_caching_errors`] (`cache_errors`).
-#[inline]
-pub fn run_caching_errors<'a, T, E, F, Fut>(
-    store: &'a mut Result<Idem, Error>,
-    call: Call,
-    body: F,
-) -> Either<impl Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>, Ready<Result<T, E>>>
-where
-    T: SnapshotOut + SnapshotIn,
-    E: CallError + DisplayError + CachedError,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    match store {
-        Ok(idem) => Either::Left(idem.call_caching_errors(call, body)),
-        Err(_) => Either::Right(ready(Err(E::from(take_error(store))))),
-    }
+    idem.call_with(call, errors, body)
 }

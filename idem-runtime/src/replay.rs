@@ -9,8 +9,9 @@ use crate::error::{encode_unless_idem, Error};
 use crate::key::Fingerprint;
 use crate::record::{Snapshot, SnapshotKind};
 
-/// Which `Err` values a call records, and how.
-pub(crate) trait ErrorPolicy<E> {
+/// Which `Err` values a call records, and how. (Public only for macro expansions, through
+/// `__private`.)
+pub trait ErrorPolicy<E> {
     /// The snapshot of an error to record, or `None` when this error is not recorded.
     fn encode(&self, err: &E) -> Option<Result<Vec<u8>, serde_json::Error>>;
     /// The error a snapshot holds, or `None` when this call site does not record errors.
@@ -19,7 +20,7 @@ pub(crate) trait ErrorPolicy<E> {
 
 /// Errors are not recorded: a failed body leaves a `failed` record that the next call retries.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct NoErrorCache;
+pub struct NoErrorCache;
 
 impl<E> ErrorPolicy<E> for NoErrorCache {
     fn encode(&self, _: &E) -> Option<Result<Vec<u8>, serde_json::Error>> {
@@ -32,22 +33,56 @@ impl<E> ErrorPolicy<E> for NoErrorCache {
 
 /// Errors the predicate calls permanent are recorded and replayed (`cache_errors`); an error
 /// that carries one of idem's own errors never is, whatever the predicate says.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CacheErrorsWhen<P>(pub(crate) P);
+///
+/// It holds plain function pointers made where the bounds are known to hold (`new`), so its
+/// `ErrorPolicy` impl has no bounds of its own: a predicate or error type that does not fit is
+/// reported once, where it is named, not again at every use.
+pub struct CacheErrorsWhen<E, P> {
+    predicate: P,
+    accepts: fn(&P, &E) -> bool,
+    encode: fn(&E) -> Result<Option<Vec<u8>>, serde_json::Error>,
+    decode: fn(&[u8]) -> Result<E, serde_json::Error>,
+}
 
-impl<E, P> ErrorPolicy<E> for CacheErrorsWhen<P>
-where
-    E: Serialize + DeserializeOwned,
-    P: Fn(&E) -> bool,
-{
+impl<E, P> std::fmt::Debug for CacheErrorsWhen<E, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheErrorsWhen")
+    }
+}
+
+impl<E, P> CacheErrorsWhen<E, P> {
+    /// Records the errors `predicate` accepts.
+    pub(crate) fn new(predicate: P) -> Self
+    where
+        E: Serialize + DeserializeOwned,
+        P: Fn(&E) -> bool,
+    {
+        Self::checked(predicate, |predicate, err| predicate(err))
+    }
+
+    /// Records the errors `accepts(&predicate, err)` accepts.
+    pub(crate) fn checked(predicate: P, accepts: fn(&P, &E) -> bool) -> Self
+    where
+        E: Serialize + DeserializeOwned,
+    {
+        Self {
+            predicate,
+            accepts,
+            encode: encode_unless_idem::<E>,
+            decode: |bytes| serde_json::from_slice(bytes),
+        }
+    }
+}
+
+impl<E, P> ErrorPolicy<E> for CacheErrorsWhen<E, P> {
     fn encode(&self, err: &E) -> Option<Result<Vec<u8>, serde_json::Error>> {
-        if !(self.0)(err) {
+        if !(self.accepts)(&self.predicate, err) {
             return None;
         }
-        encode_unless_idem(err).transpose()
+        (self.encode)(err).transpose()
     }
     fn decode(&self, bytes: &[u8]) -> Option<Result<E, serde_json::Error>> {
-        Some(serde_json::from_slice(bytes))
+        Some((self.decode)(bytes))
     }
 }
 

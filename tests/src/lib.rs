@@ -5,8 +5,8 @@ pub mod backends;
 pub mod conformance;
 pub mod effects;
 pub mod lifecycle;
-pub mod slow;
 pub mod operator;
+pub mod slow;
 pub mod takeover;
 pub mod unwatched;
 

@@ -52,7 +52,11 @@ async fn drop_to_duplicate(store: &Arc<dyn idem_runtime::Store>) -> f64 {
     let (owner, duplicate) = workers(store);
     let call = {
         let op = op("drop");
-        move || Call::new(op.clone()).key(&"k").lease(Duration::from_secs(600))
+        move || {
+            Call::new(op.clone())
+                .key(&"k")
+                .lease(Duration::from_secs(600))
+        }
     };
     let started = Arc::new(Notify::new());
     let owner = {
@@ -123,7 +127,11 @@ async fn new_owner_to_fenced(store: &Arc<dyn idem_runtime::Store>) -> f64 {
     let op = op("fenced");
     let call = {
         let op = op.clone();
-        move || Call::new(op.clone()).key(&"k").lease(Duration::from_millis(300))
+        move || {
+            Call::new(op.clone())
+                .key(&"k")
+                .lease(Duration::from_millis(300))
+        }
     };
     let (started, proceed) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let stalled = {

@@ -450,7 +450,10 @@ mod tests {
         complete(&store, &Key([254; 32]), Duration::from_secs(3600)).await;
         let state = store.state.lock();
         assert_eq!(state.entries.len(), 2);
-        assert!(state.attempt_floor >= 1, "fencing tokens still never go back");
+        assert!(
+            state.attempt_floor >= 1,
+            "fencing tokens still never go back"
+        );
         assert!(state.expiries.len() <= 2);
     }
 }
