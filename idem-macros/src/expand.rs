@@ -99,7 +99,7 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
             ::idem_runtime::__private::ErrorType::<
                 <#ret as ::idem_runtime::__private::ReturnsResult>::Err,
             >::new()
-            .from_idem()
+            .idem_errors()
         }
     };
     // Every path is spelled out inside `quote_spanned!`: a bound's error points at the span of

@@ -104,7 +104,7 @@ impl<T, E> ReturnsResult for Result<T, E> {
 }
 
 /// Picks how idem's own errors become an annotated fn's error type `E`:
-/// `ErrorType::<E>::new().from_idem()` is `CallError::Idem` for `E = CallError<B>` (the inherent
+/// `ErrorType::<E>::new().idem_errors()` is `CallError::Idem` for `E = CallError<B>` (the inherent
 /// method below), and `E::from` for every other `E` ([`FromIdemError`], which then requires
 /// [`CarriesIdemErrors`]: its message is the diagnostic).
 #[derive(Debug)]
@@ -122,22 +122,22 @@ impl<E> ErrorType<E> {
 impl<B> ErrorType<crate::CallError<B>> {
     /// idem's errors become [`crate::CallError::Idem`].
     #[inline]
-    pub fn from_idem(&self) -> fn(Error) -> crate::CallError<B> {
+    pub fn idem_errors(&self) -> fn(Error) -> crate::CallError<B> {
         crate::CallError::Idem
     }
 }
 
-/// The fallback of [`ErrorType::from_idem`]: `E::from`.
+/// The fallback of [`ErrorType::idem_errors`]: `E::from`.
 pub trait FromIdemError<E> {
     /// `E::from`, for an `E: From<idem_runtime::Error>`.
-    fn from_idem(&self) -> fn(Error) -> E
+    fn idem_errors(&self) -> fn(Error) -> E
     where
         E: CarriesIdemErrors;
 }
 
 impl<E> FromIdemError<E> for ErrorType<E> {
     #[inline]
-    fn from_idem(&self) -> fn(Error) -> E
+    fn idem_errors(&self) -> fn(Error) -> E
     where
         E: CarriesIdemErrors,
     {
