@@ -796,7 +796,7 @@ async fn kept_connections_stay_clean_and_go_back_to_the_pool() {
     assert!(closed.is_ok(), "close does not wait for kept connections");
 }
 
-/// PostgreSQL transactional steps (DESIGN §6): the claim, the caller's writes and the snapshot
+/// PostgreSQL transactional steps: the claim, the caller's writes and the snapshot
 /// commit in one transaction.
 mod steps {
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -195,7 +195,7 @@ fn assert_skew_works(skew_secs: i64) {
     );
 }
 
-/// DESIGN §5: leases use the server's clock. Workers whose wall clocks are 5 minutes off (an
+/// Leases use the server's clock. Workers whose wall clocks are 5 minutes off (an
 /// `LD_PRELOAD` shim shifts them) neither steal a live lease nor keep a dead one. Each case
 /// fails if the store computed or compared leases with the worker's clock:
 /// 1. a worker 5 min *behind* holds a key: with its clock, its lease would be 5 min in the past

@@ -102,7 +102,7 @@ pub async fn count_call(idem: &Idem, op: &str, runs: &AtomicUsize) -> Result<Str
     counted(idem, Call::new(op.to_owned()).key(&"k"), runs, "ran").await
 }
 
-/// DESIGN §4.1: 64 concurrent tasks on one key run the body once and all receive its value.
+/// 64 concurrent tasks on one key run the body once and all receive its value.
 pub async fn one_key_64_tasks_runs_once(b: &Backend) {
     let op = unique_op("one_key_64");
     let runs = Arc::new(AtomicUsize::new(0));
@@ -240,7 +240,7 @@ pub async fn stalled_attempt_is_taken_over_and_fenced(b: &Backend) {
     assert_eq!(replay, "winner's value");
 }
 
-/// DESIGN §4.2: a live body running 5x its lease is never taken over (the heartbeat renews it).
+/// A live body running 5x its lease is never taken over (the heartbeat renews it).
 pub async fn live_body_outlasting_lease_is_never_taken_over(b: &Backend) {
     let op = unique_op("heartbeat");
     let lease = ms(200);
@@ -323,7 +323,7 @@ pub async fn crashed_attempt_is_taken_over_and_logged_abandoned(b: &Backend) {
     );
 }
 
-/// DESIGN §4.4: a body error marks the record failed; the next call runs again.
+/// A body error marks the record failed; the next call runs again.
 pub async fn body_error_is_retried(b: &Backend) {
     let idem = b.worker("w");
     let op = unique_op("error");
@@ -379,7 +379,7 @@ pub async fn cache_errors_replays_the_error(b: &Backend) {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
-/// DESIGN §3: the same key with a different `verify` fingerprint is `KeyReuse`, body not run.
+/// The same key with a different `verify` fingerprint is `KeyReuse`, body not run.
 pub async fn fingerprint_mismatch_is_key_reuse(b: &Backend) {
     let idem = b.worker("w");
     let op = unique_op("verify");
@@ -437,7 +437,7 @@ pub async fn fingerprint_mismatch_is_key_reuse(b: &Backend) {
     assert_eq!(owner.await.unwrap().unwrap(), 1);
 }
 
-/// DESIGN §4.6: a completed record lives for `ttl`, then the key runs again as a new attempt.
+/// A completed record lives for `ttl`, then the key runs again as a new attempt.
 pub async fn ttl_expiry_runs_again(b: &Backend) {
     let idem = b.worker("w");
     let op = unique_op("ttl");
@@ -546,7 +546,7 @@ pub async fn forget_runs_again_with_a_higher_attempt(b: &Backend) {
     );
 }
 
-/// DESIGN §4.7: a snapshot that does not decode as the return type is a typed error naming the
+/// A snapshot that does not decode as the return type is a typed error naming the
 /// operation and key; no panic and no silent re-run.
 pub async fn wrong_type_snapshot_is_a_typed_error(b: &Backend) {
     let idem = b.worker("w");
@@ -574,7 +574,7 @@ pub async fn wrong_type_snapshot_is_a_typed_error(b: &Backend) {
     assert_eq!(runs.load(Ordering::SeqCst), 1, "no silent re-run");
 }
 
-/// DESIGN §4.4: a panic is a failure: the claim is released and the panic resumes.
+/// A panic is a failure: the claim is released and the panic resumes.
 pub async fn panic_releases_the_claim_and_resumes(b: &Backend) {
     let op = unique_op("panic");
     let call = || Call::new(op.clone()).key(&"boom");

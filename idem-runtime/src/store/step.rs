@@ -1,4 +1,4 @@
-//! What the SQL stores' transactional steps (DESIGN §6) share: what a claim made inside a step's
+//! What the SQL stores' transactional steps share: what a claim made inside a step's
 //! transaction means for its caller (run, replay, wait), and the snapshot its commit records.
 //! Each store opens and commits its own kind of transaction around these.
 

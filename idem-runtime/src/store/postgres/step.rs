@@ -1,4 +1,4 @@
-//! Transactional steps (DESIGN §6) on PostgreSQL: the claim, the caller's own writes and the
+//! Transactional steps on PostgreSQL: the claim, the caller's own writes and the
 //! snapshot commit in one transaction, so a crash at any instant (of the worker, its connection
 //! or the server) leaves either nothing or everything: exactly-once database writes across a
 //! fleet of workers.

@@ -1,4 +1,4 @@
-//! Transactional steps (DESIGN §6): the claim, the caller's own writes and the snapshot commit
+//! Transactional steps: the claim, the caller's own writes and the snapshot commit
 //! in one SQLite transaction, so a crash at any instant leaves either nothing or everything.
 //!
 //! ```
