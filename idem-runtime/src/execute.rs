@@ -384,11 +384,10 @@ where
     };
     let store = &*inner.store;
     let waiting = Waiting::on(call.key);
-    let mut patience = Patience::converging(if store.wakes_waiters() {
-        NOTIFIED_POLL_CAP
-    } else {
-        POLL_CAP
-    });
+    // Reading the record does not ask the store to notify (PostgreSQL notifies only those a
+    // claim told `running`), so across processes this looks again at most every 50 ms; within
+    // this process the new owner's end wakes it at once.
+    let mut patience = Patience::converging(POLL_CAP);
     loop {
         let woken = waiting.notifier();
         let mut woken = pin!(woken.notified());
