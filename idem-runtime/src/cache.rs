@@ -40,7 +40,13 @@ impl quick_cache::Weighter<Key, Arc<Entry>> for Weight {
 
 /// A map from key to completed snapshot, bounded by entries and by bytes.
 pub(crate) struct SnapshotCache {
-    entries: quick_cache::sync::Cache<Key, Arc<Entry>, Weight>,
+    entries: quick_cache::sync::Cache<
+        Key,
+        Arc<Entry>,
+        Weight,
+        quick_cache::DefaultHashBuilder,
+        quick_cache::sync::DefaultLifecycle<Key, Arc<Entry>>,
+    >,
     max_staleness_ms: i64,
     /// Bumped by every pushed change: a snapshot read before a change may be stale.
     epoch: AtomicU64,
@@ -59,15 +65,34 @@ impl std::fmt::Debug for SnapshotCache {
 
 impl SnapshotCache {
     /// A cache of at most `max_entries` snapshots and `max_bytes` bytes (snapshot bytes plus a
-    /// fixed overhead per entry); a snapshot larger than the whole budget is not cached.
+    /// fixed overhead per entry); a snapshot larger than a quarter of the budget (one shard's
+    /// share) is not cached.
     pub(crate) fn new(max_entries: usize, max_bytes: u64, max_staleness: Duration) -> Self {
         let max_entries = max_entries.max(1);
         let max_bytes = max_bytes.max(ENTRY_OVERHEAD);
         let weight = Weight {
             min: max_bytes / max_entries as u64,
         };
+        // quick_cache splits the budget between shards and refuses an entry heavier than its
+        // shard's share (by default 4 shards per core: about 1 MiB each on 16 cores with the
+        // default budget). Four shards at most keep a quarter of the budget per shard, so the
+        // default caches snapshots up to the default snapshot limit (16 MiB).
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(max_entries)
+            .weight_capacity(max_bytes)
+            .shards(4)
+            .build();
+        let entries = match options {
+            Ok(options) => quick_cache::sync::Cache::with_options(
+                options,
+                weight,
+                quick_cache::DefaultHashBuilder::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
+            Err(_) => quick_cache::sync::Cache::with_weighter(max_entries, max_bytes, weight),
+        };
         Self {
-            entries: quick_cache::sync::Cache::with_weighter(max_entries, max_bytes, weight),
+            entries,
             max_staleness_ms: crate::store::millis(max_staleness),
             epoch: AtomicU64::new(0),
         }
@@ -161,7 +186,10 @@ mod tests {
         }
         assert!(cache.weight() <= 1 << 20, "{} bytes held", cache.weight());
         assert!(cache.entries.len() <= 16, "{} entries", cache.entries.len());
-        // A snapshot larger than the whole budget is not cached at all.
+        // A snapshot of a fifth of the budget is cached, whatever the number of cores.
+        cache.insert_read_at(0, Key([201; 32]), snapshot(200 << 10));
+        assert!(cache.get(&Key([201; 32])).is_some());
+        // One larger than the whole budget is not cached at all.
         cache.insert_read_at(0, Key([200; 32]), snapshot(2 << 20));
         assert!(cache.get(&Key([200; 32])).is_none());
     }

@@ -30,6 +30,15 @@ pub struct CallInfo {
     pub(crate) lease: LeaseSignal,
 }
 
+/// Two `CallInfo`s are equal when they describe the same attempt (op, key, attempt).
+impl PartialEq for CallInfo {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.op, &self.key, self.attempt) == (&other.op, &other.key, other.attempt)
+    }
+}
+
+impl Eq for CallInfo {}
+
 impl CallInfo {
     /// Whether this attempt has lost its lease: another attempt took the key over (this one
     /// stalled past its lease), or an operator released it. Its completion will be fenced; a

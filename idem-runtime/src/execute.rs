@@ -230,7 +230,7 @@ where
                 attempt,
                 "idem: this attempt lost its lease; its body was dropped (abort_on_lease_loss)"
             );
-            return converge(inner, call, attempt, None, &errors).await;
+            return converge(inner, call, attempt, None, errors).await;
         }
     };
 
@@ -284,7 +284,7 @@ where
             }
             result
         }
-        (Ok(Fence::Lost), _) => converge(inner, call, attempt, Some(result), &errors).await,
+        (Ok(Fence::Lost), _) => converge(inner, call, attempt, Some(result), errors).await,
         (Err(error), _) => {
             // The side effect happened but could not be recorded, even after retries. The
             // caller still gets the real result; the record stays `running` until its lease
@@ -343,15 +343,21 @@ fn error_snapshot<E: Display, P: ErrorPolicy<E>>(
     limit: usize,
     policy: &P,
 ) -> Option<Vec<u8>> {
-    let bytes = match policy.encode(err)? {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            tracing::warn!(op = %call.op, error = %e, "idem: the error cannot be encoded; it is not recorded");
-            return None;
-        }
+    let why = match policy.encode(err)? {
+        Ok(bytes) if bytes.len() > limit => Unrecorded::TooLarge,
+        Ok(bytes) => match policy.decode(&bytes) {
+            Some(Ok(_)) => return Some(bytes),
+            _ => Unrecorded::Undecodable,
+        },
+        Err(_) => Unrecorded::Unencodable,
     };
-    let decodes = matches!(policy.decode(&bytes), Some(Ok(_)));
-    (bytes.len() <= limit && decodes).then_some(bytes)
+    // A failure the policy wanted to replay: it stays a plain failure, retried next time.
+    outcome(&call.op, CallOutcome::Unrecorded(why));
+    tracing::warn!(
+        reason = why.as_str(),
+        "idem: the error cannot be recorded for replay; the next call runs again"
+    );
+    None
 }
 
 /// A fenced attempt (its lease was lost while it ran) returns what the key's new owner
@@ -362,7 +368,7 @@ async fn converge<T, E, P>(
     call: &Finished,
     attempt: u64,
     own: Option<Result<T, E>>,
-    errors: &Errors<E, P>,
+    errors: Errors<E, P>,
 ) -> Result<T, E>
 where
     T: DeserializeOwned,
@@ -415,9 +421,12 @@ where
                     .lease_until
                     .map_or(0, |l| l.saturating_sub(now_millis()));
                 let lease_left = std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0));
-                let pause = patience
-                    .pause(call, record.attempt, lease_left)
-                    .map_err(errors.from_idem)?;
+                let pause = match patience.pause(call, record.attempt, lease_left) {
+                    Ok(pause) => pause,
+                    // The new owner outlasted `wait`: this attempt's own result is all there is
+                    // (a paid value is not thrown away for an `InProgress`).
+                    Err(e) => return own.unwrap_or_else(|| Err((errors.from_idem)(e))),
+                };
                 tokio::select! {
                     () = woken => {}
                     () = store.wait_for_change(&call.key, pause) => {}

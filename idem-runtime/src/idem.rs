@@ -82,7 +82,7 @@ impl IdemBuilder {
 
     /// How many bytes of snapshots the process keeps (default 64 MiB, counting each entry's
     /// snapshot plus a fixed overhead); the least recently useful entries go first, and a
-    /// snapshot larger than the whole budget is not cached.
+    /// snapshot larger than a quarter of the budget is not cached.
     #[must_use]
     pub fn cache_bytes(mut self, bytes: u64) -> Self {
         self.cache_bytes = bytes;
@@ -370,6 +370,8 @@ impl Idem {
         if let Some(cache) = &self.inner.cache {
             cache.changed(Some(key));
         }
+        // A caller of this process waiting for the forgotten key claims it now.
+        crate::waiters::wake(key);
         existed
     }
 

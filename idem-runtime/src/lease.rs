@@ -3,10 +3,14 @@
 //!
 //! The heartbeat runs on a task of its own, spawned before the body is first polled, so on a
 //! multi-thread runtime a body that blocks its thread (a synchronous client, from its very first
-//! line) cannot starve it. On a
-//! current-thread runtime the heartbeat shares the one thread with the body: a body that blocks
-//! that thread for longer than its lease can still be taken over. Outside any Tokio runtime the
-//! heartbeat runs beside the body in the same future, as before.
+//! line) cannot starve it. On a current-thread runtime the heartbeat shares the one thread with
+//! the body: a body that blocks that thread for longer than its lease can still be taken over.
+//! Its timer is made before the body starts, so a runtime without timers (or none at all) fails
+//! the call there, in Tokio's panic, never with the body running unprotected.
+//!
+//! Because it runs on its own task, the heartbeat keeps a lease alive as long as the call's
+//! future exists, polled or not: a future set aside and never polled again holds its key until
+//! it is dropped (dropping it releases the key at once).
 //!
 //! The heartbeat task is aborted the moment the body ends or the call is dropped, so a dropped
 //! call never keeps a lease alive.
@@ -65,12 +69,17 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Renews the lease every third of its length until the attempt loses it (then fires the
-    /// signal and returns). Store errors are retried at the next beat.
-    async fn beat(self) {
+    /// The timer of the beats: every third of the lease.
+    fn beats(&self) -> tokio::time::Interval {
         let period = (self.lease / 3).max(Duration::from_millis(5));
         let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beats
+    }
+
+    /// Renews the lease at each of `beats` until the attempt loses it (then fires the signal and
+    /// returns). Store errors are retried at the next beat.
+    async fn beat(self, mut beats: tokio::time::Interval) {
         let attempt = AttemptRef {
             op: &self.op,
             key: &self.key,
@@ -118,32 +127,15 @@ pub(crate) async fn run_under_lease<F: Future>(
     };
     let lost = heartbeat.signal.lost();
     let abort = options.abort_on_lease_loss;
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            let _task = AbortOnDrop(runtime.spawn(heartbeat.beat()));
-            // A task spawned from a worker thread waits in that worker's LIFO slot, which other
-            // workers never steal from: if the body then blocked this thread, the heartbeat
-            // would never start. Yielding once lets it start (and park on its timer, from which
-            // any worker can wake it).
-            tokio::task::yield_now().await;
-            tokio::select! {
-                biased;
-                out = &mut body => Ran::Finished(out),
-                () = lost, if abort => Ran::Aborted,
-            }
-        }
-        Err(_) => {
-            let mut beat = pin!(heartbeat.beat());
-            let mut lost = pin!(lost);
-            let mut beating = true;
-            loop {
-                tokio::select! {
-                    biased;
-                    out = &mut body => return Ran::Finished(out),
-                    () = &mut lost, if abort => return Ran::Aborted,
-                    () = &mut beat, if beating => beating = false,
-                }
-            }
-        }
+    let beats = heartbeat.beats();
+    let _task = AbortOnDrop(tokio::spawn(heartbeat.beat(beats)));
+    // A task spawned from a worker thread waits in that worker's LIFO slot, which other workers
+    // never steal from: if the body then blocked this thread, the heartbeat would never start.
+    // Yielding once lets it start (and park on its timer, from which any worker can wake it).
+    tokio::task::yield_now().await;
+    tokio::select! {
+        biased;
+        out = &mut body => Ran::Finished(out),
+        () = lost, if abort => Ran::Aborted,
     }
 }

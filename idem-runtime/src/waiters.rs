@@ -15,7 +15,10 @@ use tokio::sync::Notify;
 
 use crate::key::Key;
 
-static WAITERS: LazyLock<Mutex<HashMap<Key, Arc<Notify>>>> =
+/// How many [`Waiting`] registrations hold a key, and their notifier.
+type Registrations = (usize, Arc<Notify>);
+
+static WAITERS: LazyLock<Mutex<HashMap<Key, Registrations>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// How many [`Waiting`] registrations exist (so [`wake`] can skip the lock when there are none).
@@ -34,7 +37,11 @@ impl Waiting {
     pub(crate) fn on(key: Key) -> Self {
         // Counted before the map holds it: a waker that reads zero cannot owe this waiter.
         REGISTERED.fetch_add(1, Ordering::SeqCst);
-        let notify = WAITERS.lock().entry(key).or_default().clone();
+        let mut map = WAITERS.lock();
+        let (count, notify) = map.entry(key).or_default();
+        *count += 1;
+        let notify = notify.clone();
+        drop(map);
         Self { key, notify }
     }
 
@@ -47,11 +54,13 @@ impl Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
+        // Counted, not judged by the `Arc`'s count: handles from `notifier` may outlive this.
         let mut map = WAITERS.lock();
-        // The map's reference and ours: nobody else waits for this key any more. (A handle from
-        // `notifier` still alive only keeps the entry a little longer.)
-        if Arc::strong_count(&self.notify) == 2 {
-            map.remove(&self.key);
+        if let Some((count, _)) = map.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.key);
+            }
         }
         drop(map);
         REGISTERED.fetch_sub(1, Ordering::SeqCst);
@@ -64,7 +73,7 @@ pub(crate) fn wake(key: &Key) {
     if REGISTERED.load(Ordering::SeqCst) == 0 {
         return;
     }
-    if let Some(notify) = WAITERS.lock().get(key) {
+    if let Some((_, notify)) = WAITERS.lock().get(key) {
         notify.notify_waiters();
     }
 }
@@ -79,6 +88,7 @@ mod tests {
     async fn a_wake_reaches_a_waiter_registered_before_it() {
         let key = Key([7; 32]);
         let waiting = Waiting::on(key);
+        let outliving = waiting.notifier();
         {
             let notify = waiting.notifier();
             let notified = notify.notified();
@@ -90,6 +100,10 @@ mod tests {
                 .unwrap_or_else(|_| panic!("the wake was lost"));
         }
         drop(waiting);
-        assert!(!WAITERS.lock().contains_key(&key), "unregistered on drop");
+        assert!(
+            !WAITERS.lock().contains_key(&key),
+            "unregistered on drop, even while a handle of its notifier lives on"
+        );
+        drop(outliving);
     }
 }

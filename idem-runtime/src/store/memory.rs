@@ -65,6 +65,16 @@ impl State {
             e.record.expires_at = Some(at);
             self.expiries.push(Reverse((at, key)));
         }
+        // Entries of records claimed again or forgotten wait in the heap until their time: when
+        // they outnumber the records, rebuild it from the records.
+        if self.expiries.len() > 2 * self.entries.len() + 64 {
+            self.expiries = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.record.status != Status::Running)
+                .filter_map(|(key, e)| e.record.expires_at.map(|at| Reverse((at, *key))))
+                .collect();
+        }
     }
 }
 
@@ -455,5 +465,29 @@ mod tests {
             "fencing tokens still never go back"
         );
         assert!(state.expiries.len() <= 2);
+    }
+
+    #[tokio::test]
+    async fn the_expiry_heap_stays_proportional_to_the_records() {
+        let store = MemoryStore::new();
+        let key = Key([1; 32]);
+        for _ in 0..1_000 {
+            let req = request(&key, Duration::from_secs(3600));
+            let Claim::Acquired { attempt, .. } = store.claim(&req).await.unwrap() else {
+                unreachable!("a failed key is claimed again")
+            };
+            let a = AttemptRef {
+                op: "op",
+                key: &key,
+                attempt,
+            };
+            let failed = Outcome::Failed {
+                error: "e",
+                ttl: Duration::from_secs(3600),
+            };
+            store.complete(&a, failed).await.unwrap();
+        }
+        // One record: the heap is rebuilt whenever it passes 2 x 1 + 64 entries.
+        assert!(store.state.lock().expiries.len() <= 67);
     }
 }
