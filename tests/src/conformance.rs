@@ -803,10 +803,12 @@ pub async fn list_filters_by_op_and_status(b: &Backend) {
 pub async fn cached_replay_skips_the_store(b: &Backend) {
     let op = unique_op("cached");
     let call = || Call::new(op.clone()).key(&"k");
-    let cached = Idem::builder(Arc::new(crate::unwatched::Unwatched(b.store.clone())))
-        .cache_staleness(ms(400))
-        .worker("cached")
-        .build();
+    let cached = Idem::builder(Arc::new(crate::wrapped::Wrapped::unwatched(
+        b.store.clone(),
+    )))
+    .cache_staleness(ms(400))
+    .worker("cached")
+    .build();
     let runs = AtomicUsize::new(0);
     assert_eq!(counted(&cached, call(), &runs, "one").await.unwrap(), "one");
     // Another worker forgets the key behind this handle's back.

@@ -6,9 +6,8 @@ pub mod conformance;
 pub mod effects;
 pub mod lifecycle;
 pub mod operator;
-pub mod slow;
 pub mod takeover;
-pub mod unwatched;
+pub mod wrapped;
 
 /// A fresh operation name, so tests sharing a database never share keys.
 pub fn unique_op(what: &str) -> String {

@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 
 use crate::backends::Backend;
 use crate::conformance::{counted, TestError};
-use crate::slow::SlowComplete;
 use crate::unique_op;
+use crate::wrapped::Wrapped;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -94,7 +94,7 @@ pub async fn dropped_call_releases_its_claim_at_once(b: &Backend) {
 pub async fn dropped_during_the_write_still_records(b: &Backend) {
     let op = unique_op("dropped_writing");
     let call = || Call::new(op.clone()).key(&"k");
-    let slow = Idem::builder(Arc::new(SlowComplete(b.store.clone(), ms(300))))
+    let slow = Idem::builder(Arc::new(Wrapped::slow_complete(b.store.clone(), ms(300))))
         .cache_capacity(0)
         .build();
     let runs = AtomicUsize::new(0);

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use crate::backends::Backend;
 use crate::conformance::{counted, TestError};
 use crate::unique_op;
+use crate::wrapped::Wrapped;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -95,63 +96,6 @@ pub async fn forget_refuses_a_running_key_unless_forced(b: &Backend) {
     assert!(b.store.get(&stale).await.unwrap().is_none());
 }
 
-/// A store whose next claim, once armed, pauses after the store decided it, until released:
-/// a claim in flight, for racing a forget against. It pushes no changes (`watch` is `false`),
-/// so only the handle's own forget can tell its cache.
-#[derive(Debug)]
-struct PausedClaim {
-    inner: Arc<dyn Store>,
-    armed: AtomicBool,
-    decided: Notify,
-    resume: Notify,
-}
-
-#[async_trait]
-impl Store for PausedClaim {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error> {
-        let claim = self.inner.claim(req).await;
-        if self.armed.swap(false, Ordering::SeqCst) {
-            self.decided.notify_one();
-            self.resume.notified().await;
-        }
-        claim
-    }
-    async fn renew(&self, attempt: &AttemptRef<'_>, lease: Duration) -> Result<Fence, Error> {
-        self.inner.renew(attempt, lease).await
-    }
-    async fn complete(
-        &self,
-        attempt: &AttemptRef<'_>,
-        outcome: Outcome<'_>,
-    ) -> Result<Fence, Error> {
-        self.inner.complete(attempt, outcome).await
-    }
-    fn watch(&self, _sink: Weak<dyn ChangeSink>) -> bool {
-        false
-    }
-    async fn get(&self, key: &Key) -> Result<Option<Record>, Error> {
-        self.inner.get(key).await
-    }
-    async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error> {
-        self.inner.attempts(key).await
-    }
-    async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
-        self.inner.list(filter).await
-    }
-    async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
-        self.inner.forget(key, force).await
-    }
-    async fn release(&self, key: &Key) -> Result<bool, Error> {
-        self.inner.release(key).await
-    }
-    async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {
-        self.inner.purge_expired(batch, abandoned_after).await
-    }
-}
-
 /// A claim in flight reads a completed snapshot; this handle forgets the key before the claim
 /// returns. The claim's caller gets the old value (it read it first), but the handle's cache
 /// must not keep it: the next call runs the body again.
@@ -166,12 +110,8 @@ pub async fn forget_racing_a_claim_does_not_recache_the_old_snapshot(b: &Backend
             .unwrap(),
         "one"
     );
-    let paused = Arc::new(PausedClaim {
-        inner: b.store.clone(),
-        armed: AtomicBool::new(true),
-        decided: Notify::new(),
-        resume: Notify::new(),
-    });
+    // Its change feed hidden, so only the handle's own forget can tell its cache.
+    let paused = Arc::new(Wrapped::pausing_next_claim(b.store.clone()));
     let cached = Idem::builder(paused.clone()).worker("cached").build();
     let in_flight = tokio::spawn({
         let cached = cached.clone();
@@ -182,9 +122,9 @@ pub async fn forget_racing_a_claim_does_not_recache_the_old_snapshot(b: &Backend
                 .await
         }
     });
-    paused.decided.notified().await;
+    paused.claim_decided.notified().await;
     assert!(cached.forget(&call().key_value()).await.unwrap());
-    paused.resume.notify_one();
+    paused.claim_resume.notify_one();
     assert_eq!(
         in_flight.await.unwrap().unwrap(),
         "one",
