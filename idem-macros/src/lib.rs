@@ -40,9 +40,12 @@
 //!   two type arguments, or an alias with one (`anyhow::Result<T>`, `io::Result<T>`) or none. For
 //!   an alias the error type is whatever the alias says; the macro does not need to name it, and
 //!   the compiler still checks it (`io::Result<T>` fails: `io::Error` has no
-//!   `From<idem_runtime::Error>`; `anyhow::Result<T>` works). `T: Serialize + DeserializeOwned`,
-//!   `E: From<idem_runtime::Error> + Display`, plus `Serialize + DeserializeOwned` for `E` with
-//!   `cache_errors`.
+//!   `From<idem_runtime::Error>`, and the error says to return `Result<T, CallError<io::Error>>`
+//!   instead; `anyhow::Result<T>` works). `T: Serialize + DeserializeOwned`; `E: Display` and
+//!   either `From<idem_runtime::Error>` or `E = idem_runtime::CallError<B>` (idem's errors then
+//!   arrive as `CallError::Idem`, chosen by an inherent method of `ErrorType<CallError<B>>` that
+//!   method resolution prefers to the trait method every other `E` gets); plus
+//!   `Serialize + DeserializeOwned` for `E` with `cache_errors`.
 //! - **`self` in the key** is allowed; `Self` must then be keyable (`#[derive(IdemKey)]`).
 //! - **Versions** start at 1 (the default); `version = 0` is rejected, so it cannot be mistaken
 //!   for the default.
@@ -87,9 +90,11 @@ use proc_macro::TokenStream;
 /// | `lease = "30s"` | an attempt's lease (default 30 s) |
 /// | `on_conflict = wait \| error` | another attempt is running: wait for it (default) or fail with `Error::InProgress` |
 /// | `wait = "5m"` | the longest wait for another attempt (default 5 min) |
-/// | `cache_errors` | record and replay `Err` values too (`E` must then be `Serialize + Deserialize`) |
+/// | `cache_errors` | record and replay `Err` values too (`E` must then be `Serialize + Deserialize`); errors carrying an `idem_runtime::Error` are never recorded |
+/// | `cache_errors = path` | record and replay only the errors a `fn(&E) -> bool` accepts (`cache_errors = PayError::is_permanent`); the others are retried |
 /// | `store = expr` | the store: an `Idem` or a reference to one, evaluated at each call (it may use the arguments: `store = self.idem`). Default: the enclosing `Idem::scope`, else the process default |
 /// | `heartbeat = false` | do not renew the lease while the body runs |
+/// | `abort_on_lease_loss` | drop the body the moment its attempt loses its lease, and return the new owner's outcome (or `Error::LeaseLost`); not with `heartbeat = false` |
 ///
 /// Durations are a string literal parsed at compile time (`"24h"`, `"30s"`, `"500ms"`,
 /// `"1h30m"`; units `d h m s ms us ns`, largest first) or any expression of type
@@ -102,7 +107,8 @@ use proc_macro::TokenStream;
 ///   with one (`anyhow::Result<T>`, `io::Result<T>`), whose error type is whatever the alias
 ///   says. `T: Serialize + DeserializeOwned` (the recorded snapshot);
 ///   `E: From<idem_runtime::Error> + Display` (idem's own errors, such as a store failure or a
-///   reused key, reach the caller as `E`).
+///   reused key, reach the caller as `E`), or `E = idem_runtime::CallError<B>` for an error
+///   type `B` that cannot have that impl (`std::io::Error`).
 /// - Key parts implement `IdemKey`. `self` may be named in `key` (then `Self: IdemKey`); a
 ///   `&self` receiver is otherwise never part of the key.
 /// - The body keeps its `?` and early `return`s; generics, lifetimes, `impl Trait` arguments
