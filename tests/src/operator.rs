@@ -2,17 +2,13 @@
 //! claim in flight, listings without snapshots, counts by operation. Run against every store by
 //! `conformance_suite!`.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use idem_runtime::record::{AttemptLog, Record, Status};
-use idem_runtime::store::{
-    AttemptRef, ChangeSink, Claim, ClaimRequest, Fence, ListFilter, OpCounts, Outcome, Store,
-};
+use idem_runtime::record::Status;
+use idem_runtime::store::{AttemptRef, Claim, ClaimRequest, Fence, ListFilter, OpCounts, Store};
 use idem_runtime::{Call, Error, Idem, Key};
-use tokio::sync::Notify;
 
 use crate::backends::Backend;
 use crate::conformance::{counted, TestError};
