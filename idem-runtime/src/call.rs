@@ -4,7 +4,6 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::key::{Fingerprint, IdemKey, Key, KeyBuilder};
-use crate::store::ClaimRequest;
 
 /// What a caller does when another attempt holds a live lease on its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -193,18 +192,4 @@ pub(crate) struct Finished {
     pub(crate) key: Key,
     pub(crate) fingerprint: Option<Fingerprint>,
     pub(crate) options: Options,
-}
-
-impl Finished {
-    /// What `worker` asks the store for when it claims this call's key.
-    pub(crate) fn claim_request<'a>(&'a self, worker: &'a str) -> ClaimRequest<'a> {
-        ClaimRequest {
-            op: &self.op,
-            key: &self.key,
-            fingerprint: self.fingerprint.as_ref(),
-            lease: self.options.lease,
-            ttl: self.options.ttl,
-            worker,
-        }
-    }
 }

@@ -1,21 +1,14 @@
-//! Where a call finds its store (explicit, scoped, process default) and what a body can ask
-//! about itself (`current()`).
+//! What a running body can ask about its own call: `current()`.
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::RwLock;
 
-use crate::error::Error;
-use crate::idem::Idem;
 use crate::key::Key;
 use crate::lease::LeaseSignal;
 
 tokio::task_local! {
-    static SCOPE: Idem;
     static CURRENT: CallInfo;
 }
-
-static DEFAULT: RwLock<Option<Idem>> = RwLock::new(None);
 
 /// What a running body can know about its own call, from [`current()`].
 #[derive(Debug, Clone)]
@@ -70,31 +63,4 @@ pub fn current() -> Option<CallInfo> {
 
 pub(crate) async fn with_current<F: Future>(info: CallInfo, body: F) -> F::Output {
     CURRENT.scope(info, body).await
-}
-
-pub(crate) async fn with_scope<F: Future>(idem: Idem, fut: F) -> F::Output {
-    SCOPE.scope(idem, fut).await
-}
-
-pub(crate) fn set_default(idem: Option<Idem>) {
-    let mut slot = DEFAULT
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    *slot = idem;
-}
-
-/// Finds the handle for a call: `explicit` (the attribute's `store = ...`), else the enclosing
-/// [`Idem::scope`], else the process-wide default, else [`Error::NoStore`].
-pub fn resolve(explicit: Option<&Idem>, op: &str) -> Result<Idem, Error> {
-    if let Some(idem) = explicit {
-        return Ok(idem.clone());
-    }
-    if let Ok(idem) = SCOPE.try_with(Clone::clone) {
-        return Ok(idem);
-    }
-    let slot = DEFAULT
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    slot.clone()
-        .ok_or_else(|| Error::NoStore { op: op.to_owned() })
 }

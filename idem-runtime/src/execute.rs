@@ -20,12 +20,12 @@ use crate::attempt::{OwnedAttempt, Recording};
 use crate::call::Finished;
 use crate::context::{with_current, CallInfo};
 use crate::error::Error;
-use crate::idem::{Idem, Inner};
+use crate::handle::Handle;
 use crate::lease::{run_under_lease, Heartbeat, LeaseSignal, Ran};
 use crate::metrics::{CallOutcome, Unrecorded};
 use crate::record::{now_millis, Snapshot, SnapshotKind, Status};
 use crate::replay::{decode, fingerprints_differ, key_reuse, ErrorPolicy};
-use crate::store::{millis, Claim, Fence};
+use crate::store::{millis, Claim, ClaimRequest, Fence};
 use crate::wait::{Patience, NOTIFIED_POLL_CAP, POLL_CAP};
 use crate::waiters::Waiting;
 
@@ -38,7 +38,7 @@ pub struct Errors<E, P> {
 }
 
 pub(crate) async fn run<T, E, P, F, Fut>(
-    idem: &Idem,
+    handle: &Arc<Handle>,
     call: Finished,
     errors: Errors<E, P>,
     body: F,
@@ -57,7 +57,7 @@ where
         attempt = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    run_in_span(&idem.inner, call, errors, body)
+    run_in_span(handle, call, errors, body)
         .instrument(span)
         .await
 }
@@ -69,7 +69,7 @@ fn outcome(op: &Cow<'static, str>, outcome: CallOutcome) {
 }
 
 async fn run_in_span<T, E, P, F, Fut>(
-    inner: &Arc<Inner>,
+    inner: &Arc<Handle>,
     call: Finished,
     errors: Errors<E, P>,
     body: F,
@@ -108,7 +108,7 @@ where
         if let Some(woken) = woken.as_mut().as_pin_mut() {
             woken.enable();
         }
-        let request = call.claim_request(&inner.worker);
+        let request = ClaimRequest::of(&call, &inner.worker);
         // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
         let epoch = inner.cache.as_ref().map_or(0, |c| c.epoch());
         // Fail closed: no claim, no body.
@@ -180,7 +180,7 @@ where
 
 /// Runs the body as attempt `attempt` and records its outcome.
 async fn execute<T, E, P, F, Fut>(
-    inner: &Arc<Inner>,
+    inner: &Arc<Handle>,
     call: &Finished,
     attempt: u64,
     errors: Errors<E, P>,
@@ -364,7 +364,7 @@ fn error_snapshot<E: Display, P: ErrorPolicy<E>>(
 /// recorded, so every caller of a key sees one outcome. If the owner recorded nothing (it
 /// failed), the attempt's own result is all there is (`None` when its body was aborted).
 async fn converge<T, E, P>(
-    inner: &Arc<Inner>,
+    inner: &Arc<Handle>,
     call: &Finished,
     attempt: u64,
     own: Option<Result<T, E>>,

@@ -13,6 +13,7 @@ use crate::call::Call;
 use crate::call_error::CallError;
 use crate::error::Error;
 use crate::execute::{self, Errors};
+use crate::handle::Handle;
 use crate::key::Key;
 use crate::record::{AttemptLog, Record};
 use crate::replay::{CacheErrorsWhen, NoErrorCache};
@@ -41,14 +42,7 @@ use crate::store::Store;
 /// ```
 #[derive(Clone)]
 pub struct Idem {
-    pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) cache: Option<Arc<SnapshotCache>>,
-    pub(crate) worker: String,
-    pub(crate) max_snapshot_bytes: usize,
+    pub(crate) inner: Arc<Handle>,
 }
 
 impl fmt::Debug for Idem {
@@ -129,7 +123,7 @@ impl IdemBuilder {
             self.store.watch(Arc::downgrade(&sink));
         }
         Idem {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Handle {
                 store: self.store,
                 cache,
                 worker: self.worker.unwrap_or_else(default_worker),
@@ -139,14 +133,16 @@ impl IdemBuilder {
     }
 }
 
+/// `host/pid`: which machine and process ran an attempt, for the attempts log.
 fn default_worker() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}/{}", std::process::id())
+    let host = gethostname::gethostname();
+    let host = host.to_string_lossy();
+    let host = if host.trim().is_empty() {
+        "localhost".into()
+    } else {
+        host
+    };
+    format!("{}/{}", host.trim(), std::process::id())
 }
 
 impl Idem {
@@ -207,7 +203,7 @@ impl Idem {
             from_idem: E::from,
             policy: NoErrorCache,
         };
-        execute::run(self, call.finish(), errors, body).await
+        execute::run(&self.inner, call.finish(), errors, body).await
     }
 
     /// Like [`Idem::call`], for a body whose error type cannot carry idem's errors: the result's
@@ -236,7 +232,7 @@ impl Idem {
             policy: NoErrorCache,
         };
         let body = || async move { body().await.map_err(CallError::Body) };
-        execute::run(self, call.finish(), errors, body).await
+        execute::run(&self.inner, call.finish(), errors, body).await
     }
 
     /// Like [`Idem::call`], but every `Err` is recorded and replayed too (Stripe-style), so a
@@ -303,7 +299,7 @@ impl Idem {
             from_idem: E::from,
             policy: CacheErrorsWhen::new(permanent),
         };
-        execute::run(self, call.finish(), errors, body).await
+        execute::run(&self.inner, call.finish(), errors, body).await
     }
 
     /// The engine behind the attribute: `from_idem` makes the function's error type from
@@ -321,23 +317,7 @@ impl Idem {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        execute::run(self, call.finish(), errors, body).await
-    }
-
-    /// Runs `fut` with this handle as the store of every idempotent call inside it that names no
-    /// `store = ...` of its own.
-    pub async fn scope<F: Future>(&self, fut: F) -> F::Output {
-        crate::context::with_scope(self.clone(), fut).await
-    }
-
-    /// Makes this handle the process-wide default store.
-    pub fn set_default(&self) {
-        crate::context::set_default(Some(self.clone()));
-    }
-
-    /// Removes the process-wide default store.
-    pub fn clear_default() {
-        crate::context::set_default(None);
+        execute::run(&self.inner, call.finish(), errors, body).await
     }
 
     /// Forgets a key: the next call runs again. This process's cache forgets it at once; other

@@ -21,6 +21,8 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod attempt;
 mod cache;
 mod call;
@@ -28,6 +30,7 @@ mod call_error;
 mod context;
 mod error;
 mod execute;
+mod handle;
 mod idem;
 pub mod key;
 mod lease;
@@ -35,6 +38,7 @@ mod macro_support;
 pub mod metrics;
 pub mod record;
 mod replay;
+mod scope;
 pub mod store;
 mod wait;
 mod waiters;
@@ -54,11 +58,11 @@ pub use idem_macros::{idempotent, IdemKey};
 pub mod __private {
     //! What macro expansions name. Not a public API: it changes without notice.
     pub use crate::call::{Call, OnConflict};
-    pub use crate::context::resolve;
     pub use crate::error::Error;
     pub use crate::idem::Idem;
     pub use crate::key::{IdemKey, KeyWriter};
     pub use crate::macro_support::*;
+    pub use crate::scope::resolve;
 }
 
 /// The README's examples, compiled and run as doctests so the README never lies.

@@ -299,7 +299,7 @@ pub fn verify_part<T: VerifyPart + ?Sized>(call: Call, part: &T) -> Call {
     call.verify(part)
 }
 
-/// The store error of a failed [`crate::context::resolve`], taken out of its slot (which keeps a
+/// The store error of a failed [`crate::scope::resolve`], taken out of its slot (which keeps a
 /// placeholder), so `run` needs no `Clone` on [`Error`].
 fn take_error(slot: &mut Result<Idem, Error>) -> Error {
     match std::mem::replace(slot, Err(Error::Config(String::new()))) {
@@ -311,7 +311,7 @@ fn take_error(slot: &mut Result<Idem, Error>) -> Error {
     }
 }
 
-/// Runs an annotated fn's body on the store [`crate::context::resolve`] found (scope or
+/// Runs an annotated fn's body on the store [`crate::scope::resolve`] found (scope or
 /// process default), or returns its error as `E`. Not an `async fn`: it returns the engine's
 /// own future (or a ready store error), so the annotated fn costs what the programmatic call
 /// costs, with no extra state machine around the (large) [`Call`].

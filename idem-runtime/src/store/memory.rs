@@ -13,15 +13,13 @@ use tokio::sync::Notify;
 
 use super::{
     millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store, CANCELLED,
+    RELEASED_TTL,
 };
 use crate::error::Error;
 use crate::key::Key;
 use crate::record::{
     now_millis, AttemptLog, AttemptOutcome, Millis, Record, Snapshot, SnapshotKind, Status,
 };
-
-/// How long a released record is kept before purge may delete it.
-const RELEASED_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// An in-memory [`Store`]. Cheap to create; share it through `Idem` (which is `Clone`).
 #[derive(Debug, Default)]

@@ -8,10 +8,14 @@
 //!   still `running` with the caller's attempt number.
 //! - Lease times come from the store's clock (the server's, for PostgreSQL), never the caller's.
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod columns;
 pub mod memory;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod step;
@@ -43,6 +47,20 @@ pub struct ClaimRequest<'a> {
     pub ttl: Duration,
     /// Who is asking (for the attempts log).
     pub worker: &'a str,
+}
+
+impl<'a> ClaimRequest<'a> {
+    /// What `worker` asks the store for when it claims the key of `call`.
+    pub(crate) fn of(call: &'a crate::call::Finished, worker: &'a str) -> Self {
+        ClaimRequest {
+            op: &call.op,
+            key: &call.key,
+            fingerprint: call.fingerprint.as_ref(),
+            lease: call.options.lease,
+            ttl: call.options.ttl,
+            worker,
+        }
+    }
 }
 
 /// The outcome of a claim.
@@ -330,6 +348,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Callers loop until it returns less than `batch`.
     async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error>;
 }
+
+/// How long a record an operator released (`idem release`) is kept before purge may delete it.
+pub(crate) const RELEASED_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Converts a duration to whole milliseconds for a store, saturating.
 pub(crate) fn millis(d: Duration) -> i64 {

@@ -54,6 +54,7 @@ use self::schema::Names;
 pub use self::schema::FORMAT_VERSION;
 use self::sql::Sql;
 pub use self::step::{Step, StepTx};
+use super::columns::{bytes32, u64_of};
 use super::redact_url;
 use super::{
     millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter,
@@ -692,14 +693,6 @@ fn attempt_i64(attempt: u64) -> i64 {
 
 fn col(e: sqlx::Error) -> String {
     e.to_string()
-}
-
-fn bytes32(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], String> {
-    <[u8; 32]>::try_from(bytes).map_err(|b| format!("{what} has {} bytes, not 32", b.len()))
-}
-
-fn u64_of(v: i64, what: &str) -> Result<u64, String> {
-    u64::try_from(v).map_err(|_| format!("{what} is negative ({v})"))
 }
 
 fn fingerprint_of(row: &PgRow) -> Result<Option<Fingerprint>, String> {

@@ -8,9 +8,6 @@
 
 use super::schema::Names;
 
-/// How long a released record is kept before purge may delete it.
-const RELEASED_TTL: &str = "interval '24 hours'";
-
 /// The server's clock, fixed within a statement.
 const NOW: &str = "statement_timestamp()";
 
@@ -67,6 +64,7 @@ impl Sql {
         let acquire = format!("\"{}\".\"{}acquire\"", n.schema, n.prefix);
         // The attempt floor's mirror, read without a plan node (`pg_sequences` reads it so).
         let floor_now = format!("pg_sequence_last_value('{}'::regclass)", n.floor);
+        let released_ms = crate::store::millis(crate::store::RELEASED_TTL);
         // A claim sets a provisional expiry (see `<prefix>acquire`), so a completion within
         // its slack keeps it, changes no indexed column and is a HOT update; a later
         // completion moves it to now + ttl. A completed record so lives between ttl and
@@ -179,7 +177,8 @@ impl Sql {
                 "WITH rel AS (
                      UPDATE {records}
                      SET status = 'failed', error = 'released by an operator', lease_until = NULL,
-                         updated_at = {NOW}, expires_at = {NOW} + {RELEASED_TTL},
+                         updated_at = {NOW},
+                         expires_at = {NOW} + interval '{released_ms} milliseconds',
                          attempt_outcome = 'released'
                      WHERE key = $1 AND status = 'running'
                      RETURNING attempt

@@ -62,6 +62,7 @@ use crate::call::{Call, Finished};
 use crate::error::Error;
 use crate::key::Key;
 use crate::store::step::{still_owned, Next, StepSnapshot, StepWait};
+use crate::store::ClaimRequest;
 
 /// What [`PostgresStore::begin_step`] found.
 // Returned once per step and matched at once: boxing the transaction would only add an
@@ -205,7 +206,7 @@ impl PostgresStore {
         let mut floor_moves = 0;
         loop {
             let mut tx = OpenTx::begin(self, &call).await?;
-            let request = call.claim_request(worker);
+            let request = ClaimRequest::of(&call, worker);
             let Some(claim) = self.claim_with(tx.conn()?, &request, true).await? else {
                 floor_moves += 1;
                 if floor_moves >= super::CLAIM_TRIES {

@@ -26,6 +26,7 @@ use sqlx::{Connection, Row, SqliteExecutor};
 pub use self::schema::FORMAT_VERSION;
 use self::schema::NOW;
 pub use self::step::{Step, StepTx};
+use super::columns::{bytes32, u64_of};
 use super::{
     millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, OpCounts, Outcome,
     Store,
@@ -33,9 +34,6 @@ use super::{
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
 use crate::record::{AttemptLog, AttemptOutcome, Record, Snapshot, SnapshotKind, Status};
-
-/// How long a released record is kept before purge may delete it (ms).
-const RELEASED_TTL_MS: i64 = 24 * 3600 * 1000;
 
 /// A [`Store`] on one SQLite file (WAL mode), shared safely by any number of processes.
 #[derive(Debug, Clone)]
@@ -231,6 +229,7 @@ fn sql() -> &'static Sql {
         let live = format!(
             "((status = 'completed' AND expires_at > {NOW}) OR (status = 'running' AND lease_until > {NOW}))"
         );
+        let released_ms = super::millis(super::RELEASED_TTL);
         Sql {
         // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker. One round trip, two statements:
         // the SELECT reads the row as it was; the INSERT claims the key only if no live row
@@ -285,7 +284,7 @@ fn sql() -> &'static Sql {
         release: format!(
             "UPDATE idem_records
              SET status = 'failed', error = 'released by an operator', lease_until = NULL,
-                 updated_at = {NOW}, expires_at = {NOW} + {RELEASED_TTL_MS},
+                 updated_at = {NOW}, expires_at = {NOW} + {released_ms},
                  attempt_outcome = 'released'
              WHERE key = ?1 AND status = 'running'
              RETURNING attempt"
@@ -316,14 +315,6 @@ fn is_locked(e: &sqlx::Error) -> bool {
             .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
         _ => false,
     }
-}
-
-fn key_of(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], String> {
-    <[u8; 32]>::try_from(bytes).map_err(|b| format!("{what} has {} bytes, not 32", b.len()))
-}
-
-fn u64_of(v: i64, what: &str) -> Result<u64, String> {
-    u64::try_from(v).map_err(|_| format!("{what} is negative ({v})"))
 }
 
 /// Decodes the claim statements' rows into a decision, or `None` when the row changed between
@@ -362,7 +353,7 @@ fn decide(req: &ClaimRequest<'_>, rows: &[SqliteRow]) -> Result<Option<Claim>, S
     let fingerprint = row
         .try_get::<Option<Vec<u8>>, _>("fingerprint")
         .map_err(col)?
-        .map(|b| key_of(b, "fingerprint").map(Fingerprint))
+        .map(|b| bytes32(b, "fingerprint").map(Fingerprint))
         .transpose()?;
     if let (Some(have), Some(want)) = (fingerprint, req.fingerprint) {
         if have != *want {
@@ -443,7 +434,7 @@ pub(crate) async fn complete_on<'e>(
 
 fn record_of(row: &SqliteRow) -> Result<Record, String> {
     let col = |e: sqlx::Error| e.to_string();
-    let key = Key(key_of(row.try_get("key").map_err(col)?, "key")?);
+    let key = Key(bytes32(row.try_get("key").map_err(col)?, "key")?);
     let status: String = row.try_get("status").map_err(col)?;
     let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
     Ok(Record {
@@ -454,7 +445,7 @@ fn record_of(row: &SqliteRow) -> Result<Record, String> {
         fingerprint: row
             .try_get::<Option<Vec<u8>>, _>("fingerprint")
             .map_err(col)?
-            .map(|b| key_of(b, "fingerprint").map(Fingerprint))
+            .map(|b| bytes32(b, "fingerprint").map(Fingerprint))
             .transpose()?,
         snapshot: row.try_get("snapshot").map_err(col)?,
         snapshot_kind: kind.as_deref().and_then(SnapshotKind::parse),

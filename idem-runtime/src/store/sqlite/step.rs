@@ -38,6 +38,7 @@ use crate::call::{Call, Finished};
 use crate::error::Error;
 use crate::key::Key;
 use crate::store::step::{still_owned, Next, StepSnapshot, StepWait};
+use crate::store::ClaimRequest;
 
 /// What [`SqliteStore::begin_step`] found.
 // Returned once per step and matched at once: boxing the transaction would only add an
@@ -117,7 +118,7 @@ impl SqliteStore {
                 .begin_with("BEGIN IMMEDIATE")
                 .await
                 .map_err(|e| Error::store("claim", &call.op, &call.key, e))?;
-            let request = call.claim_request(worker);
+            let request = ClaimRequest::of(&call, worker);
             let Some(claim) = claim_on(&mut *tx, &request).await? else {
                 continue;
             };
