@@ -68,7 +68,7 @@ pub(crate) async fn run(store: &dyn Store, args: &StatsArgs, json: bool) -> Resu
         by_op.insert(c.op.clone(), s);
     }
     let counters = match &args.metrics {
-        Some(url) => Some(scrape::counters(url).map_err(|e| Failure {
+        Some(url) => Some(scrape::counters(url).await.map_err(|e| Failure {
             code: 1,
             kind: "metrics",
             message: format!("cannot read metrics from `{url}`: {e}"),
