@@ -34,7 +34,7 @@ struct Cli {
     /// Print JSON for scripts instead of tables for people.
     #[arg(long, global = true)]
     json: bool,
-    /// Give up on connecting to the store after this long (e.g. `10s`).
+    /// Give up on connecting to the store after this long (e.g. `10s`, `1m30s`).
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
     #[command(subcommand)]
@@ -67,7 +67,8 @@ enum Command {
         /// Rows deleted per store transaction.
         #[arg(long, default_value_t = 1000)]
         batch: u32,
-        /// Running records whose lease expired more than this long ago count as expired.
+        /// Running records whose lease expired more than this long ago count as expired (e.g.
+        /// `1h`, `1h30m`).
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         abandoned_after: Duration,
     },
