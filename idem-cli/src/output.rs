@@ -1,39 +1,13 @@
-//! Tables for people and JSON values for scripts; durations and timestamps.
+//! Tables for people and JSON values for scripts; ages and timestamps.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{ContentArrangement, Table};
 use idem_runtime::record::{AttemptLog, Millis, Record, SnapshotKind};
 use serde_json::{json, Value};
 
-use crate::OpStats;
-
-/// Parses `500ms`, `30s`, `10m`, `2h`, `7d` (a bare number is seconds).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("`{text}` is not a duration: expected e.g. 500ms, 30s, 10m, 2h, 7d")
-    })?;
-    let ms = match unit {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "`{text}` has an unknown unit `{unit}`: use ms, s, m, h or d"
-            ))
-        }
-    };
-    Ok(Duration::from_millis(n.saturating_mul(ms)))
-}
+use crate::commands::stats::OpStats;
 
 /// RFC 3339 in UTC with milliseconds.
 pub(crate) fn iso(t: Millis) -> String {

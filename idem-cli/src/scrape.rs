@@ -1,8 +1,13 @@
-//! Reads the runtime's counters from a Prometheus text endpoint (for `idem stats --metrics`).
+//! Reads the runtime's counters from a Prometheus text endpoint (for `idem stats --metrics`):
+//! fetched with `reqwest`, parsed with `prometheus-parse`.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::error::Error as _;
 use std::time::Duration;
+
+use prometheus_parse::{Scrape, Value};
+
+/// How long the whole scrape (connect, request, body) may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The counters `stats` needs, summed over all label sets.
 #[derive(Debug, Default, Clone, Copy)]
@@ -21,71 +26,92 @@ impl Counters {
     }
 }
 
-/// Fetches `url` (plain `http://host:port/path`) and sums the idem counters in it.
-pub(crate) fn counters(url: &str) -> Result<Counters, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| "only plain http:// endpoints are supported".to_owned())?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, "/metrics"),
+/// Fetches `url` (plain `http://host:port/path`; `/metrics` when it has no path) and sums the
+/// idem counters in it.
+pub(crate) async fn counters(url: &str) -> Result<Counters, String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err("only plain http:// endpoints are supported".to_owned());
     };
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or_else(|| format!("`{authority}` resolves to no address"))?;
-    let timeout = Duration::from_secs(5);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: text/plain\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!(
-            "answered `{}`",
-            head.lines().next().unwrap_or_default()
-        ));
+    let url = if rest.contains('/') {
+        url.to_owned()
+    } else {
+        format!("{url}/metrics")
+    };
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .map_err(|e| chain(&e))?;
+    let response = client
+        .get(&url)
+        .header(reqwest::header::ACCEPT, "text/plain")
+        .send()
+        .await
+        .map_err(|e| chain(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("answered `{status}`"));
     }
-    Ok(parse(body))
+    let body = response.text().await.map_err(|e| chain(&e))?;
+    parse(&body)
 }
 
-fn parse(body: &str) -> Counters {
+/// Sums `idem_executions_total` and `idem_replays_total` over their label sets. A sample's
+/// optional timestamp is the parser's business, never read as its value.
+fn parse(body: &str) -> Result<Counters, String> {
+    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .map_err(|e| format!("not the Prometheus text format: {e}"))?;
     let mut c = Counters::default();
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let name = line.split(['{', ' ']).next().unwrap_or_default();
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        match name {
+    for sample in &scrape.samples {
+        let value = match sample.value {
+            Value::Counter(v) | Value::Untyped(v) | Value::Gauge(v) => v,
+            Value::Histogram(_) | Value::Summary(_) => continue,
+        };
+        match sample.metric.as_str() {
             "idem_executions_total" => c.executions += value,
             "idem_replays_total" => c.replays += value,
             _ => {}
         }
     }
-    c
+    Ok(c)
+}
+
+/// An error with its causes (`reqwest` puts "connection refused" in a source, not in the
+/// top-level message).
+fn chain(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     #[test]
     fn sums_label_sets() {
         let c = super::parse(
             "# TYPE idem_replays_total counter\nidem_replays_total{op=\"a\",source=\"cache\"} 3\nidem_replays_total{op=\"b\",source=\"store\"} 1\nidem_executions_total{op=\"a\"} 4\n",
-        );
+        )
+        .unwrap();
         assert!((c.replays - 4.0).abs() < 1e-9);
         assert!((c.executions - 4.0).abs() < 1e-9);
         assert_eq!(c.replay_ratio(), Some(0.5));
+    }
+
+    /// A sample line may end with a timestamp in milliseconds: it is not the value.
+    #[test]
+    fn timestamps_are_not_values() {
+        let c = super::parse(
+            "# HELP idem_replays_total Calls answered from a recorded outcome.\n# TYPE idem_replays_total counter\nidem_replays_total{op=\"send mail\",source=\"cache\"} 6 1764522000000\nidem_executions_total{op=\"send mail\"} 2 1764522000000\nidem_executions_total 1\nother_total 99 1764522000000\n",
+        )
+        .unwrap();
+        assert!((c.replays - 6.0).abs() < 1e-9, "{c:?}");
+        assert!((c.executions - 3.0).abs() < 1e-9, "{c:?}");
+        assert_eq!(c.replay_ratio(), Some(6.0 / 9.0));
     }
 }
