@@ -666,3 +666,34 @@ fn abort_on_lease_loss_drops_the_body() {
         assert!(text.contains("lost its lease"), "{text}");
     });
 }
+
+#[idempotent(key = (id))]
+async fn tiny_step(id: u32) -> Result<u32, AppError> {
+    Ok(id + 1)
+}
+
+#[idempotent(key = (id))]
+async fn two_steps(id: u32) -> Result<u32, AppError> {
+    let a = tiny_step(id).await?;
+    tiny_step(a).await
+}
+
+/// The engine's state is boxed once per call, so an annotated fn's future stays small however
+/// many annotated calls nest (clippy's `large_futures` would otherwise fire on small pipelines).
+#[test]
+fn annotated_futures_are_small() {
+    let one = std::mem::size_of_val(&tiny_step(1));
+    let nested = std::mem::size_of_val(&two_steps(1));
+    let programmatic = std::mem::size_of_val(
+        &Idem::memory().call(Call::new("size").key(&1_u32), || async {
+            Ok::<_, AppError>(1_u32)
+        }),
+    );
+    println!("future sizes: annotated {one} B, nested {nested} B, programmatic {programmatic} B");
+    assert!(one <= 512, "annotated future is {one} bytes");
+    assert!(nested <= 512, "nested annotated future is {nested} bytes");
+    assert!(
+        programmatic <= 512,
+        "programmatic future is {programmatic} bytes"
+    );
+}

@@ -192,7 +192,11 @@ impl Idem {
     ///
     /// Dropping the returned future while the body runs (a timeout around it) releases the
     /// claim at once, so a retry runs without waiting for the lease.
-    pub async fn call<T, E, F, Fut>(&self, call: Call, body: F) -> Result<T, E>
+    pub fn call<'a, T, E, F, Fut>(
+        &'a self,
+        call: Call,
+        body: F,
+    ) -> impl Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>
     where
         T: Serialize + DeserializeOwned,
         E: From<Error> + fmt::Display,
@@ -203,7 +207,7 @@ impl Idem {
             from_idem: E::from,
             policy: NoErrorCache,
         };
-        execute::run(&self.inner, call.finish(), errors, body).await
+        self.call_with(call, errors, body)
     }
 
     /// Like [`Idem::call`], for a body whose error type cannot carry idem's errors: the result's
@@ -220,7 +224,11 @@ impl Idem {
     /// assert!(matches!(read.await, Err(CallError::Body(e)) if e.kind() == std::io::ErrorKind::NotFound));
     /// # }
     /// ```
-    pub async fn try_call<T, E, F, Fut>(&self, call: Call, body: F) -> Result<T, CallError<E>>
+    pub fn try_call<'a, T, E, F, Fut>(
+        &'a self,
+        call: Call,
+        body: F,
+    ) -> impl Future<Output = Result<T, CallError<E>>> + use<'a, T, E, F, Fut>
     where
         T: Serialize + DeserializeOwned,
         E: fmt::Display,
@@ -232,21 +240,25 @@ impl Idem {
             policy: NoErrorCache,
         };
         let body = || async move { body().await.map_err(CallError::Body) };
-        execute::run(&self.inner, call.finish(), errors, body).await
+        self.call_with(call, errors, body)
     }
 
     /// Like [`Idem::call`], but every `Err` is recorded and replayed too (Stripe-style), so a
     /// definitive failure (a declined card, a rejected prompt) is not retried. An error that
     /// carries one of idem's own errors (`InProgress`, a store failure, ...) is never recorded:
     /// it describes that moment, not the operation.
-    pub async fn call_caching_errors<T, E, F, Fut>(&self, call: Call, body: F) -> Result<T, E>
+    pub fn call_caching_errors<'a, T, E, F, Fut>(
+        &'a self,
+        call: Call,
+        body: F,
+    ) -> impl Future<Output = Result<T, E>> + use<'a, T, E, F, Fut>
     where
         T: Serialize + DeserializeOwned,
         E: From<Error> + fmt::Display + Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.call_caching_errors_if(call, |_: &E| true, body).await
+        self.call_caching_errors_if(call, |_: &E| true, body)
     }
 
     /// Like [`Idem::call_caching_errors`], recording only the errors `permanent` accepts; the
@@ -282,12 +294,12 @@ impl Idem {
     /// assert!(matches!(charge(Ok(7)).await, Err(ChargeError::Declined))); // replayed
     /// # }
     /// ```
-    pub async fn call_caching_errors_if<T, E, P, F, Fut>(
-        &self,
+    pub fn call_caching_errors_if<'a, T, E, P, F, Fut>(
+        &'a self,
         call: Call,
         permanent: P,
         body: F,
-    ) -> Result<T, E>
+    ) -> impl Future<Output = Result<T, E>> + use<'a, T, E, P, F, Fut>
     where
         T: Serialize + DeserializeOwned,
         E: From<Error> + fmt::Display + Serialize + DeserializeOwned,
@@ -299,17 +311,19 @@ impl Idem {
             from_idem: E::from,
             policy: CacheErrorsWhen::new(permanent),
         };
-        execute::run(&self.inner, call.finish(), errors, body).await
+        self.call_with(call, errors, body)
     }
 
-    /// The engine behind the attribute: `from_idem` makes the function's error type from
-    /// idem's, `policy` is its `cache_errors`.
-    pub(crate) async fn call_with<T, E, P, F, Fut>(
-        &self,
+    /// The engine behind every call: `from_idem` makes the function's error type from idem's,
+    /// `policy` is its `cache_errors`. The key is computed now; the engine's state (claim loop,
+    /// lease, recording) is boxed, once, so the future a caller holds (and nests inside its own
+    /// futures) is a few words plus the body, not kilobytes.
+    pub(crate) fn call_with<'a, T, E, P, F, Fut>(
+        &'a self,
         call: Call,
         errors: Errors<E, P>,
         body: F,
-    ) -> Result<T, E>
+    ) -> impl Future<Output = Result<T, E>> + use<'a, T, E, P, F, Fut>
     where
         T: Serialize + DeserializeOwned,
         E: fmt::Display,
@@ -317,7 +331,7 @@ impl Idem {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        execute::run(&self.inner, call.finish(), errors, body).await
+        Box::pin(execute::run(&self.inner, call.finish(), errors, body))
     }
 
     /// Forgets a key: the next call runs again. This process's cache forgets it at once; other
