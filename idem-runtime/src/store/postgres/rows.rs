@@ -1,0 +1,200 @@
+//! Reading the PostgreSQL store's rows back: what the claim statements decided, records and
+//! attempts-log lines, each value checked (a bad one is `Error::Corrupt`, never a panic).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use crate::error::Error;
+use crate::key::{Fingerprint, Key};
+use crate::record::{AttemptLog, AttemptOutcome, Record, Snapshot, SnapshotKind, Status};
+use crate::store::columns::{bytes32, u64_of};
+use crate::store::{millis, Claim, ClaimRequest};
+
+/// What the insert of a key without a record (`claim_new`) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    /// It inserted the record: the caller owns this attempt.
+    Acquired(u64),
+    /// The key has a record: run the claim statement.
+    HasRecord,
+    /// The attempt floor rose past the attempt it took while it ran (a purge or forget of
+    /// this key's old row committed in between): it inserted nothing; run it again.
+    FloorMoved,
+}
+
+/// What the claim statement found.
+#[derive(Debug)]
+pub(crate) enum Claimed {
+    /// The key has no record: insert it (`claim_new`).
+    NoRecord,
+    /// The record changed under the statement: run it again.
+    Changed,
+    /// The decision. `waiters`: the running attempt (if any) already has waiters flagged.
+    Decided { claim: Claim, waiters: bool },
+}
+
+/// Either claim statement with its parameters: $1 key, $2 op, $3 fingerprint, $4 lease ms,
+/// $5 worker, $6 ttl ms.
+pub(super) fn claim_query<'q>(
+    sql: &'q str,
+    req: &ClaimRequest<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(&req.key.0[..])
+        .bind(req.op)
+        .bind(req.fingerprint.map(|f| &f.0[..]))
+        .bind(millis(req.lease))
+        .bind(req.worker)
+        .bind(millis(req.ttl))
+}
+
+/// The error of a claim statement's row that does not decode, naming the operation and key.
+pub(super) fn claim_corrupt<'a>(req: &'a ClaimRequest<'_>) -> impl Fn(String) -> Error + 'a {
+    move |reason| Error::Corrupt {
+        op: req.op.to_owned(),
+        key: *req.key,
+        reason,
+    }
+}
+
+pub(super) fn attempt_i64(attempt: u64) -> i64 {
+    i64::try_from(attempt).unwrap_or(i64::MAX)
+}
+
+pub(super) fn col(e: sqlx::Error) -> String {
+    e.to_string()
+}
+
+pub(super) fn fingerprint_of(row: &PgRow) -> Result<Option<Fingerprint>, String> {
+    row.try_get::<Option<Vec<u8>>, _>("fingerprint")
+        .map_err(col)?
+        .map(|b| bytes32(b, "fingerprint").map(Fingerprint))
+        .transpose()
+}
+
+/// A `timestamptz` column as PostgreSQL sends it in binary: microseconds since 2000-01-01 UTC,
+/// `i64::MAX` / `i64::MIN` for `'infinity'` / `'-infinity'`. Compared as they are, so the store
+/// judges liveness exactly as the statement did (to the microsecond), and no value (an operator's
+/// `'infinity'`, say) can overflow a date type.
+pub(super) fn micros_of(row: &PgRow, column: &str) -> Result<Option<i64>, String> {
+    row.try_get_unchecked::<Option<i64>, _>(column).map_err(col)
+}
+
+/// Microseconds since 2000-01-01 (PostgreSQL's epoch) as milliseconds since 1970-01-01.
+pub(super) fn unix_millis(pg_micros: i64) -> i64 {
+    const PG_EPOCH_UNIX_MILLIS: i64 = 946_684_800_000;
+    (pg_micros / 1000).saturating_add(PG_EPOCH_UNIX_MILLIS)
+}
+
+/// Decodes the claim statement's row (a record that exists) into a decision. Liveness is
+/// judged against the server's `now`, the same instant the statement judged it by.
+pub(super) fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Claimed, String> {
+    if let Some(acquired) = row
+        .try_get::<Option<Vec<i64>>, _>("acquired")
+        .map_err(col)?
+    {
+        // `{attempt, taken-over attempt or 0}`, from `<prefix>acquire`.
+        let [attempt, took_over] = acquired[..] else {
+            return Err(format!("the acquire function returned {acquired:?}"));
+        };
+        return Ok(Claimed::Decided {
+            claim: Claim::Acquired {
+                attempt: u64_of(attempt, "attempt")?,
+                took_over: (took_over != 0)
+                    .then(|| u64_of(took_over, "taken_over_from"))
+                    .transpose()?,
+            },
+            waiters: false,
+        });
+    }
+    let attempt = u64_of(row.try_get("attempt").map_err(col)?, "attempt")?;
+    let status = Status::from_str(&row.try_get::<String, _>("status").map_err(col)?)?;
+    let now = micros_of(row, "now")?.ok_or("the server's clock is NULL")?;
+    let expires_at = micros_of(row, "expires_at")?;
+    let lease_until = micros_of(row, "lease_until")?;
+    let live_completed = status == Status::Completed && expires_at.is_some_and(|e| e > now);
+    let live_running = status == Status::Running && lease_until.is_some_and(|l| l > now);
+    if !live_completed && !live_running {
+        // The statement judged it claimable (by the same instant, to the microsecond) and
+        // called `acquire`, which found a newer version that a concurrent claimer made live.
+        return Ok(Claimed::Changed);
+    }
+    let fingerprint = fingerprint_of(row)?;
+    if let (Some(have), Some(want)) = (fingerprint, req.fingerprint) {
+        if have != *want {
+            return Ok(Claimed::Decided {
+                claim: Claim::KeyReuse,
+                waiters: false,
+            });
+        }
+    }
+    if live_running {
+        let left = lease_until.map_or(0, |l| l.saturating_sub(now));
+        return Ok(Claimed::Decided {
+            claim: Claim::Running {
+                attempt,
+                lease_left: Duration::from_micros(u64::try_from(left).unwrap_or(0)),
+            },
+            waiters: row.try_get("waiters").map_err(col)?,
+        });
+    }
+    let bytes: Option<Vec<u8>> = row.try_get("snapshot").map_err(col)?;
+    let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
+    let (Some(bytes), Some(kind)) = (bytes, kind.as_deref().and_then(SnapshotKind::parse)) else {
+        return Err("completed record without a snapshot".into());
+    };
+    Ok(Claimed::Decided {
+        claim: Claim::Completed(Snapshot {
+            attempt,
+            kind,
+            bytes,
+            expires_at: expires_at.map_or(i64::MAX, unix_millis),
+            fingerprint,
+        }),
+        waiters: false,
+    })
+}
+
+pub(super) fn record_of(row: &PgRow) -> Result<Record, String> {
+    let status: String = row.try_get("status").map_err(col)?;
+    let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
+    Ok(Record {
+        key: Key(bytes32(row.try_get("key").map_err(col)?, "key")?),
+        op: row.try_get("op").map_err(col)?,
+        status: Status::from_str(&status)?,
+        attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
+        fingerprint: fingerprint_of(row)?,
+        snapshot: row.try_get("snapshot").map_err(col)?,
+        snapshot_kind: kind.as_deref().and_then(SnapshotKind::parse),
+        error: row.try_get("error").map_err(col)?,
+        lease_until: row.try_get("lease_until").map_err(col)?,
+        worker: row.try_get("worker").map_err(col)?,
+        created_at: row.try_get("created_at").map_err(col)?,
+        updated_at: row.try_get("updated_at").map_err(col)?,
+        expires_at: row.try_get("expires_at").map_err(col)?,
+    })
+}
+
+pub(super) fn attempt_log_of(row: &PgRow) -> Result<AttemptLog, String> {
+    let outcome: String = row.try_get("outcome").map_err(col)?;
+    Ok(AttemptLog {
+        attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
+        worker: row.try_get("worker").map_err(col)?,
+        started_at: row.try_get("started_at").map_err(col)?,
+        ended_at: row.try_get("ended_at").map_err(col)?,
+        outcome: AttemptOutcome::parse(&outcome)
+            .ok_or_else(|| format!("unknown attempt outcome `{outcome}`"))?,
+        error: row.try_get("error").map_err(col)?,
+    })
+}
+
+pub(super) fn corrupt(key: &Key) -> impl Fn(String) -> Error + '_ {
+    move |reason| Error::Corrupt {
+        op: String::new(),
+        key: *key,
+        reason,
+    }
+}
