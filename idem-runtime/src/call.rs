@@ -175,8 +175,8 @@ impl Call {
         Key(self.key.clone().finish())
     }
 
-    pub(crate) fn finish(self) -> Finished {
-        Finished {
+    pub(crate) fn keyed(self) -> KeyedCall {
+        KeyedCall {
             key: Key(self.key.finish()),
             fingerprint: self.verify.map(|v| Fingerprint(v.finish())),
             op: self.op,
@@ -187,7 +187,7 @@ impl Call {
 
 /// A call with its key and fingerprint computed.
 #[derive(Debug)]
-pub(crate) struct Finished {
+pub(crate) struct KeyedCall {
     pub(crate) op: Cow<'static, str>,
     pub(crate) key: Key,
     pub(crate) fingerprint: Option<Fingerprint>,

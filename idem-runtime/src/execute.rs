@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::attempt::{OwnedAttempt, Recording};
-use crate::call::Finished;
+use crate::call::KeyedCall;
 use crate::context::{with_current, CallInfo};
 use crate::error::Error;
 use crate::handle::Handle;
@@ -39,7 +39,7 @@ pub struct Errors<E, P> {
 
 pub(crate) async fn run<T, E, P, F, Fut>(
     handle: &Arc<Handle>,
-    call: Finished,
+    call: KeyedCall,
     errors: Errors<E, P>,
     body: F,
 ) -> Result<T, E>
@@ -70,7 +70,7 @@ fn outcome(op: &Cow<'static, str>, outcome: CallOutcome) {
 
 async fn run_in_span<T, E, P, F, Fut>(
     inner: &Arc<Handle>,
-    call: Finished,
+    call: KeyedCall,
     errors: Errors<E, P>,
     body: F,
 ) -> Result<T, E>
@@ -181,7 +181,7 @@ where
 /// Runs the body as attempt `attempt` and records its outcome.
 async fn execute<T, E, P, F, Fut>(
     inner: &Arc<Handle>,
-    call: &Finished,
+    call: &KeyedCall,
     attempt: u64,
     errors: Errors<E, P>,
     body: F,
@@ -303,7 +303,7 @@ where
 /// NaN encodes as `null`, which would then never decode), or why it cannot be kept.
 fn snapshot_of<T: Serialize + DeserializeOwned>(
     value: &T,
-    call: &Finished,
+    call: &KeyedCall,
     limit: usize,
 ) -> Result<Vec<u8>, (Unrecorded, Error)> {
     let bytes = serde_json::to_vec(value).map_err(|source| {
@@ -339,7 +339,7 @@ fn snapshot_of<T: Serialize + DeserializeOwned>(
 /// `None`: the error is then recorded as the attempt's failure text, and the next call retries.
 fn error_snapshot<E: Display, P: ErrorPolicy<E>>(
     err: &E,
-    call: &Finished,
+    call: &KeyedCall,
     limit: usize,
     policy: &P,
 ) -> Option<Vec<u8>> {
@@ -365,7 +365,7 @@ fn error_snapshot<E: Display, P: ErrorPolicy<E>>(
 /// failed), the attempt's own result is all there is (`None` when its body was aborted).
 async fn converge<T, E, P>(
     inner: &Arc<Handle>,
-    call: &Finished,
+    call: &KeyedCall,
     attempt: u64,
     own: Option<Result<T, E>>,
     errors: Errors<E, P>,

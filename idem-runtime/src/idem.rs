@@ -331,7 +331,7 @@ impl Idem {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        Box::pin(execute::run(&self.inner, call.finish(), errors, body))
+        Box::pin(execute::run(&self.inner, call.keyed(), errors, body))
     }
 
     /// Forgets a key: the next call runs again. This process's cache forgets it at once; other

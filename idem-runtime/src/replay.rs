@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::call::Finished;
+use crate::call::KeyedCall;
 use crate::error::{encode_unless_idem, Error};
 use crate::key::Fingerprint;
 use crate::record::{Snapshot, SnapshotKind};
@@ -92,7 +92,7 @@ pub(crate) fn fingerprints_differ(have: Option<&Fingerprint>, want: Option<&Fing
 }
 
 /// The error of a call whose key was used with another payload.
-pub(crate) fn key_reuse(call: &Finished) -> Error {
+pub(crate) fn key_reuse(call: &KeyedCall) -> Error {
     Error::KeyReuse {
         op: call.op.to_string(),
         key: call.key,
@@ -101,7 +101,7 @@ pub(crate) fn key_reuse(call: &Finished) -> Error {
 
 /// The result a snapshot of `call` holds. idem's own errors become `E` through `from_idem`.
 pub(crate) fn decode<T, E, P>(
-    call: &Finished,
+    call: &KeyedCall,
     snapshot: &Snapshot,
     policy: &P,
     from_idem: fn(Error) -> E,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::call::{Finished, OnConflict};
+use crate::call::{KeyedCall, OnConflict};
 use crate::error::Error;
 
 /// The longest pause between two looks at a key another attempt runs, when the store cannot
@@ -50,7 +50,7 @@ impl Patience {
     /// looking again, or [`Error::InProgress`] when the call may not wait (any more).
     pub(crate) fn pause(
         &mut self,
-        call: &Finished,
+        call: &KeyedCall,
         attempt: u64,
         lease_left: Duration,
     ) -> Result<Duration, Error> {

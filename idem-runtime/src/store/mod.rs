@@ -51,7 +51,7 @@ pub struct ClaimRequest<'a> {
 
 impl<'a> ClaimRequest<'a> {
     /// What `worker` asks the store for when it claims the key of `call`.
-    pub(crate) fn of(call: &'a crate::call::Finished, worker: &'a str) -> Self {
+    pub(crate) fn of(call: &'a crate::call::KeyedCall, worker: &'a str) -> Self {
         ClaimRequest {
             op: &call.op,
             key: &call.key,

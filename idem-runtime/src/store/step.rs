@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{AttemptRef, Claim, Fence, Outcome};
-use crate::call::Finished;
+use crate::call::KeyedCall;
 use crate::error::Error;
 use crate::record::SnapshotKind;
 use crate::replay::{decode, fingerprints_differ, key_reuse, NoErrorCache};
@@ -37,7 +37,7 @@ impl StepWait {
     /// What `claim` means for the step of `call`.
     pub(crate) fn next<T: DeserializeOwned>(
         &mut self,
-        call: &Finished,
+        call: &KeyedCall,
         claim: Claim,
     ) -> Result<Next<T>, Error> {
         match claim {
@@ -65,7 +65,7 @@ pub(crate) struct StepSnapshot {
 
 impl StepSnapshot {
     /// The snapshot of `value`, the step's result.
-    pub(crate) fn of<T: Serialize>(call: &Finished, value: &T) -> Result<Self, Error> {
+    pub(crate) fn of<T: Serialize>(call: &KeyedCall, value: &T) -> Result<Self, Error> {
         let bytes = serde_json::to_vec(value).map_err(|source| Error::SnapshotEncode {
             op: call.op.to_string(),
             key: call.key,
@@ -77,7 +77,7 @@ impl StepSnapshot {
     /// The fenced completion of `attempt` of `call` that records it.
     pub(crate) fn completion<'a>(
         &'a self,
-        call: &'a Finished,
+        call: &'a KeyedCall,
         attempt: u64,
     ) -> (AttemptRef<'a>, Outcome<'a>) {
         let attempt = AttemptRef {
@@ -96,7 +96,7 @@ impl StepSnapshot {
 
 /// A step's completion inside its own transaction must own the record: the transaction holds
 /// the record's lock from the claim on, so nobody can take it over. Checked anyway.
-pub(crate) fn still_owned(fence: Fence, call: &Finished) -> Result<(), Error> {
+pub(crate) fn still_owned(fence: Fence, call: &KeyedCall) -> Result<(), Error> {
     match fence {
         Fence::Owned => Ok(()),
         Fence::Lost => Err(Error::store(

@@ -54,7 +54,7 @@ use self::listen::Notifier;
 use self::predict::Predictor;
 use self::rows::{
     attempt_i64, attempt_log_of, claim_corrupt, claim_query, col, corrupt, decide, record_of,
-    Claimed, Inserted,
+    ClaimRead, Inserted,
 };
 use self::schema::Names;
 pub use self::schema::FORMAT_VERSION;
@@ -202,13 +202,13 @@ impl PostgresStore {
         &self,
         exec: impl PgExecutor<'e>,
         req: &ClaimRequest<'_>,
-    ) -> Result<Claimed, Error> {
+    ) -> Result<ClaimRead, Error> {
         let row = claim_query(&self.inner.sql.claim, req)
             .fetch_optional(exec)
             .await
             .map_err(|e| Error::store("claim", req.op, req.key, e))?;
         let Some(row) = row else {
-            return Ok(Claimed::NoRecord);
+            return Ok(ClaimRead::NoRecord);
         };
         decide(req, &row).map_err(claim_corrupt(req))
     }
@@ -311,13 +311,13 @@ impl PostgresStore {
             }
             let claimed = self.claim_on(&mut *conn, req).await?;
             if !learned {
-                predictor.learn(req.op, matches!(claimed, Claimed::NoRecord));
+                predictor.learn(req.op, matches!(claimed, ClaimRead::NoRecord));
                 learned = true;
             }
             match claimed {
-                Claimed::NoRecord => insert = true,
-                Claimed::Changed => insert = false,
-                Claimed::Decided { claim, waiters } => {
+                ClaimRead::NoRecord => insert = true,
+                ClaimRead::Changed => insert = false,
+                ClaimRead::Decided { claim, waiters } => {
                     // Not inside a step's transaction: the flag would lock the owner's
                     // record (its heartbeat and completion would wait) until the step rolls
                     // back, which undoes it anyway; a waiting step polls.

@@ -27,7 +27,7 @@ pub(crate) enum Inserted {
 
 /// What the claim statement found.
 #[derive(Debug)]
-pub(crate) enum Claimed {
+pub(crate) enum ClaimRead {
     /// The key has no record: insert it (`claim_new`).
     NoRecord,
     /// The record changed under the statement: run it again.
@@ -91,7 +91,7 @@ pub(super) fn unix_millis(pg_micros: i64) -> i64 {
 
 /// Decodes the claim statement's row (a record that exists) into a decision. Liveness is
 /// judged against the server's `now`, the same instant the statement judged it by.
-pub(super) fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Claimed, String> {
+pub(super) fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<ClaimRead, String> {
     if let Some(acquired) = row
         .try_get::<Option<Vec<i64>>, _>("acquired")
         .map_err(col)?
@@ -100,7 +100,7 @@ pub(super) fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Claimed, Str
         let [attempt, took_over] = acquired[..] else {
             return Err(format!("the acquire function returned {acquired:?}"));
         };
-        return Ok(Claimed::Decided {
+        return Ok(ClaimRead::Decided {
             claim: Claim::Acquired {
                 attempt: u64_of(attempt, "attempt")?,
                 took_over: (took_over != 0)
@@ -120,12 +120,12 @@ pub(super) fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Claimed, Str
     if !live_completed && !live_running {
         // The statement judged it claimable (by the same instant, to the microsecond) and
         // called `acquire`, which found a newer version that a concurrent claimer made live.
-        return Ok(Claimed::Changed);
+        return Ok(ClaimRead::Changed);
     }
     let fingerprint = fingerprint_of(row)?;
     if let (Some(have), Some(want)) = (fingerprint, req.fingerprint) {
         if have != *want {
-            return Ok(Claimed::Decided {
+            return Ok(ClaimRead::Decided {
                 claim: Claim::KeyReuse,
                 waiters: false,
             });
@@ -133,7 +133,7 @@ pub(super) fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Claimed, Str
     }
     if live_running {
         let left = lease_until.map_or(0, |l| l.saturating_sub(now));
-        return Ok(Claimed::Decided {
+        return Ok(ClaimRead::Decided {
             claim: Claim::Running {
                 attempt,
                 lease_left: Duration::from_micros(u64::try_from(left).unwrap_or(0)),
@@ -146,7 +146,7 @@ pub(super) fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<Claimed, Str
     let (Some(bytes), Some(kind)) = (bytes, kind.as_deref().and_then(SnapshotKind::parse)) else {
         return Err("completed record without a snapshot".into());
     };
-    Ok(Claimed::Decided {
+    Ok(ClaimRead::Decided {
         claim: Claim::Completed(Snapshot {
             attempt,
             kind,

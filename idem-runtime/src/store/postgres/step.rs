@@ -58,7 +58,7 @@ use sqlx::{PgConnection, TransactionManager};
 
 use super::conn::Held;
 use super::PostgresStore;
-use crate::call::{Call, Finished};
+use crate::call::{Call, KeyedCall};
 use crate::error::Error;
 use crate::key::Key;
 use crate::store::step::{still_owned, Next, StepSnapshot, StepWait};
@@ -91,7 +91,7 @@ impl OpenTx {
     /// transaction: a caller's own `begin()` on [`StepTx::conn`] then opens a savepoint instead
     /// of committing the step early. The guard exists before `BEGIN` is sent, so a caller
     /// cancelled during it still rolls back.
-    async fn begin(store: &PostgresStore, call: &Finished) -> Result<Self, Error> {
+    async fn begin(store: &PostgresStore, call: &KeyedCall) -> Result<Self, Error> {
         let held = store.held("claim", &call.op, &call.key).await?;
         let mut tx = Self { held: Some(held) };
         PgTransactionManager::begin(tx.conn()?, None)
@@ -108,7 +108,7 @@ impl OpenTx {
             .ok_or_else(|| Error::Config("the step's transaction has ended".into()))
     }
 
-    async fn commit(mut self, call: &Finished) -> Result<(), Error> {
+    async fn commit(mut self, call: &KeyedCall) -> Result<(), Error> {
         let conn = self.conn()?;
         // A savepoint the caller opened and left open would make the `COMMIT` below only
         // release it, and leave the step uncommitted.
@@ -142,7 +142,7 @@ impl Drop for OpenTx {
 #[derive(Debug)]
 pub struct StepTx {
     tx: OpenTx,
-    call: Finished,
+    call: KeyedCall,
     attempt: u64,
     store: PostgresStore,
 }
@@ -201,7 +201,7 @@ impl PostgresStore {
         call: Call,
         worker: &str,
     ) -> Result<Step<T>, Error> {
-        let call = call.finish();
+        let call = call.keyed();
         let mut waiting = StepWait::new();
         let mut floor_moves = 0;
         loop {

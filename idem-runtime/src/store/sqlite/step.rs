@@ -34,7 +34,7 @@ use serde::Serialize;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::{claim_on, complete_on, SqliteStore};
-use crate::call::{Call, Finished};
+use crate::call::{Call, KeyedCall};
 use crate::error::Error;
 use crate::key::Key;
 use crate::store::step::{still_owned, Next, StepSnapshot, StepWait};
@@ -58,7 +58,7 @@ pub enum Step<T> {
 #[derive(Debug)]
 pub struct StepTx {
     tx: Transaction<'static, Sqlite>,
-    call: Finished,
+    call: KeyedCall,
     attempt: u64,
 }
 
@@ -110,7 +110,7 @@ impl SqliteStore {
         call: Call,
         worker: &str,
     ) -> Result<Step<T>, Error> {
-        let call = call.finish();
+        let call = call.keyed();
         let mut waiting = StepWait::new();
         loop {
             let mut tx = self
