@@ -1,6 +1,11 @@
-//! Checks the SQL stores share when they read a row back: a column that must hold 32 bytes (a
-//! key, a fingerprint), a count that must not be negative (an attempt number). A bad value is
-//! a reason string for `Error::Corrupt`, never a panic.
+//! What the SQL stores share when they read rows back: a column that must hold 32 bytes (a key,
+//! a fingerprint), a count that must not be negative (an attempt number), an attempts-log line,
+//! a line of counts. A bad value is a reason string for `Error::Corrupt`, never a panic.
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::record::{AttemptLog, AttemptOutcome};
+use crate::store::OpCounts;
 
 /// The 32 bytes of a key or fingerprint column.
 pub(crate) fn bytes32(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], String> {
@@ -10,4 +15,46 @@ pub(crate) fn bytes32(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], String> {
 /// A non-negative integer column (SQL integers are signed).
 pub(crate) fn u64_of(v: i64, what: &str) -> Result<u64, String> {
     u64::try_from(v).map_err(|_| format!("{what} is negative ({v})"))
+}
+
+/// One line of the attempts log: the columns `attempt`, `worker`, `started_at`, `ended_at`
+/// (milliseconds since the Unix epoch), `outcome`, `error`.
+pub(crate) fn attempt_log_of<'r, R>(row: &'r R) -> Result<AttemptLog, String>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let col = |e: sqlx::Error| e.to_string();
+    let outcome: String = row.try_get("outcome").map_err(col)?;
+    Ok(AttemptLog {
+        attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
+        worker: row.try_get("worker").map_err(col)?,
+        started_at: row.try_get("started_at").map_err(col)?,
+        ended_at: row.try_get("ended_at").map_err(col)?,
+        outcome: AttemptOutcome::parse(&outcome)
+            .ok_or_else(|| format!("unknown attempt outcome `{outcome}`"))?,
+        error: row.try_get("error").map_err(col)?,
+    })
+}
+
+/// The counts of one operation, as both SQL stores' count statements return them:
+/// `(op, records, running, stuck, completed, failed, attempts)`.
+pub(crate) type CountsRow = (String, i64, i64, i64, i64, i64, i64);
+
+/// [`OpCounts`] from a [`CountsRow`] (a negative count, which SQL cannot produce, reads as 0).
+pub(crate) fn counts_of(row: CountsRow) -> OpCounts {
+    let (op, records, running, stuck, completed, failed, attempts) = row;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    let mut c = OpCounts::new(&op);
+    c.records = n(records);
+    c.running = n(running);
+    c.stuck = n(stuck);
+    c.completed = n(completed);
+    c.failed = n(failed);
+    c.attempts = n(attempts);
+    c
 }

@@ -53,14 +53,13 @@ use self::conn::Connections;
 use self::listen::Notifier;
 use self::predict::Predictor;
 use self::rows::{
-    attempt_i64, attempt_log_of, claim_corrupt, claim_query, col, corrupt, decide, record_of,
-    ClaimRead, Inserted,
+    attempt_i64, claim_corrupt, claim_query, col, corrupt, decide, record_of, ClaimRead, Inserted,
 };
 use self::schema::Names;
 pub use self::schema::FORMAT_VERSION;
 use self::sql::Sql;
 pub use self::step::{Step, StepTx};
-use super::columns::u64_of;
+use super::columns::{attempt_log_of, counts_of, u64_of};
 use super::redact_url;
 use super::{
     millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter,
@@ -502,22 +501,7 @@ impl Store for PostgresStore {
                 .await
                 .map_err(|e| Error::store(action, op.unwrap_or_default(), &NO_KEY, e))?;
         held.done();
-        Ok(rows
-            .into_iter()
-            .map(
-                |(op, records, running, stuck, completed, failed, attempts)| {
-                    let n = |v: i64| u64::try_from(v).unwrap_or(0);
-                    let mut c = OpCounts::new(&op);
-                    c.records = n(records);
-                    c.running = n(running);
-                    c.stuck = n(stuck);
-                    c.completed = n(completed);
-                    c.failed = n(failed);
-                    c.attempts = n(attempts);
-                    c
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(counts_of).collect())
     }
 
     async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {

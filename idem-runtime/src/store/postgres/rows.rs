@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
-use crate::record::{AttemptLog, AttemptOutcome, Record, Snapshot, SnapshotKind, Status};
+use crate::record::{Record, Snapshot, SnapshotKind, Status};
 use crate::store::columns::{bytes32, u64_of};
 use crate::store::{millis, Claim, ClaimRequest};
 
@@ -175,19 +175,6 @@ pub(super) fn record_of(row: &PgRow) -> Result<Record, String> {
         created_at: row.try_get("created_at").map_err(col)?,
         updated_at: row.try_get("updated_at").map_err(col)?,
         expires_at: row.try_get("expires_at").map_err(col)?,
-    })
-}
-
-pub(super) fn attempt_log_of(row: &PgRow) -> Result<AttemptLog, String> {
-    let outcome: String = row.try_get("outcome").map_err(col)?;
-    Ok(AttemptLog {
-        attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
-        worker: row.try_get("worker").map_err(col)?,
-        started_at: row.try_get("started_at").map_err(col)?,
-        ended_at: row.try_get("ended_at").map_err(col)?,
-        outcome: AttemptOutcome::parse(&outcome)
-            .ok_or_else(|| format!("unknown attempt outcome `{outcome}`"))?,
-        error: row.try_get("error").map_err(col)?,
     })
 }
 

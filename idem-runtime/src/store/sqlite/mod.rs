@@ -26,14 +26,14 @@ use sqlx::{Connection, Row, SqliteExecutor};
 pub use self::schema::FORMAT_VERSION;
 use self::schema::NOW;
 pub use self::step::{Step, StepTx};
-use super::columns::{bytes32, u64_of};
+use super::columns::{attempt_log_of, bytes32, counts_of, u64_of};
 use super::{
     millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, OpCounts, Outcome,
     Store,
 };
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
-use crate::record::{AttemptLog, AttemptOutcome, Record, Snapshot, SnapshotKind, Status};
+use crate::record::{AttemptLog, Record, Snapshot, SnapshotKind, Status};
 
 /// A [`Store`] on one SQLite file (WAL mode), shared safely by any number of processes.
 #[derive(Debug, Clone)]
@@ -551,19 +551,7 @@ impl Store for SqliteStore {
         .await
         .map_err(|e| Error::store("attempts", "", key, e))?;
         rows.iter()
-            .map(|row| {
-                let col = |e: sqlx::Error| e.to_string();
-                let outcome: String = row.try_get("outcome").map_err(col)?;
-                Ok(AttemptLog {
-                    attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
-                    worker: row.try_get("worker").map_err(col)?,
-                    started_at: row.try_get("started_at").map_err(col)?,
-                    ended_at: row.try_get("ended_at").map_err(col)?,
-                    outcome: AttemptOutcome::parse(&outcome)
-                        .ok_or_else(|| format!("unknown attempt outcome `{outcome}`"))?,
-                    error: row.try_get("error").map_err(col)?,
-                })
-            })
+            .map(attempt_log_of)
             .collect::<Result<_, String>>()
             .map_err(|reason| Error::Corrupt {
                 op: String::new(),
@@ -609,22 +597,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| Error::store("count", op.unwrap_or_default(), &Key([0; 32]), e))?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(op, records, running, stuck, completed, failed, attempts)| {
-                    let n = |v: i64| u64::try_from(v).unwrap_or(0);
-                    let mut c = OpCounts::new(&op);
-                    c.records = n(records);
-                    c.running = n(running);
-                    c.stuck = n(stuck);
-                    c.completed = n(completed);
-                    c.failed = n(failed);
-                    c.attempts = n(attempts);
-                    c
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(counts_of).collect())
     }
 
     async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
