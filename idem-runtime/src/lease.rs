@@ -3,8 +3,7 @@
 //!
 //! Heartbeats do not run inside the call's own future: a body that blocks its thread (a
 //! synchronous client, from its very first line) would starve them. Nor does each call spawn a
-//! task of its own: that costs a spawn and thread wake-ups per call (measured: a memory-store
-//! miss doubled). Instead each runtime worker thread has one *keeper* task that renews every
+//! task of its own: that costs a spawn and thread wake-ups per call (docs/performance.md). Instead each runtime worker thread has one *keeper* task that renews every
 //! lease registered from that thread. A registration is a lock, a map insert and an atomic read;
 //! the keeper is woken only when the new lease is due before everything it already waits for.
 //! Once it has run, the keeper is an ordinary task woken by its timer, which any worker can

@@ -2,8 +2,8 @@
 //!
 //! A claim of a new key is cheapest as a plain `INSERT ... ON CONFLICT DO NOTHING` (as cheap as
 //! hand-written SQL); a replay is cheapest as a plain read. One statement that does both pays
-//! for the other's work every time (measured: a data-modifying CTE cost replays 35% more server
-//! time than a read). Operations are usually one or the other for long stretches (a pipeline
+//! for the other's work every time (a data-modifying CTE cost replays measurably more server
+//! time than a read: docs/performance.md). Operations are usually one or the other for long stretches (a pipeline
 //! stage mostly sees new items; a retry storm mostly replays), so the store remembers, per
 //! operation, what its recent claims found, like a branch predictor: a two-bit saturating
 //! counter in one of 64 slots chosen by a hash of the operation name.

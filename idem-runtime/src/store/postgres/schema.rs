@@ -28,8 +28,8 @@
 //!   - `fillfactor = 80`: each page keeps room for new row versions, so updates that touch no
 //!     indexed column are HOT (heap-only: no index insertions, no index bloat).
 //!   - No CHECK constraints (since version 2): PostgreSQL parses every CHECK expression again on
-//!     each INSERT and UPDATE (`ExecConstraints` -> `stringToNode`, 14% of the server's CPU per
-//!     claimed and completed key in a profile). Readers validate instead: a row with an
+//!     each INSERT and UPDATE (`ExecConstraints` -> `stringToNode`, a large share of the
+//!     server's CPU per claimed and completed key; docs/performance.md). Readers validate instead: a row with an
 //!     unknown status, a short key or fingerprint, or a completed row without a snapshot is
 //!     `Error::Corrupt` naming the key, never a panic or a silent re-run.
 //! - `idem_attempts`: one row per *past* attempt (`key`, `attempt`, `worker`, `started_at`,
@@ -37,9 +37,8 @@
 //!   `cancelled`, `error`), primary key `(key, attempt)`. The current attempt is the record's `attempt_*`
 //!   columns, so a key claimed and completed once (the common case) writes no log row; a claim
 //!   that replaces an attempt moves it here through the trigger `<prefix>past_attempt`, in the
-//!   same statement, so the log can never disagree with the record. Measured: taking the log
-//!   and the waiters flag out of the claim and complete statements took a miss from 1.43x to
-//!   1.27x the hand-written statements (one client).
+//!   same statement, so the log can never disagree with the record, and the claim and complete
+//!   statements write one row (docs/performance.md has what that saved).
 //! - `idem_meta`: `attempt_floor`, the highest attempt number ever deleted (by purge or forget),
 //!   updated in the same statement as the delete, so a key's next attempt starts above it and
 //!   fencing tokens never go backwards.
@@ -62,8 +61,8 @@
 //! only index besides the primary key is `idem_records_expires (expires_at) WHERE expires_at IS
 //! NOT NULL`: purge finds expired completed and failed records without a scan. A claim sets a
 //! provisional `expires_at` (ttl plus a slack of the lease, at most 1% of the ttl), so a
-//! completion within the slack leaves every indexed column unchanged and is HOT too (measured:
-//! all 27,600 updates of a benchmark run were HOT); a later one sets `now + ttl`. A completed
+//! completion within the slack leaves every indexed column unchanged and is HOT too; a later
+//! one sets `now + ttl`. A completed
 //! record therefore lives between ttl and ttl + 1%. Listing by operation and finding abandoned
 //! running records are operator actions and scan: every index is paid on every claim.
 //!
@@ -72,7 +71,7 @@
 //! A completion whose record has `waiters` set, and every release and forget, also runs
 //! `pg_notify(channel, encode(key, 'hex'))` in the same transaction. Completions nobody waits
 //! for do not notify: a notifying commit holds the cluster-wide notify lock across its WAL
-//! flush, which serialized 16 completing clients to ~450/s in measurements. The channel is
+//! flush, which serializes every completing client of the cluster. The channel is
 //! `idem_` followed by 16 hex digits of a blake3 hash of `schema.prefix` (stable across processes,
 //! always a valid channel name). Waiting callers `LISTEN` on it (see the store's module docs).
 //!

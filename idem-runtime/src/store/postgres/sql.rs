@@ -81,10 +81,10 @@ impl Sql {
             // that has a record in one round trip (replay, wait, take over, run again after a
             // failure or expiry, fingerprint mismatch), and the hot paths, a replay and a wait,
             // read one row: no INSERT is planned or initialized, nothing is locked or written,
-            // and the commit needs no WAL flush. Measured (sqlx, one client): 2-14 µs more than the
-            // hand-written one-column read; a data-modifying CTE cost 44 µs more, and computing
-            // liveness and milliseconds in SQL 10-15 µs more, so the store returns raw columns
-            // and the server's `now` and decides from them with the server's clock.
+            // and the commit needs no WAL flush. A data-modifying CTE, or liveness and
+            // milliseconds computed in SQL, cost measurably more (docs/performance.md, "Why the
+            // PostgreSQL statements look the way they do"), so the store returns raw columns and
+            // the server's `now` and decides from them with the server's clock.
             //
             // A record whose status is not one of the three is returned as it is, so the store
             // reports it as corrupt instead of running the body again.
@@ -125,8 +125,8 @@ impl Sql {
             // the claim again (SQLSTATE 22012 from this statement means exactly that; the
             // server logs it as an ERROR, which is rare and harmless). So a
             // new attempt is always above every deleted one, without the two subqueries
-            // (floor and own row) that cost 15% of a claimed and completed key's server
-            // instructions.
+            // (floor and own row) that cost a large share of a claimed and completed key's
+            // server instructions (docs/performance.md).
             claim_new: format!(
                 "INSERT INTO {records}
                      (key, op, status, attempt, fingerprint, lease_until, worker, created_at,
