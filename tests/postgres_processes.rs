@@ -306,11 +306,7 @@ async fn skewed_worker_clocks_neither_steal_nor_keep_leases() {
     );
     challenger.start_kill().unwrap();
     challenger.wait().await.unwrap();
-    let log = idem
-        .attempts(&Call::new(op).key(&"k").key_value())
-        .await
-        .unwrap();
-    let outcomes: Vec<_> = log.iter().map(|a| (a.attempt, a.outcome)).collect();
+    let outcomes = idem_tests::logged_outcomes(&idem, &Call::new(op).key(&"k").key_value()).await;
     assert_eq!(
         outcomes[0],
         (1, AttemptOutcome::Abandoned),

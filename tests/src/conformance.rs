@@ -312,8 +312,7 @@ pub async fn crashed_attempt_is_taken_over_and_logged_abandoned(b: &Backend) {
         begun.elapsed() < Duration::from_secs(2),
         "taken over within about one lease"
     );
-    let log = survivor.attempts(&call().key_value()).await.unwrap();
-    let outcomes: Vec<_> = log.iter().map(|a| (a.attempt, a.outcome)).collect();
+    let outcomes = crate::logged_outcomes(&survivor, &call().key_value()).await;
     assert_eq!(
         outcomes,
         [

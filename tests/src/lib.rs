@@ -14,6 +14,15 @@ pub fn unique_op(what: &str) -> String {
     format!("test::{what}::{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A key's attempts log as `(attempt, outcome)` pairs, oldest first.
+pub async fn logged_outcomes(
+    idem: &idem_runtime::Idem,
+    key: &idem_runtime::Key,
+) -> Vec<(u64, idem_runtime::record::AttemptOutcome)> {
+    let log = idem.attempts(key).await.expect("the attempts log");
+    log.iter().map(|a| (a.attempt, a.outcome)).collect()
+}
+
 /// Whether a server-backed test must fail (CI) rather than skip when its server is missing.
 pub fn servers_required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -78,8 +78,7 @@ pub async fn dropped_call_releases_its_claim_at_once(b: &Backend) {
     );
 
     let key = call().key_value();
-    let log = b.worker("operator").attempts(&key).await.unwrap();
-    let outcomes: Vec<_> = log.iter().map(|a| (a.attempt, a.outcome)).collect();
+    let outcomes = crate::logged_outcomes(&b.worker("operator"), &key).await;
     assert_eq!(
         outcomes,
         [
