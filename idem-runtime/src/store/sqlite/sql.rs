@@ -1,0 +1,108 @@
+//! The statement text of the SQLite store, built once (it embeds SQLite's clock expression).
+
+use std::sync::OnceLock;
+
+use super::schema::NOW;
+
+/// Statement text, built once (it embeds the clock expression).
+pub(super) struct Sql {
+    pub(super) claim: String,
+    pub(super) renew: String,
+    pub(super) complete: String,
+    pub(super) fence_log: String,
+    pub(super) release: String,
+    pub(super) purge_expired: String,
+    pub(super) purge_abandoned: String,
+}
+
+pub(super) fn sql() -> &'static Sql {
+    static SQL: OnceLock<Sql> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let live = format!(
+            "((status = 'completed' AND expires_at > {NOW}) OR (status = 'running' AND lease_until > {NOW}))"
+        );
+        let released_ms = crate::store::millis(crate::store::RELEASED_TTL);
+        Sql {
+        // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker. One round trip, two statements:
+        // the SELECT reads the row as it was; the INSERT claims the key only if no live row
+        // exists, and returns a row only when this caller acquired it. On a replay (the hot
+        // path) the INSERT's `WHERE NOT EXISTS` stops it before the conflict machinery runs, so
+        // a hit costs little more than the read. `op` is never in the SET list: it is fixed by
+        // the key, and leaving it out keeps SQLite from rewriting the `op` index on reclaims.
+        claim: format!(
+            "SELECT 0 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
+                    snapshot_kind, expires_at, lease_until, {NOW} AS now, op
+             FROM idem_records WHERE key = ?1;
+             INSERT INTO idem_records (key, op, status, attempt, fingerprint, lease_until, worker,
+                                       created_at, updated_at, attempt_started_at, attempt_outcome)
+             SELECT ?1, ?2, 'running', (SELECT value FROM idem_meta WHERE name = 'attempt_floor') + 1,
+                    ?3, {NOW} + ?4, ?5, {NOW}, {NOW}, {NOW}, 'running'
+             WHERE NOT EXISTS (SELECT 1 FROM idem_records
+                               WHERE key = ?1 AND {LIVE})
+             ON CONFLICT (key) DO UPDATE SET
+                 status = 'running',
+                 attempt = max(attempt, excluded.attempt - 1) + 1,
+                 taken_over_from = CASE WHEN status = 'running' THEN attempt END,
+                 fingerprint = excluded.fingerprint,
+                 snapshot = NULL, snapshot_kind = NULL, error = NULL,
+                 lease_until = excluded.lease_until,
+                 worker = excluded.worker,
+                 updated_at = excluded.updated_at,
+                 expires_at = NULL,
+                 attempt_started_at = excluded.updated_at,
+                 attempt_outcome = 'running'
+             WHERE NOT ((status = 'completed' AND expires_at > excluded.updated_at)
+                     OR (status = 'running' AND lease_until > excluded.updated_at))
+             RETURNING 1 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
+                       snapshot_kind, expires_at, lease_until, updated_at AS now, op;",
+            LIVE = live,
+        ),
+        renew: format!(
+            "UPDATE idem_records SET lease_until = {NOW} + ?3
+             WHERE key = ?1 AND attempt = ?2 AND status = 'running'"
+        ),
+        // ?1 key, ?2 attempt, ?3 status, ?4 snapshot, ?5 kind, ?6 error, ?7 ttl ms,
+        // ?8 the attempt's outcome for the log.
+        complete: format!(
+            "UPDATE idem_records
+             SET status = ?3, snapshot = ?4, snapshot_kind = ?5, error = ?6, lease_until = NULL,
+                 updated_at = {NOW}, expires_at = {NOW} + ?7, attempt_outcome = ?8
+             WHERE key = ?1 AND attempt = ?2 AND status = 'running'"
+        ),
+        fence_log: format!(
+            "UPDATE idem_attempts SET outcome = 'fenced', ended_at = {NOW}, error = ?3
+             WHERE key = ?1 AND attempt = ?2"
+        ),
+        release: format!(
+            "UPDATE idem_records
+             SET status = 'failed', error = 'released by an operator', lease_until = NULL,
+                 updated_at = {NOW}, expires_at = {NOW} + {released_ms},
+                 attempt_outcome = 'released'
+             WHERE key = ?1 AND status = 'running'
+             RETURNING attempt"
+        ),
+        // ?1 batch. Returns the deleted attempts, for the floor.
+        purge_expired: format!(
+            "DELETE FROM idem_records WHERE key IN (
+                 SELECT key FROM idem_records WHERE expires_at <= {NOW} LIMIT ?1)
+             RETURNING attempt"
+        ),
+        // ?1 batch, ?2 abandoned-after ms.
+        purge_abandoned: format!(
+            "DELETE FROM idem_records WHERE key IN (
+                 SELECT key FROM idem_records
+                 WHERE status = 'running' AND lease_until <= {NOW} - ?2 LIMIT ?1)
+             RETURNING attempt"
+        ),
+        }
+    })
+}
+
+pub(super) const RECORD_COLUMNS: &str =
+    "key, op, status, attempt, fingerprint, snapshot, snapshot_kind, \
+                              error, lease_until, worker, created_at, updated_at, expires_at";
+
+/// [`RECORD_COLUMNS`] for listings: never the snapshot, which may be megabytes.
+pub(super) const LISTED_COLUMNS: &str = "key, op, status, attempt, fingerprint, NULL AS snapshot, \
+                              snapshot_kind, error, lease_until, worker, created_at, updated_at, \
+                              expires_at";
