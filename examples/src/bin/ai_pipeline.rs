@@ -32,7 +32,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use pipeline::model_server::{ModelClient, ModelServer};
+use pipeline::model_client::ModelClient;
+use pipeline::model_server::ModelServer;
 use pipeline::steps::{run_worker, Ctx, WorkerSummary};
 
 /// An AI pipeline with and without idem, under the same seeded faults.
@@ -191,10 +192,10 @@ async fn child(args: &Args, mode: Mode) -> Result<()> {
     let ctx = Arc::new(Ctx {
         db,
         tx_store,
-        llm: ModelClient {
-            addr: args.model.clone().context("--model")?,
-            timeout: Duration::from_millis(250),
-        },
+        llm: ModelClient::new(
+            args.model.as_deref().context("--model")?,
+            Duration::from_millis(250),
+        )?,
         batch: args.batch.clone().context("--batch")?,
         seed: args.seed,
         worker,
@@ -346,7 +347,7 @@ async fn run_mode(
             args,
             mode,
             index,
-            model: server.addr.to_string(),
+            model: server.url(),
             batch: batch.to_owned(),
             app_db: app_db.clone(),
             store: idem_store.to_owned(),

@@ -2,6 +2,7 @@
 //! a model that bills per generation) -> save it (a plain INSERT) -> notify (an outbox row).
 //! The same steps run with `#[idempotent]` or without it, under the same seeded faults.
 
+pub(crate) mod model_client;
 pub(crate) mod model_server;
 pub(crate) mod steps;
 

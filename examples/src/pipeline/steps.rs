@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqlitePool;
 use sqlx::SqliteExecutor;
 
-use super::model_server::ModelClient;
+use super::model_client::ModelClient;
 use super::{chance, Input};
 
 /// Everything a step needs. Not part of any key (only `batch` is).
