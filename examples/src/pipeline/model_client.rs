@@ -1,9 +1,12 @@
 //! The model's HTTP client (reqwest): one POST per generation, with a timeout. A timeout or a
 //! dropped connection does not mean the model did not bill: the errors say so.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::crash::CrashPoint;
 
 /// The request body of `POST /v1/generate`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +30,7 @@ pub(crate) struct ModelClient {
     http: reqwest::Client,
     endpoint: String,
     timeout: Duration,
+    crash: Option<Arc<CrashPoint>>,
 }
 
 impl ModelClient {
@@ -37,7 +41,15 @@ impl ModelClient {
             http: reqwest::Client::builder().timeout(timeout).build()?,
             endpoint: format!("{}/v1/generate", base_url.trim_end_matches('/')),
             timeout,
+            crash: None,
         })
+    }
+
+    /// The demo's `--crash-after`: the process may die right after an answer, once the model
+    /// has billed and before the step that called it records its result.
+    pub(crate) fn with_crash_point(mut self, crash: Arc<CrashPoint>) -> Self {
+        self.crash = Some(crash);
+        self
     }
 
     /// Generates text for `prompt`, passing `idempotency_key` as an `Idempotency-Key` header.
@@ -56,10 +68,14 @@ impl ModelClient {
         let response = response
             .error_for_status()
             .map_err(|e| format!("model: {e}"))?;
-        response
+        let generation = response
             .json::<Generation>()
             .await
-            .map_err(|e| self.explain(&e))
+            .map_err(|e| self.explain(&e))?;
+        if let Some(crash) = &self.crash {
+            crash.maybe_crash();
+        }
+        Ok(generation)
     }
 
     /// Why a call failed, and whether the model may have billed for it anyway.
