@@ -17,6 +17,11 @@ pub(crate) mod steps;
 pub(crate) mod supervise;
 pub(crate) mod worker;
 
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod outbox_tests;
+
 /// A deterministic number from a seed and some labels (the fault schedule).
 pub(crate) fn chance(seed: u64, parts: &[&str]) -> u64 {
     let mut h = blake3::Hasher::new();
