@@ -1,7 +1,7 @@
-//! A local HTTP "model server" that bills tokens per generation, with a seeded fault schedule:
-//! sometimes it does the work, bills it, and closes the socket without answering (the seed-000
-//! incident); sometimes it is slower than the client's timeout (it still bills, late). Like
-//! many real providers it does NOT deduplicate by `Idempotency-Key` unless asked to.
+//! A local HTTP "model server" (axum) that bills tokens per generation, with a seeded fault
+//! schedule: sometimes it does the work, bills it, and closes the connection without answering
+//! (the seed-000 incident); sometimes it is slower than the client's timeout (it still bills,
+//! late). Like many real providers it does NOT deduplicate by `Idempotency-Key` unless asked to.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -9,11 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use super::chance;
+use super::model_client::{GenerateRequest, Generation};
 
 /// What the server does with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +49,7 @@ pub(crate) struct Meter {
 }
 
 #[derive(Debug)]
-struct State {
+struct Schedule {
     seed: u64,
     dedup: bool,
     drop_pct: u64,
@@ -74,7 +80,7 @@ impl ModelServer {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let meter = Arc::new(Meter::default());
-        let state = Arc::new(State {
+        let schedule = Arc::new(Schedule {
             seed,
             dedup,
             drop_pct,
@@ -83,12 +89,20 @@ impl ModelServer {
             seen: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashSet::new()),
         });
+        let app = Router::new()
+            .route("/v1/generate", post(generate))
+            .with_state(schedule);
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, state.clone()));
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("model server stopped: {e}");
             }
         });
         Ok(Self { addr, meter })
+    }
+
+    /// The base URL clients call.
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Waits until no request is being worked on (slow ones still bill after their client left).
@@ -102,170 +116,77 @@ impl ModelServer {
     }
 }
 
-/// Reads one HTTP/1.1 request: (headers, body).
-pub(crate) async fn read_request(stream: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len = header(&head, "content-length")
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0);
-            let mut body = buf[end + 4..].to_vec();
-            while body.len() < len {
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
-            return Ok((head, body));
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// A header's value (case-insensitive name).
-pub(crate) fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-async fn serve(mut stream: TcpStream, state: Arc<State>) {
-    let Ok((head, body)) = read_request(&mut stream).await else {
-        return;
-    };
-    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let prompt = request["prompt"].as_str().unwrap_or_default().to_owned();
-    let key = header(&head, "idempotency-key").map(str::to_owned);
-    let meter = &state.meter;
+/// `POST /v1/generate`: `{"prompt"}` -> `{"text", "tokens"}`.
+async fn generate(
+    State(schedule): State<Arc<Schedule>>,
+    headers: HeaderMap,
+    Json(request): Json<GenerateRequest>,
+) -> Response {
+    let prompt = request.prompt;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let meter = schedule.meter.clone();
 
     let n = {
-        let mut seen = state.seen.lock();
+        let mut seen = schedule.seen.lock();
         let n = seen.entry(prompt.clone()).or_insert(0);
         *n += 1;
         *n
     };
-    let roll = chance(state.seed, &["fault", &prompt, &n.to_string()]) % 100;
-    let fault = if roll < state.drop_pct {
+    let roll = chance(schedule.seed, &["fault", &prompt, &n.to_string()]) % 100;
+    let fault = if roll < schedule.drop_pct {
         Fault::DropAfterBilling
-    } else if roll < state.drop_pct + state.slow_pct {
+    } else if roll < schedule.drop_pct + schedule.slow_pct {
         Fault::Slow
     } else {
         Fault::None
     };
-    let tokens = 180 + chance(state.seed, &["tokens", &prompt]) % 120;
-    let text = format!("Draft for {prompt:?}: {} tokens of prose.", tokens);
+    let tokens = 180 + chance(schedule.seed, &["tokens", &prompt]) % 120;
+    let generation = Generation {
+        text: format!("Draft for {prompt:?}: {tokens} tokens of prose."),
+        tokens,
+    };
 
-    if state.dedup {
+    if schedule.dedup {
         if let Some(k) = &key {
-            if !state.keys.lock().insert(k.clone()) {
+            if !schedule.keys.lock().insert(k.clone()) {
                 meter.deduplicated.fetch_add(1, Ordering::SeqCst);
-                respond(&mut stream, &text, tokens).await;
-                return;
+                return Json(generation).into_response();
             }
         }
     }
 
+    // The generation runs on its own task: hyper drops this handler when the client hangs up
+    // (its timeout), but a real model keeps generating and bills all the same.
     meter.in_flight.fetch_add(1, Ordering::SeqCst);
-    let work = 15 + chance(state.seed, &["latency", &prompt, &n.to_string()]) % 25;
+    let work = 15 + chance(schedule.seed, &["latency", &prompt, &n.to_string()]) % 25;
     let work = if fault == Fault::Slow { 600 } else { work };
-    tokio::time::sleep(Duration::from_millis(work)).await;
-    meter.calls.fetch_add(1, Ordering::SeqCst);
-    meter.tokens.fetch_add(tokens, Ordering::SeqCst);
-    meter.in_flight.fetch_sub(1, Ordering::SeqCst);
-    match fault {
-        Fault::DropAfterBilling => {
-            meter.dropped.fetch_add(1, Ordering::SeqCst);
-            drop(stream); // billed, and the response is lost
-        }
-        Fault::Slow => {
-            meter.slow.fetch_add(1, Ordering::SeqCst);
-            respond(&mut stream, &text, tokens).await;
-        }
-        Fault::None => respond(&mut stream, &text, tokens).await,
-    }
-}
-
-async fn respond(stream: &mut TcpStream, text: &str, tokens: u64) {
-    let body = serde_json::json!({ "text": text, "tokens": tokens }).to_string();
-    let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
-}
-
-/// The client side: one POST with a timeout, over a fresh connection.
-#[derive(Debug, Clone)]
-pub(crate) struct ModelClient {
-    /// `host:port` of the server.
-    pub(crate) addr: String,
-    /// The longest the client waits for an answer.
-    pub(crate) timeout: Duration,
-}
-
-/// A generation.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Generation {
-    /// The text.
-    pub(crate) text: String,
-    /// Tokens billed for it.
-    pub(crate) tokens: u64,
-}
-
-impl ModelClient {
-    /// Generates text for `prompt`, passing `idempotency_key` as an `Idempotency-Key` header.
-    pub(crate) async fn generate(
-        &self,
-        prompt: &str,
-        idempotency_key: Option<&str>,
-    ) -> Result<Generation, String> {
-        let call = async {
-            let mut stream = TcpStream::connect(&self.addr)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let body = serde_json::json!({ "prompt": prompt }).to_string();
-            let key = idempotency_key
-                .map(|k| format!("Idempotency-Key: {k}\r\n"))
-                .unwrap_or_default();
-            let request = format!(
-                "POST /v1/generate HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{key}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                self.addr,
-                body.len()
-            );
-            stream
-                .write_all(request.as_bytes())
-                .await
-                .map_err(|e| format!("send: {e}"))?;
-            let mut response = Vec::new();
-            stream
-                .read_to_end(&mut response)
-                .await
-                .map_err(|e| format!("receive: {e}"))?;
-            if response.is_empty() {
-                return Err(
-                    "connection closed before a response (the model may have billed)".to_owned(),
-                );
-            }
-            let text = String::from_utf8_lossy(&response);
-            let (_, json) = text.split_once("\r\n\r\n").ok_or("malformed response")?;
-            serde_json::from_str::<Generation>(json).map_err(|e| format!("bad response: {e}"))
+    let billed = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(work)).await;
+        meter.calls.fetch_add(1, Ordering::SeqCst);
+        meter.tokens.fetch_add(tokens, Ordering::SeqCst);
+        match fault {
+            Fault::DropAfterBilling => meter.dropped.fetch_add(1, Ordering::SeqCst),
+            Fault::Slow => meter.slow.fetch_add(1, Ordering::SeqCst),
+            Fault::None => 0,
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(format!(
-                "model timed out after {:?} (it may still bill)",
-                self.timeout
-            )),
-        }
+        meter.in_flight.fetch_sub(1, Ordering::SeqCst);
+    });
+    let _ = billed.await;
+    if fault == Fault::DropAfterBilling {
+        return connection_reset(); // billed, and the response is lost
     }
+    Json(generation).into_response()
+}
+
+/// A response whose body fails before its first byte: hyper then closes the connection
+/// without writing anything, so the client sees the connection close with no answer.
+fn connection_reset() -> Response {
+    let lost = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "billed, then lost");
+    Body::from_stream(futures_util::stream::once(async move {
+        Err::<axum::body::Bytes, _>(lost)
+    }))
+    .into_response()
 }
