@@ -170,6 +170,7 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
                 clippy::empty_loop,
                 clippy::let_unit_value,
                 clippy::needless_return,
+                clippy::type_complexity,
                 clippy::unreachable
             )]
             if false {
