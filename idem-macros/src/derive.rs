@@ -203,6 +203,15 @@ fn variant_tag(variant: &Variant, errors: &mut Vec<syn::Error>) -> Option<LitStr
     tag
 }
 
+/// Where an error about an `#[idem(...)]` attribute points: at what is inside the parentheses
+/// (the unknown option), else at the attribute.
+fn option_span(attr: &syn::Attribute) -> proc_macro2::Span {
+    match &attr.meta {
+        syn::Meta::List(list) if !list.tokens.is_empty() => list.tokens.span(),
+        _ => attr.span(),
+    }
+}
+
 /// `#[idem(skip)]` is on the field.
 fn is_skipped(field: &Field) -> bool {
     field.attrs.iter().any(|a| {
@@ -228,7 +237,7 @@ fn fields_writes(
             match attr.parse_args::<syn::Ident>() {
                 Ok(i) if i == "skip" => skip = true,
                 _ => errors.push(err(
-                    attr.span(),
+                    option_span(attr),
                     "unknown `#[idem(...)]` field option",
                     "the only field option is `#[idem(skip)]`, which leaves the field out of the key (`#[idem(tag = \"...\")]` goes on enum variants)",
                 )),
