@@ -125,10 +125,6 @@ pub(crate) fn derive(input: DeriveInput) -> Result<TokenStream, Vec<syn::Error>>
             quote!()
         }
     };
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-
     let name = &input.ident;
     let mut generics = input.generics.clone();
     let params: Vec<_> = generics.type_params().map(|t| t.ident.clone()).collect();
@@ -139,6 +135,19 @@ pub(crate) fn derive(input: DeriveInput) -> Result<TokenStream, Vec<syn::Error>>
             .push(syn::parse_quote!(#param: ::idem_runtime::__private::IdemKey));
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    if !errors.is_empty() {
+        // Like thiserror: the errors, and an impl that writes nothing (it is never run: the
+        // crate does not compile), so each use of the type does not add "`IdemKey` is not
+        // implemented" to the real error.
+        let mut out: TokenStream = errors.into_iter().map(|e| e.to_compile_error()).collect();
+        out.extend(quote! {
+            #[automatically_derived]
+            impl #impl_generics ::idem_runtime::__private::IdemKey for #name #ty_generics #where_clause {
+                fn write_key(&self, _: &mut ::idem_runtime::__private::KeyWriter) {}
+            }
+        });
+        return Ok(out);
+    }
     Ok(quote! {
         #[automatically_derived]
         impl #impl_generics ::idem_runtime::__private::IdemKey for #name #ty_generics #where_clause {
@@ -194,6 +203,15 @@ fn variant_tag(variant: &Variant, errors: &mut Vec<syn::Error>) -> Option<LitStr
     tag
 }
 
+/// Where an error about an `#[idem(...)]` attribute points: at what is inside the parentheses
+/// (the unknown option), else at the attribute.
+fn option_span(attr: &syn::Attribute) -> proc_macro2::Span {
+    match &attr.meta {
+        syn::Meta::List(list) if !list.tokens.is_empty() => list.tokens.span(),
+        _ => attr.span(),
+    }
+}
+
 /// `#[idem(skip)]` is on the field.
 fn is_skipped(field: &Field) -> bool {
     field.attrs.iter().any(|a| {
@@ -219,7 +237,7 @@ fn fields_writes(
             match attr.parse_args::<syn::Ident>() {
                 Ok(i) if i == "skip" => skip = true,
                 _ => errors.push(err(
-                    attr.span(),
+                    option_span(attr),
                     "unknown `#[idem(...)]` field option",
                     "the only field option is `#[idem(skip)]`, which leaves the field out of the key (`#[idem(tag = \"...\")]` goes on enum variants)",
                 )),

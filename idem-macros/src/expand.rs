@@ -12,14 +12,14 @@
 //!         let call = key_part(call, type_name::<T>()); // each type parameter; const ones by value
 //!         call                                    // a temporary: not kept across the await
 //!     }, move || async move {
-//!         if false { let r: Result<Draft, E> = loop {}; return r; } // pins the output for `?`
+//!         if false { let r: Result<Ok, Err> = loop {}; return r; } // <Ret as ReturnsResult>::Ok/Err: pins the output for `?`
 //!         { original body }
 //!     }).await
 //! }
 //! ```
 
-use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{AttrStyle, ItemFn};
@@ -43,7 +43,8 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     let call = format_ident!("__idem_call", span = Span::mixed_site());
     let store = format_ident!("__idem_store", span = Span::mixed_site());
     let fake = format_ident!("__idem_output", span = Span::mixed_site());
-    let p = quote!(::idem_runtime::__private);
+    let krate = &plan.krate;
+    let p = quote!(#krate::__private);
 
     let op = &plan.op;
     let version = plan.version;
@@ -57,8 +58,9 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
             PartKind::Verify => quote_spanned!(part.span=> verify_part),
         };
         let expr = &part.expr;
+        let k = respan(krate, part.span);
         steps.push(quote_spanned! {part.span=>
-            let #call = ::idem_runtime::__private::#helper(#call, #expr);
+            let #call = #k::__private::#helper(#call, #expr);
         });
     }
     if let Some(d) = &plan.ttl {
@@ -92,12 +94,20 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     // How idem's own errors become the fn's error type: `From<idem_runtime::Error>`, or
     // `CallError::Idem` when the fn returns `Result<T, CallError<E>>` (an inherent method of
     // `ErrorType<CallError<E>>`, found before the trait method every other type gets).
+    let k = respan(krate, ret_span);
+    // `T` and `E` come from `<Ret as ReturnsResult>`, whose `on_unimplemented` is the error for a
+    // return type that is not a `Result`; spanned as one token, every use reports the same
+    // error (shown once), and what depends on it is an error type, which reports nothing more.
+    let ret_at = respan(&ret.to_token_stream(), ret_span);
+    let ok_ty = quote_spanned!(ret_span=> <#ret_at as #k::__private::ReturnsResult>::Ok);
+    let err_ty = quote_spanned!(ret_span=> <#ret_at as #k::__private::ReturnsResult>::Err);
+    let pinned = quote_spanned!(ret_span=> ::core::result::Result<#ok_ty, #err_ty>);
     let from_idem = quote_spanned! {ret_span=>
         {
             #[allow(unused_imports)]
-            use ::idem_runtime::__private::FromIdemError as _;
-            ::idem_runtime::__private::ErrorType::<
-                <#ret as ::idem_runtime::__private::ReturnsResult>::Err,
+            use #k::__private::FromIdemError as _;
+            #k::__private::ErrorType::<
+                #err_ty,
             >::new()
             .idem_errors()
         }
@@ -106,21 +116,22 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     // the called function's path.
     let errors = match &plan.cache_errors {
         None => quote_spanned! {ret_span=>
-            ::idem_runtime::__private::errors_not_recorded(#from_idem)
+            #k::__private::errors_not_recorded(#from_idem)
         },
         Some(None) => quote_spanned! {ret_span=>
-            ::idem_runtime::__private::errors_recorded_when(
+            #k::__private::errors_recorded_when(
                 #from_idem,
-                ::idem_runtime::__private::error_predicate(::idem_runtime::__private::every_error),
+                #k::__private::error_predicate(#k::__private::every_error),
             )
         },
         Some(Some(predicate)) => {
             let span = predicate.span();
+            let kp = respan(krate, span);
             let predicate = quote_spanned! {span=>
-                ::idem_runtime::__private::error_predicate(#predicate)
+                #kp::__private::error_predicate(#predicate)
             };
             quote_spanned! {ret_span=>
-                ::idem_runtime::__private::errors_recorded_when(#from_idem, #predicate)
+                #k::__private::errors_recorded_when(#from_idem, #predicate)
             }
         }
     };
@@ -129,9 +140,10 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     let store_init = match &plan.store {
         Some(expr) => {
             let span = expr.span();
+            let ks = respan(krate, span);
             quote_spanned! {span=>
                 let #store = ::core::clone::Clone::clone(
-                    ::idem_runtime::__private::store_handle(&(#expr)),
+                    #ks::__private::store_handle(&(#expr)),
                 );
             }
         }
@@ -144,6 +156,11 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     } else {
         quote!(&mut #store)
     };
+    // The body's statements in braces of our own (spanned at the attribute): with the user's
+    // braces, a body written on one line is a block in tail position that rustc's
+    // `unused_braces` asks to unwrap, at the fn's own braces, where removing them is no fix.
+    let stmts = &block.stmts;
+    let block = Group::new(Delimiter::Brace, quote!(#(#stmts)*));
     let body = quote! {
         move || async move {
             #[allow(
@@ -153,17 +170,18 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
                 clippy::empty_loop,
                 clippy::let_unit_value,
                 clippy::needless_return,
+                clippy::type_complexity,
                 clippy::unreachable
             )]
             if false {
-                let #fake: #ret = loop {};
+                let #fake: #pinned = loop {};
                 return #fake;
             }
             #block
         }
     };
     let call_run = quote_spanned! {ret_span=>
-        ::idem_runtime::__private::#run(#store_arg, { #(#steps)* #call }, #errors, #body).await
+        #k::__private::#run(#store_arg, { #(#steps)* #call }, #errors, #body).await
     };
 
     let guard = plan.default_name.as_ref().map(default_name_guard);
@@ -176,6 +194,25 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
             #call_run
         }
     }
+}
+
+/// `tokens` (the path of `idem_runtime`) with every token at `span`: a bound's error points at
+/// the span of the called function's whole path, which starts with these tokens.
+pub(crate) fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut t| {
+            if let TokenTree::Group(g) = &t {
+                let mut group = Group::new(g.delimiter(), respan(&g.stream(), span));
+                group.set_span(span);
+                t = TokenTree::Group(group);
+            } else {
+                t.set_span(span);
+            }
+            t
+        })
+        .collect()
 }
 
 /// For a fn with the default operation name (`crate::fn`): an exported, hidden `macro_rules!`

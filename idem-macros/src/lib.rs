@@ -15,7 +15,9 @@
 //!
 //! - **Key.** `key = (a, b.c, self)` names the key parts, in order. Without `key`, every
 //!   argument except `self` is part of the key, in order; an unkeyable one (a pool, a client, a
-//!   float) is then a compile error at that argument telling you to list `key = (...)`.
+//!   float) is then a compile error at that argument telling you to list `key = (...)`, and so
+//!   is a `&mut` argument (a handle, not a value) or one with `#[cfg(...)]` (the key would differ
+//!   between builds). `key` may name a value bound by a pattern argument (`(a, b): (u32, u32)`).
 //! - **One key for every call is opt-in.** `key = ()` on a fn with any argument (`self`
 //!   included) is an error: it silently handed every caller the first caller's outcome. `once`
 //!   says it on purpose ("runs once, whatever the arguments") and cannot go with `key`. A
@@ -36,9 +38,11 @@
 //!   renaming or moving the type re-keys. Where that matters, annotate non-generic fns instead
 //!   (one per type, or one that takes a tag saying which), with `name = "..."` and a key part of
 //!   your own that names the type; or build the `Call` by hand.
-//! - **Return type.** It must be `Result<T, E>`: any path whose last segment is `Result` with
-//!   two type arguments, or an alias with one (`anyhow::Result<T>`, `io::Result<T>`) or none. For
-//!   an alias the error type is whatever the alias says; the macro does not need to name it, and
+//! - **Return type.** It must be `Result<T, E>` or any alias of it (`anyhow::Result<T>`,
+//!   `io::Result<T>`, a local `type Res<T> = Result<T, MyError>`). The macro does not judge it by
+//!   its name: the expansion takes `T` and `E` from `<Ret as ReturnsResult>`, so the compiler
+//!   decides, and a type that is not a `Result` gets that trait's message; only a missing return
+//!   type (`()`) is rejected by the macro itself. For an alias the error type is whatever the alias says; the macro does not need to name it, and
 //!   the compiler still checks it (`io::Result<T>` fails: `io::Error` has no
 //!   `From<idem_runtime::Error>`, and the error says to return `Result<T, CallError<io::Error>>`
 //!   instead; `anyhow::Result<T>` works). `T: Serialize + DeserializeOwned`; `E: Display` and
@@ -50,8 +54,10 @@
 //! - **Versions** start at 1 (the default); `version = 0` is rejected, so it cannot be mistaken
 //!   for the default.
 //! - **Durations** (`ttl`, `lease`, `wait`) are either a string literal parsed at compile time
-//!   (`"24h"`, `"30s"`, `"500ms"`, `"1h30m"`; units `d h m s ms us ns`, largest first) or any
+//!   by `humantime::parse_duration` (`"24h"`, `"30s"`, `"500ms"`, `"1h 30m"`, `"7days"`) or any
 //!   expression of type `std::time::Duration`. A bare number is an error (which unit?).
+//! - **Crate path.** Generated code names `::idem_runtime::__private::...`; a crate that renames
+//!   the dependency (`idem = { package = "idem-runtime" }`) says so with `crate = idem`.
 //! - **Diagnostics.** Misuse of the attribute is reported as spanned errors with a `help:` line,
 //!   all at once, followed by the function unchanged, so nothing else fails. Trait bounds (an
 //!   unkeyable part, an unserializable result, an error type without `From<Error>`) are checked
@@ -59,7 +65,9 @@
 //!   messages, at the user's own token.
 
 mod derive;
+mod duration;
 mod expand;
+mod keys;
 mod parse;
 mod validate;
 
@@ -95,17 +103,18 @@ use proc_macro::TokenStream;
 /// | `store = expr` | the store: an `Idem` or a reference to one, evaluated at each call (it may use the arguments: `store = self.idem`). Default: the enclosing `Idem::scope`, else the process default |
 /// | `heartbeat = false` | do not renew the lease while the body runs |
 /// | `abort_on_lease_loss` | drop the body the moment its attempt loses its lease, and return the new owner's outcome (or `Error::LeaseLost`); not with `heartbeat = false` |
+/// | `crate = path` | the path of `idem_runtime` in the generated code, for a crate that renames the dependency: with `idem = { package = "idem-runtime", ... }` in Cargo.toml, write `crate = idem` (or serde's spelling, `crate = "idem"`). Default `::idem_runtime` |
 ///
-/// Durations are a string literal parsed at compile time (`"24h"`, `"30s"`, `"500ms"`,
-/// `"1h30m"`; units `d h m s ms us ns`, largest first) or any expression of type
+/// Durations are a string literal parsed at compile time with `humantime::parse_duration`
+/// (`"24h"`, `"30s"`, `"500ms"`, `"1h 30m"`, `"7days"`) or any expression of type
 /// `std::time::Duration`.
 ///
 /// # Requirements and decisions
 ///
-/// - The fn is `async`, not `const`, not `extern`.
-/// - It returns `Result<T, E>`: a path ending in `Result` with two type arguments, or an alias
-///   with one (`anyhow::Result<T>`, `io::Result<T>`), whose error type is whatever the alias
-///   says. `T: Serialize + DeserializeOwned` (the recorded snapshot);
+/// - The fn is `async`, not `const`, not `extern`, and has a body (on a trait method, put the
+///   attribute on the method of each `impl`).
+/// - It returns `Result<T, E>` or an alias of it (`anyhow::Result<T>`, `io::Result<T>`,
+///   `type Res<T> = Result<T, MyError>`), whose error type is whatever the alias says. `T: Serialize + DeserializeOwned` (the recorded snapshot);
 ///   `E: From<idem_runtime::Error> + Display` (idem's own errors, such as a store failure or a
 ///   reused key, reach the caller as `E`), or `E = idem_runtime::CallError<B>` for an error
 ///   type `B` that cannot have that impl (`std::io::Error`).
@@ -138,16 +147,27 @@ fn idempotent_impl(
     attr: proc_macro2::TokenStream,
     item: proc_macro2::TokenStream,
 ) -> Result<proc_macro2::TokenStream, Vec<syn::Error>> {
-    let func: syn::ItemFn = syn::parse2(item).map_err(|e| {
-        vec![validate::err(
-            e.span(),
-            "#[idempotent] goes on an `async fn` with a body",
-            "put it on a free `async fn`, or on an `async fn` in an `impl` block",
-        )]
-    })?;
+    let func: syn::ItemFn = syn::parse2(item.clone()).map_err(|e| vec![not_a_fn(e, item)])?;
     let args: parse::Args = syn::parse2(attr).map_err(|e| vec![e])?;
     let plan = validate::validate(args, &func)?;
     Ok(expand::expand(plan, func))
+}
+
+/// The error for an item that is not a fn with a body: a trait method declaration is named as
+/// such, at its signature.
+fn not_a_fn(parse_error: syn::Error, item: proc_macro2::TokenStream) -> syn::Error {
+    match syn::parse2::<syn::TraitItemFn>(item) {
+        Ok(method) if method.default.is_none() => validate::err(
+            syn::spanned::Spanned::span(&method.sig),
+            "#[idempotent] needs the fn's body, and this trait method declaration has none",
+            "put #[idempotent] on the method in each `impl` of the trait, where its body is (or on a default body written here)",
+        ),
+        _ => validate::err(
+            parse_error.span(),
+            "#[idempotent] goes on an `async fn` with a body",
+            "put it on a free `async fn`, or on an `async fn` in an `impl` block",
+        ),
+    }
 }
 
 /// Derives `IdemKey`: the canonical key encoding of a struct (its fields in order) or an enum

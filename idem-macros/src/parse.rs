@@ -11,7 +11,25 @@ use syn::{Expr, Ident, LitBool, LitStr, Token};
 pub(crate) const GRAMMAR: &str = "key = (arg, arg.field, ...), once, name = \"...\", version = N, \
      verify = (arg, ...), ttl = \"24h\" | <Duration>, lease = \"30s\" | <Duration>, \
      on_conflict = wait | error, wait = \"5m\" | <Duration>, cache_errors [= <fn(&E) -> bool>], \
-     store = <expr>, heartbeat = false, abort_on_lease_loss";
+     store = <expr>, heartbeat = false, abort_on_lease_loss, crate = path::to::idem_runtime";
+
+/// Every option's name, for the "did you mean" of an unknown one.
+const OPTIONS: [&str; 14] = [
+    "key",
+    "once",
+    "name",
+    "version",
+    "verify",
+    "ttl",
+    "lease",
+    "on_conflict",
+    "wait",
+    "cache_errors",
+    "store",
+    "heartbeat",
+    "abort_on_lease_loss",
+    "crate",
+];
 
 /// One parsed option value, with the option's name for spans and messages.
 #[derive(Debug)]
@@ -60,6 +78,8 @@ pub(crate) struct Args {
     pub(crate) abort_on_lease_loss: Option<Ident>,
     pub(crate) store: Option<Opt<Expr>>,
     pub(crate) heartbeat: Option<Opt<LitBool>>,
+    /// `crate = path`: the path of `idem_runtime` when the dependency is renamed.
+    pub(crate) krate: Option<Opt<syn::Path>>,
     /// Errors that did not stop parsing.
     pub(crate) errors: Vec<syn::Error>,
 }
@@ -107,7 +127,12 @@ impl Args {
                 set(&mut self.version, name, value, &mut self.errors);
             }
             "ttl" | "lease" | "wait" => {
-                eq(name, input, "ttl = \"24h\"")?;
+                let example = match text.as_str() {
+                    "ttl" => "ttl = \"24h\"",
+                    "lease" => "lease = \"30s\"",
+                    _ => "wait = \"5m\"",
+                };
+                eq(name, input, example)?;
                 let value = duration(input)?;
                 let slot = match text.as_str() {
                     "ttl" => &mut self.ttl,
@@ -166,10 +191,19 @@ impl Args {
                 )?;
                 set_flag(&mut self.once, name, &mut self.errors);
             }
+            "crate" => {
+                eq(name, input, "crate = idem")?;
+                let value = crate_path(input)?;
+                set(&mut self.krate, name, value, &mut self.errors);
+            }
             _ => {
+                let help = match closest(&text, &OPTIONS) {
+                    Some(best) => format!("did you mean `{best}`? The options are: {GRAMMAR}"),
+                    None => format!("the options are: {GRAMMAR}"),
+                };
                 self.errors.push(syn::Error::new(
                     name.span(),
-                    format!("unknown option `{text}` in #[idempotent]\nhelp: the options are: {GRAMMAR}"),
+                    format!("unknown option `{text}` in #[idempotent]\nhelp: {help}"),
                 ));
                 // Skip its value, if any, so the options after it are still checked.
                 if input.peek(Token![=]) {
@@ -180,6 +214,31 @@ impl Args {
         }
         Ok(())
     }
+}
+
+/// The name closest to `word`, if one is close enough to be a typo of it (optimal string
+/// alignment distance: a swap of two letters is one edit).
+pub(crate) fn closest<'a, S: AsRef<str>>(word: &str, names: &'a [S]) -> Option<&'a str> {
+    names
+        .iter()
+        .map(|n| (strsim::osa_distance(word, n.as_ref()), n.as_ref()))
+        .filter(|(d, n)| *d <= (n.chars().count().max(word.chars().count()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+/// `crate = idem` or `crate = "idem"` (serde's spelling): the renamed `idem_runtime`.
+fn crate_path(input: ParseStream<'_>) -> syn::Result<syn::Path> {
+    let help = "\nhelp: name the dependency as your crate sees it: `crate = idem` when Cargo.toml says `idem = { package = \"idem-runtime\", ... }`";
+    if input.peek(LitStr) {
+        let lit: LitStr = input.parse()?;
+        return lit
+            .parse_with(syn::Path::parse_mod_style)
+            .map_err(|e| syn::Error::new(lit.span(), format!("`crate` takes a path: {e}{help}")));
+    }
+    input
+        .call(syn::Path::parse_mod_style)
+        .map_err(|e| syn::Error::new(e.span(), format!("`crate` takes a path{help}")))
 }
 
 fn set<T>(slot: &mut Option<Opt<T>>, name: &Ident, value: T, errors: &mut Vec<syn::Error>) {

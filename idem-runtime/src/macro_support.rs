@@ -34,7 +34,7 @@ pub use crate::replay::{CacheErrorsWhen, ErrorPolicy, NoErrorCache};
 
 /// An argument that is part of the key because the attribute gives no `key = (...)`.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be part of an idempotency key, and without `key = (...)` every argument is",
+    message = "`{Self}` cannot be part of an idempotency key, yet without `key = (...)` every argument is part of the key",
     label = "this argument has no stable encoding (`IdemKey` is not implemented for `{Self}`)",
     note = "when `key = (...)` is omitted, every argument except `self` is part of the key, in order",
     note = "list the arguments that identify the call and leave this one out: `#[idempotent(key = (arg1, arg2))]`"
@@ -91,6 +91,11 @@ impl<E: From<Error>> CarriesIdemErrors for E {}
 
 /// The `Ok` and `Err` types of an idempotent fn's return type (`Result<T, E>`, or an alias of
 /// it such as `std::io::Result<T>`).
+#[diagnostic::on_unimplemented(
+    message = "an #[idempotent] fn must return `Result<T, E>`, not `{Self}`",
+    label = "the return type must be `Result<T, E>` or an alias of it",
+    note = "return `Result<T, E>` with `T: Serialize + Deserialize` (the recorded value) and `E: From<idem_runtime::Error> + Display` (idem's own errors reach the caller through it)"
+)]
 pub trait ReturnsResult {
     /// The success type.
     type Ok;

@@ -4,7 +4,7 @@ use idem_runtime::idempotent;
 mod common;
 use common::AppError;
 
-#[idempotent(key = (id), ttl = "24 hours")]
+#[idempotent(key = (id), ttl = "24 horas")]
 async fn charge(id: u64) -> Result<u64, AppError> {
     Ok(id)
 }

@@ -4,7 +4,7 @@ use idem_runtime::idempotent;
 mod common;
 use common::AppError;
 
-#[idempotent(key = (ordr), ttl = "1 day", retries = 3)]
+#[idempotent(key = (ordr), ttl = "1 dia", retries = 3)]
 async fn charge(order: u64) -> Result<u64, AppError> {
     Ok(order)
 }

@@ -34,6 +34,14 @@ async fn core_path(n: u32) -> ::core::result::Result<(), AppError> {
     Ok(())
 }
 
+/// An alias whose last segment is not `Result`: the compiler, not the name, decides.
+type Res<T> = Result<T, AppError>;
+
+#[idempotent(key = (n))]
+async fn local_alias(n: u32) -> Res<u32> {
+    Ok(n + 1)
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt.block_on(Idem::memory().scope(f)),
@@ -44,4 +52,5 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn main() {
     let r = block_on(async { (alias(1).await.ok(), full_path(2).await.ok(), core_path(3).await.is_ok()) });
     assert_eq!(r, (Some(8), Some(vec![2]), true));
+    assert_eq!(block_on(local_alias(4)).ok(), Some(5));
 }
