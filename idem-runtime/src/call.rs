@@ -19,7 +19,8 @@ pub enum OnConflict {
 /// replays for 24 h, and duplicates wait up to 5 minutes for the first caller's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
-    /// How long a completed (or failed) record counts. Default 24 h.
+    /// How long a completed (or failed) record counts: at least this long (memory and SQLite
+    /// exactly; PostgreSQL up to 1% longer, so most completions are HOT updates). Default 24 h.
     pub ttl: Duration,
     /// How long an attempt owns the key without a heartbeat; a crashed worker is taken over after
     /// this. Default 30 s.

@@ -1,10 +1,13 @@
 //! What the SQL stores share when they read rows back: a column that must hold 32 bytes (a key,
 //! a fingerprint), a count that must not be negative (an attempt number), an attempts-log line,
-//! a line of counts. A bad value is a reason string for `Error::Corrupt`, never a panic.
+//! a record, a line of counts. A bad value is a reason string for `Error::Corrupt`, never a panic.
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use crate::record::{AttemptLog, AttemptOutcome};
+use std::str::FromStr;
+
+use crate::key::{Fingerprint, Key};
+use crate::record::{AttemptLog, AttemptOutcome, Record, SnapshotKind, Status};
 use crate::store::OpCounts;
 
 /// The 32 bytes of a key or fingerprint column.
@@ -15,6 +18,42 @@ pub(crate) fn bytes32(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], String> {
 /// A non-negative integer column (SQL integers are signed).
 pub(crate) fn u64_of(v: i64, what: &str) -> Result<u64, String> {
     u64::try_from(v).map_err(|_| format!("{what} is negative ({v})"))
+}
+
+/// A record: the columns of both stores' record listing (times in milliseconds since the Unix
+/// epoch; `snapshot` may be NULL, as in listings).
+pub(crate) fn record_of<'r, R>(row: &'r R) -> Result<Record, String>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let col = |e: sqlx::Error| e.to_string();
+    let status: String = row.try_get("status").map_err(col)?;
+    let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
+    let fingerprint: Option<Vec<u8>> = row.try_get("fingerprint").map_err(col)?;
+    Ok(Record {
+        key: Key(bytes32(row.try_get("key").map_err(col)?, "key")?),
+        op: row.try_get("op").map_err(col)?,
+        status: Status::from_str(&status)?,
+        attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
+        fingerprint: fingerprint
+            .map(|b| bytes32(b, "fingerprint").map(Fingerprint))
+            .transpose()?,
+        snapshot: row.try_get("snapshot").map_err(col)?,
+        snapshot_kind: kind.as_deref().and_then(SnapshotKind::parse),
+        error: row.try_get("error").map_err(col)?,
+        lease_until: row.try_get("lease_until").map_err(col)?,
+        worker: row.try_get("worker").map_err(col)?,
+        created_at: row.try_get("created_at").map_err(col)?,
+        updated_at: row.try_get("updated_at").map_err(col)?,
+        expires_at: row.try_get("expires_at").map_err(col)?,
+    })
 }
 
 /// One line of the attempts log: the columns `attempt`, `worker`, `started_at`, `ended_at`

@@ -53,13 +53,13 @@ use self::conn::Connections;
 use self::listen::Notifier;
 use self::predict::Predictor;
 use self::rows::{
-    attempt_i64, claim_corrupt, claim_query, col, corrupt, decide, record_of, ClaimRead, Inserted,
+    attempt_i64, claim_corrupt, claim_query, col, corrupt, decide, ClaimRead, Inserted,
 };
 use self::schema::Names;
 pub use self::schema::FORMAT_VERSION;
 use self::sql::Sql;
 pub use self::step::{Step, StepTx};
-use super::columns::{attempt_log_of, counts_of, u64_of};
+use super::columns::{attempt_log_of, counts_of, record_of, u64_of};
 use super::redact_url;
 use super::{
     millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter,

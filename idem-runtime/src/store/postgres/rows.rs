@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
-use crate::record::{Record, Snapshot, SnapshotKind, Status};
+use crate::record::{Snapshot, SnapshotKind, Status};
 use crate::store::columns::{bytes32, u64_of};
 use crate::store::{millis, Claim, ClaimRequest};
 
@@ -155,26 +155,6 @@ pub(super) fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<ClaimRead, S
             fingerprint,
         }),
         waiters: false,
-    })
-}
-
-pub(super) fn record_of(row: &PgRow) -> Result<Record, String> {
-    let status: String = row.try_get("status").map_err(col)?;
-    let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
-    Ok(Record {
-        key: Key(bytes32(row.try_get("key").map_err(col)?, "key")?),
-        op: row.try_get("op").map_err(col)?,
-        status: Status::from_str(&status)?,
-        attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
-        fingerprint: fingerprint_of(row)?,
-        snapshot: row.try_get("snapshot").map_err(col)?,
-        snapshot_kind: kind.as_deref().and_then(SnapshotKind::parse),
-        error: row.try_get("error").map_err(col)?,
-        lease_until: row.try_get("lease_until").map_err(col)?,
-        worker: row.try_get("worker").map_err(col)?,
-        created_at: row.try_get("created_at").map_err(col)?,
-        updated_at: row.try_get("updated_at").map_err(col)?,
-        expires_at: row.try_get("expires_at").map_err(col)?,
     })
 }
 

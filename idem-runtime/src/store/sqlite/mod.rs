@@ -21,12 +21,12 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Connection, SqliteExecutor};
 
 pub use self::builder::SqliteStoreBuilder;
-use self::rows::{decide, record_of};
+use self::rows::decide;
 pub use self::schema::FORMAT_VERSION;
 use self::schema::NOW;
 use self::sql::{sql, LISTED_COLUMNS, RECORD_COLUMNS};
 pub use self::step::{Step, StepTx};
-use super::columns::{attempt_log_of, counts_of};
+use super::columns::{attempt_log_of, counts_of, record_of};
 use super::{
     millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, OpCounts, Outcome,
     Store,

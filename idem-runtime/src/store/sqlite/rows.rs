@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use crate::key::{Fingerprint, Key};
-use crate::record::{Record, Snapshot, SnapshotKind, Status};
+use crate::key::Fingerprint;
+use crate::record::{Snapshot, SnapshotKind, Status};
 use crate::store::columns::{bytes32, u64_of};
 use crate::store::{Claim, ClaimRequest};
 
@@ -75,30 +75,4 @@ pub(super) fn decide(req: &ClaimRequest<'_>, rows: &[SqliteRow]) -> Result<Optio
         expires_at: expires_at.unwrap_or(i64::MAX),
         fingerprint,
     })))
-}
-
-pub(super) fn record_of(row: &SqliteRow) -> Result<Record, String> {
-    let col = |e: sqlx::Error| e.to_string();
-    let key = Key(bytes32(row.try_get("key").map_err(col)?, "key")?);
-    let status: String = row.try_get("status").map_err(col)?;
-    let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
-    Ok(Record {
-        key,
-        op: row.try_get("op").map_err(col)?,
-        status: Status::from_str(&status)?,
-        attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
-        fingerprint: row
-            .try_get::<Option<Vec<u8>>, _>("fingerprint")
-            .map_err(col)?
-            .map(|b| bytes32(b, "fingerprint").map(Fingerprint))
-            .transpose()?,
-        snapshot: row.try_get("snapshot").map_err(col)?,
-        snapshot_kind: kind.as_deref().and_then(SnapshotKind::parse),
-        error: row.try_get("error").map_err(col)?,
-        lease_until: row.try_get("lease_until").map_err(col)?,
-        worker: row.try_get("worker").map_err(col)?,
-        created_at: row.try_get("created_at").map_err(col)?,
-        updated_at: row.try_get("updated_at").map_err(col)?,
-        expires_at: row.try_get("expires_at").map_err(col)?,
-    })
 }
