@@ -670,15 +670,18 @@ pub async fn bounded_wait_gives_up_with_in_progress(b: &Backend) {
     owner.await.unwrap().unwrap();
 }
 
-/// A waiting duplicate replays the owner's outcome as soon as it is recorded.
+/// A waiting duplicate replays the owner's outcome as soon as it is recorded: in the same
+/// process it waits notified, not polled, and returns right after the owner's body ends.
 pub async fn waiter_replays_the_owners_outcome(b: &Backend) {
     let op = unique_op("waiter");
     let call = || Call::new(op.clone()).key(&"k");
+    let finished = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
     let owner = {
-        let (idem, call) = (b.worker("owner"), call());
+        let (idem, call, finished) = (b.worker("owner"), call(), finished.clone());
         tokio::spawn(async move {
-            idem.call(call, || async {
+            idem.call(call, || async move {
                 tokio::time::sleep(ms(300)).await;
+                *finished.lock().unwrap() = Some(std::time::Instant::now());
                 Ok::<_, TestError>("owner's".to_string())
             })
             .await
@@ -689,9 +692,16 @@ pub async fn waiter_replays_the_owners_outcome(b: &Backend) {
     let v = counted(&b.worker("dup"), call(), &runs, "dup's")
         .await
         .unwrap();
+    let returned = std::time::Instant::now();
     assert_eq!(v, "owner's");
     assert_eq!(runs.load(Ordering::SeqCst), 0);
     owner.await.unwrap().unwrap();
+    let late = returned.duration_since(finished.lock().unwrap().unwrap());
+    // Polling (the old way) answered up to 250 ms late; a wake-up answers in milliseconds.
+    assert!(
+        late < ms(150),
+        "returned {late:?} after the owner's body ended"
+    );
 }
 
 /// An operator's release makes the next call run at once; the log says `released`.

@@ -59,7 +59,6 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@tests $factory; lifecycle;
             dropped_call_releases_its_claim_at_once,
             dropped_during_the_write_still_records,
-            same_process_duplicate_returns_right_after_the_owner,
             fenced_caller_returns_right_after_the_new_owner,
             lost_lease_is_visible_to_the_body,
             lost_lease_can_abort_the_body,

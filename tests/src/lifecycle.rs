@@ -116,41 +116,6 @@ pub async fn dropped_during_the_write_still_records(b: &Backend) {
     assert_eq!(runs.load(Ordering::SeqCst), 1, "replayed, not re-run");
 }
 
-/// A duplicate in the same process waits notified, not polled: it returns right after the
-/// owner's completion.
-pub async fn same_process_duplicate_returns_right_after_the_owner(b: &Backend) {
-    let op = unique_op("notified");
-    let call = || Call::new(op.clone()).key(&"k");
-    let finished = Arc::new(std::sync::Mutex::new(None::<Instant>));
-    let owner = {
-        let idem = b.worker("owner");
-        let (call, finished) = (call(), finished.clone());
-        tokio::spawn(async move {
-            idem.call(call, || async move {
-                tokio::time::sleep(ms(300)).await;
-                *finished.lock().unwrap() = Some(Instant::now());
-                Ok::<_, TestError>("owner's".to_string())
-            })
-            .await
-        })
-    };
-    tokio::time::sleep(ms(20)).await;
-    let runs = AtomicUsize::new(0);
-    let v = counted(&b.worker("duplicate"), call(), &runs, "duplicate's")
-        .await
-        .unwrap();
-    let returned = Instant::now();
-    assert_eq!(v, "owner's");
-    assert_eq!(runs.load(Ordering::SeqCst), 0);
-    owner.await.unwrap().unwrap();
-    let late = returned.duration_since(finished.lock().unwrap().unwrap());
-    // Polling (the old way) answered up to 250 ms late; a wake-up answers in milliseconds.
-    assert!(
-        late < ms(150),
-        "returned {late:?} after the owner's body ended"
-    );
-}
-
 /// A fenced attempt (it stalled past its lease and was taken over) whose body ends while the new
 /// owner still runs waits for the new owner notified, and returns right after it.
 pub async fn fenced_caller_returns_right_after_the_new_owner(b: &Backend) {

@@ -90,6 +90,18 @@ impl Mode {
 }
 
 impl Args {
+    /// What this run is, for the header lines: `24 inputs, seed 7, 1 worker(s), crash after ...`.
+    pub(crate) fn describe(&self) -> String {
+        let crash = self
+            .crash_after
+            .map(|n| format!(", crash after {n} steps"))
+            .unwrap_or_default();
+        format!(
+            "{} inputs, seed {}, {} worker(s){crash}",
+            self.inputs, self.seed, self.workers
+        )
+    }
+
     /// The flags a worker process of `mode` gets (those of the seeded schedule and the batch);
     /// `--crash-after` is the supervisor's to add.
     pub(crate) fn worker_flags(

@@ -52,13 +52,8 @@ pub(crate) async fn run(args: &Args) -> Result<Comparison> {
     );
 
     eprintln!(
-        "ai_pipeline: {} inputs, seed {}, {} worker(s){}; idem store {}; databases in {}",
-        args.inputs,
-        args.seed,
-        args.workers,
-        args.crash_after
-            .map(|n| format!(", crash after {n} steps"))
-            .unwrap_or_default(),
+        "ai_pipeline: {}; idem store {}; databases in {}",
+        args.describe(),
         if args.no_idem { "-" } else { &store },
         dir.display()
     );

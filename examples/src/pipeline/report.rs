@@ -72,13 +72,8 @@ pub(crate) fn print(args: &Args, results: &[(Mode, Figures)], store: &str) {
     let (with, without) = (get(Mode::Idem), get(Mode::Plain));
     println!();
     println!(
-        "ai_pipeline: {} inputs, seed {}, {} worker(s){}{}",
-        args.inputs,
-        args.seed,
-        args.workers,
-        args.crash_after
-            .map(|n| format!(", crash after {n} steps"))
-            .unwrap_or_default(),
+        "ai_pipeline: {}{}",
+        args.describe(),
         if args.provider_dedup {
             ", provider dedups Idempotency-Key"
         } else {
