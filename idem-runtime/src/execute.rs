@@ -69,7 +69,7 @@ fn outcome(op: &Cow<'static, str>, outcome: CallOutcome) {
 }
 
 async fn run_in_span<T, E, P, F, Fut>(
-    inner: &Arc<Handle>,
+    handle: &Arc<Handle>,
     call: KeyedCall,
     errors: Errors<E, P>,
     body: F,
@@ -81,7 +81,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    if let Some(entry) = inner.cache.as_ref().and_then(|c| c.get(&call.key)) {
+    if let Some(entry) = handle.cache.as_ref().and_then(|c| c.get(&call.key)) {
         if fingerprints_differ(
             entry.snapshot.fingerprint.as_ref(),
             call.fingerprint.as_ref(),
@@ -93,7 +93,7 @@ where
         return decode(&call, &entry.snapshot, &errors.policy, errors.from_idem);
     }
 
-    let cap = if inner.store.wakes_waiters() {
+    let cap = if handle.store.wakes_waiters() {
         NOTIFIED_POLL_CAP
     } else {
         POLL_CAP
@@ -108,14 +108,14 @@ where
         if let Some(woken) = woken.as_mut().as_pin_mut() {
             woken.enable();
         }
-        let request = ClaimRequest::of(&call, &inner.worker);
+        let request = ClaimRequest::of(&call, &handle.worker);
         // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
-        let epoch = inner.cache.as_ref().map_or(0, |c| c.epoch());
+        let epoch = handle.cache.as_ref().map_or(0, |c| c.epoch());
         // Fail closed: no claim, no body.
         let claim_started = Instant::now();
-        let claimed = inner.store.claim(&request).await;
+        let claimed = handle.store.claim(&request).await;
         crate::metrics::claim(
-            inner.store.backend(),
+            handle.store.backend(),
             claim_started.elapsed(),
             claimed.is_ok(),
         );
@@ -128,7 +128,7 @@ where
                 };
                 outcome(&call.op, how);
                 let decoded = decode(&call, &snapshot, &errors.policy, errors.from_idem);
-                if let Some(cache) = &inner.cache {
+                if let Some(cache) = &handle.cache {
                     cache.insert_read_at(epoch, call.key, snapshot);
                 }
                 return decoded;
@@ -154,7 +154,7 @@ where
                     Some(woken) => {
                         tokio::select! {
                             () = woken => {}
-                            () = inner.store.wait_for_change(&call.key, pause) => {}
+                            () = handle.store.wait_for_change(&call.key, pause) => {}
                         }
                     }
                 }
@@ -172,7 +172,7 @@ where
                 } else {
                     outcome(&call.op, CallOutcome::Executed);
                 }
-                return execute(inner, &call, attempt, errors, body).await;
+                return execute(handle, &call, attempt, errors, body).await;
             }
         }
     }
@@ -180,7 +180,7 @@ where
 
 /// Runs the body as attempt `attempt` and records its outcome.
 async fn execute<T, E, P, F, Fut>(
-    inner: &Arc<Handle>,
+    handle: &Arc<Handle>,
     call: &KeyedCall,
     attempt: u64,
     errors: Errors<E, P>,
@@ -196,7 +196,13 @@ where
     let ttl = call.options.ttl;
     // From here until the outcome is written, dropping this future releases the claim (or
     // finishes the write): see `attempt.rs`.
-    let mut owned = OwnedAttempt::new(inner.store.clone(), call.op.clone(), call.key, attempt, ttl);
+    let mut owned = OwnedAttempt::new(
+        handle.store.clone(),
+        call.op.clone(),
+        call.key,
+        attempt,
+        ttl,
+    );
     let signal = LeaseSignal::default();
     let info = CallInfo {
         op: call.op.clone(),
@@ -205,7 +211,7 @@ where
         lease: signal.clone(),
     };
     let heartbeat = call.options.heartbeat.then(|| Heartbeat {
-        store: inner.store.clone(),
+        store: handle.store.clone(),
         op: call.op.clone(),
         key: call.key,
         attempt,
@@ -230,12 +236,12 @@ where
                 attempt,
                 "idem: this attempt lost its lease; its body was dropped (abort_on_lease_loss)"
             );
-            return converge(inner, call, attempt, None, errors).await;
+            return converge(handle, call, attempt, None, errors).await;
         }
     };
 
     let recording = match &result {
-        Ok(value) => match snapshot_of(value, call, inner.max_snapshot_bytes) {
+        Ok(value) => match snapshot_of(value, call, handle.max_snapshot_bytes) {
             Ok(bytes) => Recording::Snapshot {
                 kind: SnapshotKind::Ok,
                 bytes,
@@ -251,7 +257,7 @@ where
                 return result;
             }
         },
-        Err(err) => match error_snapshot(err, call, inner.max_snapshot_bytes, &errors.policy) {
+        Err(err) => match error_snapshot(err, call, handle.max_snapshot_bytes, &errors.policy) {
             Some(bytes) => Recording::Snapshot {
                 kind: SnapshotKind::Err,
                 bytes,
@@ -264,14 +270,14 @@ where
     let failed = matches!(recording, Recording::Failed { .. });
 
     // A forget pushed between this completion's commit and the cache insert must win.
-    let epoch = inner.cache.as_ref().map_or(0, |c| c.epoch());
+    let epoch = handle.cache.as_ref().map_or(0, |c| c.epoch());
     match owned.record(recording).await {
         (Ok(Fence::Owned), recording) => {
             if failed {
                 outcome(&call.op, CallOutcome::Failed);
             }
             if let (Some(cache), Some(Recording::Snapshot { kind, bytes })) =
-                (&inner.cache, recording)
+                (&handle.cache, recording)
             {
                 let snapshot = Snapshot {
                     attempt,
@@ -284,7 +290,7 @@ where
             }
             result
         }
-        (Ok(Fence::Lost), _) => converge(inner, call, attempt, Some(result), errors).await,
+        (Ok(Fence::Lost), _) => converge(handle, call, attempt, Some(result), errors).await,
         (Err(error), _) => {
             // The side effect happened but could not be recorded, even after retries. The
             // caller still gets the real result; the record stays `running` until its lease
@@ -364,7 +370,7 @@ fn error_snapshot<E: Display, P: ErrorPolicy<E>>(
 /// recorded, so every caller of a key sees one outcome. If the owner recorded nothing (it
 /// failed), the attempt's own result is all there is (`None` when its body was aborted).
 async fn converge<T, E, P>(
-    inner: &Arc<Handle>,
+    handle: &Arc<Handle>,
     call: &KeyedCall,
     attempt: u64,
     own: Option<Result<T, E>>,
@@ -388,7 +394,7 @@ where
             attempt,
         }))
     };
-    let store = &*inner.store;
+    let store = &*handle.store;
     let waiting = Waiting::on(call.key);
     // Reading the record does not ask the store to notify (PostgreSQL notifies only those a
     // claim told `running`), so across processes this looks again at most every 50 ms; within
