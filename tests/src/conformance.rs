@@ -83,6 +83,34 @@ pub async fn crash_mid_body(idem: &Idem, call: Call) {
     std::mem::forget(call);
 }
 
+/// Starts `call` without a heartbeat, with a body that stalls until the returned `Notify` is
+/// notified and then returns `value`: an attempt that outlives its lease (the seed-000 zombie).
+/// Returns once the body runs.
+pub async fn start_stalled(
+    idem: &Idem,
+    call: Call,
+    value: &str,
+) -> (
+    tokio::task::JoinHandle<Result<String, TestError>>,
+    Arc<Notify>,
+) {
+    let (started, proceed) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let task = {
+        let (idem, call, value) = (idem.clone(), call.heartbeat(false), value.to_owned());
+        let (started, proceed) = (started.clone(), proceed.clone());
+        tokio::spawn(async move {
+            idem.call(call, || async move {
+                started.notify_one();
+                proceed.notified().await;
+                Ok::<_, TestError>(value)
+            })
+            .await
+        })
+    };
+    started.notified().await;
+    (task, proceed)
+}
+
 /// Runs `call` with a body that counts executions and returns `value`.
 pub async fn counted(
     idem: &Idem,
@@ -186,22 +214,7 @@ pub async fn replay_returns_recorded_value(b: &Backend) {
 pub async fn stalled_attempt_is_taken_over_and_fenced(b: &Backend) {
     let op = unique_op("stalled");
     let call = || Call::new(op.clone()).key(&"order-7").lease(ms(300));
-    let started = Arc::new(Notify::new());
-    let proceed = Arc::new(Notify::new());
-
-    let zombie = {
-        let idem = b.worker("zombie");
-        let (call, started, proceed) = (call().heartbeat(false), started.clone(), proceed.clone());
-        tokio::spawn(async move {
-            idem.call(call, || async move {
-                started.notify_one();
-                proceed.notified().await; // stalls past its lease
-                Ok::<_, TestError>("zombie's value".to_string())
-            })
-            .await
-        })
-    };
-    started.notified().await;
+    let (zombie, proceed) = start_stalled(&b.worker("zombie"), call(), "zombie's value").await;
     tokio::time::sleep(ms(450)).await; // the zombie's lease has expired
 
     let winner = b.worker("winner");

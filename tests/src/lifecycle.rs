@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::backends::Backend;
-use crate::conformance::{counted, TestError};
+use crate::conformance::{counted, start_stalled, TestError};
 use crate::unique_op;
 use crate::wrapped::Wrapped;
 
@@ -121,21 +121,7 @@ pub async fn dropped_during_the_write_still_records(b: &Backend) {
 pub async fn fenced_caller_returns_right_after_the_new_owner(b: &Backend) {
     let op = unique_op("fenced_notified");
     let call = || Call::new(op.clone()).key(&"k").lease(ms(300));
-    let proceed = Arc::new(Notify::new());
-    let started = Arc::new(Notify::new());
-    let zombie = {
-        let idem = b.worker("zombie");
-        let (call, started, proceed) = (call().heartbeat(false), started.clone(), proceed.clone());
-        tokio::spawn(async move {
-            idem.call(call, || async move {
-                started.notify_one();
-                proceed.notified().await;
-                Ok::<_, TestError>("zombie's".to_string())
-            })
-            .await
-        })
-    };
-    started.notified().await;
+    let (zombie, proceed) = start_stalled(&b.worker("zombie"), call(), "zombie's").await;
     tokio::time::sleep(ms(450)).await; // the zombie's lease expired
     let finished = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let winner = {

@@ -412,19 +412,8 @@ pub(super) fn check<'a>(
 }
 
 async fn migrate_inner(conn: &mut PgConnection, names: &Names) -> Result<(), sqlx::Error> {
-    let current: Option<i32> =
-        sqlx::query_scalar(&format!("SELECT max(version) FROM {}", names.versions))
-            .fetch_one(&mut *conn)
-            .await
-            .or_else(|e| match &e {
-                // 42P01 undefined_table, 3F000 invalid_schema_name: a new database.
-                sqlx::Error::Database(db)
-                    if matches!(db.code().as_deref(), Some("42P01" | "3F000")) =>
-                {
-                    Ok(None)
-                }
-                _ => Err(e),
-            })?;
+    // No tables (`None`): a new database.
+    let current = check(&mut *conn, names).await?;
     if current == Some(FORMAT_VERSION) {
         return Ok(());
     }

@@ -100,16 +100,9 @@ pub(super) async fn check(conn: &mut SqliteConnection) -> Result<Option<i64>, sq
 /// Applies every missing migration. Safe when several processes open the same file at once:
 /// `BEGIN IMMEDIATE` takes the write lock before the version is read.
 pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    let current: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM idem_schema")
-        .fetch_optional(&mut *conn)
-        .await
-        .or_else(|e| match &e {
-            // Table missing: a new database.
-            sqlx::Error::Database(db) if db.message().contains("no such table") => Ok(None),
-            _ => Err(e),
-        })?
-        .flatten();
-    if current == Some(FORMAT_VERSION) {
+    // Read without a lock first: a database already up to date (every open but the first)
+    // takes no write lock.
+    if check(&mut *conn).await? == Some(FORMAT_VERSION) {
         return Ok(());
     }
 
