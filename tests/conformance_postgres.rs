@@ -485,7 +485,8 @@ async fn both_claim_statements_decide_alike() {
 /// The claim of a new key can wait on a forget or purge that is deleting the key's old row;
 /// that transaction raises the attempt floor just before it commits, after the claim has read
 /// it. The claim still takes an attempt above the deleted one (its insert re-reads the floor
-/// and runs again), so a late completion of the old attempt can never match the new one.
+/// and renumbers the row it inserted, in the same statement), so a late completion of the old
+/// attempt can never match the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_claim_waiting_on_a_delete_takes_an_attempt_above_it() {
     claim_racing_a_delete(|store, op, _name, key| async move {
@@ -498,8 +499,8 @@ async fn new_claim_waiting_on_a_delete_takes_an_attempt_above_it() {
     .await;
 }
 
-/// The same race inside a transactional step: the insert's abort ends the step's transaction,
-/// and the step claims again in a new one.
+/// The same race inside a transactional step: the renumbering happens in the step's own
+/// transaction, which goes on (nothing failed in it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_waiting_on_a_delete_takes_an_attempt_above_it() {
     use idem_runtime::store::postgres::Step;
@@ -586,6 +587,15 @@ where
 
     let attempt = claimer.await.unwrap();
     assert_eq!(attempt, 6, "the new attempt is above the deleted attempt 5");
+    // The attempt the insert first took never existed: nothing logs it as replaced.
+    let logged: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM \"{schema}\".idem_attempts WHERE key = $1"
+    ))
+    .bind(&key.0[..])
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(logged, 0, "no attempts-log line for the renumbered attempt");
 }
 
 /// A database that version 1 of the format created (a frozen copy of its DDL) is upgraded in

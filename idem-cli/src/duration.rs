@@ -1,4 +1,4 @@
-//! Durations on the command line (`--older-than 10m`, `--timeout 10s`) and in milliseconds.
+//! Durations on the command line (`--older-than 10m`, `--timeout 10s`).
 //!
 //! The grammar is humantime's, the same as the `#[idempotent(ttl = "...")]` attribute's:
 //! `500ms`, `30s`, `10m`, `1h30m`, `7d`. A bare number is refused rather than guessed at.
@@ -17,11 +17,6 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| {
         format!("`{text}` is not a duration ({e}): expected e.g. 500ms, 30s, 10m, 1h30m, 7d")
     })
-}
-
-/// A duration in the store's milliseconds, saturating.
-pub(crate) fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //!         let call = key_part(call, type_name::<T>()); // each type parameter; const ones by value
 //!         call                                    // a temporary: not kept across the await
 //!     }, move || async move {
-//!         if false { let r: Result<Ok, Err> = loop {}; return r; } // <Ret as ReturnsResult>::Ok/Err: pins the output for `?`
+//!         if false { let r: Ret = loop {}; return r; } // the declared return type: pins the output for `?`
 //!         { original body }
 //!     }).await
 //! }
@@ -95,13 +95,13 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     // `CallError::Idem` when the fn returns `Result<T, CallError<E>>` (an inherent method of
     // `ErrorType<CallError<E>>`, found before the trait method every other type gets).
     let k = respan(krate, ret_span);
-    // `T` and `E` come from `<Ret as ReturnsResult>`, whose `on_unimplemented` is the error for a
+    // `E` comes from `<Ret as ReturnsResult>`, whose `on_unimplemented` is the error for a
     // return type that is not a `Result`; spanned as one token, every use reports the same
     // error (shown once), and what depends on it is an error type, which reports nothing more.
+    // The body itself returns `Ret` (which pins the output for `?`), so it agrees with the
+    // signature even when `Ret` is not a `Result`.
     let ret_at = respan(&ret.to_token_stream(), ret_span);
-    let ok_ty = quote_spanned!(ret_span=> <#ret_at as #k::__private::ReturnsResult>::Ok);
     let err_ty = quote_spanned!(ret_span=> <#ret_at as #k::__private::ReturnsResult>::Err);
-    let pinned = quote_spanned!(ret_span=> ::core::result::Result<#ok_ty, #err_ty>);
     let from_idem = quote_spanned! {ret_span=>
         {
             #[allow(unused_imports)]
@@ -174,7 +174,7 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
                 clippy::unreachable
             )]
             if false {
-                let #fake: #pinned = loop {};
+                let #fake: #ret_at = loop {};
                 return #fake;
             }
             #block

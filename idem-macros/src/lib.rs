@@ -40,9 +40,11 @@
 //!   your own that names the type; or build the `Call` by hand.
 //! - **Return type.** It must be `Result<T, E>` or any alias of it (`anyhow::Result<T>`,
 //!   `io::Result<T>`, a local `type Res<T> = Result<T, MyError>`). The macro does not judge it by
-//!   its name: the expansion takes `T` and `E` from `<Ret as ReturnsResult>`, so the compiler
-//!   decides, and a type that is not a `Result` gets that trait's message; only a missing return
-//!   type (`()`) is rejected by the macro itself. For an alias the error type is whatever the alias says; the macro does not need to name it, and
+//!   its name: the body returns `Ret` as written and the engine takes `T` and `E` from
+//!   `<Ret as ReturnsResult>`, so the compiler decides, and a type that is not a `Result` gets
+//!   that trait's message and nothing else; only a missing return type (`()`) is rejected by the
+//!   macro itself. For an alias the error type is whatever the alias says; the macro does not
+//!   need to name it, and
 //!   the compiler still checks it (`io::Result<T>` fails: `io::Error` has no
 //!   `From<idem_runtime::Error>`, and the error says to return `Result<T, CallError<io::Error>>`
 //!   instead; `anyhow::Result<T>` works). `T: Serialize + DeserializeOwned`; `E: Display` and

@@ -241,7 +241,7 @@ pub(crate) fn err(span: Span, message: &str, help: &str) -> syn::Error {
 
 /// The return type. Only a missing one (or `()`) is an error here: whether a written type is a
 /// `Result` (an alias such as `io::Result<T>` or a local `type Res<T> = ...` included) is for the
-/// compiler to decide, through the expansion's `<Ret as ReturnsResult>::Err`, whose
+/// compiler to decide, through the expansion's `Ret: ReturnsResult` bound, whose
 /// `on_unimplemented` message says what to return.
 fn return_type(sig: &syn::Signature) -> syn::Result<Type> {
     let help = "return `Result<T, E>` with `T: Serialize + Deserialize` (the recorded value) and `E: From<idem_runtime::Error> + Display` (idem's own errors reach the caller through it)";

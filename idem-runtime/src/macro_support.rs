@@ -16,7 +16,8 @@
 use std::fmt::Display;
 use std::future::{ready, Future, Ready};
 
-use futures_util::future::Either;
+use futures_util::future::{Either, Map};
+use futures_util::FutureExt;
 use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -101,11 +102,23 @@ pub trait ReturnsResult {
     type Ok;
     /// The error type.
     type Err;
+    /// The value as the `Result` it is.
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
+    /// The `Result` as the return type it is.
+    fn from_result(result: Result<Self::Ok, Self::Err>) -> Self;
 }
 
 impl<T, E> ReturnsResult for Result<T, E> {
     type Ok = T;
     type Err = E;
+    #[inline]
+    fn into_result(self) -> Self {
+        self
+    }
+    #[inline]
+    fn from_result(result: Self) -> Self {
+        result
+    }
 }
 
 /// Picks how idem's own errors become an annotated fn's error type `E`:
@@ -320,41 +333,77 @@ fn take_error(slot: &mut Result<Idem, Error>) -> Error {
 /// process default), or returns its error as `E`. Not an `async fn`: it returns the engine's
 /// own future (or a ready store error), so the annotated fn costs what the programmatic call
 /// costs, with no extra state machine around the (large) [`Call`].
+///
+/// The body's output is the fn's declared return type `R` itself, so a return type that is not
+/// a `Result` fails one bound (`R: ReturnsResult`, spanned at the return type) and nothing
+/// else: the body and the fn's signature still agree with each other.
 #[inline]
-pub fn run<'a, T, E, P, F, Fut>(
+pub fn run<'a, R, P, F, Fut>(
     store: &'a mut Result<Idem, Error>,
     call: Call,
-    errors: Errors<E, P>,
+    errors: Errors<R::Err, P>,
     body: F,
-) -> Either<impl Future<Output = Result<T, E>> + use<'a, T, E, P, F, Fut>, Ready<Result<T, E>>>
+) -> Either<Returned<impl Future<Output = ResultOf<R>> + use<'a, R, P, F, Fut>, R>, Ready<R>>
 where
-    T: SnapshotOut + SnapshotIn,
-    E: DisplayError,
-    P: ErrorPolicy<E>,
+    R: ReturnsResult,
+    R::Ok: SnapshotOut + SnapshotIn,
+    R::Err: DisplayError,
+    P: ErrorPolicy<R::Err>,
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
+    Fut: Future<Output = R>,
 {
     match store {
-        Ok(idem) => Either::Left(idem.call_with(call, errors, body)),
-        Err(_) => Either::Right(ready(Err((errors.from_idem)(take_error(store))))),
+        Ok(idem) => Either::Left(returned(idem.call_with(call, errors, as_result(body)))),
+        Err(_) => Either::Right(ready(R::from_result(Err((errors.from_idem)(take_error(
+            store,
+        )))))),
     }
 }
 
 /// Runs an annotated fn's body on the handle of `store = ...`: returns the engine's own future,
 /// so the annotated fn costs what the programmatic call costs.
 #[inline]
-pub fn run_on<'a, T, E, P, F, Fut>(
+pub fn run_on<'a, R, P, F, Fut>(
     idem: &'a Idem,
     call: Call,
-    errors: Errors<E, P>,
+    errors: Errors<R::Err, P>,
     body: F,
-) -> impl Future<Output = Result<T, E>> + use<'a, T, E, P, F, Fut>
+) -> Returned<impl Future<Output = ResultOf<R>> + use<'a, R, P, F, Fut>, R>
 where
-    T: SnapshotOut + SnapshotIn,
-    E: DisplayError,
-    P: ErrorPolicy<E>,
+    R: ReturnsResult,
+    R::Ok: SnapshotOut + SnapshotIn,
+    R::Err: DisplayError,
+    P: ErrorPolicy<R::Err>,
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
+    Fut: Future<Output = R>,
 {
-    idem.call_with(call, errors, body)
+    returned(idem.call_with(call, errors, as_result(body)))
+}
+
+/// The `Result` a return type `R` is.
+pub type ResultOf<R> = Result<<R as ReturnsResult>::Ok, <R as ReturnsResult>::Err>;
+
+/// The body's future, its output seen as the `Result` it is.
+pub type AsResult<Fut, R> = Map<Fut, fn(R) -> ResultOf<R>>;
+
+/// The engine's future, its `Result` given back as the fn's declared return type.
+pub type Returned<Fut, R> = Map<Fut, fn(ResultOf<R>) -> R>;
+
+/// The engine's future, its output as the fn's declared return type.
+#[inline]
+fn returned<R: ReturnsResult, Fut: Future<Output = Result<R::Ok, R::Err>>>(
+    engine: Fut,
+) -> Returned<Fut, R> {
+    engine.map(R::from_result as fn(_) -> R)
+}
+
+/// The body, its output seen as the `Result` it is.
+#[inline]
+fn as_result<R, F, Fut>(body: F) -> impl FnOnce() -> AsResult<Fut, R>
+where
+    R: ReturnsResult,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = R>,
+{
+    move || body().map(R::into_result as fn(R) -> _)
 }

@@ -1,9 +1,8 @@
 //! `idem list`: records, newest first, filtered by operation, status, age or stuckness.
 
-use idem_runtime::record::{now_millis, Status};
+use idem_runtime::record::{millis, now_millis, Status};
 use idem_runtime::store::{ListFilter, Store};
 
-use crate::duration::millis;
 use crate::failure::Failure;
 use crate::output::{record_json, records_table};
 use crate::stdout::say;

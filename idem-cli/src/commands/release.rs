@@ -1,10 +1,9 @@
 //! `idem release`: mark running attempts failed so their keys' next calls run again now.
 
-use idem_runtime::record::{now_millis, Record, Status};
+use idem_runtime::record::{millis, now_millis, Record, Status};
 use idem_runtime::store::{ListFilter, Store};
 use serde_json::json;
 
-use crate::duration::millis;
 use crate::failure::Failure;
 use crate::stdout::say;
 use crate::store::{find, is_stuck, SCAN_LIMIT};

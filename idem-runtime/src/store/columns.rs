@@ -20,6 +20,19 @@ pub(crate) fn u64_of(v: i64, what: &str) -> Result<u64, String> {
     u64::try_from(v).map_err(|_| format!("{what} is negative ({v})"))
 }
 
+/// The `fingerprint` column: NULL, or 32 bytes.
+pub(crate) fn fingerprint_of<'r, R>(row: &'r R) -> Result<Option<Fingerprint>, String>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get::<Option<Vec<u8>>, _>("fingerprint")
+        .map_err(|e| e.to_string())?
+        .map(|b| bytes32(b, "fingerprint").map(Fingerprint))
+        .transpose()
+}
+
 /// A record: the columns of both stores' record listing (times in milliseconds since the Unix
 /// epoch; `snapshot` may be NULL, as in listings).
 pub(crate) fn record_of<'r, R>(row: &'r R) -> Result<Record, String>
@@ -36,15 +49,12 @@ where
     let col = |e: sqlx::Error| e.to_string();
     let status: String = row.try_get("status").map_err(col)?;
     let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
-    let fingerprint: Option<Vec<u8>> = row.try_get("fingerprint").map_err(col)?;
     Ok(Record {
         key: Key(bytes32(row.try_get("key").map_err(col)?, "key")?),
         op: row.try_get("op").map_err(col)?,
         status: Status::from_str(&status)?,
         attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
-        fingerprint: fingerprint
-            .map(|b| bytes32(b, "fingerprint").map(Fingerprint))
-            .transpose()?,
+        fingerprint: fingerprint_of(row)?,
         snapshot: row.try_get("snapshot").map_err(col)?,
         snapshot_kind: kind.as_deref().and_then(SnapshotKind::parse),
         error: row.try_get("error").map_err(col)?,

@@ -10,6 +10,7 @@
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod columns;
+mod decide;
 pub mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -352,7 +353,4 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 /// How long a record an operator released (`idem release`) is kept before purge may delete it.
 pub(crate) const RELEASED_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Converts a duration to whole milliseconds for a store, saturating.
-pub(crate) fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
+pub(crate) use crate::record::millis;

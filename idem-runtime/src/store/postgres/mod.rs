@@ -165,26 +165,15 @@ impl PostgresStore {
     }
 
     /// Runs the insert of a key without a record on any executor.
-    ///
-    /// On a caller's transaction, [`Inserted::FloorMoved`] leaves that transaction aborted
-    /// (the statement failed); on the pool it is simply a statement to run again.
     pub(crate) async fn claim_new_on<'e>(
         &self,
         exec: impl PgExecutor<'e>,
         req: &ClaimRequest<'_>,
     ) -> Result<Inserted, Error> {
-        let row = match claim_query(&self.inner.sql.claim_new, req)
+        let row = claim_query(&self.inner.sql.claim_new, req)
             .fetch_optional(exec)
             .await
-        {
-            Ok(row) => row,
-            // 22012 division_by_zero: the statement's own check that the attempt it took is
-            // above the attempt floor as read after the insert (see `sql.rs`).
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("22012") => {
-                return Ok(Inserted::FloorMoved)
-            }
-            Err(e) => return Err(Error::store("claim", req.op, req.key, e)),
-        };
+            .map_err(|e| Error::store("claim", req.op, req.key, e))?;
         match row {
             None => Ok(Inserted::HasRecord),
             Some(row) => row
@@ -275,15 +264,12 @@ impl PostgresStore {
     }
 
     /// Decides a claim on one connection: one statement when the guess is right.
-    ///
-    /// `None` only `in_transaction`: the insert found the attempt floor moved (see `sql.rs`),
-    /// which aborted the caller's transaction; begin a new one and claim again.
     async fn claim_with(
         &self,
         conn: &mut sqlx::PgConnection,
         req: &ClaimRequest<'_>,
         in_transaction: bool,
-    ) -> Result<Option<Claim>, Error> {
+    ) -> Result<Claim, Error> {
         // Which statement goes first: the insert (a key without a record) or the read (one
         // with a record). Each decides alone; a wrong guess costs one more round trip.
         let predictor = &self.inner.predictor;
@@ -298,13 +284,11 @@ impl PostgresStore {
                 }
                 match inserted {
                     Inserted::Acquired(attempt) => {
-                        return Ok(Some(Claim::Acquired {
+                        return Ok(Claim::Acquired {
                             attempt,
                             took_over: None,
-                        }))
+                        })
                     }
-                    Inserted::FloorMoved if in_transaction => return Ok(None),
-                    Inserted::FloorMoved => continue,
                     Inserted::HasRecord => {}
                 }
             }
@@ -330,7 +314,7 @@ impl PostgresStore {
                                 .map_err(|e| Error::store("claim", req.op, req.key, e))?;
                         }
                     }
-                    return Ok(Some(claim));
+                    return Ok(claim);
                 }
             }
         }
@@ -356,7 +340,7 @@ impl Store for PostgresStore {
         let mut held = self.held("claim", req.op, req.key).await?;
         let claim = self.claim_with(held.conn(), req, false).await?;
         held.done();
-        claim.ok_or_else(|| Error::store("claim", req.op, req.key, "the attempt floor kept moving"))
+        Ok(claim)
     }
 
     async fn renew(&self, a: &AttemptRef<'_>, lease: Duration) -> Result<Fence, Error> {

@@ -8,9 +8,10 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use crate::error::Error;
-use crate::key::{Fingerprint, Key};
-use crate::record::{Snapshot, SnapshotKind, Status};
-use crate::store::columns::{bytes32, u64_of};
+use crate::key::Key;
+use crate::record::Status;
+use crate::store::columns::{fingerprint_of, u64_of};
+use crate::store::decide::{judge, Clock, Found};
 use crate::store::{millis, Claim, ClaimRequest};
 
 /// What the insert of a key without a record (`claim_new`) did.
@@ -20,9 +21,6 @@ pub(crate) enum Inserted {
     Acquired(u64),
     /// The key has a record: run the claim statement.
     HasRecord,
-    /// The attempt floor rose past the attempt it took while it ran (a purge or forget of
-    /// this key's old row committed in between): it inserted nothing; run it again.
-    FloorMoved,
 }
 
 /// What the claim statement found.
@@ -68,13 +66,6 @@ pub(super) fn col(e: sqlx::Error) -> String {
     e.to_string()
 }
 
-pub(super) fn fingerprint_of(row: &PgRow) -> Result<Option<Fingerprint>, String> {
-    row.try_get::<Option<Vec<u8>>, _>("fingerprint")
-        .map_err(col)?
-        .map(|b| bytes32(b, "fingerprint").map(Fingerprint))
-        .transpose()
-}
-
 /// A `timestamptz` column as PostgreSQL sends it in binary: microseconds since 2000-01-01 UTC,
 /// `i64::MAX` / `i64::MIN` for `'infinity'` / `'-infinity'`. Compared as they are, so the store
 /// judges liveness exactly as the statement did (to the microsecond), and no value (an operator's
@@ -110,53 +101,33 @@ pub(super) fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<ClaimRead, S
             waiters: false,
         });
     }
-    let attempt = u64_of(row.try_get("attempt").map_err(col)?, "attempt")?;
-    let status = Status::from_str(&row.try_get::<String, _>("status").map_err(col)?)?;
-    let now = micros_of(row, "now")?.ok_or("the server's clock is NULL")?;
-    let expires_at = micros_of(row, "expires_at")?;
-    let lease_until = micros_of(row, "lease_until")?;
-    let live_completed = status == Status::Completed && expires_at.is_some_and(|e| e > now);
-    let live_running = status == Status::Running && lease_until.is_some_and(|l| l > now);
-    if !live_completed && !live_running {
+    let found = Found {
+        attempt: u64_of(row.try_get("attempt").map_err(col)?, "attempt")?,
+        status: Status::from_str(&row.try_get::<String, _>("status").map_err(col)?)?,
+        now: micros_of(row, "now")?.ok_or("the server's clock is NULL")?,
+        expires_at: micros_of(row, "expires_at")?,
+        lease_until: micros_of(row, "lease_until")?,
+        fingerprint: fingerprint_of(row)?,
+        snapshot: row.try_get("snapshot").map_err(col)?,
+        snapshot_kind: row.try_get("snapshot_kind").map_err(col)?,
+    };
+    Ok(match judge(req, found, &MICROS)? {
         // The statement judged it claimable (by the same instant, to the microsecond) and
         // called `acquire`, which found a newer version that a concurrent claimer made live.
-        return Ok(ClaimRead::Changed);
-    }
-    let fingerprint = fingerprint_of(row)?;
-    if let (Some(have), Some(want)) = (fingerprint, req.fingerprint) {
-        if have != *want {
-            return Ok(ClaimRead::Decided {
-                claim: Claim::KeyReuse,
-                waiters: false,
-            });
+        None => ClaimRead::Changed,
+        Some(claim) => {
+            let waiters =
+                matches!(claim, Claim::Running { .. }) && row.try_get("waiters").map_err(col)?;
+            ClaimRead::Decided { claim, waiters }
         }
-    }
-    if live_running {
-        let left = lease_until.map_or(0, |l| l.saturating_sub(now));
-        return Ok(ClaimRead::Decided {
-            claim: Claim::Running {
-                attempt,
-                lease_left: Duration::from_micros(u64::try_from(left).unwrap_or(0)),
-            },
-            waiters: row.try_get("waiters").map_err(col)?,
-        });
-    }
-    let bytes: Option<Vec<u8>> = row.try_get("snapshot").map_err(col)?;
-    let kind: Option<String> = row.try_get("snapshot_kind").map_err(col)?;
-    let (Some(bytes), Some(kind)) = (bytes, kind.as_deref().and_then(SnapshotKind::parse)) else {
-        return Err("completed record without a snapshot".into());
-    };
-    Ok(ClaimRead::Decided {
-        claim: Claim::Completed(Snapshot {
-            attempt,
-            kind,
-            bytes,
-            expires_at: expires_at.map_or(i64::MAX, unix_millis),
-            fingerprint,
-        }),
-        waiters: false,
     })
 }
+
+/// PostgreSQL's clock, as [`micros_of`] reads it: microseconds since 2000-01-01.
+const MICROS: Clock = Clock {
+    tick: Duration::from_micros,
+    unix_millis,
+};
 
 pub(super) fn corrupt(key: &Key) -> impl Fn(String) -> Error + '_ {
     move |reason| Error::Corrupt {

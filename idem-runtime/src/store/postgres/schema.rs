@@ -1,12 +1,13 @@
 //! The PostgreSQL record format (versioned migrations), the validated names it lives under, and
 //! how a store brings a database up to date, safely when many workers start at once.
 //!
-//! # Persisted format, version 4
+//! # Persisted format, version 5
 //!
 //! Version 1 created the tables below; version 2 (applied on top of it, in the same way on new
 //! and old databases) drops the records table's CHECK constraints and adds the
 //! `<prefix>acquire` function; version 3 mirrors the attempt floor in the sequence
-//! `<prefix>attempt_floor`; version 4 lets the attempts log say `cancelled`.
+//! `<prefix>attempt_floor`; version 4 lets the attempts log say `cancelled`; version 5 adds
+//! the `<prefix>renumber` function.
 //!
 //! Everything lives in one schema (default `public`, see `PostgresStoreBuilder::schema`) under
 //! one table-name prefix (default `idem_`). Both are validated as plain lower-case identifiers
@@ -53,6 +54,10 @@
 //!   half of a claim of a key whose record is not live (an upsert that takes a new attempt;
 //!   `{attempt, taken-over attempt or 0}`, or NULL when a concurrent claimer won). The claim
 //!   statement calls it only then, so replays and waits execute no INSERT at all.
+//! - `<prefix>renumber(key) -> bigint` (since version 5): gives the record that the claim of a
+//!   new key has just inserted, in the same statement, an attempt above the attempt floor, when
+//!   a purge or forget raised the floor while that insert waited for it. The insert calls it only
+//!   then; nothing else may.
 //!
 //! ## Indexes, and why so few
 //!
@@ -87,7 +92,7 @@ use sqlx::{Connection, PgConnection};
 use crate::error::Error;
 
 /// The newest format version this build writes.
-pub const FORMAT_VERSION: i32 = 4;
+pub const FORMAT_VERSION: i32 = 5;
 
 /// The format versions, in order. `{records}`, `{attempts}`, `{meta}` are replaced by the quoted,
 /// schema-qualified table names, `{prefix}` by the (validated) table prefix.
@@ -284,6 +289,29 @@ END
 $idem$;
 ALTER TABLE {attempts} ADD CONSTRAINT "{prefix}attempts_outcome" CHECK (outcome IN
     ('running', 'completed', 'failed', 'abandoned', 'fenced', 'released', 'cancelled'));
+"#,
+    ),
+    (
+        5,
+        r#"
+-- The claim of a new key is a plain INSERT whose attempt is one above the attempt floor's
+-- mirror. When that insert waited for a purge or forget deleting the key's old row, the floor
+-- rose while it waited, and the attempt it took may be at or below a deleted one. Its RETURNING
+-- clause re-reads the mirror and, only then, calls this function, which gives the row (inserted
+-- by the same statement, so no other transaction has seen it) an attempt above the floor. It
+-- deletes and re-inserts rather than updates: the row's attempt never existed, so the trigger
+-- that logs a replaced attempt must not see it replaced.
+CREATE FUNCTION "{schema}"."{prefix}renumber"(p_key bytea) RETURNS bigint
+LANGUAGE plpgsql AS $idem$
+DECLARE
+    v_row {records}%ROWTYPE;
+BEGIN
+    DELETE FROM {records} WHERE key = p_key RETURNING * INTO STRICT v_row;
+    v_row.attempt := pg_sequence_last_value('{floor}') + 1;
+    INSERT INTO {records} VALUES (v_row.*);
+    RETURN v_row.attempt;
+END
+$idem$;
 "#,
     ),
 ];

@@ -62,6 +62,7 @@ impl Sql {
         );
         let notify = format!("pg_notify('{channel}', encode($1, 'hex'))");
         let acquire = format!("\"{}\".\"{}acquire\"", n.schema, n.prefix);
+        let renumber = format!("\"{}\".\"{}renumber\"", n.schema, n.prefix);
         // The attempt floor's mirror, read without a plan node (`pg_sequences` reads it so).
         let floor_now = format!("pg_sequence_last_value('{}'::regclass)", n.floor);
         let released_ms = crate::store::millis(crate::store::RELEASED_TTL);
@@ -120,13 +121,12 @@ impl Sql {
             // The attempt is one above the attempt floor's mirror (format version 3), read
             // again after the insert: a purge or forget that deleted this key's old row
             // between the first read and the insert (the insert waits for such a deleter) raised
-            // the mirror before its commit, so the second read sees it, and the
-            // division by zero aborts the statement, which inserted nothing. The store runs
-            // the claim again (SQLSTATE 22012 from this statement means exactly that; the
-            // server logs it as an ERROR, which is rare and harmless). So a
-            // new attempt is always above every deleted one, without the two subqueries
-            // (floor and own row) that cost a large share of a claimed and completed key's
-            // server instructions (docs/performance.md).
+            // the mirror before its commit, so the second read sees it, and only then does the
+            // RETURNING clause call `<prefix>renumber` (format version 5), which gives the row,
+            // still invisible to everyone else, an attempt above the floor. So a new attempt is
+            // always above every deleted one, without the two subqueries (floor and own row)
+            // that cost a large share of a claimed and completed key's server instructions
+            // (docs/performance.md), and without an error or a retry.
             claim_new: format!(
                 "INSERT INTO {records}
                      (key, op, status, attempt, fingerprint, lease_until, worker, created_at,
@@ -137,7 +137,7 @@ impl Sql {
                          {NOW} + ($6::float8 + least($4::float8, $6::float8 / 100))
                                  * interval '1 millisecond')
                  ON CONFLICT (key) DO NOTHING
-                 RETURNING attempt / (attempt > {floor_now})::int4 AS attempt"
+                 RETURNING CASE WHEN attempt > {floor_now} THEN attempt ELSE {renumber}($1) END AS attempt"
             ),
             // $1 key, $2 attempt, $3 lease ms. Touches no indexed column: a HOT update.
             renew: format!(

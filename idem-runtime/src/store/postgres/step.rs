@@ -203,22 +203,10 @@ impl PostgresStore {
     ) -> Result<Step<T>, Error> {
         let call = call.keyed();
         let mut waiting = StepWait::new();
-        let mut floor_moves = 0;
         loop {
             let mut tx = OpenTx::begin(self, &call).await?;
             let request = ClaimRequest::of(&call, worker);
-            let Some(claim) = self.claim_with(tx.conn()?, &request, true).await? else {
-                floor_moves += 1;
-                if floor_moves >= super::CLAIM_TRIES {
-                    return Err(Error::store(
-                        "claim",
-                        &call.op,
-                        &call.key,
-                        "the attempt floor kept moving",
-                    ));
-                }
-                continue;
-            };
+            let claim = self.claim_with(tx.conn()?, &request, true).await?;
             match waiting.next(&call, claim)? {
                 Next::Run(attempt) => {
                     return Ok(Step::Claimed(StepTx {
