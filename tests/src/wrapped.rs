@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use idem_runtime::record::{AttemptLog, Record};
 use idem_runtime::store::{
     AttemptRef, ChangeSink, Claim, ClaimRequest, Fence, ListFilter, OpCounts, Outcome, Store,
+    StoredChunk,
 };
 use idem_runtime::{Error, Key};
 use tokio::sync::Notify;
@@ -119,6 +120,26 @@ impl Store for Wrapped {
     }
     async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
         self.inner.forget(key, force).await
+    }
+    async fn append_chunks(
+        &self,
+        attempt: &AttemptRef<'_>,
+        first: u64,
+        chunks: &[StoredChunk],
+    ) -> Result<Fence, Error> {
+        self.inner.append_chunks(attempt, first, chunks).await
+    }
+    async fn read_chunks(
+        &self,
+        key: &Key,
+        attempt: u64,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredChunk>, Error> {
+        self.inner.read_chunks(key, attempt, from, limit).await
+    }
+    async fn count_chunks(&self, key: &Key, attempt: u64) -> Result<u64, Error> {
+        self.inner.count_chunks(key, attempt).await
     }
     async fn release(&self, key: &Key) -> Result<bool, Error> {
         self.inner.release(key).await

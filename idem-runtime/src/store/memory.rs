@@ -12,8 +12,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::{
-    millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store, CANCELLED,
-    RELEASED_TTL,
+    millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store, StoredChunk,
+    CANCELLED, RELEASED_TTL,
 };
 use crate::error::Error;
 use crate::key::Key;
@@ -80,6 +80,9 @@ impl State {
 struct Entry {
     record: Record,
     attempts: Vec<AttemptLog>,
+    /// The stream journal of attempt `chunks_attempt` (the latest that streamed).
+    chunks: Vec<StoredChunk>,
+    chunks_attempt: u64,
 }
 
 impl Entry {
@@ -176,6 +179,8 @@ impl Store for MemoryStore {
                         expires_at: None,
                     },
                     attempts: vec![log(attempt)],
+                    chunks: Vec::new(),
+                    chunks_attempt: 0,
                 },
             );
             return Ok(Claim::Acquired {
@@ -362,6 +367,66 @@ impl Store for MemoryStore {
         };
         self.changed.notify_waiters();
         Ok(removed)
+    }
+
+    async fn append_chunks(
+        &self,
+        a: &AttemptRef<'_>,
+        first: u64,
+        chunks: &[StoredChunk],
+    ) -> Result<Fence, Error> {
+        {
+            let mut state = self.state.lock();
+            let Some(e) = state
+                .entries
+                .get_mut(a.key)
+                .filter(|e| e.record.status == Status::Running && e.record.attempt == a.attempt)
+            else {
+                return Ok(Fence::Lost);
+            };
+            if e.chunks_attempt != a.attempt {
+                e.chunks.clear();
+                e.chunks_attempt = a.attempt;
+            }
+            // Chunk numbers already journaled keep their first copy; a gap cannot be filled.
+            let have = e.chunks.len() as u64;
+            let skip = usize::try_from(have.saturating_sub(first)).unwrap_or(usize::MAX);
+            if first <= have {
+                e.chunks.extend(chunks.iter().skip(skip).cloned());
+            }
+        }
+        self.changed.notify_waiters();
+        Ok(Fence::Owned)
+    }
+
+    async fn read_chunks(
+        &self,
+        key: &Key,
+        attempt: u64,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredChunk>, Error> {
+        let state = self.state.lock();
+        Ok(match state.entries.get(key) {
+            Some(e) if e.chunks_attempt == attempt => {
+                let from = usize::try_from(from).unwrap_or(usize::MAX);
+                e.chunks
+                    .iter()
+                    .skip(from)
+                    .take(limit as usize)
+                    .cloned()
+                    .collect()
+            }
+            _ => Vec::new(),
+        })
+    }
+
+    async fn count_chunks(&self, key: &Key, attempt: u64) -> Result<u64, Error> {
+        let state = self.state.lock();
+        Ok(match state.entries.get(key) {
+            Some(e) if e.chunks_attempt == attempt => e.chunks.len() as u64,
+            _ => 0,
+        })
     }
 
     async fn release(&self, key: &Key) -> Result<bool, Error> {

@@ -176,6 +176,16 @@ impl<'a> From<Outcome<'a>> for CompletionRow<'a> {
     }
 }
 
+/// One chunk of a streamed result, as a stream journal holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChunk {
+    /// When the producer yielded it, in milliseconds since the attempt's stream began (replay
+    /// can keep the original pacing from it).
+    pub offset_ms: u32,
+    /// The chunk's JSON encoding.
+    pub bytes: Vec<u8>,
+}
+
 /// Identifies one attempt of one key, for fenced writes.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptRef<'a> {
@@ -339,6 +349,32 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `force`: forgetting it would let a second attempt run beside the live one. The check and
     /// the delete are one atomic decision; a refusal is [`Error::Running`].
     async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error>;
+
+    /// Appends chunks `first`, `first + 1`, ... to the stream journal of `attempt`, if the record
+    /// is still `running` with that attempt (fenced: [`Fence::Lost`] writes nothing). Appending
+    /// a chunk number that is already journaled leaves the journaled one (a retried append is
+    /// harmless). The first append of an attempt (`first == 0`) also drops the chunks of the
+    /// key's earlier attempts. Chunks are deleted with their record (forget, purge, expiry).
+    /// Stores that can tell other processes (PostgreSQL) wake those following the stream.
+    async fn append_chunks(
+        &self,
+        attempt: &AttemptRef<'_>,
+        first: u64,
+        chunks: &[StoredChunk],
+    ) -> Result<Fence, Error>;
+
+    /// Reads up to `limit` journaled chunks of `attempt`'s stream, in order, from chunk number
+    /// `from` on. Fewer than `limit` means the journal has no more yet.
+    async fn read_chunks(
+        &self,
+        key: &Key,
+        attempt: u64,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredChunk>, Error>;
+
+    /// How many chunks `attempt`'s stream journaled.
+    async fn count_chunks(&self, key: &Key, attempt: u64) -> Result<u64, Error>;
 
     /// Marks a running attempt as failed (an operator's `release`), so the next call runs again
     /// without waiting for the lease. Returns whether a running record was released.
