@@ -10,6 +10,7 @@
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod columns;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod decide;
 pub mod memory;
 #[cfg(feature = "postgres")]
