@@ -87,9 +87,11 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     // the compiler shows one.
     let ret = &plan.ret;
     let ret_span = ret.span();
-    let run = match &plan.store {
-        Some(_) => quote_spanned!(ret_span=> run_on),
-        None => quote_spanned!(ret_span=> run),
+    let run = match (&plan.store, plan.stream) {
+        (Some(_), false) => quote_spanned!(ret_span=> run_on),
+        (None, false) => quote_spanned!(ret_span=> run),
+        (Some(_), true) => quote_spanned!(ret_span=> run_stream_on),
+        (None, true) => quote_spanned!(ret_span=> run_stream),
     };
     // How idem's own errors become the fn's error type: `From<idem_runtime::Error>`, or
     // `CallError::Idem` when the fn returns `Result<T, CallError<E>>` (an inherent method of

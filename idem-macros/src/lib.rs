@@ -105,6 +105,7 @@ use proc_macro::TokenStream;
 /// | `store = expr` | the store: an `Idem` or a reference to one, evaluated at each call (it may use the arguments: `store = self.idem`). Default: the enclosing `Idem::scope`, else the process default |
 /// | `heartbeat = false` | do not renew the lease while the body runs |
 /// | `abort_on_lease_loss` | drop the body the moment its attempt loses its lease, and return the new owner's outcome (or `Error::LeaseLost`); not with `heartbeat = false` |
+/// | `stream` | the fn returns `Result<Streamed<C, E>, E>` (`idem_runtime::Streamed`, built with `Streamed::new(stream)`): the chunks are journaled as the caller reads them, replayed in order to later calls, and followed live by a call made while they are being generated (see `Idem::stream`) |
 /// | `crate = path` | the path of `idem_runtime` in the generated code, for a crate that renames the dependency: with `idem = { package = "idem-runtime", ... }` in Cargo.toml, write `crate = idem` (or serde's spelling, `crate = "idem"`). Default `::idem_runtime` |
 ///
 /// Durations are a string literal parsed at compile time with `humantime::parse_duration`

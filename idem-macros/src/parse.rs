@@ -11,10 +11,10 @@ use syn::{Expr, Ident, LitBool, LitStr, Token};
 pub(crate) const GRAMMAR: &str = "key = (arg, arg.field, ...), once, name = \"...\", version = N, \
      verify = (arg, ...), ttl = \"24h\" | <Duration>, lease = \"30s\" | <Duration>, \
      on_conflict = wait | error, wait = \"5m\" | <Duration>, cache_errors [= <fn(&E) -> bool>], \
-     store = <expr>, heartbeat = false, abort_on_lease_loss, crate = path::to::idem_runtime";
+     store = <expr>, heartbeat = false, abort_on_lease_loss, stream, crate = path::to::idem_runtime";
 
 /// Every option's name, for the "did you mean" of an unknown one.
-const OPTIONS: [&str; 14] = [
+const OPTIONS: [&str; 15] = [
     "key",
     "once",
     "name",
@@ -28,6 +28,7 @@ const OPTIONS: [&str; 14] = [
     "store",
     "heartbeat",
     "abort_on_lease_loss",
+    "stream",
     "crate",
 ];
 
@@ -76,6 +77,8 @@ pub(crate) struct Args {
     pub(crate) cache_errors: Option<Opt<Option<Expr>>>,
     /// `abort_on_lease_loss`: drop the body when its attempt loses its lease.
     pub(crate) abort_on_lease_loss: Option<Ident>,
+    /// `stream`: the fn returns `Result<Streamed<C, E>, E>`, journaled and replayed chunk by chunk.
+    pub(crate) stream: Option<Ident>,
     pub(crate) store: Option<Opt<Expr>>,
     pub(crate) heartbeat: Option<Opt<LitBool>>,
     /// `crate = path`: the path of `idem_runtime` when the dependency is renamed.
@@ -182,6 +185,14 @@ impl Args {
                     "write just `abort_on_lease_loss` to drop the body when its attempt loses its lease, or leave it out",
                 )?;
                 set_flag(&mut self.abort_on_lease_loss, name, &mut self.errors);
+            }
+            "stream" => {
+                flag(
+                    input,
+                    name,
+                    "write just `stream` for a fn that returns `Result<Streamed<C, E>, E>`, or leave it out",
+                )?;
+                set_flag(&mut self.stream, name, &mut self.errors);
             }
             "once" => {
                 flag(

@@ -55,6 +55,8 @@ pub(crate) struct Plan {
     /// accepts.
     pub(crate) cache_errors: Option<Option<Expr>>,
     pub(crate) abort_on_lease_loss: bool,
+    /// `stream`: the fn returns `Result<Streamed<C, E>, E>`.
+    pub(crate) stream: bool,
     pub(crate) store: Option<Expr>,
     pub(crate) heartbeat: Option<bool>,
     /// The path of `idem_runtime` in generated code (`crate = ...`, else `::idem_runtime`).
@@ -100,6 +102,7 @@ pub(crate) fn validate(mut args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::E
         on_conflict_error: options.on_conflict_error,
         cache_errors: args.cache_errors.map(|c| c.value),
         abort_on_lease_loss: args.abort_on_lease_loss.is_some(),
+        stream: args.stream.is_some(),
         store: args.store.map(|s| s.value),
         heartbeat: args.heartbeat.map(|h| h.value.value),
         krate: options.krate,

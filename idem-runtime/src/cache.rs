@@ -15,15 +15,21 @@ use std::time::Duration;
 
 use crate::key::Key;
 use crate::record::{now_millis, Millis, Snapshot};
+use crate::store::StoredChunk;
 
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) snapshot: Snapshot,
+    /// A streamed result's chunks, in order (`None` for a plain value).
+    pub(crate) chunks: Option<Arc<[StoredChunk]>>,
     valid_until: Millis,
 }
 
 /// What an entry costs besides its snapshot bytes (key, entry, the map's own bookkeeping).
 const ENTRY_OVERHEAD: u64 = 256;
+
+/// What a cached chunk costs besides its bytes (its `Vec` and offset).
+const CHUNK_OVERHEAD: u64 = 32;
 
 /// An entry's weight against the cache's byte budget: its size, but at least the budget divided
 /// by the entry limit, so the cache holds at most that many entries as well.
@@ -34,7 +40,13 @@ struct Weight {
 
 impl quick_cache::Weighter<Key, Arc<Entry>> for Weight {
     fn weight(&self, _key: &Key, entry: &Arc<Entry>) -> u64 {
-        (entry.snapshot.bytes.len() as u64 + ENTRY_OVERHEAD).max(self.min)
+        let chunks = entry.chunks.as_deref().map_or(0, |chunks| {
+            chunks
+                .iter()
+                .map(|c| c.bytes.len() as u64 + CHUNK_OVERHEAD)
+                .sum()
+        });
+        (entry.snapshot.bytes.len() as u64 + chunks + ENTRY_OVERHEAD).max(self.min)
     }
 }
 
@@ -122,13 +134,30 @@ impl SnapshotCache {
         if self.epoch() != epoch {
             return;
         }
-        self.insert(key, snapshot);
+        self.insert(key, snapshot, None);
         if self.epoch() != epoch {
             self.entries.remove(&key);
         }
     }
 
-    fn insert(&self, key: Key, snapshot: Snapshot) {
+    /// [`Self::insert_read_at`] for a streamed result: its summary snapshot and its chunks.
+    pub(crate) fn insert_stream_read_at(
+        &self,
+        epoch: u64,
+        key: Key,
+        snapshot: Snapshot,
+        chunks: Arc<[StoredChunk]>,
+    ) {
+        if self.epoch() != epoch {
+            return;
+        }
+        self.insert(key, snapshot, Some(chunks));
+        if self.epoch() != epoch {
+            self.entries.remove(&key);
+        }
+    }
+
+    fn insert(&self, key: Key, snapshot: Snapshot, chunks: Option<Arc<[StoredChunk]>>) {
         let valid_until = snapshot
             .expires_at
             .min(now_millis().saturating_add(self.max_staleness_ms));
@@ -136,6 +165,7 @@ impl SnapshotCache {
             key,
             Arc::new(Entry {
                 snapshot,
+                chunks,
                 valid_until,
             }),
         );

@@ -38,6 +38,9 @@ pub struct Options {
     /// its completion is fenced, and it can watch
     /// [`CallInfo::on_lease_lost`](crate::CallInfo::on_lease_lost) itself. Needs the heartbeat.
     pub abort_on_lease_loss: bool,
+    /// How a streamed result is journaled, limited and replayed (calls made with
+    /// `Idem::stream` or `#[idempotent(stream)]`; ignored by other calls).
+    pub stream: crate::stream::StreamOptions,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             wait: Duration::from_secs(300),
             heartbeat: true,
             abort_on_lease_loss: false,
+            stream: crate::stream::StreamOptions::default(),
         }
     }
 }
@@ -163,6 +167,13 @@ impl Call {
     #[must_use]
     pub fn abort_on_lease_loss(mut self, on: bool) -> Self {
         self.options.abort_on_lease_loss = on;
+        self
+    }
+
+    /// How a streamed result is journaled, limited and replayed (see [`StreamOptions`](crate::StreamOptions)).
+    #[must_use]
+    pub fn stream_options(mut self, options: crate::stream::StreamOptions) -> Self {
+        self.options.stream = options;
         self
     }
 

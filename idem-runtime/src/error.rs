@@ -179,6 +179,93 @@ pub enum Error {
         attempt: u64,
     },
 
+    /// A chunk of a streamed result could not be encoded. The stream ends with this error; the
+    /// chunks journaled before it are kept and the record is marked failed.
+    #[error(
+        "idem: chunk {chunk} of the stream of operation `{op}` key {key} cannot be encoded: {source}"
+    )]
+    ChunkEncode {
+        /// The operation.
+        op: String,
+        /// The key.
+        key: Key,
+        /// The chunk's number (from 0).
+        chunk: u64,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A chunk of a streamed result is over the chunk size limit. The stream ends with this
+    /// error; the chunks journaled before it are kept and the record is marked failed.
+    #[error(
+        "idem: chunk {chunk} of the stream of operation `{op}` key {key} is {size} bytes, over          the chunk limit of {limit} bytes (raise `StreamOptions::max_chunk_bytes`)"
+    )]
+    ChunkTooLarge {
+        /// The operation.
+        op: String,
+        /// The key.
+        key: Key,
+        /// The chunk's number (from 0).
+        chunk: u64,
+        /// Its encoded size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// A streamed result grew past the configured maximum number of chunks or bytes. The stream
+    /// ends with this error; the chunks journaled before it are kept and the record is marked
+    /// failed.
+    #[error(
+        "idem: the stream of operation `{op}` key {key} is longer than its limit of {limit}          (raise `StreamOptions::max_chunks` or `max_bytes`)"
+    )]
+    StreamTooLong {
+        /// The operation.
+        op: String,
+        /// The key.
+        key: Key,
+        /// Which limit, e.g. `1000000 chunks` or `268435456 bytes`.
+        limit: String,
+    },
+
+    /// A journaled chunk could not be decoded as the stream's chunk type (the type changed, or
+    /// the row is corrupt). The stream ends with this error.
+    #[error(
+        "idem: chunk {chunk} of the recorded stream of operation `{op}` key {key} (attempt          {attempt}) cannot be decoded: {source}. If the chunk type changed on purpose, bump          `version`; to re-run this key, forget it (`idem forget {key}`)"
+    )]
+    ChunkDecode {
+        /// The operation.
+        op: String,
+        /// The key.
+        key: Key,
+        /// The attempt that journaled it.
+        attempt: u64,
+        /// The chunk's number (from 0).
+        chunk: u64,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// This call followed a stream that another attempt was generating, and that attempt ended
+    /// without completing it (its body failed, its caller dropped it, an operator released it, or
+    /// its worker died and its lease ran out). The chunks it journaled were delivered; the
+    /// stream ends with this error. Call again: the next call starts a new generation.
+    #[error(
+        "idem: the stream of operation `{op}` key {key} that this call followed (attempt          {attempt}) ended without completing after {chunks} chunks; call again to generate it anew"
+    )]
+    StreamInterrupted {
+        /// The operation.
+        op: String,
+        /// The key.
+        key: Key,
+        /// The attempt that was generating it.
+        attempt: u64,
+        /// How many chunks this call received before it ended.
+        chunks: u64,
+    },
+
     /// An idem error read back from its serialized form (an error type that carries
     /// `idem_runtime::Error` and derives `Deserialize`). idem never records its own errors as
     /// outcomes, so this appears only where an application deserializes one itself.
@@ -209,7 +296,8 @@ impl Error {
 
     /// A short, stable name of the variant (`no_store`, `in_progress`, `key_reuse`, `store`,
     /// `open`, `snapshot_decode`, `snapshot_encode`, `snapshot_too_large`, `corrupt`, `config`,
-    /// `lease_lost`, `running`), as it appears in the serialized form.
+    /// `lease_lost`, `running`, `chunk_encode`, `chunk_too_large`, `stream_too_long`,
+    /// `chunk_decode`, `stream_interrupted`), as it appears in the serialized form.
     pub fn kind(&self) -> &str {
         match self {
             Error::NoStore { .. } => "no_store",
@@ -224,6 +312,11 @@ impl Error {
             Error::Config(_) => "config",
             Error::LeaseLost { .. } => "lease_lost",
             Error::Running { .. } => "running",
+            Error::ChunkEncode { .. } => "chunk_encode",
+            Error::ChunkTooLarge { .. } => "chunk_too_large",
+            Error::StreamTooLong { .. } => "stream_too_long",
+            Error::ChunkDecode { .. } => "chunk_decode",
+            Error::StreamInterrupted { .. } => "stream_interrupted",
             Error::Decoded { kind, .. } => kind,
         }
     }

@@ -63,7 +63,7 @@ where
 }
 
 #[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) labels without allocating
-fn outcome(op: &Cow<'static, str>, outcome: CallOutcome) {
+pub(crate) fn outcome(op: &Cow<'static, str>, outcome: CallOutcome) {
     tracing::Span::current().record("outcome", outcome.as_str());
     crate::metrics::outcome(op, outcome);
 }
@@ -343,7 +343,7 @@ fn snapshot_of<T: Serialize + DeserializeOwned>(
 
 /// The snapshot of an `Err` value the policy records (within the limit, decoding back), or
 /// `None`: the error is then recorded as the attempt's failure text, and the next call retries.
-fn error_snapshot<E: Display, P: ErrorPolicy<E>>(
+pub(crate) fn error_snapshot<E: Display, P: ErrorPolicy<E>>(
     err: &E,
     call: &KeyedCall,
     limit: usize,
@@ -443,7 +443,7 @@ where
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     if let Some(s) = panic.downcast_ref::<&str>() {
         s
     } else if let Some(s) = panic.downcast_ref::<String>() {

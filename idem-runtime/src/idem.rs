@@ -19,6 +19,7 @@ use crate::record::{AttemptLog, Record};
 use crate::replay::{CacheErrorsWhen, NoErrorCache};
 use crate::store::memory::MemoryStore;
 use crate::store::Store;
+use crate::stream::Streamed;
 
 /// The handle: a store, a snapshot cache, and this worker's name. Clone it freely.
 ///
@@ -312,6 +313,106 @@ impl Idem {
             policy: CacheErrorsWhen::new(permanent),
         };
         self.call_with(call, errors, body)
+    }
+
+    /// Runs a body that returns a stream of chunks (an LLM's tokens) once per key, like
+    /// [`Idem::call`] does for a value. The first call runs the body and its caller reads the
+    /// chunks as the body yields them, while idem journals them in the store in batches
+    /// ([`StreamOptions`](crate::StreamOptions)); the end of the stream records it. A later call
+    /// replays the chunks in order without running the body; a call made while the stream is
+    /// being generated follows it live (the chunks so far, then the new ones as they are
+    /// journaled) instead of generating it a second time.
+    ///
+    /// An `Err` from the body, or an `Err` item that ends its stream, marks the record failed
+    /// (the next call runs again), keeping the chunks journaled so far for inspection; a caller
+    /// that drops the stream part-way cancels the attempt as dropping any call does. A follower
+    /// whose attempt ends without completing the stream ends with
+    /// [`Error::StreamInterrupted`] after the chunks it received. Chunks are
+    /// `Serialize + DeserializeOwned`; the body's stream must be `Send + 'static`.
+    ///
+    /// ```
+    /// use futures_util::{stream, StreamExt};
+    /// use idem_runtime::{Call, Error, Idem, Streamed};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// let idem = Idem::memory();
+    /// let draft = || async {
+    ///     let tokens = ["Hello", ", ", "world"].map(|t| Ok::<_, Error>(t.to_owned()));
+    ///     Ok::<_, Error>(Streamed::new(stream::iter(tokens)))
+    /// };
+    /// let first: Vec<String> = idem
+    ///     .stream(Call::new("draft").key("prompt-1"), draft)
+    ///     .await?
+    ///     .map(|t| t.unwrap())
+    ///     .collect()
+    ///     .await;
+    /// // The second call replays the recorded chunks; its body does not run.
+    /// let again: Vec<String> = idem
+    ///     .stream(Call::new("draft").key("prompt-1"), || async {
+    ///         Err::<Streamed<String, Error>, _>(Error::Config("not run".into()))
+    ///     })
+    ///     .await?
+    ///     .map(|t| t.unwrap())
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(first, again);
+    /// # Ok(()) }
+    /// ```
+    pub fn stream<'a, C, E, F, Fut>(
+        &'a self,
+        call: Call,
+        body: F,
+    ) -> impl Future<Output = Result<Streamed<C, E>, E>> + use<'a, C, E, F, Fut>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+        E: From<Error> + fmt::Display + Send + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Streamed<C, E>, E>>,
+    {
+        let errors = Errors {
+            from_idem: E::from,
+            policy: NoErrorCache,
+        };
+        self.stream_with(call, errors, body)
+    }
+
+    /// [`Idem::stream`], recording an error that ends the stream (or that the body returns)
+    /// when `permanent` says so: later calls replay the chunks, then that error, instead of
+    /// generating the stream again.
+    pub fn stream_caching_errors_if<'a, C, E, P, F, Fut>(
+        &'a self,
+        call: Call,
+        permanent: P,
+        body: F,
+    ) -> impl Future<Output = Result<Streamed<C, E>, E>> + use<'a, C, E, P, F, Fut>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+        E: From<Error> + fmt::Display + Serialize + DeserializeOwned + Send + 'static,
+        P: Fn(&E) -> bool + Send + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Streamed<C, E>, E>>,
+    {
+        let errors = Errors {
+            from_idem: E::from,
+            policy: CacheErrorsWhen::new(permanent),
+        };
+        self.stream_with(call, errors, body)
+    }
+
+    pub(crate) fn stream_with<'a, C, E, P, F, Fut>(
+        &'a self,
+        call: Call,
+        errors: Errors<E, P>,
+        body: F,
+    ) -> impl Future<Output = Result<Streamed<C, E>, E>> + use<'a, C, E, P, F, Fut>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+        E: fmt::Display + Send + 'static,
+        P: crate::replay::ErrorPolicy<E> + Send + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Streamed<C, E>, E>>,
+    {
+        Box::pin(crate::stream::run::run(&self.inner, call.keyed(), errors, body))
     }
 
     /// The engine behind every call: `from_idem` makes the function's error type from idem's,

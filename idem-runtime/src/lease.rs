@@ -270,6 +270,29 @@ async fn keep(alive: Alive) {
     }
 }
 
+/// A lease kept alive by this thread's keeper for as long as this lives: for an attempt whose
+/// work is not one future (a streamed result, polled by its consumer chunk by chunk).
+#[derive(Debug)]
+pub(crate) struct LeaseHold {
+    _registration: Registration,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("id", &self.id).finish()
+    }
+}
+
+/// Keeps `heartbeat`'s lease alive until the returned hold is dropped.
+pub(crate) fn hold(heartbeat: Heartbeat) -> LeaseHold {
+    // Tokio's timer panics here, before any chunk is produced, when the runtime has none.
+    drop(tokio::time::sleep(Duration::ZERO));
+    let (registration, _) = register(Arc::new(heartbeat));
+    LeaseHold {
+        _registration: registration,
+    }
+}
+
 /// Polls `body` to completion while a keeper renews the lease (if `heartbeat`); with
 /// `options.abort_on_lease_loss`, drops the body the moment the lease is lost.
 pub(crate) async fn run_under_lease<F: Future>(

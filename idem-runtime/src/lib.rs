@@ -40,6 +40,7 @@ pub mod record;
 mod replay;
 mod scope;
 pub mod store;
+mod stream;
 mod wait;
 mod waiters;
 
@@ -50,6 +51,7 @@ pub use crate::error::{BoxError, Error};
 pub use crate::idem::{Idem, IdemBuilder};
 pub use crate::key::{Fingerprint, IdemKey, Key, KeyBuilder, KeyWriter};
 pub use crate::store::Store;
+pub use crate::stream::{StreamOptions, StreamSummary, Streamed};
 
 #[cfg(feature = "macros")]
 pub use idem_macros::{idempotent, IdemKey};

@@ -31,6 +31,7 @@ use crate::error::Error;
 pub use crate::execute::Errors;
 use crate::idem::Idem;
 use crate::key::IdemKey;
+use crate::stream::Streamed;
 pub use crate::replay::{CacheErrorsWhen, ErrorPolicy, NoErrorCache};
 
 /// An argument that is part of the key because the attribute gives no `key = (...)`.
@@ -406,4 +407,145 @@ where
     Fut: Future<Output = R>,
 {
     move || body().map(R::into_result as fn(R) -> _)
+}
+
+/// With `stream`, the success type of the fn: [`Streamed`].
+#[diagnostic::on_unimplemented(
+    message = "with `stream`, an #[idempotent] fn must return `Result<Streamed<C, E>, E>`, and its success type is `{Self}`",
+    label = "the success type must be `idem_runtime::Streamed<C, E>`, with the fn's error type as `E`",
+    note = "wrap the body's stream of `Result<C, E>` items: `Ok(Streamed::new(stream))`; or remove `stream` to record one value"
+)]
+pub trait StreamedOut {
+    /// The chunk type.
+    type Chunk;
+    /// The error type of its items.
+    type Error;
+    /// The value as the [`Streamed`] it is.
+    fn into_streamed(self) -> Streamed<Self::Chunk, Self::Error>;
+    /// The [`Streamed`] as the success type it is.
+    fn from_streamed(stream: Streamed<Self::Chunk, Self::Error>) -> Self;
+}
+
+impl<C, E> StreamedOut for Streamed<C, E> {
+    type Chunk = C;
+    type Error = E;
+    #[inline]
+    fn into_streamed(self) -> Self {
+        self
+    }
+    #[inline]
+    fn from_streamed(stream: Self) -> Self {
+        stream
+    }
+}
+
+/// The chunk type of a `stream` fn, encoded into the journal and decoded on every replay.
+#[diagnostic::on_unimplemented(
+    message = "the chunk type `{Self}` cannot be journaled: it must implement `Serialize`, `Deserialize` and `Send`, and own its data",
+    label = "each chunk is journaled as it is produced and decoded on every replay",
+    note = "derive both on it: `#[derive(serde::Serialize, serde::Deserialize)]`; a type that borrows (`&str`) cannot be decoded: use an owned one (`String`)"
+)]
+pub trait ChunkType: Serialize + DeserializeOwned + Send + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<C: Serialize + DeserializeOwned + Send + 'static> ChunkType for C {}
+
+/// The error type of a `stream` fn travels with the stream, so it must be `Send` and own its data.
+#[diagnostic::on_unimplemented(
+    message = "the error type `{Self}` of a `stream` fn must be `Send` and own its data (`'static`)",
+    label = "errors travel with the stream the caller reads",
+    note = "use an owned, `Send` error type (a `String` or an enum of owned fields instead of borrowed ones)"
+)]
+pub trait StreamError: Send + 'static {}
+
+#[diagnostic::do_not_recommend]
+impl<E: Send + 'static> StreamError for E {}
+
+/// The stream a return type `R` holds.
+pub type StreamOf<R> = Streamed<
+    <<R as ReturnsResult>::Ok as StreamedOut>::Chunk,
+    <<R as ReturnsResult>::Ok as StreamedOut>::Error,
+>;
+
+/// The engine's future for a `stream` fn, its output given back as the declared return type.
+pub type ReturnedStream<Fut, R> =
+    Map<Fut, fn(Result<StreamOf<R>, <R as ReturnsResult>::Err>) -> R>;
+
+/// The body of a `stream` fn, its output seen as the engine's.
+fn as_stream_result<R, F, Fut>(
+    body: F,
+) -> impl FnOnce() -> Map<Fut, fn(R) -> Result<StreamOf<R>, R::Err>>
+where
+    R: ReturnsResult,
+    R::Ok: StreamedOut,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = R>,
+{
+    move || body().map((|r: R| r.into_result().map(StreamedOut::into_streamed)) as fn(R) -> _)
+}
+
+/// The engine's output as the declared return type of a `stream` fn.
+fn stream_returned<R>(result: Result<StreamOf<R>, R::Err>) -> R
+where
+    R: ReturnsResult,
+    R::Ok: StreamedOut,
+{
+    R::from_result(result.map(<R::Ok as StreamedOut>::from_streamed))
+}
+
+/// [`run`] for a `stream` fn: runs its body on the store [`crate::scope::resolve`] found.
+#[inline]
+#[allow(clippy::type_complexity)]
+pub fn run_stream<'a, R, P, F, Fut>(
+    store: &'a mut Result<Idem, Error>,
+    call: Call,
+    errors: Errors<R::Err, P>,
+    body: F,
+) -> Either<
+    ReturnedStream<
+        impl Future<Output = Result<StreamOf<R>, R::Err>> + use<'a, R, P, F, Fut>,
+        R,
+    >,
+    Ready<R>,
+>
+where
+    R: ReturnsResult,
+    R::Ok: StreamedOut<Error = R::Err>,
+    <R::Ok as StreamedOut>::Chunk: ChunkType,
+    R::Err: DisplayError + StreamError,
+    P: ErrorPolicy<R::Err> + Send + 'static,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = R>,
+{
+    match store {
+        Ok(idem) => Either::Left(
+            idem.stream_with(call, errors, as_stream_result(body))
+                .map(stream_returned::<R> as fn(_) -> R),
+        ),
+        Err(_) => Either::Right(ready(R::from_result(Err((errors.from_idem)(take_error(
+            store,
+        )))))),
+    }
+}
+
+/// [`run_on`] for a `stream` fn: runs its body on the handle of `store = ...`.
+#[inline]
+#[allow(clippy::type_complexity)]
+pub fn run_stream_on<'a, R, P, F, Fut>(
+    idem: &'a Idem,
+    call: Call,
+    errors: Errors<R::Err, P>,
+    body: F,
+) -> ReturnedStream<impl Future<Output = Result<StreamOf<R>, R::Err>> + use<'a, R, P, F, Fut>, R>
+where
+    R: ReturnsResult,
+    R::Ok: StreamedOut<Error = R::Err>,
+    <R::Ok as StreamedOut>::Chunk: ChunkType,
+    R::Err: DisplayError + StreamError,
+    P: ErrorPolicy<R::Err> + Send + 'static,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = R>,
+{
+    idem.stream_with(call, errors, as_stream_result(body))
+        .map(stream_returned::<R> as fn(_) -> R)
 }

@@ -13,6 +13,7 @@
 //! | [`UNRECORDED`] `idem_unrecorded_total` | counter | `op`, `reason` = `too_large` \| `unencodable` \| `undecodable` \| `store_unreachable` | values the body produced (and the caller received) that were not recorded: over the snapshot limit, not encodable, not decoding back (a float NaN becomes `null`), or the store unreachable even after retries. The record says why (except when the store was unreachable); the next call runs the body again. Alert on this |
 //! | [`CANCELLED`] `idem_cancelled_total` | counter | `op` | calls dropped while their body ran (a timeout, a cancelled task): the claim was released at once and the attempt logged `cancelled` |
 //! | [`ABORTED`] `idem_aborted_total` | counter | `op` | bodies dropped because their attempt lost its lease (`abort_on_lease_loss`); also counted in `idem_fenced_total` |
+//! | [`ATTACHED`] `idem_attached_streams_total` | counter | `op` | streaming calls that followed another attempt's live stream instead of generating it again |
 //! | [`IN_PROGRESS`] `idem_in_progress_total` | counter | `op` | calls that gave up on a running attempt (`on_conflict = error`, or the wait ran out): `Error::InProgress` |
 //! | [`KEY_REUSE`] `idem_key_reuse_total` | counter | `op` | calls refused because the key was used with a different payload (`verify`) |
 //! | [`CLAIM_FAILURES`] `idem_claim_failures_total` | counter | `backend` | claims that failed (store unreachable): the call failed closed, the body did not run |
@@ -51,6 +52,8 @@ pub const UNRECORDED: &str = "idem_unrecorded_total";
 pub const CANCELLED: &str = "idem_cancelled_total";
 /// Bodies dropped because their attempt lost its lease (`abort_on_lease_loss`).
 pub const ABORTED: &str = "idem_aborted_total";
+/// Streaming calls that followed another attempt's live stream instead of generating it again.
+pub const ATTACHED: &str = "idem_attached_streams_total";
 /// Calls that returned `Error::InProgress`.
 pub const IN_PROGRESS: &str = "idem_in_progress_total";
 /// Calls refused with `Error::KeyReuse`.
@@ -75,6 +78,10 @@ pub fn describe() {
         "Calls answered with a recorded outcome; the body did not run"
     );
     describe_counter!(WAITS, "Calls that waited for another attempt's outcome");
+    describe_counter!(
+        ATTACHED,
+        "Streaming calls that followed another attempt's live stream instead of generating it again"
+    );
     describe_counter!(
         TAKEOVERS,
         "Claims that took over an attempt whose lease expired"
@@ -148,6 +155,8 @@ pub(crate) enum CallOutcome {
     Panicked,
     /// The body produced a value that was not recorded, for this reason; the caller got it.
     Unrecorded(Unrecorded),
+    /// A streaming call found another attempt generating the stream and followed it live.
+    Attached,
     /// Gave up on a running attempt (`Error::InProgress`).
     InProgress,
     /// The key was used with another payload (`Error::KeyReuse`).
@@ -192,6 +201,7 @@ impl CallOutcome {
             CallOutcome::Failed => "failed",
             CallOutcome::Panicked => "panicked",
             CallOutcome::Unrecorded(_) => "unrecorded",
+            CallOutcome::Attached => "attached",
             CallOutcome::InProgress => "in_progress",
             CallOutcome::KeyReuse => "key_reuse",
         }
@@ -231,6 +241,7 @@ pub(crate) fn outcome(op: &Cow<'static, str>, outcome: CallOutcome) {
         CallOutcome::Unrecorded(why) => {
             counter!(UNRECORDED, LABEL_OP => op, "reason" => why.as_str()).increment(1);
         }
+        CallOutcome::Attached => counter!(ATTACHED, LABEL_OP => op).increment(1),
         CallOutcome::InProgress => counter!(IN_PROGRESS, LABEL_OP => op).increment(1),
         CallOutcome::KeyReuse => counter!(KEY_REUSE, LABEL_OP => op).increment(1),
     }

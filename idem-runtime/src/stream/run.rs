@@ -1,0 +1,125 @@
+//! The life of a streaming call: one claim decides which stream the caller gets. A recorded
+//! stream replays (from the cache or the store), a stream being generated is followed live, and
+//! otherwise this call's attempt runs the body and generates it.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::Instrument;
+
+use super::{follow, owner, Streamed};
+use crate::call::{KeyedCall, OnConflict};
+use crate::error::Error;
+use crate::execute::{outcome, Errors};
+use crate::handle::Handle;
+use crate::metrics::CallOutcome;
+use crate::replay::{fingerprints_differ, key_reuse, ErrorPolicy};
+use crate::store::{Claim, ClaimRequest};
+
+pub(crate) async fn run<C, E, P, F, Fut>(
+    handle: &Arc<Handle>,
+    call: KeyedCall,
+    errors: Errors<E, P>,
+    body: F,
+) -> Result<Streamed<C, E>, E>
+where
+    C: Serialize + DeserializeOwned + Send + 'static,
+    E: Display + Send + 'static,
+    P: ErrorPolicy<E> + Send + 'static,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Streamed<C, E>, E>>,
+{
+    let span = tracing::info_span!(
+        "idem.stream",
+        op = %call.op,
+        key = %call.key.short(),
+        attempt = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    run_in_span(handle, call, errors, body)
+        .instrument(span)
+        .await
+}
+
+async fn run_in_span<C, E, P, F, Fut>(
+    handle: &Arc<Handle>,
+    call: KeyedCall,
+    errors: Errors<E, P>,
+    body: F,
+) -> Result<Streamed<C, E>, E>
+where
+    C: Serialize + DeserializeOwned + Send + 'static,
+    E: Display + Send + 'static,
+    P: ErrorPolicy<E> + Send + 'static,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Streamed<C, E>, E>>,
+{
+    if let Some(entry) = handle.cache.as_ref().and_then(|c| c.get(&call.key)) {
+        if let Some(chunks) = &entry.chunks {
+            if fingerprints_differ(
+                entry.snapshot.fingerprint.as_ref(),
+                call.fingerprint.as_ref(),
+            ) {
+                return Err((errors.from_idem)(key_reuse(&call)));
+            }
+            tracing::Span::current().record("outcome", "replayed");
+            crate::metrics::cache_replay(&call.op);
+            let (snapshot, chunks) = (entry.snapshot.clone(), chunks.clone());
+            return Ok(follow::recorded(handle, call, snapshot, Some(chunks), errors, 0));
+        }
+    }
+    let request = ClaimRequest::of(&call, &handle.worker);
+    // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
+    let epoch = handle.cache.as_ref().map_or(0, |c| c.epoch());
+    // Fail closed: no claim, no body.
+    let claim_started = Instant::now();
+    let claimed = handle.store.claim(&request).await;
+    crate::metrics::claim(
+        handle.store.backend(),
+        claim_started.elapsed(),
+        claimed.is_ok(),
+    );
+    match claimed.map_err(errors.from_idem)? {
+        Claim::Completed(snapshot) => {
+            outcome(&call.op, CallOutcome::Replayed);
+            Ok(follow::recorded(handle, call, snapshot, None, errors, epoch))
+        }
+        Claim::KeyReuse => {
+            outcome(&call.op, CallOutcome::KeyReuse);
+            Err((errors.from_idem)(key_reuse(&call)))
+        }
+        Claim::Running { attempt, .. } if call.options.on_conflict == OnConflict::Error => {
+            outcome(&call.op, CallOutcome::InProgress);
+            Err((errors.from_idem)(Error::InProgress {
+                op: call.op.to_string(),
+                key: call.key,
+                attempt,
+                waited: Duration::ZERO,
+            }))
+        }
+        Claim::Running { attempt, .. } => {
+            // Never a second generation: follow the one under way.
+            outcome(&call.op, CallOutcome::Attached);
+            tracing::Span::current().record("attempt", attempt);
+            Ok(follow::live(handle, call, attempt, errors))
+        }
+        Claim::Acquired { attempt, took_over } => {
+            tracing::Span::current().record("attempt", attempt);
+            if let Some(old) = took_over {
+                outcome(&call.op, CallOutcome::TakenOver);
+                tracing::warn!(
+                    old,
+                    attempt,
+                    "idem: took over a stream whose lease expired; generating it anew"
+                );
+            } else {
+                outcome(&call.op, CallOutcome::Executed);
+            }
+            owner::start(handle, call, attempt, errors, body).await
+        }
+    }
+}
