@@ -697,3 +697,45 @@ fn annotated_futures_are_small() {
         "programmatic future is {programmatic} bytes"
     );
 }
+
+static DRAFTS: AtomicU32 = AtomicU32::new(0);
+
+/// A streamed response: one generation, then replays of the same chunks; `?` before the stream
+/// still works, and a cached error ends the replay as it ended the original.
+#[idempotent(key = (prompt), stream, cache_errors)]
+async fn draft_stream(
+    prompt: &str,
+    words: &str,
+) -> Result<idem_runtime::Streamed<String, AppError>, AppError> {
+    use futures_util::stream;
+    DRAFTS.fetch_add(1, Ordering::SeqCst);
+    let count: usize = words.parse()?;
+    let prompt = prompt.to_owned();
+    let tokens = (0..count).map(move |i| Ok(format!("{prompt}-{i}")));
+    let tail = [Err(AppError::Bad("length".into()))];
+    Ok(idem_runtime::Streamed::new(stream::iter(tokens.chain(tail))))
+}
+
+#[test]
+fn stream_attribute_generates_once_and_replays() {
+    use futures_util::StreamExt;
+    runtime().block_on(async {
+        let idem = Idem::memory();
+        idem.scope(async {
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let s = draft_stream("hi", "3").await.unwrap();
+                seen.push(s.collect::<Vec<_>>().await);
+            }
+            assert_eq!(DRAFTS.load(Ordering::SeqCst), 1);
+            for items in &seen {
+                assert_eq!(items.len(), 4);
+                assert_eq!(items[0], Ok("hi-0".to_string()));
+                assert_eq!(items[3], Err(AppError::Bad("length".into())));
+            }
+            // An error before the stream is an ordinary failure (`?` on the parse).
+            assert!(matches!(draft_stream("other", "x").await, Err(AppError::Bad(_))));
+        })
+        .await;
+    });
+}

@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod effects;
 pub mod lifecycle;
 pub mod operator;
+pub mod streams;
 pub mod takeover;
 pub mod wrapped;
 
@@ -72,6 +73,16 @@ macro_rules! conformance_suite {
             forget_racing_a_claim_does_not_recache_the_old_snapshot,
             listings_carry_no_snapshots,
             counts_by_operation_and_status,
+        );
+        $crate::conformance_suite!(@tests $factory; streams;
+            stream_runs_once_and_replays_in_order,
+            duplicate_follows_a_live_stream,
+            error_mid_stream_fails_and_keeps_its_chunks,
+            cache_errors_replays_chunks_then_the_error,
+            dropped_stream_cancels_the_attempt,
+            follower_of_a_dead_attempt_is_interrupted,
+            bad_chunks_end_the_stream_with_typed_errors,
+            replay_can_keep_the_original_pacing,
         );
     };
     (@tests $factory:expr; $module:ident; $($scenario:ident),+ $(,)?) => {$(
