@@ -22,6 +22,9 @@
 //! - **Configurable schema and table prefix** (validated identifiers), embedded migrations that
 //!   serialize on `pg_advisory_xact_lock` (see `schema.rs`, which also documents the format).
 //! - **Batched purge** with `FOR UPDATE SKIP LOCKED`, so it never waits for a claimer.
+//! - **A stream journal** (`chunks.rs`): an attempt's chunks are appended by one fenced
+//!   statement, which notifies like a completion when someone waits, and deleted with their
+//!   record by a trigger.
 //!
 //! Open it from a URL ([`PostgresStore::open`], also through `store::open` and `Idem::open`), or
 //! on an application's existing pool ([`PostgresStore::from_pool`]); [`PostgresStore::builder`]
@@ -33,6 +36,7 @@
 //! can find them in `pg_stat_activity`.
 
 mod builder;
+mod chunks;
 mod conn;
 mod listen;
 mod predict;
@@ -63,7 +67,7 @@ use super::columns::{attempt_log_of, counts_of, record_of, u64_of};
 use super::redact_url;
 use super::{
     millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter,
-    OpCounts, Outcome, Store,
+    OpCounts, Outcome, Store, StoredChunk,
 };
 use crate::error::Error;
 use crate::key::Key;
@@ -462,6 +466,29 @@ impl Store for PostgresStore {
             }),
             (gone, _, _) => Ok(gone > 0),
         }
+    }
+
+    async fn append_chunks(
+        &self,
+        a: &AttemptRef<'_>,
+        first: u64,
+        chunks: &[StoredChunk],
+    ) -> Result<Fence, Error> {
+        self.journal_append(a, first, chunks).await
+    }
+
+    async fn read_chunks(
+        &self,
+        key: &Key,
+        attempt: u64,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredChunk>, Error> {
+        self.journal_read(key, attempt, from, limit).await
+    }
+
+    async fn count_chunks(&self, key: &Key, attempt: u64) -> Result<u64, Error> {
+        self.journal_count(key, attempt).await
     }
 
     async fn release(&self, key: &Key) -> Result<bool, Error> {

@@ -1,13 +1,14 @@
 //! The PostgreSQL record format (versioned migrations), the validated names it lives under, and
 //! how a store brings a database up to date, safely when many workers start at once.
 //!
-//! # Persisted format, version 5
+//! # Persisted format, version 6
 //!
 //! Version 1 created the tables below; version 2 (applied on top of it, in the same way on new
 //! and old databases) drops the records table's CHECK constraints and adds the
 //! `<prefix>acquire` function; version 3 mirrors the attempt floor in the sequence
 //! `<prefix>attempt_floor`; version 4 lets the attempts log say `cancelled`; version 5 adds
-//! the `<prefix>renumber` function.
+//! the `<prefix>renumber` function; version 6 adds the stream journal (`<prefix>chunks`) and
+//! the trigger that deletes its rows with their record.
 //!
 //! Everything lives in one schema (default `public`, see `PostgresStoreBuilder::schema`) under
 //! one table-name prefix (default `idem_`). Both are validated as plain lower-case identifiers
@@ -49,6 +50,16 @@
 //!   before that transaction commits; being non-transactional, the raise is visible at once. So
 //!   the mirror is never below an attempt whose row is gone. The role that runs workers needs
 //!   `USAGE` and `UPDATE` on it, as it needs them on the tables.
+//! - `idem_chunks` (since version 6): the stream journal, one row per chunk of a streamed
+//!   result: `key bytea`, `attempt bigint`, `seq bigint` (the chunk number, from 0),
+//!   `offset_ms integer` (when the producer yielded it, in milliseconds since the attempt's
+//!   stream began), `chunk bytea` (its JSON encoding); primary key `(key, attempt, seq)`, so a
+//!   retried append of the same chunk numbers does nothing and a read of one attempt's stream is
+//!   one index range. No CHECK constraints, for the records table's reason: readers validate.
+//!   The trigger `<prefix>chunks_gone` (`AFTER DELETE` on the records table, per row) deletes a
+//!   key's chunks with its record, so forget, purge and every other delete need no statement of
+//!   their own. A claim that replaces an attempt deletes nothing (an upsert); the new attempt's
+//!   first append drops the earlier attempts' chunks.
 //! - `idem_schema`: the applied format versions (`version`, `applied_at`).
 //! - `<prefix>acquire(key, op, fingerprint, lease_ms, worker, ttl_ms) -> bigint[]`: the write
 //!   half of a claim of a key whose record is not live (an upsert that takes a new attempt;
@@ -92,10 +103,10 @@ use sqlx::{Connection, PgConnection};
 use crate::error::Error;
 
 /// The newest format version this build writes.
-pub const FORMAT_VERSION: i32 = 5;
+pub const FORMAT_VERSION: i32 = 6;
 
-/// The format versions, in order. `{records}`, `{attempts}`, `{meta}` are replaced by the quoted,
-/// schema-qualified table names, `{prefix}` by the (validated) table prefix.
+/// The format versions, in order. `{records}`, `{attempts}`, `{meta}`, `{chunks}` are replaced
+/// by the quoted, schema-qualified table names, `{prefix}` by the (validated) table prefix.
 const MIGRATIONS: &[(i32, &str)] = &[
     (
         1,
@@ -314,6 +325,34 @@ END
 $idem$;
 "#,
     ),
+    (
+        6,
+        r#"
+-- The stream journal: the chunks of a streamed result, one row each, in the order of `seq`.
+-- Keyed by (key, attempt, seq): a retried append of a chunk number does nothing, and reading an
+-- attempt's stream is one range of the primary key. No CHECK constraints (see version 2).
+CREATE TABLE {chunks} (
+    key       bytea NOT NULL,
+    attempt   bigint NOT NULL,
+    seq       bigint NOT NULL,
+    offset_ms integer NOT NULL,
+    chunk     bytea NOT NULL,
+    PRIMARY KEY (key, attempt, seq)
+);
+
+-- Chunks go with their record: every statement that deletes records (forget, purge) deletes
+-- their chunks through this trigger, in the same statement. `renumber` deletes and re-inserts
+-- a row no one has seen yet, which has no chunks of its own.
+CREATE FUNCTION "{schema}"."{prefix}forget_chunks"() RETURNS trigger LANGUAGE plpgsql AS $idem$
+BEGIN
+    DELETE FROM {chunks} WHERE key = OLD.key;
+    RETURN NULL;
+END
+$idem$;
+CREATE TRIGGER "{prefix}chunks_gone" AFTER DELETE ON {records}
+    FOR EACH ROW EXECUTE FUNCTION "{schema}"."{prefix}forget_chunks"();
+"#,
+    ),
 ];
 
 /// The longest schema name (PostgreSQL truncates identifiers at 63 bytes).
@@ -367,6 +406,8 @@ pub(super) struct Names {
     pub(super) records: String,
     pub(super) attempts: String,
     pub(super) meta: String,
+    /// The stream journal (format version 6).
+    pub(super) chunks: String,
     /// The sequence that mirrors the attempt floor (format version 3).
     pub(super) floor: String,
     pub(super) versions: String,
@@ -386,6 +427,7 @@ impl Names {
             records: table("records"),
             attempts: table("attempts"),
             meta: table("meta"),
+            chunks: table("chunks"),
             floor: table("attempt_floor"),
             versions: table("schema"),
             channel: format!("idem_{}", &hash.to_hex()[..16]),
@@ -396,6 +438,7 @@ impl Names {
         sql.replace("{records}", &self.records)
             .replace("{attempts}", &self.attempts)
             .replace("{meta}", &self.meta)
+            .replace("{chunks}", &self.chunks)
             .replace("{floor}", &self.floor)
             .replace("{prefix}", &self.prefix)
             .replace("{schema}", &self.schema)

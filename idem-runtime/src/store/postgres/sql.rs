@@ -52,11 +52,15 @@ pub(super) struct Sql {
     pub(super) attempts: String,
     pub(super) list: String,
     pub(super) counts: String,
+    pub(super) append_chunks: String,
+    pub(super) read_chunks: String,
+    pub(super) count_chunks: String,
 }
 
 impl Sql {
     pub(super) fn new(n: &Names) -> Self {
         let (records, attempts, meta, channel) = (&n.records, &n.attempts, &n.meta, &n.channel);
+        let chunks = &n.chunks;
         let live = format!(
             "(r.status = 'completed' AND r.expires_at > {NOW}) OR (r.status = 'running' AND r.lease_until > {NOW})"
         );
@@ -275,6 +279,51 @@ impl Sql {
                         coalesce(sum(attempt), 0)::int8
                  FROM {records} WHERE $1::text IS NULL OR op = $1
                  GROUP BY op ORDER BY op"
+            ),
+            // $1 key, $2 attempt, $3 first chunk number, $4 offsets (ms), $5 chunks. One
+            // statement, so one round trip and one snapshot:
+            // - `owner` is the fence: the record, only if it is `running` with this attempt.
+            //   `FOR KEY SHARE` (the lock a foreign key takes) holds off a concurrent forget or
+            //   purge until this statement commits, so their trigger then deletes these chunks
+            //   too (without it, chunks inserted beside a delete would outlive their record);
+            //   it conflicts with no update, so heartbeats and completions never wait for it.
+            // - `dropped`: the first append of an attempt (`first` = 0) deletes the chunks of
+            //   the key's earlier attempts, which can never write again.
+            // - `added`: the chunks, numbered from `first` by their position in the arrays
+            //   (`WITH ORDINALITY` counts from 1), only after a chunk `first - 1` (a gap would
+            //   make readers skip chunk numbers, as in the memory store); a chunk number already
+            //   journaled is left as it is (a retried append).
+            // No row back: the fence is lost, nothing was written. Otherwise `waiters`: someone
+            // was told `running`, so the store sends `notify` and followers of the stream wake.
+            append_chunks: format!(
+                "WITH owner AS (
+                     SELECT waiters FROM {records}
+                     WHERE key = $1 AND attempt = $2 AND status = 'running'
+                     FOR KEY SHARE
+                 ), dropped AS (
+                     DELETE FROM {chunks}
+                     WHERE $3::int8 = 0 AND key = $1 AND attempt < $2
+                       AND EXISTS (SELECT 1 FROM owner)
+                 ), added AS (
+                     INSERT INTO {chunks} (key, attempt, seq, offset_ms, chunk)
+                     SELECT $1, $2, $3::int8 + c.ord - 1, c.offset_ms, c.chunk
+                     FROM unnest($4::int4[], $5::bytea[]) WITH ORDINALITY AS c(offset_ms, chunk, ord)
+                     WHERE EXISTS (SELECT 1 FROM owner)
+                       AND ($3::int8 = 0 OR EXISTS (SELECT 1 FROM {chunks}
+                                                    WHERE key = $1 AND attempt = $2
+                                                      AND seq = $3::int8 - 1))
+                     ON CONFLICT DO NOTHING
+                 )
+                 SELECT waiters FROM owner"
+            ),
+            // $1 key, $2 attempt, $3 from, $4 limit: one range of the primary key, in order.
+            read_chunks: format!(
+                "SELECT offset_ms, chunk FROM {chunks}
+                 WHERE key = $1 AND attempt = $2 AND seq >= $3 ORDER BY seq LIMIT $4"
+            ),
+            // $1 key, $2 attempt.
+            count_chunks: format!(
+                "SELECT count(*) FROM {chunks} WHERE key = $1 AND attempt = $2"
             ),
         }
     }

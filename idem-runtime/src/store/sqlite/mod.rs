@@ -6,9 +6,11 @@
 //! are `UPDATE`s fenced on `(key, attempt, status = 'running')`. Multi-statement maintenance
 //! (forget, release, purge) runs under `BEGIN IMMEDIATE`, so a read never turns into a write that
 //! another process could beat. The statement functions take any `SqliteExecutor`, so a caller's
-//! own transaction can carry them.
+//! own transaction can carry them. A streamed result's chunks are journaled by fenced inserts
+//! (`chunks.rs`) and deleted with their record by a trigger.
 
 mod builder;
+mod chunks;
 mod rows;
 mod schema;
 mod sql;
@@ -29,7 +31,7 @@ pub use self::step::{Step, StepTx};
 use super::columns::{attempt_log_of, counts_of, record_of};
 use super::{
     millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, OpCounts, Outcome,
-    Store,
+    Store, StoredChunk,
 };
 use crate::error::Error;
 use crate::key::Key;
@@ -310,6 +312,29 @@ impl Store for SqliteStore {
             .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn append_chunks(
+        &self,
+        a: &AttemptRef<'_>,
+        first: u64,
+        chunks: &[StoredChunk],
+    ) -> Result<Fence, Error> {
+        chunks::append(&self.pool, a, first, chunks).await
+    }
+
+    async fn read_chunks(
+        &self,
+        key: &Key,
+        attempt: u64,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredChunk>, Error> {
+        chunks::read(&self.pool, key, attempt, from, limit).await
+    }
+
+    async fn count_chunks(&self, key: &Key, attempt: u64) -> Result<u64, Error> {
+        chunks::count(&self.pool, key, attempt).await
     }
 
     async fn release(&self, key: &Key) -> Result<bool, Error> {

@@ -9,6 +9,18 @@
 //! - `idem_meta`: `attempt_floor`, the highest attempt number ever deleted, so that attempt
 //!   numbers (fencing tokens) never go backwards across purge and forget.
 //! - `idem_schema`: the applied format version.
+//!
+//! Format version 2 adds the stream journal:
+//! - `idem_chunks`: one row per journaled chunk of a streamed result: `key`, `attempt`, `seq`
+//!   (the chunk number, from 0), `offset_ms` (when the producer yielded it, in milliseconds since
+//!   the attempt's stream began), `chunk` (its JSON encoding); primary key `(key, attempt, seq)`,
+//!   so a retried append of the same chunk numbers is ignored, and a read of one attempt's
+//!   stream is one range of the primary key.
+//! - The trigger `idem_chunks_forget` deletes a key's chunks with its record, so every path that
+//!   deletes a record (forget, purge) needs no statement of its own. No path replaces a record
+//!   by other means: a claim of a key with a record is an upsert (`ON CONFLICT DO UPDATE`, which
+//!   deletes nothing), and the chunks of the attempts it replaces are dropped by the new
+//!   attempt's first append.
 
 use sqlx::{Connection, SqliteConnection};
 
@@ -17,9 +29,10 @@ use sqlx::{Connection, SqliteConnection};
 pub(super) const NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
 /// The format versions, in order; each is applied once, in one transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE idem_meta (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -77,10 +90,33 @@ CREATE TRIGGER idem_attempt_forget AFTER DELETE ON idem_records BEGIN
     DELETE FROM idem_attempts WHERE key = OLD.key;
 END;
 ",
-)];
+    ),
+    (
+        2,
+        r"
+-- The stream journal: the chunks of a streamed result, one row each, in the order of `seq`.
+-- Keyed by (key, attempt, seq): a retried append of a chunk number is ignored, and reading an
+-- attempt's stream is one range of the primary key. No rowid: the primary key is the row.
+CREATE TABLE idem_chunks (
+    key       BLOB NOT NULL,
+    attempt   INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,
+    offset_ms INTEGER NOT NULL,
+    chunk     BLOB NOT NULL,
+    PRIMARY KEY (key, attempt, seq)
+) WITHOUT ROWID;
+
+-- Chunks go with their record: forget and purge delete records, and this deletes their
+-- chunks in the same statement.
+CREATE TRIGGER idem_chunks_forget AFTER DELETE ON idem_records BEGIN
+    DELETE FROM idem_chunks WHERE key = OLD.key;
+END;
+",
+    ),
+];
 
 /// The newest format version this build writes.
-pub const FORMAT_VERSION: i64 = 1;
+pub const FORMAT_VERSION: i64 = 2;
 
 /// The format version of the database's idem tables, or `None` when it has none. Reads only.
 pub(super) async fn check(conn: &mut SqliteConnection) -> Result<Option<i64>, sqlx::Error> {

@@ -106,3 +106,62 @@ pub(super) const RECORD_COLUMNS: &str =
 pub(super) const LISTED_COLUMNS: &str = "key, op, status, attempt, fingerprint, NULL AS snapshot, \
                               snapshot_kind, error, lease_until, worker, created_at, updated_at, \
                               expires_at";
+
+/// The most chunks one append statement carries: three parameters each, far below SQLite's
+/// limit on bound parameters (32,766), and a bound on the statement texts kept.
+pub(super) const APPEND_BATCH: usize = 256;
+
+/// The fenced append of `n` chunks (`1 ..= APPEND_BATCH`; 0 only checks the fence and drops
+/// earlier attempts' chunks), built once per size: its `VALUES` list depends on the batch size,
+/// and sqlx caches prepared statements by text.
+///
+/// ?1 key, ?2 attempt, ?3 first chunk number, then (seq, offset ms, chunk) per chunk. One round
+/// trip, three statements:
+/// - when `first` is 0 (a new attempt's stream begins), the chunks of the key's earlier
+///   attempts are deleted, fenced like the insert (`?3 = 0` is constant, so SQLite tests it
+///   once, before any row). Deleted before the insert and not in its transaction: once this
+///   attempt runs, earlier attempts can never write again, so their chunks are garbage either way.
+/// - the insert writes the chunks only if the record is `running` with this attempt, and only
+///   after a chunk `first - 1` (a gap would make readers skip chunk numbers, as in the memory
+///   store); `OR IGNORE` keeps a chunk number already journaled (a retried append).
+/// - the last statement returns how many chunks the insert wrote (`changes()`, which counts no
+///   trigger's rows) and whether the record is still this attempt's: 0 chunks written means
+///   either a lost fence or a retried append, and the flag tells them apart without a second
+///   round trip.
+pub(super) fn append_chunks(n: usize) -> &'static str {
+    static TEXTS: [OnceLock<String>; APPEND_BATCH + 1] =
+        [const { OnceLock::new() }; APPEND_BATCH + 1];
+    let n = n.min(APPEND_BATCH);
+    TEXTS[n].get_or_init(|| {
+        let owned = "EXISTS (SELECT 1 FROM idem_records
+                             WHERE key = ?1 AND attempt = ?2 AND status = 'running')";
+        let delete = format!(
+            "DELETE FROM idem_chunks WHERE ?3 = 0 AND key = ?1 AND attempt < ?2 AND {owned};"
+        );
+        let insert = if n == 0 {
+            String::new()
+        } else {
+            let values: Vec<String> = (0..n)
+                .map(|i| format!("(?{}, ?{}, ?{})", 4 + 3 * i, 5 + 3 * i, 6 + 3 * i))
+                .collect();
+            format!(
+                "INSERT OR IGNORE INTO idem_chunks (key, attempt, seq, offset_ms, chunk)
+                 SELECT ?1, ?2, column1, column2, column3 FROM (VALUES {})
+                 WHERE {owned}
+                   AND (?3 = 0 OR EXISTS (SELECT 1 FROM idem_chunks
+                                          WHERE key = ?1 AND attempt = ?2 AND seq = ?3 - 1));",
+                values.join(", ")
+            )
+        };
+        let added = if n == 0 { "0" } else { "changes()" };
+        format!("{delete}\n{insert}\nSELECT {added} AS added, {owned} AS owned")
+    })
+}
+
+/// ?1 key, ?2 attempt, ?3 from, ?4 limit: one range of the primary key, in order.
+pub(super) const READ_CHUNKS: &str = "SELECT offset_ms, chunk FROM idem_chunks
+     WHERE key = ?1 AND attempt = ?2 AND seq >= ?3 ORDER BY seq LIMIT ?4";
+
+/// ?1 key, ?2 attempt.
+pub(super) const COUNT_CHUNKS: &str =
+    "SELECT count(*) FROM idem_chunks WHERE key = ?1 AND attempt = ?2";
