@@ -61,7 +61,8 @@ impl<T: IdemKey + ?Sized> VerifyPart for T {}
 #[diagnostic::on_unimplemented(
     message = "the success type `{Self}` cannot be recorded: it does not implement `serde::Serialize`",
     label = "the `Ok` value is recorded as a snapshot and replayed to every retry",
-    note = "derive both on it: `#[derive(serde::Serialize, serde::Deserialize)]`, or return a type that has them"
+    note = "derive both on it: `#[derive(serde::Serialize, serde::Deserialize)]`, or return a type that has them",
+    note = "for a stream of chunks (`Streamed<C, E>`), add the `stream` option: `#[idempotent(key = (...), stream)]`"
 )]
 pub trait SnapshotOut: Serialize {}
 
