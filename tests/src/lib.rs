@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod effects;
 pub mod lifecycle;
 pub mod operator;
+pub mod stream_journal;
 pub mod takeover;
 pub mod wrapped;
 
@@ -72,6 +73,14 @@ macro_rules! conformance_suite {
             forget_racing_a_claim_does_not_recache_the_old_snapshot,
             listings_carry_no_snapshots,
             counts_by_operation_and_status,
+        );
+        $crate::conformance_suite!(@tests $factory; stream_journal;
+            chunks_append_and_read_in_order_and_pages,
+            chunks_append_is_fenced,
+            chunks_retried_append_is_harmless,
+            chunks_new_attempt_drops_the_old_stream,
+            chunks_forget_deletes_the_stream,
+            chunks_purge_deletes_expired_streams,
         );
     };
     (@tests $factory:expr; $module:ident; $($scenario:ident),+ $(,)?) => {$(
