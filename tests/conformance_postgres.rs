@@ -1,6 +1,6 @@
 //! The store conformance suite on the PostgreSQL store, plus PostgreSQL-only behaviour:
 //! configuration that could inject SQL is refused, many workers migrating at once, LISTEN/NOTIFY
-//! wake-ups, corrupt rows.
+//! wake-ups (of waiters and of stream followers), corrupt rows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 idem_tests::conformance_suite!(idem_tests::backends::postgres());
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use idem_runtime::record::SnapshotKind;
 use idem_runtime::store::postgres::{PostgresStore, FORMAT_VERSION};
-use idem_runtime::store::{AttemptRef, Claim, ClaimRequest, Fence, Outcome, Store};
+use idem_runtime::store::{AttemptRef, Claim, ClaimRequest, Fence, Outcome, Store, StoredChunk};
 use idem_runtime::{Call, Error, Idem};
 use idem_tests::backends::{fresh_postgres_schema, postgres_store, postgres_url};
 use idem_tests::conformance::{count_call, TestError};
@@ -194,6 +194,125 @@ async fn notify_wakes_waiters_at_once() {
         .await;
     assert!(begun.elapsed() >= Duration::from_millis(300));
     assert!(!polling.listening());
+}
+
+/// A process following a stream (told `running`, so the record is flagged) is woken by the
+/// NOTIFY of each append in another process, as by a completion's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appended_chunks_wake_followers_at_once() {
+    let schema = fresh_postgres_schema();
+    let Some(owner) = postgres_store(&schema, |b| b).await else {
+        return;
+    };
+    let follower = Arc::new(postgres_store(&schema, |b| b).await.unwrap());
+    let op = idem_tests::unique_op("stream_notify");
+    let key = Call::new(op.clone()).key(&"k").key_value();
+    let req = plain_request(&op, &key, "owner");
+    let Claim::Acquired { attempt, .. } = owner.claim(&req).await.unwrap() else {
+        panic!("fresh key")
+    };
+    let begun = Instant::now();
+    while !follower.listening() {
+        follower
+            .wait_for_change(&key, Duration::from_millis(20))
+            .await;
+        assert!(
+            begun.elapsed() < Duration::from_secs(10),
+            "the listener connects"
+        );
+    }
+    let dup = ClaimRequest {
+        worker: "follower",
+        ..req
+    };
+    assert!(matches!(
+        follower.claim(&dup).await.unwrap(),
+        Claim::Running { .. }
+    ));
+    let a = AttemptRef {
+        op: &op,
+        key: &key,
+        attempt,
+    };
+    for first in 0..2u64 {
+        let waiter = {
+            let (follower, key) = (follower.clone(), key);
+            tokio::spawn(async move {
+                let begun = Instant::now();
+                follower
+                    .wait_for_change(&key, Duration::from_secs(20))
+                    .await;
+                begun.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let chunk = StoredChunk {
+            offset_ms: 0,
+            bytes: b"1".to_vec(),
+        };
+        assert_eq!(
+            owner.append_chunks(&a, first, &[chunk]).await.unwrap(),
+            Fence::Owned
+        );
+        let waited = waiter.await.unwrap();
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+            "append {first}: woken at once: {waited:?}"
+        );
+    }
+    assert_eq!(follower.count_chunks(&key, attempt).await.unwrap(), 2);
+}
+
+/// Appends racing a forced forget of their record never leave chunks behind it: the append
+/// holds the record's key-share lock, so the delete (and its trigger) comes after it, or the
+/// append finds no record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_racing_a_forget_leave_no_chunks() {
+    let schema = fresh_postgres_schema();
+    let Some(store) = postgres_store(&schema, |b| b).await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let op = idem_tests::unique_op("stream_forget_race");
+    for round in 0..20u32 {
+        let key = Call::new(op.clone()).key(&round).key_value();
+        let Claim::Acquired { attempt, .. } =
+            store.claim(&plain_request(&op, &key, "w")).await.unwrap()
+        else {
+            panic!("fresh key")
+        };
+        let appender = {
+            let (store, op) = (store.clone(), op.clone());
+            tokio::spawn(async move {
+                let a = AttemptRef {
+                    op: &op,
+                    key: &key,
+                    attempt,
+                };
+                for first in 0.. {
+                    let chunk = StoredChunk {
+                        offset_ms: 0,
+                        bytes: vec![b'0'; 64],
+                    };
+                    if store.append_chunks(&a, first, &[chunk]).await.unwrap() == Fence::Lost {
+                        return first;
+                    }
+                }
+                unreachable!("the forget ends the stream")
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(u64::from(round % 5))).await;
+        assert!(store.forget(&key, true).await.unwrap());
+        appender.await.unwrap();
+        let left: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM \"{schema}\".idem_chunks WHERE key = $1"
+        ))
+        .bind(&key.0[..])
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "round {round}: chunks outlived their record");
+    }
 }
 
 /// A corrupt snapshot row: a typed error naming op and key; no panic, no re-run.
@@ -686,6 +805,24 @@ async fn upgrades_a_version_1_database_in_place() {
         matches!(claim, Claim::Acquired { attempt: 21, .. }),
         "{claim:?}"
     );
+    // Streams work on the upgraded database, and go with their record.
+    let a = AttemptRef {
+        op: &op,
+        key: &newer,
+        attempt: 21,
+    };
+    let chunks = [StoredChunk {
+        offset_ms: 7,
+        bytes: b"\"c\"".to_vec(),
+    }];
+    let store = idem.store();
+    assert_eq!(
+        store.append_chunks(&a, 0, &chunks).await.unwrap(),
+        Fence::Owned
+    );
+    assert_eq!(store.read_chunks(&newer, 21, 0, 10).await.unwrap(), chunks);
+    assert!(store.forget(&newer, true).await.unwrap());
+    assert_eq!(store.count_chunks(&newer, 21).await.unwrap(), 0);
     sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
         .execute(&mut *conn)
         .await

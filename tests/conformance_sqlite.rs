@@ -144,11 +144,121 @@ async fn concurrent_opens_migrate_once() {
         o.await.unwrap().unwrap();
     }
     let store = SqliteStore::open(&url).await.unwrap();
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM idem_schema")
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM idem_schema ORDER BY version")
         .fetch_all(store.pool())
         .await
         .unwrap();
-    assert_eq!(versions, [idem_runtime::store::sqlite::FORMAT_VERSION]);
+    assert_eq!(
+        versions,
+        (1..=idem_runtime::store::sqlite::FORMAT_VERSION).collect::<Vec<_>>(),
+        "each version applied once"
+    );
+}
+
+/// A database created by format version 1 (`tests/fixtures/sqlite_format_v1.sql`, frozen) is
+/// upgraded in place when opened: its records replay, new attempts start above its attempt
+/// floor, and streams work after the upgrade (append, read, deleted with their record).
+#[tokio::test]
+async fn upgrades_a_version_1_database_in_place() {
+    use idem_runtime::store::{AttemptRef, Claim, ClaimRequest, Fence, Store, StoredChunk};
+    use idem_runtime::Call;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::Executor::execute(&mut conn, include_str!("fixtures/sqlite_format_v1.sql"))
+        .await
+        .unwrap();
+    let op = idem_tests::unique_op("upgrade");
+    let key = Call::new(op.clone()).key(&"k").key_value();
+    // A completed record and a raised floor, as version 1 wrote them.
+    let now = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+    sqlx::query(&format!(
+        "INSERT INTO idem_records (key, op, status, attempt, snapshot, snapshot_kind, worker,
+             created_at, updated_at, expires_at, attempt_started_at, attempt_outcome)
+         VALUES (?1, ?2, 'completed', 3, CAST('\"from v1\"' AS BLOB), 'ok', 'old',
+                 {now}, {now}, {now} + 3600000, {now}, 'completed')"
+    ))
+    .bind(&key.0[..])
+    .bind(&op)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE idem_meta SET value = 7 WHERE name = 'attempt_floor'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM idem_schema ORDER BY version")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        versions,
+        (1..=idem_runtime::store::sqlite::FORMAT_VERSION).collect::<Vec<_>>()
+    );
+    let store = std::sync::Arc::new(store);
+    let idem = Idem::builder(store.clone()).cache_capacity(0).build();
+    let runs = AtomicUsize::new(0);
+    assert_eq!(
+        count_call(&idem, &op, &runs).await.unwrap(),
+        "from v1",
+        "a version-1 record replays"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    // A stream on the upgraded database.
+    let fresh = Call::new(op.clone()).key(&"stream").key_value();
+    let req = ClaimRequest {
+        op: &op,
+        key: &fresh,
+        fingerprint: None,
+        lease: Duration::from_secs(30),
+        ttl: Duration::from_secs(3600),
+        worker: "w",
+    };
+    let attempt = match store.claim(&req).await.unwrap() {
+        Claim::Acquired { attempt, .. } => attempt,
+        other => panic!("expected Acquired, got {other:?}"),
+    };
+    assert_eq!(
+        attempt, 8,
+        "a new key starts above version 1's attempt floor"
+    );
+    let a = AttemptRef {
+        op: &op,
+        key: &fresh,
+        attempt,
+    };
+    let chunks: Vec<StoredChunk> = (0..3u32)
+        .map(|i| StoredChunk {
+            offset_ms: i * 5,
+            bytes: format!("{i}").into_bytes(),
+        })
+        .collect();
+    assert_eq!(
+        store.append_chunks(&a, 0, &chunks).await.unwrap(),
+        Fence::Owned
+    );
+    assert_eq!(
+        store.read_chunks(&fresh, attempt, 0, 10).await.unwrap(),
+        chunks
+    );
+    assert_eq!(store.count_chunks(&fresh, attempt).await.unwrap(), 3);
+    // The upgrade's trigger deletes a stream with its record.
+    assert!(store.forget(&fresh, true).await.unwrap());
+    assert_eq!(store.count_chunks(&fresh, attempt).await.unwrap(), 0);
 }
 
 mod transactional_steps {

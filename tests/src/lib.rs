@@ -7,6 +7,7 @@ pub mod effects;
 pub mod lifecycle;
 pub mod operator;
 pub mod streams;
+pub mod stream_journal;
 pub mod takeover;
 pub mod wrapped;
 
@@ -83,6 +84,14 @@ macro_rules! conformance_suite {
             follower_of_a_dead_attempt_is_interrupted,
             bad_chunks_end_the_stream_with_typed_errors,
             replay_can_keep_the_original_pacing,
+        );
+        $crate::conformance_suite!(@tests $factory; stream_journal;
+            chunks_append_and_read_in_order_and_pages,
+            chunks_append_is_fenced,
+            chunks_retried_append_is_harmless,
+            chunks_new_attempt_drops_the_old_stream,
+            chunks_forget_deletes_the_stream,
+            chunks_purge_deletes_expired_streams,
         );
     };
     (@tests $factory:expr; $module:ident; $($scenario:ident),+ $(,)?) => {$(

@@ -285,8 +285,9 @@ impl Sql {
             // - `owner` is the fence: the record, only if it is `running` with this attempt.
             //   `FOR KEY SHARE` (the lock a foreign key takes) holds off a concurrent forget or
             //   purge until this statement commits, so their trigger then deletes these chunks
-            //   too (without it, chunks inserted beside a delete would outlive their record);
-            //   it conflicts with no update, so heartbeats and completions never wait for it.
+            //   too (without it, chunks inserted beside a delete would outlive their record;
+            //   `appends_racing_a_forget_leave_no_chunks`). It conflicts with no update that
+            //   leaves the key alone, so heartbeats, completions and claims never wait for it.
             // - `dropped`: the first append of an attempt (`first` = 0) deletes the chunks of
             //   the key's earlier attempts, which can never write again.
             // - `added`: the chunks, numbered from `first` by their position in the arrays

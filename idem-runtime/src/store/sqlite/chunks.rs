@@ -45,7 +45,7 @@ async fn append_batch(
     first: u64,
     chunks: &[StoredChunk],
 ) -> Result<Fence, Error> {
-    let mut query = sqlx::query(sql::append_chunks(chunks.len()))
+    let mut query = sqlx::query(sql::append_chunks(chunks.len(), first == 0))
         .bind(&a.key.0[..])
         .bind(i64_of(a.attempt))
         .bind(i64_of(first));

@@ -111,16 +111,16 @@ pub(super) const LISTED_COLUMNS: &str = "key, op, status, attempt, fingerprint, 
 /// limit on bound parameters (32,766), and a bound on the statement texts kept.
 pub(super) const APPEND_BATCH: usize = 256;
 
-/// The fenced append of `n` chunks (`1 ..= APPEND_BATCH`; 0 only checks the fence and drops
-/// earlier attempts' chunks), built once per size: its `VALUES` list depends on the batch size,
-/// and sqlx caches prepared statements by text.
+/// The fenced append of `n` chunks (`0 ..= APPEND_BATCH`; with 0 it only checks the fence, and
+/// drops earlier attempts' chunks if `first_append`), built once per size and kind: its `VALUES`
+/// list depends on the batch size, and sqlx caches prepared statements by text.
 ///
 /// ?1 key, ?2 attempt, ?3 first chunk number, then (seq, offset ms, chunk) per chunk. One round
-/// trip, three statements:
-/// - when `first` is 0 (a new attempt's stream begins), the chunks of the key's earlier
-///   attempts are deleted, fenced like the insert (`?3 = 0` is constant, so SQLite tests it
-///   once, before any row). Deleted before the insert and not in its transaction: once this
-///   attempt runs, earlier attempts can never write again, so their chunks are garbage either way.
+/// trip, up to three statements:
+/// - a first append (`first` = 0: a new attempt's stream begins) deletes the chunks of the key's
+///   earlier attempts, fenced like the insert. Before the insert and not in its transaction:
+///   once this attempt runs, earlier attempts can never write again, so their chunks are garbage
+///   either way. Later appends leave the statement out, so they take the write lock once.
 /// - the insert writes the chunks only if the record is `running` with this attempt, and only
 ///   after a chunk `first - 1` (a gap would make readers skip chunk numbers, as in the memory
 ///   store); `OR IGNORE` keeps a chunk number already journaled (a retried append).
@@ -128,16 +128,20 @@ pub(super) const APPEND_BATCH: usize = 256;
 ///   trigger's rows) and whether the record is still this attempt's: 0 chunks written means
 ///   either a lost fence or a retried append, and the flag tells them apart without a second
 ///   round trip.
-pub(super) fn append_chunks(n: usize) -> &'static str {
-    static TEXTS: [OnceLock<String>; APPEND_BATCH + 1] =
-        [const { OnceLock::new() }; APPEND_BATCH + 1];
+pub(super) fn append_chunks(n: usize, first_append: bool) -> &'static str {
+    const SIZES: usize = APPEND_BATCH + 1;
+    static TEXTS: [[OnceLock<String>; SIZES]; 2] =
+        [const { [const { OnceLock::new() }; SIZES] }; 2];
+    // Callers split longer appends into batches; a larger `n` would bind chunks past the text.
     let n = n.min(APPEND_BATCH);
-    TEXTS[n].get_or_init(|| {
+    TEXTS[usize::from(first_append)][n].get_or_init(|| {
         let owned = "EXISTS (SELECT 1 FROM idem_records
                              WHERE key = ?1 AND attempt = ?2 AND status = 'running')";
-        let delete = format!(
-            "DELETE FROM idem_chunks WHERE ?3 = 0 AND key = ?1 AND attempt < ?2 AND {owned};"
-        );
+        let delete = if first_append {
+            format!("DELETE FROM idem_chunks WHERE key = ?1 AND attempt < ?2 AND {owned};")
+        } else {
+            String::new()
+        };
         let insert = if n == 0 {
             String::new()
         } else {
