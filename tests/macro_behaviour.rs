@@ -713,7 +713,9 @@ async fn draft_stream(
     let prompt = prompt.to_owned();
     let tokens = (0..count).map(move |i| Ok(format!("{prompt}-{i}")));
     let tail = [Err(AppError::Bad("length".into()))];
-    Ok(idem_runtime::Streamed::new(stream::iter(tokens.chain(tail))))
+    Ok(idem_runtime::Streamed::new(stream::iter(
+        tokens.chain(tail),
+    )))
 }
 
 #[test]
@@ -734,7 +736,10 @@ fn stream_attribute_generates_once_and_replays() {
                 assert_eq!(items[3], Err(AppError::Bad("length".into())));
             }
             // An error before the stream is an ordinary failure (`?` on the parse).
-            assert!(matches!(draft_stream("other", "x").await, Err(AppError::Bad(_))));
+            assert!(matches!(
+                draft_stream("other", "x").await,
+                Err(AppError::Bad(_))
+            ));
         })
         .await;
     });

@@ -3,4 +3,5 @@
 pub mod baseline;
 #[cfg(feature = "postgres")]
 pub mod pgbench;
+pub mod stream_bench;
 pub mod workload;

@@ -412,7 +412,12 @@ impl Idem {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Streamed<C, E>, E>>,
     {
-        Box::pin(crate::stream::run::run(&self.inner, call.keyed(), errors, body))
+        Box::pin(crate::stream::run::run(
+            &self.inner,
+            call.keyed(),
+            errors,
+            body,
+        ))
     }
 
     /// The engine behind every call: `from_idem` makes the function's error type from idem's,

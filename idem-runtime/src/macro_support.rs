@@ -31,8 +31,8 @@ use crate::error::Error;
 pub use crate::execute::Errors;
 use crate::idem::Idem;
 use crate::key::IdemKey;
-use crate::stream::Streamed;
 pub use crate::replay::{CacheErrorsWhen, ErrorPolicy, NoErrorCache};
+use crate::stream::Streamed;
 
 /// An argument that is part of the key because the attribute gives no `key = (...)`.
 #[diagnostic::on_unimplemented(
@@ -469,8 +469,7 @@ pub type StreamOf<R> = Streamed<
 >;
 
 /// The engine's future for a `stream` fn, its output given back as the declared return type.
-pub type ReturnedStream<Fut, R> =
-    Map<Fut, fn(Result<StreamOf<R>, <R as ReturnsResult>::Err>) -> R>;
+pub type ReturnedStream<Fut, R> = Map<Fut, fn(Result<StreamOf<R>, <R as ReturnsResult>::Err>) -> R>;
 
 /// The body of a `stream` fn, its output seen as the engine's.
 fn as_stream_result<R, F, Fut>(
@@ -503,10 +502,7 @@ pub fn run_stream<'a, R, P, F, Fut>(
     errors: Errors<R::Err, P>,
     body: F,
 ) -> Either<
-    ReturnedStream<
-        impl Future<Output = Result<StreamOf<R>, R::Err>> + use<'a, R, P, F, Fut>,
-        R,
-    >,
+    ReturnedStream<impl Future<Output = Result<StreamOf<R>, R::Err>> + use<'a, R, P, F, Fut>, R>,
     Ready<R>,
 >
 where

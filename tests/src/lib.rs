@@ -6,8 +6,8 @@ pub mod conformance;
 pub mod effects;
 pub mod lifecycle;
 pub mod operator;
-pub mod streams;
 pub mod stream_journal;
+pub mod streams;
 pub mod takeover;
 pub mod wrapped;
 

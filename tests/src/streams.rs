@@ -104,12 +104,20 @@ pub async fn stream_runs_once_and_replays_in_order(b: &Backend) {
     let op = unique_op("stream_once");
     let call = || small_batches(Call::new(op.clone()).key(&"prompt"));
     let runs = Arc::new(AtomicUsize::new(0));
-    let first = b.worker("a").stream(call(), counted_body(&runs, 2500)).await.unwrap();
+    let first = b
+        .worker("a")
+        .stream(call(), counted_body(&runs, 2500))
+        .await
+        .unwrap();
     let (got, end) = drain(first).await;
     assert!(end.is_none());
     assert_eq!(got, tokens(2500));
     for worker in ["b", "c"] {
-        let again = b.worker(worker).stream(call(), counted_body(&runs, 1)).await.unwrap();
+        let again = b
+            .worker(worker)
+            .stream(call(), counted_body(&runs, 1))
+            .await
+            .unwrap();
         let (replayed, end) = drain(again).await;
         assert!(end.is_none());
         assert_eq!(replayed, tokens(2500), "replayed in order on {worker}");
@@ -213,17 +221,27 @@ pub async fn error_mid_stream_fails_and_keeps_its_chunks(b: &Backend) {
     let record = idem.record(&key).await.unwrap().unwrap();
     assert_eq!(record.status, Status::Failed);
     let error = record.error.unwrap();
-    assert!(error.contains("overloaded") && error.contains("after 3 chunks"), "{error}");
+    assert!(
+        error.contains("overloaded") && error.contains("after 3 chunks"),
+        "{error}"
+    );
     assert_eq!(b.store.count_chunks(&key, record.attempt).await.unwrap(), 3);
 
     let runs = Arc::new(AtomicUsize::new(0));
     let again = idem.stream(call(), counted_body(&runs, 4)).await.unwrap();
     assert_eq!(drain(again).await, (tokens(4), None));
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the next call generates it again");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the next call generates it again"
+    );
     let attempt = idem.record(&key).await.unwrap().unwrap().attempt;
     assert_eq!(b.store.count_chunks(&key, attempt).await.unwrap(), 4);
     assert_eq!(
-        b.store.read_chunks(&key, record.attempt, 0, 10).await.unwrap(),
+        b.store
+            .read_chunks(&key, record.attempt, 0, 10)
+            .await
+            .unwrap(),
         vec![],
         "the new attempt's first append dropped the failed one's chunks"
     );
@@ -261,9 +279,8 @@ pub async fn cache_errors_replays_chunks_then_the_error(b: &Backend) {
 /// the log says `cancelled`, and the next call generates the stream again.
 pub async fn dropped_stream_cancels_the_attempt(b: &Backend) {
     let op = unique_op("stream_dropped");
-    let call = || {
-        small_batches(Call::new(op.clone()).key(&"prompt")).lease(Duration::from_secs(600))
-    };
+    let call =
+        || small_batches(Call::new(op.clone()).key(&"prompt")).lease(Duration::from_secs(600));
     let idem = b.worker("a");
     let mut s = idem
         .stream(call(), || async {
@@ -282,13 +299,20 @@ pub async fn dropped_stream_cancels_the_attempt(b: &Backend) {
         if log == vec![(log[0].0, AttemptOutcome::Cancelled)] {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "not cancelled: {log:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not cancelled: {log:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let runs = Arc::new(AtomicUsize::new(0));
     let again = idem.stream(call(), counted_body(&runs, 2)).await.unwrap();
     assert_eq!(drain(again).await, (tokens(2), None));
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "ran again at once, long before the lease");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "ran again at once, long before the lease"
+    );
 }
 
 /// A follower whose generating attempt dies (its worker stops renewing, the lease runs out)
@@ -334,9 +358,17 @@ pub async fn follower_of_a_dead_attempt_is_interrupted(b: &Backend) {
         other => panic!("expected StreamInterrupted after 2 chunks, got {end:?} / {other:?}"),
     }
     let runs = Arc::new(AtomicUsize::new(0));
-    let again = b.worker("next").stream(call(), counted_body(&runs, 3)).await.unwrap();
+    let again = b
+        .worker("next")
+        .stream(call(), counted_body(&runs, 3))
+        .await
+        .unwrap();
     assert_eq!(drain(again).await, (tokens(3), None));
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "taken over and generated anew");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "taken over and generated anew"
+    );
     stalled.abort();
 }
 
@@ -359,7 +391,17 @@ pub async fn bad_chunks_end_the_stream_with_typed_errors(b: &Backend) {
     let (got, end) = drain(s).await;
     assert_eq!(got, vec!["small".to_string()]);
     let end = end.unwrap();
-    assert!(matches!(end.idem(), Some(Error::ChunkTooLarge { chunk: 1, limit: 16, .. })), "{end}");
+    assert!(
+        matches!(
+            end.idem(),
+            Some(Error::ChunkTooLarge {
+                chunk: 1,
+                limit: 16,
+                ..
+            })
+        ),
+        "{end}"
+    );
     assert!(end.to_string().contains(&op), "{end}");
     let key = Call::new(op).key(&"p").key_value();
     let record = idem.record(&key).await.unwrap().unwrap();
@@ -373,7 +415,13 @@ pub async fn bad_chunks_end_the_stream_with_typed_errors(b: &Backend) {
     let runs = Arc::new(AtomicUsize::new(0));
     let (got, end) = drain(idem.stream(call, counted_body(&runs, 10)).await.unwrap()).await;
     assert_eq!(got, tokens(3));
-    assert!(matches!(end.as_ref().and_then(StreamError::idem), Some(Error::StreamTooLong { .. })), "{end:?}");
+    assert!(
+        matches!(
+            end.as_ref().and_then(StreamError::idem),
+            Some(Error::StreamTooLong { .. })
+        ),
+        "{end:?}"
+    );
 
     // A chunk that cannot be encoded (a map with non-string keys).
     let op = unique_op("stream_unencodable");
@@ -389,7 +437,10 @@ pub async fn bad_chunks_end_the_stream_with_typed_errors(b: &Backend) {
     assert_eq!(items.len(), 2);
     assert!(items[0].is_ok());
     match &items[1] {
-        Err(e) => assert!(matches!(e.idem(), Some(Error::ChunkEncode { chunk: 1, .. })), "{e}"),
+        Err(e) => assert!(
+            matches!(e.idem(), Some(Error::ChunkEncode { chunk: 1, .. })),
+            "{e}"
+        ),
         Ok(v) => panic!("an unencodable chunk was yielded: {v:?}"),
     }
 }
@@ -414,7 +465,11 @@ pub async fn replay_can_keep_the_original_pacing(b: &Backend) {
         .unwrap();
     assert_eq!(drain(slow).await.0, tokens(3));
     let started = std::time::Instant::now();
-    let replay = b.worker("b").stream(call(), counted_body(&Arc::default(), 1)).await.unwrap();
+    let replay = b
+        .worker("b")
+        .stream(call(), counted_body(&Arc::default(), 1))
+        .await
+        .unwrap();
     assert_eq!(drain(replay).await.0, tokens(3));
     let took = started.elapsed();
     // Chunk 0 at ~100 ms, chunk 2 at ~300 ms: the replay spans their ~200 ms gap.

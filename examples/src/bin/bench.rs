@@ -17,6 +17,7 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use idem_examples::baseline::sqlite::SqliteBaseline;
 use idem_examples::baseline::Baseline;
+use idem_examples::stream_bench;
 use idem_examples::workload::{baseline_key, drive, Draft, Sample, Stats};
 use idem_runtime::{Call, Error, Idem};
 
@@ -29,6 +30,9 @@ enum Mode {
     /// Every call is a transactional step on a fresh key (`begin_step`, `commit`): claim and
     /// snapshot in one transaction (SQL stores).
     Step,
+    /// Streamed results: what journaling adds per chunk, replay speed, and the delay a
+    /// duplicate following a live stream sees (see `--chunks`).
+    Stream,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,6 +77,13 @@ struct Args {
     /// costs every statement more). Deletes every record of the store's schema.
     #[arg(long, value_enum, default_value = "off")]
     fresh: Switch,
+    /// Chunks per stream (`--mode stream`).
+    #[arg(long, default_value_t = 10_000)]
+    chunks: u64,
+    /// Follow the attach-lag stream of this key and print each chunk's delay (the other
+    /// process of `--mode stream`).
+    #[arg(long, hide = true)]
+    follow: Option<String>,
 }
 
 enum AnyBaseline {
@@ -118,6 +129,47 @@ impl AnyBaseline {
             AnyBaseline::Postgres(b) => b.hit(key).await,
         }
     }
+}
+
+/// `--mode stream` returns before the call modes' report.
+fn unreachable_mode() -> ! {
+    fail("--mode stream", "reached the call modes' report")
+}
+
+/// `--mode stream`: one JSON line of [`stream_bench::StreamReport`], with the store's name.
+async fn stream_mode(args: &Args, store: Arc<dyn idem_runtime::Store>) {
+    let url = args.store.clone();
+    // A duplicate in another process, for stores other processes can open.
+    let spawn = move |key: &str| {
+        std::process::Command::new(std::env::current_exe().unwrap_or_else(|e| fail("exe", e)))
+            .args(["--store", &url, "--follow", key])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| fail("spawn the follower", e))
+    };
+    let cross: Option<&(dyn Fn(&str) -> std::process::Child + Sync)> =
+        (!args.store.starts_with("memory")).then_some(&spawn);
+    let report = stream_bench::run(store, args.chunks, args.rounds, cross)
+        .await
+        .unwrap_or_else(|e| fail("stream", e));
+    println!(
+        "stream x{} ({} rounds): append +{:.2} us/chunk p50 (plain {:.2}), end {:.1} ms, replay {:.0} chunks/s (cache {}), attach lag p50 {:.1} ms p99 {:.1} ms",
+        report.chunks,
+        report.rounds,
+        report.append_p50_us,
+        report.plain_p50_us,
+        report.end_ms,
+        report.replay_chunks_per_s,
+        report
+            .cache_replay_chunks_per_s
+            .map_or_else(|| "off".to_owned(), |r| format!("{r:.0}")),
+        report.attach_lag_p50_ms,
+        report.attach_lag_p99_ms,
+    );
+    let mut json = serde_json::to_value(&report).unwrap_or_default();
+    json["store"] = args.store.split(':').next().unwrap_or_default().into();
+    json["mode"] = "stream".into();
+    println!("{json}");
 }
 
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
@@ -229,6 +281,7 @@ impl Side for BaselineSide {
                 let snapshot = serde_json::to_vec(&Draft::for_call(i)).unwrap_or_default();
                 self.baseline.step(&key, &snapshot).await
             }
+            Mode::Stream => unreachable_mode(),
             Mode::Hit => match self.baseline.hit(&key).await {
                 Ok(Some(bytes)) => serde_json::from_slice::<Draft>(&bytes)
                     .map(drop)
@@ -297,6 +350,17 @@ async fn main() {
         url = format!("{url}{sep}idem_max_connections={}", args.pool);
     }
     let (store, steps) = open_store(&url, args.fresh == Switch::On).await;
+    if let Some(key) = &args.follow {
+        let idem = Idem::builder(store).cache_capacity(0).build();
+        let lags = stream_bench::follow(&idem, stream_bench::attach_call(key))
+            .await
+            .unwrap_or_else(|e| fail("follow", e));
+        println!("{}", serde_json::to_string(&lags).unwrap_or_default());
+        return;
+    }
+    if args.mode == Mode::Stream {
+        return stream_mode(&args, store).await;
+    }
     if args.mode == Mode::Step && steps.is_none() {
         fail(
             "--mode step",
@@ -331,6 +395,7 @@ async fn main() {
                 Mode::Miss => idem_examples::pgbench::Script::Miss,
                 Mode::Step => idem_examples::pgbench::Script::Step,
                 Mode::Hit => idem_examples::pgbench::Script::Hit,
+                Mode::Stream => unreachable_mode(),
             };
             idem_examples::pgbench::Pgbench::new(&args.store, script)
         })
@@ -347,6 +412,7 @@ async fn main() {
             Mode::Miss => "bench.miss",
             Mode::Hit => "bench.hit",
             Mode::Step => "bench.step",
+            Mode::Stream => unreachable_mode(),
         },
         run: run.clone(),
         executions: executions.clone(),
@@ -400,6 +466,7 @@ async fn main() {
         Mode::Miss => "miss",
         Mode::Hit => "hit",
         Mode::Step => "step",
+        Mode::Stream => unreachable_mode(),
     };
     let cpu = |s: &Stats| match (s.client_cpu_us, s.machine_cpu_us) {
         (Some(c), Some(m)) => format!("  cpu/call {c:>6.1} us client, {m:>6.1} us machine"),

@@ -268,7 +268,9 @@ where
     async fn yield_chunk(&mut self, chunk: StoredChunk) -> Result<C, E> {
         if self.call.options.stream.pacing {
             let offset = Duration::from_millis(u64::from(chunk.offset_ms));
-            let from = *self.paced_from.get_or_insert_with(|| Instant::now() - offset);
+            let from = *self
+                .paced_from
+                .get_or_insert_with(|| Instant::now() - offset);
             tokio::time::sleep_until(from + offset).await;
         }
         let number = self.next;
@@ -323,7 +325,12 @@ where
             }
             // A recorded error (`cache_errors`) ends the replay as it ended the original.
             SnapshotKind::Err => {
-                match decode::<(), E, P>(&self.call, snapshot, &self.errors.policy, self.errors.from_idem) {
+                match decode::<(), E, P>(
+                    &self.call,
+                    snapshot,
+                    &self.errors.policy,
+                    self.errors.from_idem,
+                ) {
                     Err(err) => Some(Err(err)),
                     Ok(()) => None,
                 }

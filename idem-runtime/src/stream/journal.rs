@@ -48,7 +48,8 @@ impl Journal {
         let batch = options.batch_chunks.max(1) as usize;
         let interval = options.batch_interval;
         tokio::spawn(async move {
-            let journaled = append_all(&*store, &op, &key, attempt, received, batch, interval).await;
+            let journaled =
+                append_all(&*store, &op, &key, attempt, received, batch, interval).await;
             let _ = done.send(journaled);
         });
         Self { chunks, ended }

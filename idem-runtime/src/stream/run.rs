@@ -69,7 +69,14 @@ where
             tracing::Span::current().record("outcome", "replayed");
             crate::metrics::cache_replay(&call.op);
             let (snapshot, chunks) = (entry.snapshot.clone(), chunks.clone());
-            return Ok(follow::recorded(handle, call, snapshot, Some(chunks), errors, 0));
+            return Ok(follow::recorded(
+                handle,
+                call,
+                snapshot,
+                Some(chunks),
+                errors,
+                0,
+            ));
         }
     }
     let request = ClaimRequest::of(&call, &handle.worker);
@@ -86,7 +93,9 @@ where
     match claimed.map_err(errors.from_idem)? {
         Claim::Completed(snapshot) => {
             outcome(&call.op, CallOutcome::Replayed);
-            Ok(follow::recorded(handle, call, snapshot, None, errors, epoch))
+            Ok(follow::recorded(
+                handle, call, snapshot, None, errors, epoch,
+            ))
         }
         Claim::KeyReuse => {
             outcome(&call.op, CallOutcome::KeyReuse);
