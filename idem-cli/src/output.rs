@@ -50,7 +50,7 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
-fn clip(s: &str, max: usize) -> String {
+pub(crate) fn clip(s: &str, max: usize) -> String {
     let one_line = s.replace('\n', " ");
     if one_line.chars().count() <= max {
         one_line

@@ -283,6 +283,35 @@ async fn exercise(url: &str) {
     assert!(purged["purged"].is_u64());
     let still = ok_json(url, &["list", "--op", &f.op_ok]);
     assert_eq!(still.as_array().unwrap().len(), 2);
+
+    // show: a streamed result's chunk count and preview.
+    let streamed = Call::new(format!("{}_stream", f.op_ok)).key(&"prompt");
+    let key = streamed.key_value();
+    let handle = Idem::open(url).await.unwrap();
+    let tokens = handle
+        .stream(streamed, || async {
+            let words = ["Hello", ", ", "world", "!"].map(|w| Ok::<_, Error>(w.to_owned()));
+            Ok::<_, Error>(idem_runtime::Streamed::new(futures_util::stream::iter(
+                words,
+            )))
+        })
+        .await
+        .unwrap();
+    futures_util::StreamExt::for_each(tokens, |t| async move {
+        t.unwrap();
+    })
+    .await;
+    let shown = ok_json(url, &["show", &key.to_hex()]);
+    assert_eq!(shown["stream"]["chunks"], 4, "{shown}");
+    assert_eq!(shown["stream"]["preview"][2], "world", "{shown}");
+    let table = idem(url, &["show", &key.to_hex()]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("stream:     4 chunks: Hello, world!"),
+        "{text}"
+    );
+    let plain = ok_json(url, &["show", &f.done[1].to_hex()]);
+    assert!(plain["stream"].is_null(), "{plain}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
