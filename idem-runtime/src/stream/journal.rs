@@ -16,6 +16,9 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::store::{AttemptRef, Fence, Store, StoredChunk};
 
+/// How many batches' worth of chunks already waiting one append may take.
+const BACKLOG_BATCHES: usize = 16;
+
 /// How the journal ended.
 #[derive(Debug)]
 pub(crate) enum Journaled {
@@ -103,6 +106,16 @@ async fn append_all(
                     }
                 },
                 () = tokio::time::sleep_until(due) => break,
+            }
+        }
+        // A producer faster than the store leaves a backlog: append it with this batch rather
+        // than one batch per round trip, so the journal catches up (bounded, to keep each
+        // statement small).
+        while chunks.len() < batch * BACKLOG_BATCHES && !hung_up {
+            match received.try_recv() {
+                Ok(chunk) => chunks.push(chunk),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => hung_up = true,
             }
         }
         match append(store, &attempt_ref, next, &chunks).await {
