@@ -471,10 +471,11 @@ pub type StreamOf<R> = Streamed<
 /// The engine's future for a `stream` fn, its output given back as the declared return type.
 pub type ReturnedStream<Fut, R> = Map<Fut, fn(Result<StreamOf<R>, <R as ReturnsResult>::Err>) -> R>;
 
+/// The body's future of a `stream` fn, its output seen as the engine's.
+pub type AsStreamResult<Fut, R> = Map<Fut, fn(R) -> Result<StreamOf<R>, <R as ReturnsResult>::Err>>;
+
 /// The body of a `stream` fn, its output seen as the engine's.
-fn as_stream_result<R, F, Fut>(
-    body: F,
-) -> impl FnOnce() -> Map<Fut, fn(R) -> Result<StreamOf<R>, R::Err>>
+fn as_stream_result<R, F, Fut>(body: F) -> impl FnOnce() -> AsStreamResult<Fut, R>
 where
     R: ReturnsResult,
     R::Ok: StreamedOut,
