@@ -12,7 +12,9 @@ use idem_runtime::store::postgres::PostgresStore;
 use idem_runtime::{Call, Error, Idem, OnConflict};
 use idem_tests::backends::{fresh_postgres_schema, postgres_store, postgres_test_url};
 use idem_tests::effects::Effects;
-use idem_tests::takeover::assert_killed_worker_is_taken_over;
+use idem_tests::takeover::{
+    assert_killed_stream_is_taken_over, assert_killed_worker_is_taken_over, spawn_started,
+};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -117,6 +119,25 @@ async fn killed_worker_is_taken_over_after_one_lease() {
 
     let idem = handle(store, "survivor");
     assert_killed_worker_is_taken_over(child, &idem, &op, lease_ms).await;
+}
+
+/// kill -9 of a worker mid-stream: a duplicate following it (woken by NOTIFY) gets the chunks
+/// journaled so far, then `StreamInterrupted`; the next call takes over and generates anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_stream_is_taken_over_after_one_lease() {
+    let Some((schema, store)) = fresh_store().await else {
+        return;
+    };
+    let op = idem_tests::unique_op("pg_stream_kill9");
+    let lease_ms = 500;
+    let url = postgres_test_url(&schema, 2);
+    let child = spawn_started(
+        WORKER,
+        &["stream-hang", &url, &op, "stream-1", &lease_ms.to_string()],
+    )
+    .await;
+    let idem = handle(store, "survivor");
+    assert_killed_stream_is_taken_over(child, &idem, &op, lease_ms).await;
 }
 
 /// An `LD_PRELOAD` library that shifts the process's wall clock (`clock_gettime(CLOCK_REALTIME)`,

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use idem_runtime::{Call, Idem};
 use idem_tests::effects::Effects;
-use idem_tests::takeover::{assert_killed_worker_is_taken_over, spawn_started};
+use idem_tests::takeover::{
+    assert_killed_stream_is_taken_over, assert_killed_worker_is_taken_over, spawn_started,
+};
 use tokio::process::Command;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_idem-test-worker");
@@ -52,6 +54,27 @@ async fn killed_worker_is_taken_over_after_one_lease() {
         .worker("survivor")
         .build();
     assert_killed_worker_is_taken_over(child, &idem, &op, lease_ms).await;
+}
+
+/// kill -9 of a worker mid-stream: a duplicate following it (polling the file) gets the chunks
+/// journaled so far, then `StreamInterrupted`; the next call takes over and generates anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_stream_is_taken_over_after_one_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("stream-kill.db").display());
+    Idem::open(&url).await.unwrap();
+    let op = idem_tests::unique_op("stream_kill9");
+    let lease_ms = 500;
+    let child = spawn_started(
+        WORKER,
+        &["stream-hang", &url, &op, "stream-1", &lease_ms.to_string()],
+    )
+    .await;
+    let idem = Idem::builder(idem_runtime::store::open(&url).await.unwrap())
+        .cache_capacity(0)
+        .worker("survivor")
+        .build();
+    assert_killed_stream_is_taken_over(child, &idem, &op, lease_ms).await;
 }
 
 /// kill -9 in the middle of a transactional step, after its write: nothing was committed (no

@@ -4,6 +4,8 @@
 //! `idem-test-worker many URL OP KEYS CONCURRENCY OUT` calls keys `0..KEYS` (in an order of its
 //! own) with CONCURRENCY tasks; each execution appends `exec KEY VALUE`, each return `got KEY VALUE`.
 //! `idem-test-worker hang URL OP KEY LEASE_MS` claims KEY, prints `started` and never finishes.
+//! `idem-test-worker stream-hang URL OP KEY LEASE_MS` starts a streamed call of KEY, reads its
+//! first 5 chunks (journaled at once), prints `started`, and never reads the rest.
 //! `idem-test-worker step-hang URL OP KEY` opens a transactional step on KEY (SQLite or
 //! PostgreSQL), inserts a row into table `saved` (PostgreSQL: in the store's schema), prints
 //! `started` and never commits.
@@ -39,6 +41,7 @@ async fn main() {
         }
         "hang" => hang(idem, &args[2], &args[3], args[4].parse().unwrap()).await,
         "step-hang" => step_hang(&args[1], &args[2], &args[3]).await,
+        "stream-hang" => stream_hang(idem, &args[2], &args[3], args[4].parse().unwrap()).await,
         other => panic!("unknown mode {other}"),
     }
 }
@@ -102,6 +105,31 @@ async fn hang(idem: Idem, op: &str, key: &str, lease_ms: u64) {
             Ok("never".to_string())
         })
         .await;
+}
+
+async fn stream_hang(idem: Idem, op: &str, key: &str, lease_ms: u64) {
+    use futures_util::StreamExt;
+    let call = Call::new(op.to_owned())
+        .key(&key)
+        .lease(Duration::from_millis(lease_ms))
+        .stream_options(idem_runtime::StreamOptions::default().batch(1, Duration::from_millis(1)));
+    let mut tokens = idem
+        .stream(call, || async {
+            let first = futures_util::stream::iter((0..5).map(|i| Ok(format!("t{i}"))));
+            let s = first.chain(futures_util::stream::pending());
+            Ok::<_, Error>(idem_runtime::Streamed::new(s))
+        })
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tokens.next().await.unwrap().unwrap();
+    }
+    // Every chunk is journaled (batches of one) before the parent is told to look.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    println!("started");
+    std::io::stdout().flush().unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    drop(tokens);
 }
 
 async fn step_hang(url: &str, op: &str, key: &str) {
