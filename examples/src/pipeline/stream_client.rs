@@ -106,7 +106,7 @@ fn tokens(response: reqwest::Response) -> impl Stream<Item = Result<Token, Strin
             };
             r.body = None;
             let error = format!(
-                "model stream broken off after {} tokens, without [DONE]: {broken} (the model billed them)",
+                "model stream broken off after {} tokens, without [DONE]: {broken} (the model billed what it sent)",
                 r.received
             );
             return Some((Err(error), r));

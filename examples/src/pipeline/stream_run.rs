@@ -115,12 +115,10 @@ pub(crate) async fn run(
     let since = idem_runtime::record::now_millis();
     let permits = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut duplicated = Vec::new();
+    let mut duplicates = 0;
     for prompt in prompts {
         let twice = chance(args.seed, &["duplicate", &prompt]) % 100 < args.duplicate_pct;
-        if twice {
-            duplicated.push(prompt.clone());
-        }
+        duplicates += u64::from(twice);
         let (callers, permits) = (callers.clone(), permits.clone());
         tasks.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else {
@@ -158,8 +156,7 @@ pub(crate) async fn run(
         model_calls: meter.generations.load(Ordering::SeqCst),
         tokens_billed: tokens,
         dropped: meter.dropped.load(Ordering::SeqCst),
-        finished: i64::try_from(args.prompts).unwrap_or(i64::MAX)
-            - i64::try_from(failed).unwrap_or(0),
+        finished: i64::try_from(args.prompts as u64 - failed).unwrap_or(i64::MAX),
         retries: callers.retries.load(Ordering::SeqCst),
         failed,
         wall,
@@ -168,7 +165,7 @@ pub(crate) async fn run(
             streams: callers.streams.load(Ordering::SeqCst),
             stream_tokens_billed: tokens,
             duplicate_generations: meter.duplicate_generations(),
-            duplicate_requests: duplicated.len() as u64,
+            duplicate_requests: duplicates,
             attached_streams: attached,
         }),
         ..Figures::default()

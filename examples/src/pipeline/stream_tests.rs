@@ -65,7 +65,10 @@ async fn a_broken_off_stream_ends_in_an_error_after_its_billed_tokens() {
     assert!(items.iter().all(Result::is_ok), "{items:?}");
     let meter = &server.streams;
     assert_eq!(meter.dropped.load(Ordering::SeqCst), 1);
-    assert_eq!(meter.tokens.load(Ordering::SeqCst), items.len() as u64);
+    // Billed as sent: a token still in flight when the connection closed is billed too, and
+    // the client never sees it.
+    let billed = meter.tokens.load(Ordering::SeqCst);
+    assert!(billed >= items.len() as u64, "{billed} {items:?}");
     assert_eq!(
         meter.duplicate_generations(),
         0,
