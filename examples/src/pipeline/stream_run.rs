@@ -82,6 +82,9 @@ pub(crate) async fn run(
     idem_store: &str,
     batch_id: &str,
 ) -> Result<Figures> {
+    // Well before the first claim: the store stamps records with its own clock, which may
+    // round a claim in this very millisecond down to the one before.
+    let since = idem_runtime::record::now_millis();
     let server = ModelServer::start(
         args.seed,
         args.provider_dedup,
@@ -112,7 +115,6 @@ pub(crate) async fn run(
     }
 
     let started = Instant::now();
-    let since = idem_runtime::record::now_millis();
     let permits = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut duplicates = 0;
