@@ -56,3 +56,22 @@ fn a_crashed_worker_resumes_from_snapshots() {
     assert_eq!(v["crashes"], 1, "{v}");
     assert_contrast(&v, 12);
 }
+
+#[test]
+fn streamed_drafts_attach_with_idem_and_generate_twice_without() {
+    let v = run(&["--stream", "--prompts", "12", "--duplicate-pct", "50"]);
+    assert_eq!(v["idem"], true);
+    assert_eq!(v["inputs"], 12);
+    assert_eq!(v["failed_inputs"], 0, "{v}");
+    assert_eq!(v["duplicate_generations"], 0, "{v}");
+    assert!(v["attached_streams"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["streams"].as_u64().unwrap() >= 12, "{v}");
+    let plain = &v["without_idem"];
+    assert!(plain["duplicate_generations"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(plain["attached_streams"], 0, "{v}");
+    assert!(
+        plain["stream_tokens_billed"].as_u64().unwrap()
+            > v["stream_tokens_billed"].as_u64().unwrap(),
+        "{v}"
+    );
+}

@@ -6,6 +6,7 @@
 //! cargo run --release -p idem-examples --bin ai_pipeline                    # both modes, SQLite
 //! cargo run --release -p idem-examples --bin ai_pipeline -- --crash-after 20 # kill and resume
 //! cargo run --release -p idem-examples --bin ai_pipeline -- --no-idem        # plain retries only
+//! cargo run --release -p idem-examples --bin ai_pipeline -- --stream         # streamed drafts
 //! cargo run --release -p idem-examples --features postgres --bin ai_pipeline -- \
 //!     --store postgres://postgres@127.0.0.1/test --workers 3
 //! ```
@@ -14,6 +15,13 @@
 //! of this one (so a crash is a real process death); the parent runs the model server, restarts
 //! crashed workers, and prints the report. The last stdout line is one JSON object (for scripts
 //! and the integration test).
+//!
+//! `--stream` reads each draft as a stream of tokens (server-sent events, as the real APIs send
+//! them) from a model that breaks off `--stream-drop-pct` of its streams after billing what it
+//! sent, and asks for `--duplicate-pct` of the `--prompts` a second time while the first stream
+//! is under way. It runs in this process, without the queue, and its JSON line gains `streams`,
+//! `stream_tokens_billed`, `duplicate_generations`, `duplicate_requests` and `attached_streams`.
+//! The step is in `pipeline/stream_steps.rs`.
 
 #[path = "../pipeline/mod.rs"]
 mod pipeline;

@@ -53,6 +53,20 @@ pub(crate) struct Args {
     /// Serve the runtime's metrics for Prometheus on this address (from the first idem worker).
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics: Option<String>,
+    /// Stream drafts token by token instead (server-sent events), with duplicate requests made
+    /// while a stream is under way; runs in this process, without the queue.
+    #[arg(long)]
+    pub(crate) stream: bool,
+    /// With `--stream`: prompts in the batch.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) prompts: usize,
+    /// Percent of streams the model breaks off part-way, after billing the tokens sent.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) stream_drop_pct: u64,
+    /// With `--stream`: percent of prompts asked for a second time while their first stream is
+    /// under way.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) duplicate_pct: u64,
     /// With `--metrics`: keep serving this many seconds after the work is done.
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub(crate) linger: u64,
@@ -92,6 +106,12 @@ impl Mode {
 impl Args {
     /// What this run is, for the header lines: `24 inputs, seed 7, 1 worker(s), crash after ...`.
     pub(crate) fn describe(&self) -> String {
+        if self.stream {
+            return format!(
+                "{} streamed prompts, seed {}, {}% asked twice mid-stream",
+                self.prompts, self.seed, self.duplicate_pct
+            );
+        }
         let crash = self
             .crash_after
             .map(|n| format!(", crash after {n} steps"))

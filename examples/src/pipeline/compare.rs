@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 
 use super::args::{Args, Mode};
-use super::mode_run;
 use super::report::Figures;
+use super::{mode_run, stream_run};
 
 /// Both runs, for the report.
 #[derive(Debug)]
@@ -20,8 +20,11 @@ pub(crate) struct Comparison {
 
 /// Runs every mode `args` asks for.
 pub(crate) async fn run(args: &Args) -> Result<Comparison> {
-    if args.inputs == 0 || args.workers == 0 {
-        bail!("--inputs and --workers must be at least 1");
+    if args.inputs == 0 || args.workers == 0 || args.prompts == 0 {
+        bail!("--inputs, --workers and --prompts must be at least 1");
+    }
+    if args.stream && args.crash_after.is_some() {
+        bail!("--crash-after kills a worker process; --stream runs without them");
     }
     // Deleted when this returns, unless the reader asked to keep the databases (`--dir`).
     let temp;
@@ -59,7 +62,11 @@ pub(crate) async fn run(args: &Args) -> Result<Comparison> {
     );
     let mut results = Vec::new();
     for &mode in modes {
-        let figures = mode_run::run(args, mode, dir, &store, &batch).await?;
+        let figures = if args.stream {
+            stream_run::run(args, mode, &store, &batch).await?
+        } else {
+            mode_run::run(args, mode, dir, &store, &batch).await?
+        };
         results.push((mode, figures));
     }
     Ok(Comparison { results, store })

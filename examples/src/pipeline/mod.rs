@@ -1,6 +1,7 @@
 //! The AI pipeline of the `ai_pipeline` example: preprocess -> generate a draft (an HTTP call to
 //! a model that bills per generation) -> save it (a plain INSERT) -> notify (an outbox row).
 //! The same steps run with `#[idempotent]` or without it, under the same seeded faults.
+//! `--stream` reads the draft as a stream of tokens instead (`stream_run.rs`).
 
 pub(crate) mod app_db;
 pub(crate) mod args;
@@ -10,10 +11,15 @@ pub(crate) mod crash;
 pub(crate) mod mode_run;
 pub(crate) mod model_client;
 pub(crate) mod model_server;
+pub(crate) mod model_stream;
 pub(crate) mod outbox;
 pub(crate) mod queue;
 pub(crate) mod report;
+pub(crate) mod sse;
 pub(crate) mod steps;
+pub(crate) mod stream_client;
+pub(crate) mod stream_run;
+pub(crate) mod stream_steps;
 pub(crate) mod supervise;
 pub(crate) mod worker;
 
@@ -21,6 +27,8 @@ pub(crate) mod worker;
 mod model_tests;
 #[cfg(test)]
 mod outbox_tests;
+#[cfg(test)]
+mod stream_tests;
 
 /// A deterministic number from a seed and some labels (the fault schedule).
 pub(crate) fn chance(seed: u64, parts: &[&str]) -> u64 {

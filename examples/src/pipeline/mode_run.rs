@@ -23,8 +23,14 @@ pub(crate) async fn run(
     idem_store: &str,
     batch: &str,
 ) -> Result<Figures> {
-    let server =
-        ModelServer::start(args.seed, args.provider_dedup, args.drop_pct, args.slow_pct).await?;
+    let server = ModelServer::start(
+        args.seed,
+        args.provider_dedup,
+        args.drop_pct,
+        args.slow_pct,
+        args.stream_drop_pct,
+    )
+    .await?;
     let app_db = dir.join(format!("app-{}.db", mode.as_str()));
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", app_db.display()));
@@ -104,6 +110,7 @@ pub(crate) async fn run(
         failed: summary.failed,
         wall,
         attempts,
+        stream: None,
     })
 }
 

@@ -2,6 +2,7 @@
 //! schedule: sometimes it does the work, bills it, and closes the connection without answering
 //! (the seed-000 incident); sometimes it is slower than the client's timeout (it still bills,
 //! late). Like many real providers it does NOT deduplicate by `Idempotency-Key` unless asked to.
+//! It also streams tokens (`model_stream.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 
 use super::chance;
 use super::model_client::{GenerateRequest, Generation};
+use super::model_stream::{self, StreamMeter};
 
 /// What the server does with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,15 +69,19 @@ pub(crate) struct ModelServer {
     pub(crate) addr: SocketAddr,
     /// Its billing meter.
     pub(crate) meter: Arc<Meter>,
+    /// The billing meter of its streaming endpoint.
+    pub(crate) streams: Arc<StreamMeter>,
 }
 
 impl ModelServer {
-    /// Starts a server on 127.0.0.1 (ephemeral port).
+    /// Starts a server on 127.0.0.1 (ephemeral port). `stream_drop_pct` percent of streams
+    /// break off part-way.
     pub(crate) async fn start(
         seed: u64,
         dedup: bool,
         drop_pct: u64,
         slow_pct: u64,
+        stream_drop_pct: u64,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -89,15 +95,21 @@ impl ModelServer {
             seen: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashSet::new()),
         });
+        let streams = Arc::new(StreamMeter::default());
         let app = Router::new()
             .route("/v1/generate", post(generate))
-            .with_state(schedule);
+            .with_state(schedule)
+            .merge(model_stream::routes(seed, stream_drop_pct, streams.clone()));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("model server stopped: {e}");
             }
         });
-        Ok(Self { addr, meter })
+        Ok(Self {
+            addr,
+            meter,
+            streams,
+        })
     }
 
     /// The base URL clients call.

@@ -11,7 +11,7 @@ use super::model_server::ModelServer;
 const TIMEOUT: Duration = Duration::from_millis(250);
 
 async fn server(dedup: bool, drop_pct: u64, slow_pct: u64) -> (ModelServer, ModelClient) {
-    let server = ModelServer::start(7, dedup, drop_pct, slow_pct)
+    let server = ModelServer::start(7, dedup, drop_pct, slow_pct, 0)
         .await
         .unwrap();
     let client = ModelClient::new(&server.url(), TIMEOUT).unwrap();

@@ -27,6 +27,25 @@ pub(crate) struct Figures {
     pub(crate) wall: Duration,
     /// The idem store's attempts log (idem mode only).
     pub(crate) attempts: AttemptsLog,
+    /// What `--stream` measures (`--stream` only).
+    pub(crate) stream: Option<StreamFigures>,
+}
+
+/// One `--stream` mode's figures.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamFigures {
+    /// Streams callers received and read until they ended, broken ones included.
+    pub(crate) streams: u64,
+    /// Tokens the server sent, and billed.
+    pub(crate) stream_tokens_billed: u64,
+    /// Generations the server started for a prompt whose draft an earlier generation had
+    /// delivered or was delivering (not broken off): paid for twice.
+    pub(crate) duplicate_generations: u64,
+    /// Prompts asked for a second time while their first stream was under way.
+    pub(crate) duplicate_requests: u64,
+    /// Duplicate requests that read the draft while it was being generated for the first
+    /// caller, with no generation of their own on the server.
+    pub(crate) attached_streams: u64,
 }
 
 /// The last stdout line: the first mode's figures, and the plain mode's under `without_idem`
@@ -37,7 +56,11 @@ pub(crate) fn json_line(args: &Args, results: &[(Mode, Figures)]) -> Value {
     };
     let mut line = figures_json(first);
     line["idem"] = json!(*first_mode == Mode::Idem);
-    line["inputs"] = json!(args.inputs);
+    line["inputs"] = json!(if args.stream {
+        args.prompts
+    } else {
+        args.inputs
+    });
     line["seed"] = json!(args.seed);
     line["workers"] = json!(args.workers);
     if let Some((_, plain)) = results
@@ -50,7 +73,7 @@ pub(crate) fn json_line(args: &Args, results: &[(Mode, Figures)]) -> Value {
 }
 
 fn figures_json(f: &Figures) -> Value {
-    json!({
+    let mut figures = json!({
         "model_calls": f.model_calls,
         "tokens_billed": f.tokens_billed,
         "rows": f.rows,
@@ -63,7 +86,15 @@ fn figures_json(f: &Figures) -> Value {
         "crashes": f.crashes,
         "failed_inputs": f.failed,
         "wall_ms": u64::try_from(f.wall.as_millis()).unwrap_or(u64::MAX),
-    })
+    });
+    if let Some(s) = &f.stream {
+        figures["streams"] = json!(s.streams);
+        figures["stream_tokens_billed"] = json!(s.stream_tokens_billed);
+        figures["duplicate_generations"] = json!(s.duplicate_generations);
+        figures["duplicate_requests"] = json!(s.duplicate_requests);
+        figures["attached_streams"] = json!(s.attached_streams);
+    }
+    figures
 }
 
 /// Prints the table of both modes and the idem store's attempts log.
@@ -80,12 +111,23 @@ pub(crate) fn print(args: &Args, results: &[(Mode, Figures)], store: &str) {
             ""
         }
     );
-    println!(
-        "faults: model drops the connection after billing {}%, slow {}%; notify fails {}%; queue redelivers {}%",
-        args.drop_pct, args.slow_pct, args.notify_fail_pct, args.redeliver_pct
-    );
+    if args.stream {
+        println!(
+            "faults: model breaks off {}% of streams after billing the tokens sent",
+            args.stream_drop_pct
+        );
+    } else {
+        println!(
+            "faults: model drops the connection after billing {}%, slow {}%; notify fails {}%; queue redelivers {}%",
+            args.drop_pct, args.slow_pct, args.notify_fail_pct, args.redeliver_pct
+        );
+    }
     println!();
-    print_table(with, without);
+    print_table(
+        if args.stream { &STREAM_ROWS } else { &ROWS },
+        with,
+        without,
+    );
     if let Some(f) = with {
         println!();
         print_attempts(&f.attempts, store);
@@ -113,11 +155,34 @@ const ROWS: [Row; 11] = [
     ("wall time", |f| format!("{:.2}s", f.wall.as_secs_f64())),
 ];
 
-fn print_table(with: Option<&Figures>, without: Option<&Figures>) {
+/// The `--stream` rows (a mode that ran without `--stream` has no stream figures).
+const STREAM_ROWS: [Row; 8] = [
+    ("generations (billed)", |f| f.model_calls.to_string()),
+    ("tokens billed", |f| f.tokens_billed.to_string()),
+    ("  streams broken off", |f| f.dropped.to_string()),
+    ("streams read by callers", |f| stream_cell(f, |s| s.streams)),
+    ("duplicate generations", |f| {
+        stream_cell(f, |s| s.duplicate_generations)
+    }),
+    ("duplicates attached / asked", |f| {
+        let attached = stream_cell(f, |s| s.attached_streams);
+        format!("{attached} / {}", stream_cell(f, |s| s.duplicate_requests))
+    }),
+    ("caller retries", |f| f.retries.to_string()),
+    ("wall time", |f| format!("{:.2}s", f.wall.as_secs_f64())),
+];
+
+fn stream_cell(f: &Figures, get: fn(&StreamFigures) -> u64) -> String {
+    f.stream
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), |s| get(s).to_string())
+}
+
+fn print_table(rows: &[Row], with: Option<&Figures>, without: Option<&Figures>) {
     let cell = |f: Option<&Figures>, r: &Row| f.map_or_else(|| "-".to_owned(), |f| (r.1)(f));
     println!("{:<28} {:>12} {:>12}", "", "with idem", "without idem");
     println!("{:-<28} {:->12} {:->12}", "", "", "");
-    for r in &ROWS {
+    for r in rows {
         println!("{:<28} {:>12} {:>12}", r.0, cell(with, r), cell(without, r));
     }
 }
