@@ -138,6 +138,16 @@ impl Drop for OwnedAttempt {
     }
 }
 
+/// How a write the caller already paid for (a completion, a stream's chunks) is retried while
+/// the store is unreachable: six times, from 20 ms to 1 s apart.
+pub(crate) fn store_write_retries() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(20))
+        .with_max_delay(Duration::from_secs(1))
+        .with_max_times(6)
+        .with_jitter()
+}
+
 /// The fenced completion, retried with backoff while the store is unreachable.
 pub(crate) async fn write(
     store: &dyn Store,
@@ -148,13 +158,7 @@ pub(crate) async fn write(
 ) -> Result<Fence, Error> {
     let attempt = AttemptRef { op, key, attempt };
     (|| store.complete(&attempt, outcome))
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(20))
-                .with_max_delay(Duration::from_secs(1))
-                .with_max_times(6)
-                .with_jitter(),
-        )
+        .retry(store_write_retries())
         .when(Error::is_store_failure)
         .notify(|error, pause| {
             tracing::warn!(%error, ?pause, "idem: recording the outcome failed; retrying");

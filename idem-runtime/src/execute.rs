@@ -112,14 +112,7 @@ where
         // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
         let epoch = handle.cache.as_ref().map_or(0, |c| c.epoch());
         // Fail closed: no claim, no body.
-        let claim_started = Instant::now();
-        let claimed = handle.store.claim(&request).await;
-        crate::metrics::claim(
-            handle.store.backend(),
-            claim_started.elapsed(),
-            claimed.is_ok(),
-        );
-        match claimed.map_err(errors.from_idem)? {
+        match claim(handle, &request).await.map_err(errors.from_idem)? {
             Claim::Completed(snapshot) => {
                 let how = if waiting.is_some() {
                     CallOutcome::Waited
@@ -176,6 +169,14 @@ where
             }
         }
     }
+}
+
+/// One claim, timed for the metrics.
+pub(crate) async fn claim(handle: &Handle, request: &ClaimRequest<'_>) -> Result<Claim, Error> {
+    let started = Instant::now();
+    let claimed = handle.store.claim(request).await;
+    crate::metrics::claim(handle.store.backend(), started.elapsed(), claimed.is_ok());
+    claimed
 }
 
 /// Runs the body as attempt `attempt` and records its outcome.

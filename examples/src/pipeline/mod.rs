@@ -31,6 +31,16 @@ mod outbox_tests;
 mod stream_tests;
 
 /// A deterministic number from a seed and some labels (the fault schedule).
+/// How the pipeline's callers retry a failed input or stream: what a real caller (a queue's
+/// redelivery, a client's retry loop) does, quickly, so runs stay short.
+pub(crate) fn caller_retries() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(10))
+        .with_max_delay(std::time::Duration::from_millis(200))
+        .with_max_times(12)
+        .with_jitter()
+}
+
 pub(crate) fn chance(seed: u64, parts: &[&str]) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(&seed.to_le_bytes());

@@ -5,9 +5,8 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use serde::{Deserialize, Serialize};
 
 use super::crash::CrashPoint;
@@ -114,13 +113,7 @@ async fn deliver(
         let outbox_busy = roll % 100 < queue.notify_fail_pct;
         outbox::busy_while(outbox_busy, process(ctx, &queue.crash, input, idem))
     })
-    .retry(
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(10))
-            .with_max_delay(Duration::from_millis(200))
-            .with_max_times(12)
-            .with_jitter(),
-    )
+    .retry(super::caller_retries())
     .notify(|_, _| {
         queue.retries.fetch_add(1, Ordering::SeqCst);
     })

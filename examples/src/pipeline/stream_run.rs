@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use futures_util::StreamExt;
 use idem_runtime::Idem;
 use parking_lot::Mutex;
@@ -222,13 +222,7 @@ async fn read_with_retries(
     meeting: &Meeting,
 ) -> Result<String, StepError> {
     (|| read_once(callers, prompt, caller, meeting))
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(10))
-                .with_max_delay(Duration::from_millis(200))
-                .with_max_times(12)
-                .with_jitter(),
-        )
+        .retry(super::caller_retries())
         .notify(|_, _| {
             callers.retries.fetch_add(1, Ordering::SeqCst);
         })

@@ -7,11 +7,12 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::StreamOptions;
+use crate::attempt::store_write_retries;
 use crate::error::Error;
 use crate::key::Key;
 use crate::store::{AttemptRef, Fence, Store, StoredChunk};
@@ -143,13 +144,7 @@ async fn append(
     chunks: &[StoredChunk],
 ) -> Result<Fence, Error> {
     (|| store.append_chunks(attempt, first, chunks))
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(20))
-                .with_max_delay(Duration::from_secs(1))
-                .with_max_times(6)
-                .with_jitter(),
-        )
+        .retry(store_write_retries())
         .when(Error::is_store_failure)
         .notify(|error, pause| {
             tracing::warn!(%error, ?pause, "idem: appending stream chunks failed; retrying");

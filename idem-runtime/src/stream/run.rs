@@ -5,7 +5,7 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::{follow, owner, Streamed};
 use crate::call::{KeyedCall, OnConflict};
 use crate::error::Error;
-use crate::execute::{outcome, Errors};
+use crate::execute::{claim, outcome, Errors};
 use crate::handle::Handle;
 use crate::metrics::CallOutcome;
 use crate::replay::{fingerprints_differ, key_reuse, ErrorPolicy};
@@ -83,14 +83,7 @@ where
     // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
     let epoch = handle.cache.as_ref().map_or(0, |c| c.epoch());
     // Fail closed: no claim, no body.
-    let claim_started = Instant::now();
-    let claimed = handle.store.claim(&request).await;
-    crate::metrics::claim(
-        handle.store.backend(),
-        claim_started.elapsed(),
-        claimed.is_ok(),
-    );
-    match claimed.map_err(errors.from_idem)? {
+    match claim(handle, &request).await.map_err(errors.from_idem)? {
         Claim::Completed(snapshot) => {
             outcome(&call.op, CallOutcome::Replayed);
             Ok(follow::recorded(
