@@ -266,6 +266,12 @@ pub enum Error {
         chunks: u64,
     },
 
+    /// A database error from the caller's own statements in a step (`?` on a `sqlx::Error` in
+    /// a body whose error type is `idem_runtime::Error`), with its source kept.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[error("idem: database error: {0}")]
+    Database(#[from] sqlx::Error),
+
     /// An idem error read back from its serialized form (an error type that carries
     /// `idem_runtime::Error` and derives `Deserialize`). idem never records its own errors as
     /// outcomes, so this appears only where an application deserializes one itself.
@@ -317,6 +323,8 @@ impl Error {
             Error::StreamTooLong { .. } => "stream_too_long",
             Error::ChunkDecode { .. } => "chunk_decode",
             Error::StreamInterrupted { .. } => "stream_interrupted",
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            Error::Database(_) => "database",
             Error::Decoded { kind, .. } => kind,
         }
     }

@@ -308,7 +308,7 @@ where
 
 /// The snapshot of an `Ok` value, checked to be within the limit and to decode back (a float
 /// NaN encodes as `null`, which would then never decode), or why it cannot be kept.
-fn snapshot_of<T: Serialize + DeserializeOwned>(
+pub(crate) fn snapshot_of<T: Serialize + DeserializeOwned>(
     value: &T,
     call: &KeyedCall,
     limit: usize,

@@ -420,6 +420,104 @@ impl Idem {
         ))
     }
 
+    /// Runs a step in the caller's own sqlx transaction (or on its connection), on SQLite or
+    /// PostgreSQL: the claim, the body's writes through `conn` and the recorded result commit or
+    /// roll back together with the rest of the caller's transaction; idem adds no commit of its
+    /// own. A later call of the key replays the result without running the body, and without
+    /// writing. The handle's store must be the same database (its tables may live in another
+    /// schema: `PostgresStore::builder(url).schema("idem")`, or `from_pool` with the
+    /// application's pool).
+    ///
+    /// Exactly-once for the writes that go through `conn`: a crash before the caller's commit
+    /// leaves neither the claim nor the writes; after it, both. A result that cannot be
+    /// recorded (over the snapshot limit) is an error, so the caller rolls back.
+    ///
+    /// ```
+    /// use idem_runtime::{Call, Error, Idem};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// let idem = Idem::open("sqlite::memory:").await?;
+    /// let pool = idem.store().sql_store().and_then(|s| match s {
+    ///     idem_runtime::store::SqlStore::Sqlite(s) => Some(s.pool().clone()),
+    ///     _ => None,
+    /// }).unwrap();
+    /// sqlx::query("CREATE TABLE orders (id TEXT)").execute(&pool).await?;
+    /// for _ in 0..3 {
+    ///     let mut tx = pool.begin().await?;
+    ///     let rows: u64 = idem
+    ///         .step(Call::new("save_order").key("o-1"), &mut tx, async |tx| {
+    ///             let done = sqlx::query("INSERT INTO orders (id) VALUES ('o-1')")
+    ///                 .execute(&mut **tx)
+    ///                 .await?;
+    ///             Ok::<_, Error>(done.rows_affected())
+    ///         })
+    ///         .await?;
+    ///     tx.commit().await?;
+    ///     assert_eq!(rows, 1);
+    /// }
+    /// let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&pool).await?;
+    /// assert_eq!(count, 1);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+    pub async fn step<C, T, E, F>(&self, call: Call, conn: &mut C, body: F) -> Result<T, E>
+    where
+        C: crate::step::StepConnection + ?Sized,
+        T: Serialize + DeserializeOwned,
+        E: From<Error> + fmt::Display,
+        F: AsyncFnOnce(&mut C) -> Result<T, E>,
+    {
+        let errors = Errors {
+            from_idem: E::from,
+            policy: NoErrorCache,
+        };
+        crate::step::run(&self.inner, call.keyed(), conn, errors, body).await
+    }
+
+    /// The first half of [`Idem::step`], for callers that cannot pass their writes as a
+    /// closure: claims the key in the caller's transaction and says whether to replay or to do
+    /// the writes and [`StepClaim::complete`](crate::StepClaim::complete) them there.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+    pub async fn begin_step<C, T>(
+        &self,
+        call: Call,
+        conn: &mut C,
+    ) -> Result<crate::step::StepStart<T>, Error>
+    where
+        C: crate::step::StepConnection + ?Sized,
+        T: DeserializeOwned,
+    {
+        let errors = Errors {
+            from_idem: std::convert::identity,
+            policy: NoErrorCache,
+        };
+        match crate::step::begin(&self.inner, call.keyed(), conn, &errors).await? {
+            crate::step::Begun::Replayed(value) => value.map(crate::step::StepStart::Replayed),
+            crate::step::Begun::Claimed(claim) => Ok(crate::step::StepStart::Claimed(claim)),
+        }
+    }
+
+    /// [`Idem::step`] with the error policy and conversion of an annotated fn.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) async fn step_with<C, T, E, P, F>(
+        &self,
+        call: Call,
+        conn: &mut C,
+        errors: Errors<E, P>,
+        body: F,
+    ) -> Result<T, E>
+    where
+        C: crate::step::StepConnection + ?Sized,
+        T: Serialize + DeserializeOwned,
+        E: fmt::Display,
+        P: crate::replay::ErrorPolicy<E>,
+        F: AsyncFnOnce(&mut C) -> Result<T, E>,
+    {
+        crate::step::run(&self.inner, call.keyed(), conn, errors, body).await
+    }
+
     /// The engine behind every call: `from_idem` makes the function's error type from idem's,
     /// `policy` is its `cache_errors`. The key is computed now; the engine's state (claim loop,
     /// lease, recording) is boxed, once, so the future a caller holds (and nests inside its own

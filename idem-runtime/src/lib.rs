@@ -39,6 +39,8 @@ pub mod metrics;
 pub mod record;
 mod replay;
 mod scope;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod step;
 pub mod store;
 mod stream;
 mod wait;
@@ -52,6 +54,9 @@ pub use crate::idem::{Idem, IdemBuilder};
 pub use crate::key::{Fingerprint, IdemKey, Key, KeyBuilder, KeyWriter};
 pub use crate::store::Store;
 pub use crate::stream::{StreamOptions, StreamSummary, Streamed};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use crate::step::{StepClaim, StepConnection, StepStart};
 
 #[cfg(feature = "macros")]
 pub use idem_macros::{idempotent, IdemKey};

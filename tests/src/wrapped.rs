@@ -106,6 +106,9 @@ impl Store for Wrapped {
     fn watch(&self, sink: Weak<dyn ChangeSink>) -> bool {
         !self.unwatched && self.inner.watch(sink)
     }
+    fn sql_store(&self) -> Option<idem_runtime::store::SqlStore<'_>> {
+        self.inner.sql_store()
+    }
     async fn get(&self, key: &Key) -> Result<Option<Record>, Error> {
         self.inner.get(key).await
     }

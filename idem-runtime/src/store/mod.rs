@@ -20,7 +20,7 @@ pub mod postgres;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod step;
+pub(crate) mod step;
 mod url;
 
 use std::time::Duration;
@@ -187,6 +187,21 @@ pub struct StoredChunk {
     pub bytes: Vec<u8>,
 }
 
+/// A SQL store, as [`Store::sql_store`] exposes it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum SqlStore<'a> {
+    /// The SQLite store.
+    #[cfg(feature = "sqlite")]
+    Sqlite(&'a sqlite::SqliteStore),
+    /// The PostgreSQL store.
+    #[cfg(feature = "postgres")]
+    Postgres(&'a postgres::PostgresStore),
+    /// Never built: keeps the lifetime used when no SQL store is enabled.
+    #[doc(hidden)]
+    Neither(std::marker::PhantomData<&'a ()>),
+}
+
 /// Identifies one attempt of one key, for fenced writes.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptRef<'a> {
@@ -301,6 +316,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn watch(&self, sink: std::sync::Weak<dyn ChangeSink>) -> bool {
         let _ = sink;
         false
+    }
+
+    /// The SQL store behind this one, for steps that run on a caller's own connection (`None`:
+    /// not a SQL store). Wrappers of a store forward it.
+    fn sql_store(&self) -> Option<SqlStore<'_>> {
+        None
     }
 
     /// Reads a record.

@@ -268,7 +268,7 @@ impl PostgresStore {
     }
 
     /// Decides a claim on one connection: one statement when the guess is right.
-    async fn claim_with(
+    pub(crate) async fn claim_with(
         &self,
         conn: &mut sqlx::PgConnection,
         req: &ClaimRequest<'_>,
@@ -335,6 +335,10 @@ impl PostgresStore {
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn sql_store(&self) -> Option<crate::store::SqlStore<'_>> {
+        Some(crate::store::SqlStore::Postgres(self))
     }
 
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error> {

@@ -145,6 +145,10 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn sql_store(&self) -> Option<crate::store::SqlStore<'_>> {
+        Some(crate::store::SqlStore::Sqlite(self))
+    }
+
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error> {
         // A row that changes between the claim's two statements is re-claimed; three tries are
         // plenty, since each change is a lease or TTL boundary passing.
