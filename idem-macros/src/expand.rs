@@ -87,11 +87,13 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     // the compiler shows one.
     let ret = &plan.ret;
     let ret_span = ret.span();
-    let run = match (&plan.store, plan.stream) {
-        (Some(_), false) => quote_spanned!(ret_span=> run_on),
-        (None, false) => quote_spanned!(ret_span=> run),
-        (Some(_), true) => quote_spanned!(ret_span=> run_stream_on),
-        (None, true) => quote_spanned!(ret_span=> run_stream),
+    let run = match (&plan.store, plan.stream, &plan.tx) {
+        (Some(_), _, Some(_)) => quote_spanned!(ret_span=> run_step_on),
+        (None, _, Some(_)) => quote_spanned!(ret_span=> run_step),
+        (Some(_), false, None) => quote_spanned!(ret_span=> run_on),
+        (None, false, None) => quote_spanned!(ret_span=> run),
+        (Some(_), true, None) => quote_spanned!(ret_span=> run_stream_on),
+        (None, true, None) => quote_spanned!(ret_span=> run_stream),
     };
     // How idem's own errors become the fn's error type: `From<idem_runtime::Error>`, or
     // `CallError::Idem` when the fn returns `Result<T, CallError<E>>` (an inherent method of
@@ -163,8 +165,14 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     // `unused_braces` asks to unwrap, at the fn's own braces, where removing them is no fix.
     let stmts = &block.stmts;
     let block = Group::new(Delimiter::Brace, quote!(#(#stmts)*));
+    // A step in the caller's transaction (`tx = arg`) gets the transaction back as its
+    // closure's argument, under the same name, so the body reads as written.
+    let head = match &plan.tx {
+        Some(tx) => quote!(async move |#tx|),
+        None => quote!(move || async move),
+    };
     let body = quote! {
-        move || async move {
+        #head {
             #[allow(
                 unknown_lints,
                 unreachable_code,
@@ -182,8 +190,12 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
             #block
         }
     };
+    let conn = plan
+        .tx
+        .as_ref()
+        .map(|tx| quote_spanned!(tx.span()=> &mut *#tx,));
     let call_run = quote_spanned! {ret_span=>
-        #k::__private::#run(#store_arg, { #(#steps)* #call }, #errors, #body).await
+        #k::__private::#run(#store_arg, { #(#steps)* #call }, #errors, #conn #body).await
     };
 
     let guard = plan.default_name.as_ref().map(default_name_guard);

@@ -150,6 +150,16 @@ pub(crate) fn key_parts(
         Some(Opt { value, .. }) => {
             for entry in &value.entries {
                 match entry_path(entry, inputs) {
+                    Ok(path) if args.tx.as_ref().is_some_and(|tx| tx.value == path.root) => {
+                        errors.push(err(
+                            entry.span(),
+                            &format!(
+                                "`{}` is the step's transaction (`tx = {}`), and a transaction cannot be part of the key",
+                                path.root, path.root
+                            ),
+                            "the key names what identifies the call (an order id, a message id): list those arguments, not the transaction",
+                        ));
+                    }
                     Ok(path) if key_paths.iter().any(|p| p.text == path.text) => {
                         errors.push(err(
                             entry.span(),
@@ -170,14 +180,50 @@ pub(crate) fn key_parts(
             }
         }
         None if args.once.is_some() => {}
-        None => default_key(inputs, parts, errors),
+        None => default_key(inputs, args.tx.as_ref().map(|t| &t.value), parts, errors),
     }
     key_paths
 }
 
+/// Checks `tx = arg`: it names a `&mut` argument of the fn (the caller's transaction).
+pub(crate) fn check_tx(args: &Args, inputs: &Inputs, errors: &mut Vec<syn::Error>) {
+    let Some(tx) = &args.tx else { return };
+    let name = &tx.value;
+    match inputs.args.iter().find(|a| &a.name == name && !a.in_pattern) {
+        Some(a) if a.by_mut => {}
+        Some(_) => errors.push(err(
+            name.span(),
+            &format!("`tx = {name}` must name a `&mut` argument: the step writes through it"),
+            &format!("take the transaction by `&mut`: `{name}: &mut sqlx::PgTransaction<'_>` (or `&mut sqlx::Transaction<'_, Sqlite>`, a `&mut PgConnection`, ...)"),
+        )),
+        None => errors.push(err(
+            name.span(),
+            &format!("`tx = {name}` names no argument of this fn"),
+            &format!(
+                "name the fn's transaction argument, e.g. `tx = tx` with an argument `tx: &mut sqlx::PgTransaction<'_>`{}",
+                match inputs.args.iter().find(|a| a.by_mut) {
+                    Some(a) => format!(" (did you mean `tx = {}`?)", a.name),
+                    None => String::new(),
+                }
+            ),
+        )),
+    }
+}
+
 /// Without `key = (...)`: every argument except `self`, in order.
-fn default_key(inputs: &Inputs, parts: &mut Vec<Part>, errors: &mut Vec<syn::Error>) {
-    let named = || inputs.args.iter().filter(|a| !a.in_pattern);
+fn default_key(
+    inputs: &Inputs,
+    tx: Option<&syn::Ident>,
+    parts: &mut Vec<Part>,
+    errors: &mut Vec<syn::Error>,
+) {
+    // The step's transaction (`tx = ...`) is a handle, never part of the key.
+    let named = || {
+        inputs
+            .args
+            .iter()
+            .filter(|a| !a.in_pattern && Some(&a.name) != tx)
+    };
     if let Some(r) = &inputs.receiver {
         if inputs.args.is_empty() && inputs.patterns.is_empty() {
             // Without `key`, `self` is not part of the key, so every receiver would share one

@@ -11,10 +11,11 @@ use syn::{Expr, Ident, LitBool, LitStr, Token};
 pub(crate) const GRAMMAR: &str = "key = (arg, arg.field, ...), once, name = \"...\", version = N, \
      verify = (arg, ...), ttl = \"24h\" | <Duration>, lease = \"30s\" | <Duration>, \
      on_conflict = wait | error, wait = \"5m\" | <Duration>, cache_errors [= <fn(&E) -> bool>], \
-     store = <expr>, heartbeat = false, abort_on_lease_loss, stream, crate = path::to::idem_runtime";
+     store = <expr>, heartbeat = false, abort_on_lease_loss, stream, tx = <&mut transaction argument>, \
+     crate = path::to::idem_runtime";
 
 /// Every option's name, for the "did you mean" of an unknown one.
-const OPTIONS: [&str; 15] = [
+const OPTIONS: [&str; 16] = [
     "key",
     "once",
     "name",
@@ -29,6 +30,7 @@ const OPTIONS: [&str; 15] = [
     "heartbeat",
     "abort_on_lease_loss",
     "stream",
+    "tx",
     "crate",
 ];
 
@@ -80,6 +82,8 @@ pub(crate) struct Args {
     /// `stream`: the fn returns `Result<Streamed<C, E>, E>`, journaled and replayed chunk by chunk.
     pub(crate) stream: Option<Ident>,
     pub(crate) store: Option<Opt<Expr>>,
+    /// `tx = arg`: the step runs in the caller's transaction, the `&mut` argument `arg`.
+    pub(crate) tx: Option<Opt<Ident>>,
     pub(crate) heartbeat: Option<Opt<LitBool>>,
     /// `crate = path`: the path of `idem_runtime` when the dependency is renamed.
     pub(crate) krate: Option<Opt<syn::Path>>,
@@ -153,6 +157,16 @@ impl Args {
                     )
                 })?;
                 set(&mut self.on_conflict, name, value, &mut self.errors);
+            }
+            "tx" => {
+                eq(name, input, "tx = tx")?;
+                let value = input.parse::<Ident>().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "`tx = ...` names the fn's `&mut` transaction argument\nhelp: write `tx = tx` for an argument `tx: &mut sqlx::PgTransaction<'_>`",
+                    )
+                })?;
+                set(&mut self.tx, name, value, &mut self.errors);
             }
             "store" => {
                 eq(name, input, "store = self.idem")?;

@@ -57,6 +57,8 @@ pub(crate) struct Plan {
     pub(crate) abort_on_lease_loss: bool,
     /// `stream`: the fn returns `Result<Streamed<C, E>, E>`.
     pub(crate) stream: bool,
+    /// `tx = arg`: the step runs in the caller's transaction, argument `arg`.
+    pub(crate) tx: Option<syn::Ident>,
     pub(crate) store: Option<Expr>,
     pub(crate) heartbeat: Option<bool>,
     /// The path of `idem_runtime` in generated code (`crate = ...`, else `::idem_runtime`).
@@ -84,6 +86,17 @@ pub(crate) fn validate(mut args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::E
         None => 1,
     };
     let mut parts = Vec::new();
+    keys::check_tx(&args, &inputs, &mut errors);
+    if let (Some(tx), Some(stream)) = (&args.tx, &args.stream) {
+        errors.push(err(
+            stream.span(),
+            "`stream` and `tx = ...` cannot go together",
+            &format!(
+                "a step in the caller's transaction records one value when the transaction commits; a stream is read after the fn returns. Remove `stream`, or remove `tx = {}`",
+                tx.value
+            ),
+        ));
+    }
     let key_paths = keys::key_parts(&args, sig, &inputs, &mut parts, &mut errors);
     keys::generic_parts(sig, &mut parts);
     keys::verify_parts(&args, &inputs, &key_paths, &mut parts, &mut errors);
@@ -103,6 +116,7 @@ pub(crate) fn validate(mut args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::E
         cache_errors: args.cache_errors.map(|c| c.value),
         abort_on_lease_loss: args.abort_on_lease_loss.is_some(),
         stream: args.stream.is_some(),
+        tx: args.tx.map(|t| t.value),
         store: args.store.map(|s| s.value),
         heartbeat: args.heartbeat.map(|h| h.value.value),
         krate: options.krate,

@@ -52,11 +52,11 @@ pub use crate::context::{current, CallInfo};
 pub use crate::error::{BoxError, Error};
 pub use crate::idem::{Idem, IdemBuilder};
 pub use crate::key::{Fingerprint, IdemKey, Key, KeyBuilder, KeyWriter};
-pub use crate::store::Store;
-pub use crate::stream::{StreamOptions, StreamSummary, Streamed};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use crate::step::{StepClaim, StepConnection, StepStart};
+pub use crate::store::Store;
+pub use crate::stream::{StreamOptions, StreamSummary, Streamed};
 
 #[cfg(feature = "macros")]
 pub use idem_macros::{idempotent, IdemKey};

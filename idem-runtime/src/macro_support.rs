@@ -547,3 +547,48 @@ where
     idem.stream_with(call, errors, as_stream_result(body))
         .map(stream_returned::<R> as fn(_) -> R)
 }
+
+/// [`run`] for a step in the caller's transaction (`tx = arg`): claims, runs the body and
+/// records its result on `conn`, the fn's `&mut` transaction argument.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub async fn run_step<R, P, C, F>(
+    store: &mut Result<Idem, Error>,
+    call: Call,
+    errors: Errors<R::Err, P>,
+    conn: &mut C,
+    body: F,
+) -> R
+where
+    R: ReturnsResult,
+    R::Ok: SnapshotOut + SnapshotIn,
+    R::Err: DisplayError,
+    P: ErrorPolicy<R::Err>,
+    C: crate::step::StepConnection + ?Sized,
+    F: AsyncFnOnce(&mut C) -> R,
+{
+    match store {
+        Ok(idem) => run_step_on(idem, call, errors, conn, body).await,
+        Err(_) => R::from_result(Err((errors.from_idem)(take_error(store)))),
+    }
+}
+
+/// [`run_step`] on the handle of `store = ...`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub async fn run_step_on<R, P, C, F>(
+    idem: &Idem,
+    call: Call,
+    errors: Errors<R::Err, P>,
+    conn: &mut C,
+    body: F,
+) -> R
+where
+    R: ReturnsResult,
+    R::Ok: SnapshotOut + SnapshotIn,
+    R::Err: DisplayError,
+    P: ErrorPolicy<R::Err>,
+    C: crate::step::StepConnection + ?Sized,
+    F: AsyncFnOnce(&mut C) -> R,
+{
+    let body = async move |conn: &mut C| body(conn).await.into_result();
+    R::from_result(idem.step_with(call, conn, errors, body).await)
+}

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
-use tracing::Instrument;
 use serde::Serialize;
+use tracing::Instrument;
 
-pub use self::connection::StepConnection;
 use self::connection::Conn;
+pub use self::connection::StepConnection;
 use crate::call::KeyedCall;
 use crate::error::Error;
 use crate::execute::{outcome, snapshot_of, Errors};
@@ -212,8 +212,15 @@ impl<T> StepClaim<T> {
         let bytes = snapshot_of(value, &self.call, self.handle.max_snapshot_bytes)
             .map_err(|(_, error)| error)?;
         let ttl = self.call.options.ttl;
-        self.write(conn, Outcome::Snapshot { kind: SnapshotKind::Ok, bytes: &bytes, ttl })
-            .await
+        self.write(
+            conn,
+            Outcome::Snapshot {
+                kind: SnapshotKind::Ok,
+                bytes: &bytes,
+                ttl,
+            },
+        )
+        .await
     }
 
     /// Records the step as failed (the next call runs it again), in the caller's transaction.
@@ -228,13 +235,24 @@ impl<T> StepClaim<T> {
     }
 
     /// Records an error to replay (`cache_errors`), in the caller's transaction.
-    pub(crate) async fn complete_with_error<C>(self, conn: &mut C, bytes: &[u8]) -> Result<(), Error>
+    pub(crate) async fn complete_with_error<C>(
+        self,
+        conn: &mut C,
+        bytes: &[u8],
+    ) -> Result<(), Error>
     where
         C: StepConnection + ?Sized,
     {
         let ttl = self.call.options.ttl;
-        self.write(conn, Outcome::Snapshot { kind: SnapshotKind::Err, bytes, ttl })
-            .await
+        self.write(
+            conn,
+            Outcome::Snapshot {
+                kind: SnapshotKind::Err,
+                bytes,
+                ttl,
+            },
+        )
+        .await
     }
 
     async fn write<C>(self, conn: &mut C, outcome: Outcome<'_>) -> Result<(), Error>
@@ -299,7 +317,10 @@ where
         key = %call.key.short(),
         attempt = tracing::field::Empty,
     );
-    let claim = match begin(handle, call, conn, &errors).instrument(span.clone()).await? {
+    let claim = match begin(handle, call, conn, &errors)
+        .instrument(span.clone())
+        .await?
+    {
         Begun::Replayed(replayed) => return replayed,
         Begun::Claimed(claim) => claim,
     };
