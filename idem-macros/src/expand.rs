@@ -168,7 +168,7 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     // A step in the caller's transaction (`tx = arg`) gets the transaction back as its
     // closure's argument, under the same name, so the body reads as written.
     let head = match &plan.tx {
-        Some(tx) => quote!(async move |#tx|),
+        Some((tx, ty)) => quote!(async move |#tx: #ty|),
         None => quote!(move || async move),
     };
     let body = quote! {
@@ -190,10 +190,12 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
             #block
         }
     };
-    let conn = plan
-        .tx
-        .as_ref()
-        .map(|tx| quote_spanned!(tx.span()=> &mut *#tx,));
+    // Checked at the argument's name in `tx = ...`: a type that is not a connection is
+    // reported there, once.
+    let conn = plan.tx.as_ref().map(|(tx, _)| {
+        let kt = respan(krate, tx.span());
+        quote_spanned!(tx.span()=> #kt::__private::step_connection(&mut *#tx),)
+    });
     let call_run = quote_spanned! {ret_span=>
         #k::__private::#run(#store_arg, { #(#steps)* #call }, #errors, #conn #body).await
     };

@@ -149,17 +149,22 @@ pub(crate) fn key_parts(
         }
         Some(Opt { value, .. }) => {
             for entry in &value.entries {
+                if let Some(tx) = args
+                    .tx
+                    .as_ref()
+                    .filter(|tx| entry_root(entry) == Some(&tx.value))
+                {
+                    errors.push(err(
+                        entry.span(),
+                        &format!(
+                            "`{}` is the step's transaction (`tx = {}`), and a transaction cannot be part of the key",
+                            tx.value, tx.value
+                        ),
+                        "the key names what identifies the call (an order id, a message id): list those arguments, not the transaction",
+                    ));
+                    continue;
+                }
                 match entry_path(entry, inputs) {
-                    Ok(path) if args.tx.as_ref().is_some_and(|tx| tx.value == path.root) => {
-                        errors.push(err(
-                            entry.span(),
-                            &format!(
-                                "`{}` is the step's transaction (`tx = {}`), and a transaction cannot be part of the key",
-                                path.root, path.root
-                            ),
-                            "the key names what identifies the call (an order id, a message id): list those arguments, not the transaction",
-                        ));
-                    }
                     Ok(path) if key_paths.iter().any(|p| p.text == path.text) => {
                         errors.push(err(
                             entry.span(),
@@ -408,6 +413,16 @@ fn overlaps(a: &Path, b: &Path) -> bool {
         (&b.text, &a.text)
     };
     long == short || long.starts_with(&format!("{short}."))
+}
+
+/// The argument a key entry starts from (`a` of `a.b.c`), if it is a plain path.
+fn entry_root(entry: &Expr) -> Option<&syn::Ident> {
+    match entry {
+        Expr::Field(f) => entry_root(&f.base),
+        Expr::Group(g) => entry_root(&g.expr),
+        Expr::Path(p) if p.qself.is_none() => p.path.get_ident(),
+        _ => None,
+    }
 }
 
 fn entry_path(entry: &Expr, inputs: &Inputs) -> syn::Result<Path> {

@@ -57,8 +57,9 @@ pub(crate) struct Plan {
     pub(crate) abort_on_lease_loss: bool,
     /// `stream`: the fn returns `Result<Streamed<C, E>, E>`.
     pub(crate) stream: bool,
-    /// `tx = arg`: the step runs in the caller's transaction, argument `arg`.
-    pub(crate) tx: Option<syn::Ident>,
+    /// `tx = arg`: the step runs in the caller's transaction, argument `arg`, of this type
+    /// (the body's closure takes it back under the same name and type).
+    pub(crate) tx: Option<(syn::Ident, Type)>,
     pub(crate) store: Option<Expr>,
     pub(crate) heartbeat: Option<bool>,
     /// The path of `idem_runtime` in generated code (`crate = ...`, else `::idem_runtime`).
@@ -116,7 +117,20 @@ pub(crate) fn validate(mut args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::E
         cache_errors: args.cache_errors.map(|c| c.value),
         abort_on_lease_loss: args.abort_on_lease_loss.is_some(),
         stream: args.stream.is_some(),
-        tx: args.tx.map(|t| t.value),
+        tx: args.tx.map(|t| {
+            let ty = sig
+                .inputs
+                .iter()
+                .find_map(|input| match input {
+                    syn::FnArg::Typed(a) => match &*a.pat {
+                        syn::Pat::Ident(p) if p.ident == t.value => Some((*a.ty).clone()),
+                        _ => None,
+                    },
+                    syn::FnArg::Receiver(_) => None,
+                })
+                .unwrap_or(Type::Verbatim(TokenStream::new()));
+            (t.value, ty)
+        }),
         store: args.store.map(|s| s.value),
         heartbeat: args.heartbeat.map(|h| h.value.value),
         krate: options.krate,

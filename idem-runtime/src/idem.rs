@@ -472,7 +472,8 @@ impl Idem {
             from_idem: E::from,
             policy: NoErrorCache,
         };
-        crate::step::run(&self.inner, call.keyed(), conn, errors, body).await
+        let conn_of = crate::step::conn_of::<C>();
+        crate::step::run(&self.inner, call.keyed(), conn, conn_of, errors, body).await
     }
 
     /// The first half of [`Idem::step`], for callers that cannot pass their writes as a
@@ -493,29 +494,32 @@ impl Idem {
             from_idem: std::convert::identity,
             policy: NoErrorCache,
         };
-        match crate::step::begin(&self.inner, call.keyed(), conn, &errors).await? {
+        let conn_of = crate::step::conn_of::<C>();
+        match crate::step::begin(&self.inner, call.keyed(), conn, conn_of, &errors).await? {
             crate::step::Begun::Replayed(value) => value.map(crate::step::StepStart::Replayed),
             crate::step::Begun::Claimed(claim) => Ok(crate::step::StepStart::Claimed(claim)),
         }
     }
 
-    /// [`Idem::step`] with the error policy and conversion of an annotated fn.
+    /// [`Idem::step`] with the error policy and conversion of an annotated fn, and the way to
+    /// its connection checked where the fn names it.
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) async fn step_with<C, T, E, P, F>(
         &self,
         call: Call,
         conn: &mut C,
+        conn_of: crate::step::ConnOf<C>,
         errors: Errors<E, P>,
         body: F,
     ) -> Result<T, E>
     where
-        C: crate::step::StepConnection + ?Sized,
+        C: ?Sized,
         T: Serialize + DeserializeOwned,
         E: fmt::Display,
         P: crate::replay::ErrorPolicy<E>,
         F: AsyncFnOnce(&mut C) -> Result<T, E>,
     {
-        crate::step::run(&self.inner, call.keyed(), conn, errors, body).await
+        crate::step::run(&self.inner, call.keyed(), conn, conn_of, errors, body).await
     }
 
     /// The engine behind every call: `from_idem` makes the function's error type from idem's,

@@ -548,14 +548,38 @@ where
         .map(stream_returned::<R> as fn(_) -> R)
 }
 
+/// The `tx = arg` argument of an annotated fn, checked where the fn names it.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub struct StepArg<'a, C: ?Sized> {
+    conn: &'a mut C,
+    conn_of: crate::step::ConnOf<C>,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl<C: ?Sized> std::fmt::Debug for StepArg<'_, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepArg")
+    }
+}
+
+/// Checks that `tx = arg` names a connection a step can run on, at the argument.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[inline]
+pub fn step_connection<C: crate::step::StepConnection + ?Sized>(conn: &mut C) -> StepArg<'_, C> {
+    StepArg {
+        conn,
+        conn_of: crate::step::conn_of::<C>(),
+    }
+}
+
 /// [`run`] for a step in the caller's transaction (`tx = arg`): claims, runs the body and
-/// records its result on `conn`, the fn's `&mut` transaction argument.
+/// records its result on the fn's `&mut` transaction argument.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub async fn run_step<R, P, C, F>(
     store: &mut Result<Idem, Error>,
     call: Call,
     errors: Errors<R::Err, P>,
-    conn: &mut C,
+    conn: StepArg<'_, C>,
     body: F,
 ) -> R
 where
@@ -563,7 +587,7 @@ where
     R::Ok: SnapshotOut + SnapshotIn,
     R::Err: DisplayError,
     P: ErrorPolicy<R::Err>,
-    C: crate::step::StepConnection + ?Sized,
+    C: ?Sized,
     F: AsyncFnOnce(&mut C) -> R,
 {
     match store {
@@ -578,7 +602,7 @@ pub async fn run_step_on<R, P, C, F>(
     idem: &Idem,
     call: Call,
     errors: Errors<R::Err, P>,
-    conn: &mut C,
+    conn: StepArg<'_, C>,
     body: F,
 ) -> R
 where
@@ -586,9 +610,10 @@ where
     R::Ok: SnapshotOut + SnapshotIn,
     R::Err: DisplayError,
     P: ErrorPolicy<R::Err>,
-    C: crate::step::StepConnection + ?Sized,
+    C: ?Sized,
     F: AsyncFnOnce(&mut C) -> R,
 {
     let body = async move |conn: &mut C| body(conn).await.into_result();
-    R::from_result(idem.step_with(call, conn, errors, body).await)
+    let StepArg { conn, conn_of } = conn;
+    R::from_result(idem.step_with(call, conn, conn_of, errors, body).await)
 }

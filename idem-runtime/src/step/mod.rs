@@ -52,6 +52,16 @@ pub struct StepClaim<T> {
     value: PhantomData<fn(&T)>,
 }
 
+/// How the engine reaches the database connection inside a [`StepConnection`]: its
+/// `step_conn`, taken where the bound is checked (so an annotated fn's wrong `tx` type is
+/// reported once, at its argument).
+pub(crate) type ConnOf<C> = for<'c> fn(&'c mut C) -> Conn<'c>;
+
+/// A [`StepConnection`] with its [`ConnOf`].
+pub(crate) fn conn_of<C: StepConnection + ?Sized>() -> ConnOf<C> {
+    <C as connection::sealed::Sealed>::step_conn
+}
+
 /// [`StepStart`], with a replayed `Err` under `cache_errors`.
 pub(crate) enum Begun<T, E> {
     Replayed(Result<T, E>),
@@ -64,10 +74,11 @@ pub(crate) async fn begin<C, T, E, P>(
     handle: &Arc<Handle>,
     call: KeyedCall,
     conn: &mut C,
+    conn_of: ConnOf<C>,
     errors: &Errors<E, P>,
 ) -> Result<Begun<T, E>, E>
 where
-    C: StepConnection + ?Sized,
+    C: ?Sized,
     T: DeserializeOwned,
     P: ErrorPolicy<E>,
 {
@@ -89,7 +100,7 @@ where
         let request = ClaimRequest::of(&call, &handle.worker);
         let epoch = handle.cache.as_ref().map_or(0, |c| c.epoch());
         let started = Instant::now();
-        let claimed = claim(handle, conn.step_conn(), &request).await;
+        let claimed = claim(handle, conn_of(conn), &request).await;
         crate::metrics::claim(handle.store.backend(), started.elapsed(), claimed.is_ok());
         let Some(claimed) = claimed.map_err(errors.from_idem)? else {
             continue;
@@ -209,6 +220,14 @@ impl<T> StepClaim<T> {
         C: StepConnection + ?Sized,
         T: Serialize + DeserializeOwned,
     {
+        self.complete_on(conn.step_conn(), value).await
+    }
+
+    /// [`StepClaim::complete`] on the database connection itself.
+    pub(crate) async fn complete_on(self, conn: Conn<'_>, value: &T) -> Result<(), Error>
+    where
+        T: Serialize + DeserializeOwned,
+    {
         let bytes = snapshot_of(value, &self.call, self.handle.max_snapshot_bytes)
             .map_err(|(_, error)| error)?;
         let ttl = self.call.options.ttl;
@@ -229,20 +248,22 @@ impl<T> StepClaim<T> {
     where
         C: StepConnection + ?Sized,
     {
+        self.fail_on(conn.step_conn(), error).await
+    }
+
+    /// [`StepClaim::fail`] on the database connection itself.
+    pub(crate) async fn fail_on(self, conn: Conn<'_>, error: &str) -> Result<(), Error> {
         outcome(&self.call.op, CallOutcome::Failed);
         let ttl = self.call.options.ttl;
         self.write(conn, Outcome::Failed { error, ttl }).await
     }
 
     /// Records an error to replay (`cache_errors`), in the caller's transaction.
-    pub(crate) async fn complete_with_error<C>(
+    pub(crate) async fn complete_with_error(
         self,
-        conn: &mut C,
+        conn: Conn<'_>,
         bytes: &[u8],
-    ) -> Result<(), Error>
-    where
-        C: StepConnection + ?Sized,
-    {
+    ) -> Result<(), Error> {
         let ttl = self.call.options.ttl;
         self.write(
             conn,
@@ -255,16 +276,13 @@ impl<T> StepClaim<T> {
         .await
     }
 
-    async fn write<C>(self, conn: &mut C, outcome: Outcome<'_>) -> Result<(), Error>
-    where
-        C: StepConnection + ?Sized,
-    {
+    async fn write(self, conn: Conn<'_>, outcome: Outcome<'_>) -> Result<(), Error> {
         let attempt = AttemptRef {
             op: &self.call.op,
             key: &self.call.key,
             attempt: self.attempt,
         };
-        let fence = complete(&self.handle, conn.step_conn(), &attempt, outcome).await?;
+        let fence = complete(&self.handle, conn, &attempt, outcome).await?;
         still_owned(fence, &self.call)
     }
 }
@@ -301,11 +319,12 @@ pub(crate) async fn run<C, T, E, P, F>(
     handle: &Arc<Handle>,
     call: KeyedCall,
     conn: &mut C,
+    conn_of: ConnOf<C>,
     errors: Errors<E, P>,
     body: F,
 ) -> Result<T, E>
 where
-    C: StepConnection + ?Sized,
+    C: ?Sized,
     T: Serialize + DeserializeOwned,
     E: std::fmt::Display,
     P: ErrorPolicy<E>,
@@ -317,7 +336,7 @@ where
         key = %call.key.short(),
         attempt = tracing::field::Empty,
     );
-    let claim = match begin(handle, call, conn, &errors)
+    let claim = match begin(handle, call, conn, conn_of, &errors)
         .instrument(span.clone())
         .await?
     {
@@ -329,16 +348,19 @@ where
         .instrument(span.clone())
         .await;
     let recorded = match &result {
-        Ok(value) => claim.complete(conn, value).await,
+        Ok(value) => claim.complete_on(conn_of(conn), value).await,
         Err(err) => {
             let limit = handle.max_snapshot_bytes;
             match crate::execute::error_snapshot(err, &claim.call, limit, &errors.policy) {
-                Some(bytes) => claim.complete_with_error(conn, &bytes).await,
+                Some(bytes) => claim.complete_with_error(conn_of(conn), &bytes).await,
                 // A failed body's caller normally rolls back, which undoes the claim; a failure
                 // that cannot be written (PostgreSQL: the body's own SQL error aborted the
                 // transaction) changes nothing then.
                 None => {
-                    let _ = claim.fail(conn, &err.to_string()).instrument(span).await;
+                    let _ = claim
+                        .fail_on(conn_of(conn), &err.to_string())
+                        .instrument(span)
+                        .await;
                     return result;
                 }
             }
