@@ -1325,3 +1325,73 @@ async fn a_url_asking_for_tls_gets_it() {
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+/// Steps in the caller's own transaction on the application's own pool, with idem's tables in
+/// their own schema: the attribute's `tx = ...`, a rollback, and concurrent callers of one key.
+mod caller_transactions {
+    use idem_runtime::{idempotent, Error, Idem};
+    use idem_tests::backends::{fresh_postgres_schema, postgres_store, postgres_url};
+    use sqlx::PgPool;
+
+    #[idempotent(key = (order_id), tx = tx, store = idem)]
+    async fn save_order(
+        idem: &Idem,
+        table: &str,
+        order_id: i64,
+        tx: &mut sqlx::PgTransaction<'_>,
+    ) -> Result<u64, Error> {
+        let done = sqlx::query(&format!("INSERT INTO {table} (id) VALUES ($1)"))
+            .bind(order_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn setup() -> Option<(String, Idem, PgPool, String)> {
+        let schema = fresh_postgres_schema();
+        let store = postgres_store(&schema, |b| b).await?;
+        let idem = Idem::new(store);
+        let pool = PgPool::connect(&postgres_url()).await.unwrap();
+        let table = format!("\"{schema}\".orders");
+        sqlx::query(&format!("CREATE TABLE {table} (id bigint NOT NULL)"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        Some((schema, idem, pool, table))
+    }
+
+    async fn rows(pool: &PgPool, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_attribute_writes_once_on_the_applications_pool() {
+        let Some((_schema, idem, pool, table)) = setup().await else {
+            return;
+        };
+        // Rolled back: nothing stays, not even the claim.
+        let mut tx = pool.begin().await.unwrap();
+        assert_eq!(save_order(&idem, &table, 1, &mut tx).await.unwrap(), 1);
+        tx.rollback().await.unwrap();
+        assert_eq!(rows(&pool, &table).await, 0);
+        // Eight callers at once: one writes, the others wait for its commit and replay.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (idem, pool, table) = (idem.clone(), pool.clone(), table.clone());
+                tokio::spawn(async move {
+                    let mut tx = pool.begin().await.unwrap();
+                    let n = save_order(&idem, &table, 1, &mut tx).await.unwrap();
+                    tx.commit().await.unwrap();
+                    n
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 1);
+        }
+        assert_eq!(rows(&pool, &table).await, 1);
+    }
+}

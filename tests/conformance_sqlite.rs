@@ -364,3 +364,138 @@ mod transactional_steps {
         assert_eq!(rows(&store).await, 1);
     }
 }
+
+/// Steps in the caller's own transaction (`Idem::step`, `#[idempotent(tx = ...)]`): the claim,
+/// the writes and the snapshot commit or roll back with the caller's transaction.
+mod caller_transactions {
+    use idem_runtime::{idempotent, Call, Error, Idem, StepStart};
+    use sqlx::SqlitePool;
+
+    async fn setup() -> (tempfile::TempDir, Idem, SqlitePool) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("app.db").display());
+        let idem = Idem::open(&url).await.unwrap();
+        // The application's own pool on the same file.
+        let pool = SqlitePool::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE orders (id INTEGER NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        (dir, idem, pool)
+    }
+
+    async fn rows(pool: &SqlitePool) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    #[idempotent(key = (order_id), tx = tx, store = idem)]
+    async fn save_order(
+        idem: &Idem,
+        order_id: i64,
+        tx: &mut sqlx::SqliteTransaction<'_>,
+    ) -> Result<i64, Error> {
+        let done = sqlx::query("INSERT INTO orders (id) VALUES (?)")
+            .bind(order_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.last_insert_rowid())
+    }
+
+    #[tokio::test]
+    async fn the_attribute_writes_once_in_the_callers_transaction() {
+        let (_dir, idem, pool) = setup().await;
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let mut tx = pool.begin().await.unwrap();
+            ids.push(save_order(&idem, 7, &mut tx).await.unwrap());
+            tx.commit().await.unwrap();
+        }
+        assert_eq!(ids, [1, 1, 1], "replays return the committed snapshot");
+        assert_eq!(rows(&pool).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_transaction_takes_the_claim_with_it() {
+        let (_dir, idem, pool) = setup().await;
+        let call = || Call::new("orders.save").key(&1_i64);
+        let mut tx = pool.begin().await.unwrap();
+        let id: i64 = idem
+            .step(call(), &mut tx, async |tx| {
+                let done = sqlx::query("INSERT INTO orders (id) VALUES (1)")
+                    .execute(&mut **tx)
+                    .await?;
+                Ok::<_, Error>(done.last_insert_rowid())
+            })
+            .await
+            .unwrap();
+        assert_eq!(id, 1);
+        tx.rollback().await.unwrap();
+        assert_eq!(rows(&pool).await, 0);
+        assert!(
+            idem.record(&call().key_value()).await.unwrap().is_none(),
+            "no claim left"
+        );
+        // The next call runs the step again, and commits.
+        let mut tx = pool.begin().await.unwrap();
+        let claimed = idem.begin_step::<_, i64>(call(), &mut tx).await.unwrap();
+        let StepStart::Claimed(claim) = claimed else {
+            panic!("a rolled-back claim is gone: the key is new again")
+        };
+        sqlx::query("INSERT INTO orders (id) VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        claim.complete(&mut tx, &1).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(rows(&pool).await, 1);
+        let mut tx = pool.begin().await.unwrap();
+        match idem.begin_step::<_, i64>(call(), &mut tx).await.unwrap() {
+            StepStart::Replayed(v) => assert_eq!(v, 1),
+            StepStart::Claimed(_) => panic!("committed: it replays"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_result_over_the_snapshot_limit_is_an_error_so_the_caller_rolls_back() {
+        let (dir, _, pool) = setup().await;
+        let url = format!("sqlite://{}", dir.path().join("app.db").display());
+        let idem = Idem::builder(idem_runtime::store::open(&url).await.unwrap())
+            .max_snapshot_bytes(16)
+            .build();
+        let mut tx = pool.begin().await.unwrap();
+        let big: Result<String, Error> = idem
+            .step(Call::new("orders.big").key(&1_i64), &mut tx, async |tx| {
+                sqlx::query("INSERT INTO orders (id) VALUES (1)")
+                    .execute(&mut **tx)
+                    .await?;
+                Ok("x".repeat(100))
+            })
+            .await;
+        assert!(
+            matches!(big, Err(Error::SnapshotTooLarge { .. })),
+            "{big:?}"
+        );
+        drop(tx);
+        assert_eq!(rows(&pool).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_step_needs_a_handle_on_the_same_database() {
+        let (_dir, _, pool) = setup().await;
+        let memory = Idem::memory();
+        let mut tx = pool.begin().await.unwrap();
+        let wrong: Result<i64, Error> = memory
+            .step(Call::new("orders.x").key(&1_i64), &mut tx, async |_| Ok(1))
+            .await;
+        match wrong {
+            Err(Error::Config(m)) => assert!(
+                m.contains("SQLite connection") && m.contains("memory"),
+                "{m}"
+            ),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+}

@@ -88,8 +88,8 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     let ret = &plan.ret;
     let ret_span = ret.span();
     let run = match (&plan.store, plan.stream, &plan.tx) {
-        (Some(_), _, Some(_)) => quote_spanned!(ret_span=> run_step_on),
-        (None, _, Some(_)) => quote_spanned!(ret_span=> run_step),
+        (Some(_), _, Some(_)) => quote_spanned!(ret_span=> step_begin_on),
+        (None, _, Some(_)) => quote_spanned!(ret_span=> step_begin),
         (Some(_), false, None) => quote_spanned!(ret_span=> run_on),
         (None, false, None) => quote_spanned!(ret_span=> run),
         (Some(_), true, None) => quote_spanned!(ret_span=> run_stream_on),
@@ -165,14 +165,8 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     // `unused_braces` asks to unwrap, at the fn's own braces, where removing them is no fix.
     let stmts = &block.stmts;
     let block = Group::new(Delimiter::Brace, quote!(#(#stmts)*));
-    // A step in the caller's transaction (`tx = arg`) gets the transaction back as its
-    // closure's argument, under the same name, so the body reads as written.
-    let head = match &plan.tx {
-        Some((tx, ty)) => quote!(async move |#tx: #ty|),
-        None => quote!(move || async move),
-    };
     let body = quote! {
-        #head {
+        move || async move {
             #[allow(
                 unknown_lints,
                 unreachable_code,
@@ -190,14 +184,22 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
             #block
         }
     };
-    // Checked at the argument's name in `tx = ...`: a type that is not a connection is
-    // reported there, once.
-    let conn = plan.tx.as_ref().map(|(tx, _)| {
-        let kt = respan(krate, tx.span());
-        quote_spanned!(tx.span()=> #kt::__private::step_connection(&mut *#tx),)
-    });
-    let call_run = quote_spanned! {ret_span=>
-        #k::__private::#run(#store_arg, { #(#steps)* #call }, #errors, #conn #body).await
+    let call_run = match &plan.tx {
+        None => quote_spanned! {ret_span=>
+            #k::__private::#run(#store_arg, { #(#steps)* #call }, #errors, #body).await
+        },
+        Some((tx, _)) => {
+            let step = StepParts {
+                tx,
+                k: &k,
+                krate,
+                ret_span,
+                fake: &fake,
+                ret_at: &ret_at,
+                block: &block,
+            };
+            step.expand(&run, &store_arg, &steps, &call, &errors)
+        }
     };
 
     let guard = plan.default_name.as_ref().map(default_name_guard);
@@ -255,6 +257,84 @@ fn default_name_guard(fn_name: &syn::Ident) -> TokenStream {
         #[allow(unknown_lints, non_local_definitions)]
         macro_rules! #guard {
             () => {};
+        }
+    }
+}
+
+/// The pieces of a step in the caller's transaction (`tx = arg`).
+struct StepParts<'a> {
+    tx: &'a syn::Ident,
+    k: &'a TokenStream,
+    krate: &'a TokenStream,
+    ret_span: Span,
+    fake: &'a syn::Ident,
+    ret_at: &'a TokenStream,
+    block: &'a Group,
+}
+
+impl StepParts<'_> {
+    /// The claim on the caller's transaction, the body inline (an async block, so the annotated
+    /// fn's future is `Send` whenever its body's is), then the result recorded on the same
+    /// transaction:
+    ///
+    /// ```text
+    /// let errors = ...;
+    /// let claim = match step_begin(&mut store, call, &errors, step_connection(&mut *tx)).await {
+    ///     StepBegun::Replayed(r) => return r,
+    ///     StepBegun::Claimed(c) => c,
+    /// };
+    /// let result = step_body(&claim, async { if false { ... } { original body } }).await;
+    /// step_finish(claim, &errors, step_connection(&mut *tx), result).await
+    /// ```
+    fn expand(
+        &self,
+        begin: &TokenStream,
+        store_arg: &TokenStream,
+        steps: &[TokenStream],
+        call: &syn::Ident,
+        errors: &TokenStream,
+    ) -> TokenStream {
+        let Self {
+            tx,
+            k,
+            krate,
+            ret_span,
+            fake,
+            ret_at,
+            block,
+        } = self;
+        let errs = format_ident!("__idem_errors", span = Span::mixed_site());
+        let claim = format_ident!("__idem_claim", span = Span::mixed_site());
+        let result = format_ident!("__idem_result", span = Span::mixed_site());
+        // Checked at the argument's name in `tx = ...`: a type that is not a connection is
+        // reported there, once.
+        let kt = respan(krate, tx.span());
+        let conn = quote_spanned!(tx.span()=> #kt::__private::step_connection(&mut *#tx));
+        quote_spanned! {*ret_span=>
+            let #errs = #errors;
+            let #claim = match #k::__private::#begin(#store_arg, { #(#steps)* #call }, &#errs, #conn).await {
+                #k::__private::StepBegun::Replayed(replayed) => return replayed,
+                #k::__private::StepBegun::Claimed(claim) => claim,
+            };
+            let #result = #k::__private::step_body(&#claim, async {
+                #[allow(
+                    unknown_lints,
+                    unreachable_code,
+                    clippy::diverging_sub_expression,
+                    clippy::empty_loop,
+                    clippy::let_unit_value,
+                    clippy::needless_return,
+                    clippy::type_complexity,
+                    clippy::unreachable
+                )]
+                if false {
+                    let #fake: #ret_at = loop {};
+                    return #fake;
+                }
+                #block
+            })
+            .await;
+            #k::__private::step_finish(#claim, &#errs, #conn, #result).await
         }
     }
 }

@@ -501,27 +501,6 @@ impl Idem {
         }
     }
 
-    /// [`Idem::step`] with the error policy and conversion of an annotated fn, and the way to
-    /// its connection checked where the fn names it.
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    pub(crate) async fn step_with<C, T, E, P, F>(
-        &self,
-        call: Call,
-        conn: &mut C,
-        conn_of: crate::step::ConnOf<C>,
-        errors: Errors<E, P>,
-        body: F,
-    ) -> Result<T, E>
-    where
-        C: ?Sized,
-        T: Serialize + DeserializeOwned,
-        E: fmt::Display,
-        P: crate::replay::ErrorPolicy<E>,
-        F: AsyncFnOnce(&mut C) -> Result<T, E>,
-    {
-        crate::step::run(&self.inner, call.keyed(), conn, conn_of, errors, body).await
-    }
-
     /// The engine behind every call: `from_idem` makes the function's error type from idem's,
     /// `policy` is its `cache_errors`. The key is computed now; the engine's state (claim loop,
     /// lease, recording) is boxed, once, so the future a caller holds (and nests inside its own

@@ -572,38 +572,79 @@ pub fn step_connection<C: crate::step::StepConnection + ?Sized>(conn: &mut C) ->
     }
 }
 
-/// [`run`] for a step in the caller's transaction (`tx = arg`): claims, runs the body and
-/// records its result on the fn's `&mut` transaction argument.
+/// What [`step_begin`] found: a replay (the fn returns it), or a claim (the body runs, then
+/// [`step_finish`]).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub async fn run_step<R, P, C, F>(
+#[derive(Debug)]
+// Returned once per step and matched at once: boxing the claim would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum StepBegun<R, T> {
+    /// The fn's result, replayed.
+    Replayed(R),
+    /// The body runs as this attempt.
+    Claimed(crate::step::StepClaim<T>),
+}
+
+/// The claim of a step in the caller's transaction (`tx = arg`), on the store
+/// [`crate::scope::resolve`] found. The body then runs inline in the annotated fn (no closure:
+/// its future stays `Send` like any other), and [`step_finish`] records its result.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub async fn step_begin<R, P, C>(
     store: &mut Result<Idem, Error>,
     call: Call,
-    errors: Errors<R::Err, P>,
+    errors: &Errors<R::Err, P>,
     conn: StepArg<'_, C>,
-    body: F,
-) -> R
+) -> StepBegun<R, R::Ok>
 where
     R: ReturnsResult,
     R::Ok: SnapshotOut + SnapshotIn,
     R::Err: DisplayError,
     P: ErrorPolicy<R::Err>,
     C: ?Sized,
-    F: AsyncFnOnce(&mut C) -> R,
 {
     match store {
-        Ok(idem) => run_step_on(idem, call, errors, conn, body).await,
-        Err(_) => R::from_result(Err((errors.from_idem)(take_error(store)))),
+        Ok(idem) => step_begin_on(idem, call, errors, conn).await,
+        Err(_) => StepBegun::Replayed(R::from_result(Err((errors.from_idem)(take_error(store))))),
     }
 }
 
-/// [`run_step`] on the handle of `store = ...`.
+/// [`step_begin`] on the handle of `store = ...`.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub async fn run_step_on<R, P, C, F>(
+pub async fn step_begin_on<R, P, C>(
     idem: &Idem,
     call: Call,
-    errors: Errors<R::Err, P>,
+    errors: &Errors<R::Err, P>,
     conn: StepArg<'_, C>,
-    body: F,
+) -> StepBegun<R, R::Ok>
+where
+    R: ReturnsResult,
+    R::Ok: SnapshotOut + SnapshotIn,
+    R::Err: DisplayError,
+    P: ErrorPolicy<R::Err>,
+    C: ?Sized,
+{
+    let StepArg { conn, conn_of } = conn;
+    match crate::step::begin(&idem.inner, call.keyed(), conn, conn_of, errors).await {
+        Ok(crate::step::Begun::Replayed(replayed)) => StepBegun::Replayed(R::from_result(replayed)),
+        Ok(crate::step::Begun::Claimed(claim)) => StepBegun::Claimed(claim),
+        Err(e) => StepBegun::Replayed(R::from_result(Err(e))),
+    }
+}
+
+/// Runs a claimed step's body with [`crate::current`] telling it its call.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub async fn step_body<T, F: Future>(claim: &crate::step::StepClaim<T>, body: F) -> F::Output {
+    crate::context::with_current(claim.info(), body).await
+}
+
+/// Records the body's result of a claimed step on the caller's transaction.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub async fn step_finish<R, P, C>(
+    claim: crate::step::StepClaim<R::Ok>,
+    errors: &Errors<R::Err, P>,
+    conn: StepArg<'_, C>,
+    result: R,
 ) -> R
 where
     R: ReturnsResult,
@@ -611,9 +652,7 @@ where
     R::Err: DisplayError,
     P: ErrorPolicy<R::Err>,
     C: ?Sized,
-    F: AsyncFnOnce(&mut C) -> R,
 {
-    let body = async move |conn: &mut C| body(conn).await.into_result();
     let StepArg { conn, conn_of } = conn;
-    R::from_result(idem.step_with(call, conn, conn_of, errors, body).await)
+    R::from_result(crate::step::finish(claim, conn_of(conn), errors, result.into_result()).await)
 }

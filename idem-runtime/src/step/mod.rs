@@ -33,6 +33,9 @@ use crate::wait::{Patience, POLL_CAP};
 
 /// What [`Idem::begin_step`](crate::Idem::begin_step) found.
 #[derive(Debug)]
+// Returned once per step and matched at once: boxing the claim would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum StepStart<T> {
     /// The key has a recorded outcome: here it is. The caller's transaction was only read.
     Replayed(T),
@@ -63,6 +66,9 @@ pub(crate) fn conn_of<C: StepConnection + ?Sized>() -> ConnOf<C> {
 }
 
 /// [`StepStart`], with a replayed `Err` under `cache_errors`.
+// Returned once per step and matched at once: boxing the claim would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Begun<T, E> {
     Replayed(Result<T, E>),
     Claimed(StepClaim<T>),
@@ -347,20 +353,36 @@ where
     let result = crate::context::with_current(claim.info(), body(conn))
         .instrument(span.clone())
         .await;
+    finish(claim, conn_of(conn), &errors, result)
+        .instrument(span)
+        .await
+}
+
+/// Records a claimed step's result on the caller's connection: the value, a recorded error
+/// (`cache_errors`), or the failure; returns the result, or the error that kept it from being
+/// recorded (the caller then rolls back).
+pub(crate) async fn finish<T, E, P>(
+    claim: StepClaim<T>,
+    conn: Conn<'_>,
+    errors: &Errors<E, P>,
+    result: Result<T, E>,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned,
+    E: std::fmt::Display,
+    P: ErrorPolicy<E>,
+{
     let recorded = match &result {
-        Ok(value) => claim.complete_on(conn_of(conn), value).await,
+        Ok(value) => claim.complete_on(conn, value).await,
         Err(err) => {
-            let limit = handle.max_snapshot_bytes;
+            let limit = claim.handle.max_snapshot_bytes;
             match crate::execute::error_snapshot(err, &claim.call, limit, &errors.policy) {
-                Some(bytes) => claim.complete_with_error(conn_of(conn), &bytes).await,
+                Some(bytes) => claim.complete_with_error(conn, &bytes).await,
                 // A failed body's caller normally rolls back, which undoes the claim; a failure
                 // that cannot be written (PostgreSQL: the body's own SQL error aborted the
                 // transaction) changes nothing then.
                 None => {
-                    let _ = claim
-                        .fail_on(conn_of(conn), &err.to_string())
-                        .instrument(span)
-                        .await;
+                    let _ = claim.fail_on(conn, &err.to_string()).await;
                     return result;
                 }
             }
