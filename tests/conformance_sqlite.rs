@@ -423,11 +423,13 @@ mod caller_transactions {
         let call = || Call::new("orders.save").key(&1_i64);
         let mut tx = pool.begin().await.unwrap();
         let id: i64 = idem
-            .step(call(), &mut tx, async |tx| {
-                let done = sqlx::query("INSERT INTO orders (id) VALUES (1)")
-                    .execute(&mut **tx)
-                    .await?;
-                Ok::<_, Error>(done.last_insert_rowid())
+            .step(call(), &mut tx, |tx| {
+                Box::pin(async move {
+                    let done = sqlx::query("INSERT INTO orders (id) VALUES (1)")
+                        .execute(&mut **tx)
+                        .await?;
+                    Ok::<_, Error>(done.last_insert_rowid())
+                })
             })
             .await
             .unwrap();
@@ -467,11 +469,13 @@ mod caller_transactions {
             .build();
         let mut tx = pool.begin().await.unwrap();
         let big: Result<String, Error> = idem
-            .step(Call::new("orders.big").key(&1_i64), &mut tx, async |tx| {
-                sqlx::query("INSERT INTO orders (id) VALUES (1)")
-                    .execute(&mut **tx)
-                    .await?;
-                Ok("x".repeat(100))
+            .step(Call::new("orders.big").key(&1_i64), &mut tx, |tx| {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO orders (id) VALUES (1)")
+                        .execute(&mut **tx)
+                        .await?;
+                    Ok("x".repeat(100))
+                })
             })
             .await;
         assert!(
@@ -488,7 +492,9 @@ mod caller_transactions {
         let memory = Idem::memory();
         let mut tx = pool.begin().await.unwrap();
         let wrong: Result<i64, Error> = memory
-            .step(Call::new("orders.x").key(&1_i64), &mut tx, async |_| Ok(1))
+            .step(Call::new("orders.x").key(&1_i64), &mut tx, |_| {
+                Box::pin(async { Ok(1) })
+            })
             .await;
         match wrong {
             Err(Error::Config(m)) => assert!(
@@ -498,4 +504,32 @@ mod caller_transactions {
             other => panic!("expected a configuration error, got {other:?}"),
         }
     }
+}
+
+/// `Idem::step`'s future can be spawned (it is `Send` when the body's is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idem_step_can_be_spawned() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("spawn.db").display());
+    let idem = idem_runtime::Idem::open(&url).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let task = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        let v: i64 = idem
+            .step(
+                idem_runtime::Call::new("spawned").key(&1_i64),
+                &mut tx,
+                |tx| {
+                    Box::pin(async move {
+                        sqlx::query("SELECT 1").execute(&mut **tx).await?;
+                        Ok::<_, Error>(1)
+                    })
+                },
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        v
+    });
+    assert_eq!(task.await.unwrap(), 1);
 }

@@ -428,6 +428,10 @@ impl Idem {
     /// schema: `PostgresStore::builder(url).schema("idem")`, or `from_pool` with the
     /// application's pool).
     ///
+    /// The body takes the connection back and returns its future boxed, as sqlx's own
+    /// `Connection::transaction` does (`|tx| Box::pin(async move { ... })`): so the step's future
+    /// is `Send` and can be spawned. `#[idempotent(tx = ...)]` writes the same without the box.
+    ///
     /// Exactly-once for the writes that go through `conn`: a crash before the caller's commit
     /// leaves neither the claim nor the writes; after it, both. A result that cannot be
     /// recorded (over the snapshot limit) is an error, so the caller rolls back.
@@ -445,11 +449,13 @@ impl Idem {
     /// for _ in 0..3 {
     ///     let mut tx = pool.begin().await?;
     ///     let rows: u64 = idem
-    ///         .step(Call::new("save_order").key("o-1"), &mut tx, async |tx| {
-    ///             let done = sqlx::query("INSERT INTO orders (id) VALUES ('o-1')")
-    ///                 .execute(&mut **tx)
-    ///                 .await?;
-    ///             Ok::<_, Error>(done.rows_affected())
+    ///         .step(Call::new("save_order").key("o-1"), &mut tx, |tx| {
+    ///             Box::pin(async move {
+    ///                 let done = sqlx::query("INSERT INTO orders (id) VALUES ('o-1')")
+    ///                     .execute(&mut **tx)
+    ///                     .await?;
+    ///                 Ok::<_, Error>(done.rows_affected())
+    ///             })
     ///         })
     ///         .await?;
     ///     tx.commit().await?;
@@ -466,7 +472,7 @@ impl Idem {
         C: crate::step::StepConnection + ?Sized,
         T: Serialize + DeserializeOwned,
         E: From<Error> + fmt::Display,
-        F: AsyncFnOnce(&mut C) -> Result<T, E>,
+        F: for<'c> FnOnce(&'c mut C) -> futures_util::future::BoxFuture<'c, Result<T, E>>,
     {
         let errors = Errors {
             from_idem: E::from,

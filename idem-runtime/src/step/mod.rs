@@ -334,7 +334,7 @@ where
     T: Serialize + DeserializeOwned,
     E: std::fmt::Display,
     P: ErrorPolicy<E>,
-    F: AsyncFnOnce(&mut C) -> Result<T, E>,
+    F: for<'c> FnOnce(&'c mut C) -> futures_util::future::BoxFuture<'c, Result<T, E>>,
 {
     let span = tracing::info_span!(
         "idem.step",
