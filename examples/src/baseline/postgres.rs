@@ -28,14 +28,21 @@ impl PostgresBaseline {
         )
         .execute(&pool)
         .await?;
+        sqlx::query(APP_TABLE).execute(&pool).await?;
         Ok(Self { pool })
     }
 }
 
+/// The application table a transactional step writes one row to (both sides of `--mode step`).
+pub const APP_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS idem_bench_app_rows (key bytea NOT NULL, n int8 NOT NULL)";
+/// The application's insert: $1 key.
+pub const APP_INSERT: &str = "INSERT INTO idem_bench_app_rows (key, n) VALUES ($1, 1)";
+
 impl PostgresBaseline {
     /// Deletes every row, so a run starts from an empty table.
     pub async fn empty(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("TRUNCATE idem_bench_baseline")
+        sqlx::query("TRUNCATE idem_bench_baseline, idem_bench_app_rows")
             .execute(&self.pool)
             .await
             .map(drop)
@@ -68,6 +75,10 @@ impl Baseline for PostgresBaseline {
     async fn step(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(CLAIM).bind(&key[..]).execute(&mut *tx).await?;
+        sqlx::query(APP_INSERT)
+            .bind(&key[..])
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(COMPLETE)
             .bind(&key[..])
             .bind(snapshot)

@@ -35,9 +35,16 @@ impl SqliteBaseline {
         )
         .execute(&pool)
         .await?;
+        sqlx::query(APP_TABLE).execute(&pool).await?;
         Ok(Self { pool })
     }
 }
+
+/// The application table a transactional step writes one row to (both sides of `--mode step`).
+pub const APP_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS bench_app_rows (key BLOB NOT NULL, n INTEGER NOT NULL)";
+/// The application's insert: ?1 key.
+pub const APP_INSERT: &str = "INSERT INTO bench_app_rows (key, n) VALUES (?1, 1)";
 
 /// Claim a fresh key: ?1 key.
 const CLAIM: &str = "INSERT INTO baseline_records (key, status, attempt, lease_until)
@@ -64,6 +71,10 @@ impl Baseline for SqliteBaseline {
     async fn step(&self, key: &[u8; 32], snapshot: &[u8]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(CLAIM).bind(&key[..]).execute(&mut *tx).await?;
+        sqlx::query(APP_INSERT)
+            .bind(&key[..])
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(COMPLETE)
             .bind(&key[..])
             .bind(snapshot)

@@ -204,22 +204,63 @@ enum Steps {
 }
 
 impl Steps {
-    /// One step on a fresh key: claim, commit the draft.
-    async fn run(&self, call: Call, i: u64) -> Result<(), Error> {
-        use idem_runtime::store::sqlite;
+    /// Creates the application table the steps write to (as the baseline does).
+    async fn prepare(&self) -> Result<(), Error> {
         match self {
-            Steps::Sqlite(store) => match store.begin_step::<Draft>(call, "bench").await? {
-                sqlite::Step::Replayed(_) => Ok(()),
-                sqlite::Step::Claimed(tx) => tx.commit(&Draft::for_call(i)).await,
-            },
+            Steps::Sqlite(store) => {
+                sqlx::query(idem_examples::baseline::sqlite::APP_TABLE)
+                    .execute(store.pool())
+                    .await?;
+            }
             #[cfg(feature = "postgres")]
-            Steps::Postgres(store) => match store.begin_step::<Draft>(call, "bench").await? {
-                idem_runtime::store::postgres::Step::Replayed(_) => Ok(()),
-                idem_runtime::store::postgres::Step::Claimed(tx) => {
-                    tx.commit(&Draft::for_call(i)).await
-                }
-            },
+            Steps::Postgres(store) => {
+                sqlx::query(idem_examples::baseline::postgres::APP_TABLE)
+                    .execute(store.pool())
+                    .await?;
+            }
         }
+        Ok(())
+    }
+
+    /// One step on a fresh key, in the application's own transaction on the store's pool (as
+    /// the baseline does: BEGIN, claim, one application insert, completion, COMMIT).
+    async fn run(&self, idem: &Idem, call: Call, i: u64) -> Result<(), Error> {
+        let key = call.key_value();
+        match self {
+            Steps::Sqlite(store) => {
+                // A write transaction takes SQLite's write lock up front: no upgrade to fail.
+                let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+                let _: Draft = idem
+                    .step(call, &mut tx, |tx| {
+                        Box::pin(async move {
+                            sqlx::query(idem_examples::baseline::sqlite::APP_INSERT)
+                                .bind(&key.0[..])
+                                .execute(&mut **tx)
+                                .await?;
+                            Ok::<_, Error>(Draft::for_call(i))
+                        })
+                    })
+                    .await?;
+                tx.commit().await?;
+            }
+            #[cfg(feature = "postgres")]
+            Steps::Postgres(store) => {
+                let mut tx = store.pool().begin().await?;
+                let _: Draft = idem
+                    .step(call, &mut tx, |tx| {
+                        Box::pin(async move {
+                            sqlx::query(idem_examples::baseline::postgres::APP_INSERT)
+                                .bind(&key.0[..])
+                                .execute(&mut **tx)
+                                .await?;
+                            Ok::<_, Error>(Draft::for_call(i))
+                        })
+                    })
+                    .await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -233,7 +274,7 @@ impl Side for IdemSide {
         if let Some(steps) = &self.steps {
             executions.fetch_add(1, Ordering::Relaxed);
             let call = Call::new(self.op).key(&(&*self.run, i));
-            if let Err(e) = steps.run(call, i).await {
+            if let Err(e) = steps.run(&self.idem, call, i).await {
                 fail("idem step", e);
             }
             return;
@@ -405,6 +446,12 @@ async fn main() {
     let mut pgbench_stats = idem_examples::pgbench::PgbenchStats::default();
     let run: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let executions = Arc::new(AtomicU64::new(0));
+    if let (Mode::Step, Some(steps)) = (args.mode, &steps) {
+        steps
+            .prepare()
+            .await
+            .unwrap_or_else(|e| fail("create the application table", e));
+    }
     let idem_side = IdemSide {
         idem,
         steps: (args.mode == Mode::Step).then_some(steps).flatten(),
