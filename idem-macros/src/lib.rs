@@ -106,6 +106,7 @@ use proc_macro::TokenStream;
 /// | `heartbeat = false` | do not renew the lease while the body runs |
 /// | `abort_on_lease_loss` | drop the body the moment its attempt loses its lease, and return the new owner's outcome (or `Error::LeaseLost`); not with `heartbeat = false` |
 /// | `stream` | the fn returns `Result<Streamed<C, E>, E>` (`idem_runtime::Streamed`, built with `Streamed::new(stream)`): the chunks are journaled as the caller reads them, replayed in order to later calls, and followed live by a call made while they are being generated (see `Idem::stream`) |
+/// | `tx = arg` | a step in the caller's own sqlx transaction: `arg` is the fn's `&mut` transaction or connection (`&mut sqlx::PgTransaction<'_>`, `&mut sqlx::Transaction<'_, Sqlite>`, `&mut PgConnection`, ...); the claim, the body's writes through `arg` and the snapshot commit or roll back with it. `arg` is never part of the key. Not with `stream` |
 /// | `crate = path` | the path of `idem_runtime` in the generated code, for a crate that renames the dependency: with `idem = { package = "idem-runtime", ... }` in Cargo.toml, write `crate = idem` (or serde's spelling, `crate = "idem"`). Default `::idem_runtime` |
 ///
 /// Durations are a string literal parsed at compile time with `humantime::parse_duration`
