@@ -55,6 +55,27 @@ fn sqlite_steps_commit_exactly_once_under_sigkill() {
     assert_exactly_once(&v, "sqlite");
 }
 
+/// The negative control: rows written outside the step's transaction (check, write, then
+/// record) must show up as duplicates or orphans, and fail the run. Without it the zeros above
+/// could come from a check that sees nothing.
+#[test]
+fn writes_outside_the_step_transaction_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("torture.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_torture"))
+        .args(["--store", &store, "--kills", "20", "--keys", "100"])
+        .args(["--timeout-secs", "60", "--outside-tx"])
+        .output()
+        .expect("run torture");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}");
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+    let v: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["outside_tx"], true, "{v}");
+    let caught = v["duplicates"].as_u64().unwrap() + v["orphans"].as_u64().unwrap();
+    assert!(caught > 0, "{v}");
+}
+
 #[test]
 fn postgres_steps_commit_exactly_once_under_sigkill() {
     let url = std::env::var("IDEM_TEST_POSTGRES_URL")

@@ -128,7 +128,11 @@ pub(crate) async fn check(
     let listed = store
         .list(&ListFilter {
             op: Some(run.op.clone()),
-            limit: Some(u32::try_from(keys).unwrap_or(u32::MAX).saturating_add(1_000)),
+            limit: Some(
+                u32::try_from(keys)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(1_000),
+            ),
             ..ListFilter::default()
         })
         .await?;

@@ -43,6 +43,12 @@ pub(crate) struct Args {
     /// Gives up (exit 1) when the workers have not finished this long after the last kill.
     #[arg(long, default_value_t = 600)]
     pub(crate) timeout_secs: u64,
+    /// The negative control: the workers check for a completed record, insert the rows on
+    /// the pool (autocommit), then run a step that only records the snapshot, the mistake the
+    /// transactional step exists to prevent. A kill between the two leaves rows without a
+    /// snapshot, and the next execution adds another set: the run must fail.
+    #[arg(long)]
+    pub(crate) outside_tx: bool,
     /// Seed of the parent's choices (kill intervals and victims); workers seed from their pid.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
@@ -160,8 +166,8 @@ impl App {
         }
         // Waits out the other workers' transactions instead of failing with SQLITE_BUSY: the
         // step claims with a write as its first statement, so the busy handler applies.
-        let options =
-            sqlx::sqlite::SqliteConnectOptions::from_str(&run.app_url)?.busy_timeout(Duration::from_secs(60));
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&run.app_url)?
+            .busy_timeout(Duration::from_secs(60));
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(90))

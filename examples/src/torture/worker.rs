@@ -19,16 +19,19 @@ struct Plan {
     /// After the step, before the commit: the claim, rows and snapshot are all written and
     /// uncommitted.
     before_commit: Duration,
+    /// `--outside-tx`: the rows go in before the step, on the pool (autocommit).
+    outside: bool,
 }
 
 impl Plan {
-    fn new(rng: &mut Rng, max_sleep_ms: u64) -> Self {
+    fn new(rng: &mut Rng, max_sleep_ms: u64, outside: bool) -> Self {
         let rows = rng.between(1, 3);
         let mut nap = || Duration::from_millis(rng.between(0, max_sleep_ms));
         Self {
             inserts: (0..rows).map(|_| nap()).collect(),
             before_snapshot: nap(),
             before_commit: nap(),
+            outside,
         }
     }
 }
@@ -51,19 +54,36 @@ async fn nap(pause: Duration) {
 /// One step of `key` in a transaction of `$pool`. A macro rather than a generic fn: the two
 /// pools' transaction types share no trait that sqlx's query execution accepts for both.
 macro_rules! step_on {
-    ($begin:expr, $idem:expr, $run:expr, $key:expr, $worker:expr, $plan:expr) => {{
+    ($pool:expr, $begin:expr, $idem:expr, $run:expr, $key:expr, $worker:expr, $plan:expr) => {{
         let plan = $plan;
         let exec = uuid::Uuid::new_v4().simple().to_string();
         let insert = format!(
             "INSERT INTO {} (key, exec, seq, worker) VALUES ($1, $2, $3, $4)",
             $run.table
         );
+        // The negative control: check, then write outside the step's transaction.
+        let outside = plan.outside && !completed($idem, $run, $key).await?;
+        if outside {
+            for (seq, pause) in plan.inserts.iter().enumerate() {
+                nap(*pause).await;
+                sqlx::query(&insert)
+                    .bind($key)
+                    .bind(&exec)
+                    .bind(seq as i32)
+                    .bind($worker)
+                    .execute($pool)
+                    .await?;
+            }
+        }
         let mut ran = false;
         let mut tx = $begin.await?;
         let snap: Snap = $idem
             .step($run.call($key), &mut tx, async |tx| {
                 ran = true;
                 for (seq, pause) in plan.inserts.iter().enumerate() {
+                    if outside {
+                        break;
+                    }
                     nap(*pause).await;
                     sqlx::query(&insert)
                         .bind($key)
@@ -92,6 +112,12 @@ macro_rules! step_on {
     }};
 }
 
+/// Whether `key` has a completed record (read outside any transaction).
+async fn completed(idem: &Idem, run: &Run, key: &str) -> Result<bool, Error> {
+    let record = idem.store().get(&run.call(key).key_value()).await?;
+    Ok(record.is_some_and(|r| r.status == idem_runtime::record::Status::Completed))
+}
+
 /// One step of `key`: executes it, or replays it.
 async fn step(
     app: &App,
@@ -107,6 +133,7 @@ async fn step(
         // at once with SQLITE_BUSY (the busy timeout does not apply to that upgrade). With
         // plain `begin()` 4 workers see "database is locked" on every few steps.
         App::Sqlite(pool) => step_on!(
+            pool,
             pool.begin_with("BEGIN IMMEDIATE"),
             idem,
             run,
@@ -115,7 +142,7 @@ async fn step(
             plan
         ),
         #[cfg(feature = "postgres")]
-        App::Postgres(pool) => step_on!(pool.begin(), idem, run, key, worker, plan),
+        App::Postgres(pool) => step_on!(pool, pool.begin(), idem, run, key, worker, plan),
     }
 }
 
@@ -148,7 +175,7 @@ pub(crate) async fn run(args: &Args, id: usize) -> i32 {
         let mut left = Vec::with_capacity(keys.len());
         for &i in &keys {
             let key = Run::key(i);
-            let plan = Plan::new(&mut rng, args.max_sleep_ms);
+            let plan = Plan::new(&mut rng, args.max_sleep_ms, args.outside_tx);
             match step(&app, &idem, &run, &key, &worker, plan).await {
                 Ok(Done::Replayed) => {}
                 // The next pass replays it: the proof that the commit holds.
@@ -169,7 +196,10 @@ pub(crate) async fn run(args: &Args, id: usize) -> i32 {
         }
         keys = left;
         if Instant::now() > deadline {
-            eprintln!("torture: worker {worker}: {} keys left at the deadline", keys.len());
+            eprintln!(
+                "torture: worker {worker}: {} keys left at the deadline",
+                keys.len()
+            );
             return EXIT_FAILED;
         }
     }
