@@ -75,31 +75,42 @@ macro_rules! step_on {
                     .await?;
             }
         }
-        let mut ran = false;
         let mut tx = $begin.await?;
+        // The body owns what it uses: `Idem::step` takes a boxed future that borrows only the
+        // transaction (as sqlx's `Connection::transaction` does).
+        let (body_insert, body_key, body_exec, body_worker) = (
+            insert.clone(),
+            $key.to_owned(),
+            exec.clone(),
+            $worker.to_owned(),
+        );
+        let (pauses, before_snapshot) = (plan.inserts.clone(), plan.before_snapshot);
         let snap: Snap = $idem
-            .step($run.call($key), &mut tx, async |tx| {
-                ran = true;
-                for (seq, pause) in plan.inserts.iter().enumerate() {
-                    if outside {
-                        break;
+            .step($run.call($key), &mut tx, move |tx| {
+                Box::pin(async move {
+                    for (seq, pause) in pauses.iter().enumerate() {
+                        if outside {
+                            break;
+                        }
+                        nap(*pause).await;
+                        sqlx::query(&body_insert)
+                            .bind(&body_key)
+                            .bind(&body_exec)
+                            .bind(seq as i32)
+                            .bind(&body_worker)
+                            .execute(&mut **tx)
+                            .await?;
                     }
-                    nap(*pause).await;
-                    sqlx::query(&insert)
-                        .bind($key)
-                        .bind(&exec)
-                        .bind(seq as i32)
-                        .bind($worker)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                nap(plan.before_snapshot).await;
-                Ok::<_, Error>(Snap {
-                    exec: exec.clone(),
-                    rows: plan.inserts.len() as u32,
+                    nap(before_snapshot).await;
+                    Ok::<_, Error>(Snap {
+                        exec: body_exec,
+                        rows: pauses.len() as u32,
+                    })
                 })
             })
             .await?;
+        // The execution ids are fresh per step: a value carrying ours is this body's.
+        let ran = snap.exec == exec;
         if ran {
             nap(plan.before_commit).await;
         }
