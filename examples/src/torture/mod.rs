@@ -164,6 +164,12 @@ impl App {
                 .await?;
             return Ok(App::Postgres(pool));
         }
+        #[cfg(not(feature = "postgres"))]
+        if run.schema.is_some() {
+            return Err(sqlx::Error::Configuration(
+                "idem-examples was built without its `postgres` feature".into(),
+            ));
+        }
         // Waits out the other workers' transactions instead of failing with SQLITE_BUSY: the
         // step claims with a write as its first statement, so the busy handler applies.
         let options = sqlx::sqlite::SqliteConnectOptions::from_str(&run.app_url)?
