@@ -120,6 +120,12 @@ impl Run {
         format!("k{i}")
     }
 
+    /// The file each execution of a step body appends one byte to (O_APPEND: one atomic
+    /// write): executions started, so the parent can count those a kill cut short.
+    pub(crate) fn starts_path(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("idem-torture-{}.starts", self.name))
+    }
+
     /// The step's call for key `key`.
     pub(crate) fn call(&self, key: &str) -> idem_runtime::Call {
         idem_runtime::Call::new(self.op.clone()).key(key)

@@ -187,6 +187,12 @@ pub(crate) async fn run(args: &Args) -> i32 {
     let found = check(store.as_ref(), &app, &run, args.keys)
         .await
         .unwrap_or_else(|e| fail("check the final state", e));
+    // Executions that started and never committed: cut short by a kill (or rolled back on an
+    // error, which the workers print). Each key commits exactly one execution.
+    let starts = run.starts_path();
+    let executions = std::fs::metadata(&starts).map_or(0, |m| m.len());
+    let _ = std::fs::remove_file(&starts);
+    let aborted = executions.saturating_sub(found.completed);
     let clean = found.clean(args.keys) && worker_failures == 0;
     let line = serde_json::json!({
         "store": backend(&args.store),
@@ -199,6 +205,8 @@ pub(crate) async fn run(args: &Args) -> i32 {
         "workers": args.workers,
         "restarts": restarts,
         "completed_at_last_kill": completed_at_last_kill,
+        "executions": executions,
+        "aborted_executions": aborted,
         "unfinished": found.unfinished,
         "records": found.records,
         "completed": found.completed,

@@ -3,6 +3,9 @@
 //! in between so the parent's SIGKILLs land at every point of a step. A key is done for this
 //! worker once a step of it replays; the worker exits 0 when every key is done.
 
+use std::fs::File;
+use std::io::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idem_runtime::{Error, Idem};
@@ -21,10 +24,12 @@ struct Plan {
     before_commit: Duration,
     /// `--outside-tx`: the rows go in before the step, on the pool (autocommit).
     outside: bool,
+    /// Where the body notes that it started (see [`Run::starts_path`]).
+    starts: Arc<File>,
 }
 
 impl Plan {
-    fn new(rng: &mut Rng, max_sleep_ms: u64, outside: bool) -> Self {
+    fn new(rng: &mut Rng, max_sleep_ms: u64, outside: bool, starts: &Arc<File>) -> Self {
         let rows = rng.between(1, 3);
         let mut nap = || Duration::from_millis(rng.between(0, max_sleep_ms));
         Self {
@@ -32,6 +37,7 @@ impl Plan {
             before_snapshot: nap(),
             before_commit: nap(),
             outside,
+            starts: starts.clone(),
         }
     }
 }
@@ -85,9 +91,12 @@ macro_rules! step_on {
             $worker.to_owned(),
         );
         let (pauses, before_snapshot) = (plan.inserts.clone(), plan.before_snapshot);
+        let starts = plan.starts.clone();
         let snap: Snap = $idem
             .step($run.call($key), &mut tx, move |tx| {
                 Box::pin(async move {
+                    // Best effort: a lost byte only undercounts the aborted executions.
+                    let _ = (&*starts).write_all(b"s");
                     for (seq, pause) in pauses.iter().enumerate() {
                         if outside {
                             break;
@@ -177,6 +186,12 @@ pub(crate) async fn run(args: &Args, id: usize) -> i32 {
         Ok(app) => app,
         Err(e) => fail("worker: connect the application pool", e),
     };
+    let starts = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run.starts_path())
+        .map(Arc::new)
+        .unwrap_or_else(|e| fail("worker: open the starts file", e));
     let mut rng = Rng::from_entropy();
     let mut keys: Vec<u64> = (0..args.keys).collect();
     rng.shuffle(&mut keys);
@@ -186,7 +201,7 @@ pub(crate) async fn run(args: &Args, id: usize) -> i32 {
         let mut left = Vec::with_capacity(keys.len());
         for &i in &keys {
             let key = Run::key(i);
-            let plan = Plan::new(&mut rng, args.max_sleep_ms, args.outside_tx);
+            let plan = Plan::new(&mut rng, args.max_sleep_ms, args.outside_tx, &starts);
             match step(&app, &idem, &run, &key, &worker, plan).await {
                 Ok(Done::Replayed) => {}
                 // The next pass replays it: the proof that the commit holds.
