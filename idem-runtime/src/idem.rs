@@ -428,6 +428,11 @@ impl Idem {
     /// schema: `PostgresStore::builder(url).schema("idem")`, or `from_pool` with the
     /// application's pool).
     ///
+    /// On SQLite, open the transaction with `pool.begin_with("BEGIN IMMEDIATE")` when other
+    /// processes write the same file: the claim reads, then writes, and a deferred transaction
+    /// that must upgrade its read lock to a write lock fails at once with "database is locked"
+    /// when another connection writes meanwhile (the busy timeout does not apply to it).
+    ///
     /// The body takes the connection back and returns its future boxed, as sqlx's own
     /// `Connection::transaction` does (`|tx| Box::pin(async move { ... })`): so the step's future
     /// is `Send` and can be spawned. `#[idempotent(tx = ...)]` writes the same without the box.
