@@ -16,6 +16,7 @@ mod schema;
 mod sql;
 mod step;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ use self::schema::NOW;
 use self::sql::{sql, LISTED_COLUMNS, RECORD_COLUMNS};
 pub use self::step::{Step, StepTx};
 use super::columns::{attempt_log_of, counts_of, record_of};
+use super::step::{uncommitted_attempt, OpenSteps};
 use super::{
     millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, OpCounts, Outcome,
     Store, StoredChunk,
@@ -41,6 +43,8 @@ use crate::record::{AttemptLog, Record, Status};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The keys of this process's open steps on this store (see `step.rs`).
+    open_steps: Arc<OpenSteps>,
 }
 
 impl SqliteStore {
@@ -64,7 +68,14 @@ impl SqliteStore {
         schema::migrate(&mut conn)
             .await
             .map_err(|e| Error::store("migrate", "", &zero, e))?;
-        Ok(Self { pool })
+        Ok(Self::on(pool))
+    }
+
+    fn on(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            open_steps: Arc::default(),
+        }
     }
 
     /// The underlying pool.
@@ -110,6 +121,26 @@ pub(crate) async fn claim_on<'e>(
     })
 }
 
+/// The claim's read alone (a pure read: it never waits for the write lock): the decision when
+/// the key has a live record (replay, wait, key reuse), else `None` (no record, or one that can
+/// be claimed: the claim statement decides).
+async fn read_claim<'e>(
+    exec: impl SqliteExecutor<'e>,
+    req: &ClaimRequest<'_>,
+) -> Result<Option<Claim>, Error> {
+    let row = sqlx::query(&sql().read)
+        .bind(&req.key.0[..])
+        .fetch_optional(exec)
+        .await
+        .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+    let Some(row) = row else { return Ok(None) };
+    decide(req, std::slice::from_ref(&row)).map_err(|reason| Error::Corrupt {
+        op: req.op.to_owned(),
+        key: *req.key,
+        reason,
+    })
+}
+
 /// Runs the fenced completion on any executor.
 pub(crate) async fn complete_on<'e>(
     exec: impl SqliteExecutor<'e>,
@@ -146,6 +177,18 @@ impl Store for SqliteStore {
     }
 
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        // A step of this process has the key open: its claim is uncommitted and it holds the
+        // write lock the claim statement would wait for (up to the busy timeout). Say so at
+        // once; the caller waits, or refuses, per its options.
+        if self.open_steps.holds(req.key) {
+            return Ok(uncommitted_attempt(req.lease));
+        }
+        // A read first: a replay or a wait is decided without the write lock, so it never
+        // waits behind a writer (another key's open step, above all). Only a key without a live
+        // record pays for the second statement, the claim's (in-process, no network).
+        if let Some(claim) = read_claim(&self.pool, req).await? {
+            return Ok(claim);
+        }
         // A row that changes between the claim's two statements is re-claimed; three tries are
         // plenty, since each change is a lease or TTL boundary passing.
         for _ in 0..3 {
