@@ -1256,11 +1256,14 @@ mod steps {
             })
         };
 
+        let mut slowest = [Duration::ZERO; 3];
         for t in refusing {
             let (r, took) = t.await.unwrap();
             assert!(matches!(r, Err(Error::InProgress { .. })), "{r:?}");
             assert!(took < Duration::from_secs(1), "refused after {took:?}");
+            slowest[0] = slowest[0].max(took);
         }
+        let mut quickest = Duration::MAX;
         for t in waiting {
             let (r, took) = t.await.unwrap();
             assert!(matches!(r, Err(Error::InProgress { .. })), "{r:?}");
@@ -1268,12 +1271,19 @@ mod steps {
                 took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
                 "gave up after {took:?}"
             );
+            slowest[1] = slowest[1].max(took);
+            quickest = quickest.min(took);
         }
         for t in others {
             let (r, took) = t.await.unwrap();
             assert_eq!(r.unwrap(), "ran");
             assert!(took < Duration::from_secs(2), "another key took {took:?}");
+            slowest[2] = slowest[2].max(took);
         }
+        eprintln!(
+            "refused within {:?}, waiting gave up after {quickest:?}..{:?}, other keys within {:?}",
+            slowest[0], slowest[1], slowest[2]
+        );
         let (r, took) = second.await.unwrap();
         assert!(matches!(r, Err(Error::InProgress { .. })), "{r:?}");
         assert!(

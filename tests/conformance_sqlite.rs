@@ -391,6 +391,7 @@ mod transactional_steps {
             took < Duration::from_millis(300),
             "the replay took {took:?}"
         );
+        eprintln!("a replay of another key while the step holds the write lock: {took:?}");
 
         let (r, took) = run(k().on_conflict(OnConflict::Error), "no").await;
         assert!(matches!(r, Err(Error::InProgress { .. })), "{r:?}");
