@@ -122,6 +122,11 @@ pub(crate) struct OpenSteps {
 }
 
 impl OpenSteps {
+    /// Whether a step of this process is open (on this store).
+    pub(crate) fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
     /// Whether a step of this process has `key` open.
     pub(crate) fn holds(&self, key: &Key) -> bool {
         self.any.load(Ordering::Acquire) && self.keys.lock().is_ok_and(|keys| keys.contains(key))

@@ -11,11 +11,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::conn::Connections;
 use super::listen::Notifier;
 use super::locks::{Blocked, LOCK_TIMEOUT};
-use super::predict::Predictor;
 use super::schema::{self, Names, FORMAT_VERSION};
 use super::sql::Sql;
 use super::{Inner, PostgresStore, Source, NO_KEY};
 use crate::error::Error;
+use crate::store::predict::Predictor;
 use crate::store::redact_url;
 
 /// What opening found in the database, when it does not migrate.

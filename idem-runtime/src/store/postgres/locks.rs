@@ -20,9 +20,18 @@
 //!   step's row; then it turns the timeout off for its own transaction (`SET LOCAL`), because a
 //!   statement error there would abort the step, the caller's writes with it (see `claim_with`).
 //!
-//! Why 50 ms: an ordinary claim waits on a row only for another autocommit statement's commit
-//! (one WAL flush, a millisecond or a few), so 50 ms is rarely reached by anything but a step,
-//! and a blocked claim costs its connection at most that long once.
+//! Why 50 ms (the default; `PostgresStoreBuilder::lock_timeout`, `idem_lock_timeout_ms`): an
+//! ordinary claim waits on a row only for another autocommit statement's commit (one WAL
+//! flush, a millisecond or a few), so 50 ms is rarely reached by anything but a step, and a
+//! blocked claim costs its connection at most that long, once per key and process while the
+//! step lasts. When something else does reach it (a commit stalled on a slow disk), the claim
+//! says `running` a little early: the row was being written by an attempt, and the caller looks
+//! again within its `wait`.
+//!
+//! Why a session setting, not a statement's: `lock_timeout` in the startup packet costs
+//! nothing per statement, where `SET LOCAL` would need a transaction and a round trip on the
+//! claim's hot path. Why not the advisory lock for every claim: that is one more function call
+//! (and lock-manager entry) in every ordinary claim, for the rare claim that meets a step.
 //!
 //! Pools an application hands in (`from_pool`) are left as they are: their claims still wait
 //! in their statement for a step of the same key.

@@ -4,7 +4,7 @@
 //!   record that calls the `<prefix>acquire` function when the record is not live (replay, wait,
 //!   take over, run again after a failure or expiry, fingerprint mismatch: all in one round
 //!   trip), and `claim_new`, a plain `INSERT ... ON CONFLICT DO NOTHING` for a key without a
-//!   record. The store sends first the one its per-operation guess picks (`predict.rs`); a wrong
+//!   record. The store sends first the one its per-operation guess picks (`store/predict.rs`); a wrong
 //!   guess costs one more round trip, never a wrong decision, because each statement is
 //!   race-free on its own under READ COMMITTED (see `sql.rs` and `schema.rs`). A replay or a wait
 //!   writes nothing: one index lookup, no WAL flush. Completes and renews are `UPDATE`s fenced
@@ -21,6 +21,11 @@
 //!   would otherwise serialize all completing workers.
 //! - **Configurable schema and table prefix** (validated identifiers), embedded migrations that
 //!   serialize on `pg_advisory_xact_lock` (see `schema.rs`, which also documents the format).
+//! - **Bounded lock waits** (`locks.rs`): the store's own connections have a `lock_timeout`
+//!   (50 ms by default), so a claim blocked behind an open transactional step is told `running`
+//!   and waits (or refuses) per its options without holding a connection, and one slow step
+//!   cannot exhaust the pool for other keys; steps take the key's advisory lock, without
+//!   waiting, before their claim.
 //! - **Batched purge** with `FOR UPDATE SKIP LOCKED`, so it never waits for a claimer.
 //! - **A stream journal** (`chunks.rs`): an attempt's chunks are appended by one fenced
 //!   statement, which notifies like a completion when someone waits, and deleted with their
@@ -54,7 +59,6 @@ mod chunks;
 mod conn;
 mod listen;
 mod locks;
-mod predict;
 mod rows;
 mod schema;
 mod sql;
@@ -71,7 +75,6 @@ pub use self::builder::PostgresStoreBuilder;
 use self::conn::Connections;
 use self::listen::Notifier;
 use self::locks::{lock_timed_out, step_lock_id, Blocked, LockRetry, STEP_HELD, STEP_LOCK};
-use self::predict::Predictor;
 use self::rows::{
     attempt_i64, claim_corrupt, claim_query, col, corrupt, decide, ClaimRead, Inserted,
 };
@@ -80,6 +83,7 @@ pub use self::schema::FORMAT_VERSION;
 use self::sql::Sql;
 pub use self::step::{Step, StepTx};
 use super::columns::{attempt_log_of, counts_of, record_of, u64_of};
+use super::predict::Predictor;
 use super::redact_url;
 use super::{
     millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter,

@@ -1,8 +1,10 @@
 //! The embedded SQLite store (`sqlite://path`): one file, zero set-up, safe across processes.
 //!
-//! Each decision is one SQL statement, so it is atomic without a transaction: a claim is an
-//! `INSERT ... ON CONFLICT DO UPDATE ... WHERE <claimable> RETURNING`, followed in the same
-//! round trip by a read of the row for the callers that did not acquire it; completes and renews
+//! Each decision is one SQL statement, so it is atomic without a transaction: a claim is a pure
+//! read of the row, which decides a replay or a wait (and, being a read, never waits for the
+//! write lock); for a key without a live record, an
+//! `INSERT ... ON CONFLICT DO UPDATE ... WHERE <claimable> RETURNING` with a read of the row
+//! for the callers that did not acquire it, in one round trip. Completes and renews
 //! are `UPDATE`s fenced on `(key, attempt, status = 'running')`. Multi-statement maintenance
 //! (forget, release, purge) runs under `BEGIN IMMEDIATE`, so a read never turns into a write that
 //! another process could beat. The statement functions take any `SqliteExecutor`, so a caller's
@@ -30,6 +32,7 @@ use self::schema::NOW;
 use self::sql::{sql, LISTED_COLUMNS, RECORD_COLUMNS};
 pub use self::step::{Step, StepTx};
 use super::columns::{attempt_log_of, counts_of, record_of};
+use super::predict::Predictor;
 use super::step::{uncommitted_attempt, OpenSteps};
 use super::{
     millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, OpCounts, Outcome,
@@ -45,6 +48,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The keys of this process's open steps on this store (see `step.rs`).
     open_steps: Arc<OpenSteps>,
+    /// Whether a claim reads first (see `store/predict.rs`).
+    predictor: Arc<Predictor>,
 }
 
 impl SqliteStore {
@@ -75,12 +80,23 @@ impl SqliteStore {
         Self {
             pool,
             open_steps: Arc::default(),
+            predictor: Arc::default(),
         }
     }
 
     /// The underlying pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Whether a claim of `op` reads the record first: a replay or a wait is then decided by a
+    /// pure read, which never waits for the write lock (a writer, such as another key's open
+    /// step, holds it), where the claim statement's insert, even one that inserts nothing,
+    /// takes it. Done when the operation's recent claims found live records, or while a step
+    /// of this process is open; otherwise a claim of a new key would pay a second statement
+    /// for nothing (`store/predict.rs`).
+    fn reads_first(&self, op: &str) -> bool {
+        self.open_steps.any() || !self.predictor.guess_new(op)
     }
 
     /// Closes the pool.
@@ -183,16 +199,18 @@ impl Store for SqliteStore {
         if self.open_steps.holds(req.key) {
             return Ok(uncommitted_attempt(req.lease));
         }
-        // A read first: a replay or a wait is decided without the write lock, so it never
-        // waits behind a writer (another key's open step, above all). Only a key without a live
-        // record pays for the second statement, the claim's (in-process, no network).
-        if let Some(claim) = read_claim(&self.pool, req).await? {
-            return Ok(claim);
+        if self.reads_first(req.op) {
+            if let Some(claim) = read_claim(&self.pool, req).await? {
+                self.predictor.learn(req.op, false);
+                return Ok(claim);
+            }
         }
         // A row that changes between the claim's two statements is re-claimed; three tries are
         // plenty, since each change is a lease or TTL boundary passing.
         for _ in 0..3 {
             if let Some(claim) = claim_on(&self.pool, req).await? {
+                self.predictor
+                    .learn(req.op, matches!(claim, Claim::Acquired { .. }));
                 return Ok(claim);
             }
         }

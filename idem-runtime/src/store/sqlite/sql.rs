@@ -31,9 +31,9 @@ pub(super) fn sql() -> &'static Sql {
         Sql {
         // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker. One round trip, two statements:
         // the SELECT reads the row as it was; the INSERT claims the key only if no live row
-        // exists, and returns a row only when this caller acquired it. On a replay (the hot
-        // path) the INSERT's `WHERE NOT EXISTS` stops it before the conflict machinery runs, so
-        // a hit costs little more than the read. `op` is never in the SET list: it is fixed by
+        // exists, and returns a row only when this caller acquired it. Sent only after `read`
+        // found no live row: any INSERT, even one its `WHERE NOT EXISTS` stops, takes the write
+        // lock, so a replay sent here would wait behind any writer (an open step). `op` is never in the SET list: it is fixed by
         // the key, and leaving it out keeps SQLite from rewriting the `op` index on reclaims.
         claim: format!(
             "{READ};

@@ -1,6 +1,14 @@
 //! Transactional steps: the claim, the caller's own writes and the snapshot commit
 //! in one SQLite transaction, so a crash at any instant leaves either nothing or everything.
 //!
+//! While a step is open its transaction holds SQLite's write lock. Other callers do not wait
+//! for it without need: a replay or a wait (of any key) is decided by a pure read first, which
+//! WAL lets run beside the writer; a claim of the step's own key from the same process is told
+//! `running` at once (the store knows its open steps' keys) and waits, or refuses, per its
+//! options, as a second step of the key does. What still waits for the write lock (up to the
+//! busy timeout) is any write: the claim of a key without a live record, and, from another
+//! process, a claim of the open step's key (its record is not visible there until the commit).
+//!
 //! ```
 //! use idem_runtime::store::sqlite::{SqliteStore, Step};
 //! use idem_runtime::{Call, Error};
@@ -132,7 +140,8 @@ impl SqliteStore {
                 }
             };
             // A replay or a wait needs no write lock: decided by a read, it never waits
-            // behind another key's open step.
+            // behind another key's open step. (Always read first: a step pays for its
+            // transaction anyway, and its own mark above counts as an open step.)
             let claim = match read_claim(&self.pool, &request).await? {
                 Some(claim) => claim,
                 None => {
