@@ -270,10 +270,12 @@ impl PostgresStoreBuilder {
                 };
                 // Every lock wait of the store's own connections is bounded (`locks.rs`); the
                 // migration above, which may wait for other workers' open, ran without it.
-                let options = options.options([(
-                    "lock_timeout",
-                    format!("{}ms", self.lock_timeout.as_millis()),
-                )]);
+                // (A sub-millisecond timeout is 1 ms: `0ms` would turn it off.)
+                let lock_ms = match self.lock_timeout.as_millis() {
+                    0 if !self.lock_timeout.is_zero() => 1,
+                    ms => ms,
+                };
+                let options = options.options([("lock_timeout", format!("{lock_ms}ms"))]);
                 let pool = PgPoolOptions::new()
                     .max_connections(self.max_connections)
                     .min_connections(0)

@@ -429,7 +429,11 @@ impl Store for PostgresStore {
             self.inner.blocked.remove(req.key);
         }
         let claim = self.claim_with(held.conn(), req, false).await?;
-        held.done();
+        // Attempt 0 here: the claim's last statement failed (a lock timeout), so its
+        // connection goes back through sqlx, which checks it (see `conn.rs`).
+        if !matches!(claim, Claim::Running { attempt: 0, .. }) {
+            held.done();
+        }
         Ok(claim)
     }
 
