@@ -610,9 +610,14 @@ async fn both_claim_statements_decide_alike() {
 async fn new_claim_waiting_on_a_delete_takes_an_attempt_above_it() {
     claim_racing_a_delete(|store, op, _name, key| async move {
         let req = plain_request(&op, &key, "other");
-        match store.claim(&req).await.unwrap() {
-            Claim::Acquired { attempt, .. } => attempt,
-            other => panic!("a key without a record is acquired: {other:?}"),
+        loop {
+            match store.claim(&req).await.unwrap() {
+                Claim::Acquired { attempt, .. } => return attempt,
+                // Its wait on the deleter's row timed out (the store's lock timeout): an
+                // uncommitted attempt, as a caller would be told; it looks again.
+                Claim::Running { attempt: 0, .. } => {}
+                other => panic!("a key without a record is acquired: {other:?}"),
+            }
         }
     })
     .await;
@@ -906,7 +911,8 @@ async fn kept_connections_stay_clean_and_go_back_to_the_pool() {
     )
     .await
     .unwrap();
-    let cancelled = tokio::time::timeout(Duration::from_millis(300), claim("stuck")).await;
+    // Cancelled within the store's lock timeout (50 ms), so while its statement still waits.
+    let cancelled = tokio::time::timeout(Duration::from_millis(20), claim("stuck")).await;
     assert!(cancelled.is_err(), "the claim waited for the lock");
     sqlx::Executor::execute(&mut locker, "ROLLBACK")
         .await
@@ -1192,6 +1198,109 @@ mod steps {
         assert!(values.iter().all(|v| *v == values[0]), "{values:?}");
         let executions = rows(&store, &saved).await + calls.load(Ordering::SeqCst) as i64;
         assert_eq!(executions, 1, "{values:?}");
+    }
+
+    /// A step holds key K open for 10 s on a store of 4 connections. Meanwhile claims of K
+    /// obey their options instead of waiting in their statement: 20 calls refusing to wait get
+    /// `InProgress` within 1 s, 20 calls waiting 500 ms get it after about 0.5 s, a second step
+    /// refusing to wait gets it at once; and none of them holds a connection while it waits,
+    /// so 50 calls of 50 other keys all run within 2 s. Once the step is gone, K runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn claims_blocked_behind_an_open_step_obey_their_options() {
+        use idem_runtime::OnConflict;
+        let Some((store, saved)) = store_with(|b| b.max_connections(4)).await else {
+            return;
+        };
+        let idem = Idem::builder(store.clone()).cache_capacity(0).build();
+        let op = idem_tests::unique_op("pg_tx_blocking");
+        let k = || Call::new(op.clone()).key("k");
+        let Step::Claimed(mut tx) = store.begin_step::<String>(k(), "w").await.unwrap() else {
+            panic!("a new key must be claimed");
+        };
+        sqlx::query(&format!("INSERT INTO {saved} (k) VALUES ('k')"))
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        let begun = Instant::now();
+        let holder = tokio::spawn(async move {
+            tokio::time::sleep_until((begun + Duration::from_secs(10)).into()).await;
+            drop(tx);
+        });
+
+        let call_k = |call: Call| {
+            let idem = idem.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let r = idem
+                    .call(call, || async { Ok::<_, Error>("ran".to_owned()) })
+                    .await;
+                (r, started.elapsed())
+            })
+        };
+        let refusing: Vec<_> = (0..20)
+            .map(|_| call_k(k().on_conflict(OnConflict::Error)))
+            .collect();
+        let waiting: Vec<_> = (0..20)
+            .map(|_| call_k(k().wait(Duration::from_millis(500))))
+            .collect();
+        let others: Vec<_> = (0..50)
+            .map(|i| call_k(Call::new(op.clone()).key(&format!("other-{i}"))))
+            .collect();
+        let second = {
+            let store = store.clone();
+            let call = k().on_conflict(OnConflict::Error);
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let r = store.begin_step::<String>(call, "v").await.map(|_| ());
+                (r, started.elapsed())
+            })
+        };
+
+        let mut slowest = [Duration::ZERO; 3];
+        for t in refusing {
+            let (r, took) = t.await.unwrap();
+            assert!(matches!(r, Err(Error::InProgress { .. })), "{r:?}");
+            assert!(took < Duration::from_secs(1), "refused after {took:?}");
+            slowest[0] = slowest[0].max(took);
+        }
+        let mut quickest = Duration::MAX;
+        for t in waiting {
+            let (r, took) = t.await.unwrap();
+            assert!(matches!(r, Err(Error::InProgress { .. })), "{r:?}");
+            assert!(
+                took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
+                "gave up after {took:?}"
+            );
+            slowest[1] = slowest[1].max(took);
+            quickest = quickest.min(took);
+        }
+        for t in others {
+            let (r, took) = t.await.unwrap();
+            assert_eq!(r.unwrap(), "ran");
+            assert!(took < Duration::from_secs(2), "another key took {took:?}");
+            slowest[2] = slowest[2].max(took);
+        }
+        eprintln!(
+            "refused within {:?}, waiting gave up after {quickest:?}..{:?}, other keys within {:?}",
+            slowest[0], slowest[1], slowest[2]
+        );
+        let (r, took) = second.await.unwrap();
+        assert!(matches!(r, Err(Error::InProgress { .. })), "{r:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "the second step took {took:?}"
+        );
+        assert!(
+            begun.elapsed() < Duration::from_secs(9),
+            "all of it while the step was open"
+        );
+
+        holder.await.unwrap();
+        let r = idem
+            .call(k(), || async { Ok::<_, Error>("after".to_owned()) })
+            .await;
+        assert_eq!(r.unwrap(), "after", "the rolled-back step left K free");
+        assert_eq!(rows(&store, &saved).await, 0);
     }
 }
 

@@ -346,6 +346,85 @@ mod transactional_steps {
         assert_eq!(log.len(), 1, "one attempt: {log:?}");
     }
 
+    /// While a step holds SQLite's write lock (3 s here), a replay of another key is a pure
+    /// read and returns at once (it used to wait for the lock: the claim's insert, even one
+    /// that inserts nothing, takes it); claims of the step's own key obey their options: a
+    /// call refusing to wait and a second step get `InProgress` at once, a call waiting 500 ms
+    /// gets it after about that long. Once the step is gone, its key runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn claims_while_a_step_holds_the_write_lock() {
+        use std::time::{Duration, Instant};
+
+        use idem_runtime::{Idem, OnConflict};
+        let (_dir, store) = store().await;
+        let idem = Idem::builder(store.clone()).cache_capacity(0).build();
+        let run = |call: Call, value: &'static str| {
+            let idem = idem.clone();
+            async move {
+                let started = Instant::now();
+                let r = idem
+                    .call(call, || async move { Ok::<_, Error>(value.to_owned()) })
+                    .await;
+                (r, started.elapsed())
+            }
+        };
+        let done = || Call::new("tx_lock_other").key("done");
+        assert_eq!(run(done(), "first").await.0.unwrap(), "first");
+        let k = || Call::new("tx_lock").key("k");
+
+        let Step::Claimed(mut tx) = store.begin_step::<i64>(k(), "w").await.unwrap() else {
+            panic!("a new key must be claimed");
+        };
+        sqlx::query("INSERT INTO saved (k) VALUES ('k')")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        let begun = Instant::now();
+        let holder = tokio::spawn(async move {
+            tokio::time::sleep_until((begun + Duration::from_secs(3)).into()).await;
+            drop(tx);
+        });
+
+        let (r, took) = run(done(), "again").await;
+        assert_eq!(r.unwrap(), "first", "replayed");
+        assert!(
+            took < Duration::from_millis(300),
+            "the replay took {took:?}"
+        );
+        eprintln!("a replay of another key while the step holds the write lock: {took:?}");
+
+        let (r, took) = run(k().on_conflict(OnConflict::Error), "no").await;
+        assert!(matches!(r, Err(Error::InProgress { .. })), "{r:?}");
+        assert!(took < Duration::from_millis(300), "refused after {took:?}");
+
+        let (r, took) = run(k().wait(Duration::from_millis(500)), "no").await;
+        assert!(matches!(r, Err(Error::InProgress { .. })), "{r:?}");
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_millis(1000),
+            "gave up after {took:?}"
+        );
+
+        let started = Instant::now();
+        let r = store
+            .begin_step::<i64>(k().on_conflict(OnConflict::Error), "v")
+            .await;
+        assert!(matches!(r, Err(Error::InProgress { .. })), "{r:?}");
+        assert!(started.elapsed() < Duration::from_millis(300));
+        assert!(
+            begun.elapsed() < Duration::from_secs(3),
+            "all while the step was open"
+        );
+
+        holder.await.unwrap();
+        let (r, _) = run(k(), "after").await;
+        assert_eq!(
+            r.unwrap(),
+            "after",
+            "the rolled-back step left its key free"
+        );
+        assert_eq!(rows(&store).await, 0);
+    }
+
     /// 16 concurrent callers of one transactional step: one row, one value for all.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_steps_write_once() {

@@ -16,6 +16,8 @@ pub mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod predict;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
@@ -79,7 +81,9 @@ pub enum Claim {
     Completed(Snapshot),
     /// Another attempt holds a live lease.
     Running {
-        /// The attempt that holds it.
+        /// The attempt that holds it; 0 when its number cannot be read: an attempt whose claim
+        /// is not committed yet (a transactional step's, whose transaction is open, or a claim
+        /// the SQL stores found mid-commit). `lease_left` is then the caller's whole lease.
         attempt: u64,
         /// How long until its lease expires, unless renewed.
         lease_left: Duration,

@@ -19,6 +19,7 @@ use crate::handle::Handle;
 use crate::metrics::CallOutcome;
 use crate::replay::{fingerprints_differ, key_reuse, ErrorPolicy};
 use crate::store::{Claim, ClaimRequest};
+use crate::wait::{Patience, POLL_CAP};
 
 pub(crate) async fn run<C, E, P, F, Fut>(
     handle: &Arc<Handle>,
@@ -83,7 +84,28 @@ where
     // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
     let epoch = handle.cache.as_ref().map_or(0, |c| c.epoch());
     // Fail closed: no claim, no body.
-    match claim(handle, &request).await.map_err(errors.from_idem)? {
+    let mut patience = Patience::new(POLL_CAP);
+    let claimed = loop {
+        match claim(handle, &request).await.map_err(errors.from_idem)? {
+            // An attempt not yet committed (a transactional step's, or a claim committing
+            // right now: see `Claim::Running`) has no number to follow yet: look again, within
+            // the call's `wait`.
+            Claim::Running {
+                attempt: 0,
+                lease_left,
+            } if call.options.on_conflict == OnConflict::Wait => {
+                match patience.pause(&call, 0, lease_left) {
+                    Ok(pause) => tokio::time::sleep(pause).await,
+                    Err(e) => {
+                        outcome(&call.op, CallOutcome::InProgress);
+                        return Err((errors.from_idem)(e));
+                    }
+                }
+            }
+            claimed => break claimed,
+        }
+    };
+    match claimed {
         Claim::Completed(snapshot) => {
             outcome(&call.op, CallOutcome::Replayed);
             Ok(follow::recorded(

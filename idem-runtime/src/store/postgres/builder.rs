@@ -10,11 +10,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::conn::Connections;
 use super::listen::Notifier;
-use super::predict::Predictor;
+use super::locks::{Blocked, LOCK_TIMEOUT};
 use super::schema::{self, Names, FORMAT_VERSION};
 use super::sql::Sql;
 use super::{Inner, PostgresStore, Source, NO_KEY};
 use crate::error::Error;
+use crate::store::predict::Predictor;
 use crate::store::redact_url;
 
 /// What opening found in the database, when it does not migrate.
@@ -53,6 +54,7 @@ pub struct PostgresStoreBuilder {
     max_connections: u32,
     acquire_timeout: Duration,
     application_name: Option<String>,
+    lock_timeout: Duration,
     notifications: bool,
     migrate: bool,
 }
@@ -72,6 +74,7 @@ impl PostgresStoreBuilder {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
             application_name: None,
+            lock_timeout: LOCK_TIMEOUT,
             notifications: true,
             migrate: true,
         }
@@ -114,6 +117,17 @@ impl PostgresStoreBuilder {
     #[must_use]
     pub fn application_name(mut self, name: &str) -> Self {
         self.application_name = Some(name.to_owned());
+        self
+    }
+
+    /// The longest any statement of the store waits for a row lock (default 50 ms), for pools
+    /// this builder creates: a claim blocked longer (behind an open transactional step) is
+    /// told `running` and waits, or refuses, per its call's options, without holding a
+    /// connection; other statements retry (see the module `locks.rs`). Zero: no bound (such a
+    /// claim waits in its statement until the step ends, on its connection).
+    #[must_use]
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
         self
     }
 
@@ -163,10 +177,11 @@ impl PostgresStoreBuilder {
                 "idem_acquire_timeout_ms" => {
                     self.acquire_timeout = Duration::from_millis(number(name)?)
                 }
+                "idem_lock_timeout_ms" => self.lock_timeout = Duration::from_millis(number(name)?),
                 other if other.starts_with("idem_") => {
                     return Err(bad(format!(
                         "unknown parameter `{other}`; expected idem_schema, idem_table_prefix, \
-                         idem_max_connections or idem_acquire_timeout_ms"
+                         idem_max_connections, idem_acquire_timeout_ms or idem_lock_timeout_ms"
                     )))
                 }
                 _ => kept.push(pair),
@@ -253,6 +268,14 @@ impl PostgresStoreBuilder {
                     }
                     Err(e) => return Err(open_err("cannot read the database", e)),
                 };
+                // Every lock wait of the store's own connections is bounded (`locks.rs`); the
+                // migration above, which may wait for other workers' open, ran without it.
+                // (A sub-millisecond timeout is 1 ms: `0ms` would turn it off.)
+                let lock_ms = match self.lock_timeout.as_millis() {
+                    0 if !self.lock_timeout.is_zero() => 1,
+                    ms => ms,
+                };
+                let options = options.options([("lock_timeout", format!("{lock_ms}ms"))]);
                 let pool = PgPoolOptions::new()
                     .max_connections(self.max_connections)
                     .min_connections(0)
@@ -314,6 +337,7 @@ impl PostgresStoreBuilder {
                 sql,
                 notifier,
                 predictor: Predictor::default(),
+                blocked: Blocked::default(),
             }),
         })
     }

@@ -27,15 +27,17 @@ impl PostgresStore {
         let offsets: Vec<i32> = chunks.iter().map(|c| offset_i32(c.offset_ms)).collect();
         let bytes: Vec<&[u8]> = chunks.iter().map(|c| &c.bytes[..]).collect();
         let mut held = self.held("append_chunks", a.op, a.key).await?;
-        let waiters: Option<bool> = sqlx::query_scalar(&self.inner.sql.append_chunks)
-            .bind(&a.key.0[..])
-            .bind(attempt_i64(a.attempt))
-            .bind(attempt_i64(first))
-            .bind(offsets)
-            .bind(bytes)
-            .fetch_optional(held.conn())
-            .await
-            .map_err(|e| Error::store("append_chunks", a.op, a.key, e))?;
+        let waiters: Option<bool> = retrying_locks!(
+            sqlx::query_scalar(&self.inner.sql.append_chunks)
+                .bind(&a.key.0[..])
+                .bind(attempt_i64(a.attempt))
+                .bind(attempt_i64(first))
+                .bind(&offsets)
+                .bind(&bytes)
+                .fetch_optional(held.conn())
+                .await
+        )
+        .map_err(|e| Error::store("append_chunks", a.op, a.key, e))?;
         held.done();
         match waiters {
             None => Ok(Fence::Lost),

@@ -4,7 +4,7 @@
 //!   record that calls the `<prefix>acquire` function when the record is not live (replay, wait,
 //!   take over, run again after a failure or expiry, fingerprint mismatch: all in one round
 //!   trip), and `claim_new`, a plain `INSERT ... ON CONFLICT DO NOTHING` for a key without a
-//!   record. The store sends first the one its per-operation guess picks (`predict.rs`); a wrong
+//!   record. The store sends first the one its per-operation guess picks (`store/predict.rs`); a wrong
 //!   guess costs one more round trip, never a wrong decision, because each statement is
 //!   race-free on its own under READ COMMITTED (see `sql.rs` and `schema.rs`). A replay or a wait
 //!   writes nothing: one index lookup, no WAL flush. Completes and renews are `UPDATE`s fenced
@@ -21,6 +21,11 @@
 //!   would otherwise serialize all completing workers.
 //! - **Configurable schema and table prefix** (validated identifiers), embedded migrations that
 //!   serialize on `pg_advisory_xact_lock` (see `schema.rs`, which also documents the format).
+//! - **Bounded lock waits** (`locks.rs`): the store's own connections have a `lock_timeout`
+//!   (50 ms by default), so a claim blocked behind an open transactional step is told `running`
+//!   and waits (or refuses) per its options without holding a connection, and one slow step
+//!   cannot exhaust the pool for other keys; steps take the key's advisory lock, without
+//!   waiting, before their claim.
 //! - **Batched purge** with `FOR UPDATE SKIP LOCKED`, so it never waits for a claimer.
 //! - **A stream journal** (`chunks.rs`): an attempt's chunks are appended by one fenced
 //!   statement, which notifies like a completion when someone waits, and deleted with their
@@ -30,16 +35,30 @@
 //! on an application's existing pool ([`PostgresStore::from_pool`]); [`PostgresStore::builder`]
 //! and [`PostgresStoreBuilder::from_pool`] take options. A URL may carry the store's own options
 //! as query parameters, removed before the URL reaches the driver: `idem_schema`,
-//! `idem_table_prefix`, `idem_max_connections`, `idem_acquire_timeout_ms`
+//! `idem_table_prefix`, `idem_max_connections`, `idem_acquire_timeout_ms`, `idem_lock_timeout_ms`
 //! (`postgres://app@db/prod?idem_schema=jobs&idem_max_connections=4`). The standard
 //! `application_name` parameter names the store's connections (default `idem`), so an operator
 //! can find them in `pg_stat_activity`.
 
+/// Runs a statement (`$run`, an expression awaiting it, evaluated anew for each try) again while
+/// its lock wait times out, for about two seconds (`locks.rs`): such a statement waits only on
+/// short autocommit statements or, rarely, on a step.
+macro_rules! retrying_locks {
+    ($run:expr) => {{
+        let mut retry = $crate::store::postgres::locks::LockRetry::new();
+        loop {
+            let result = $run;
+            if !retry.again(&result).await {
+                break result;
+            }
+        }
+    }};
+}
 mod builder;
 mod chunks;
 mod conn;
 mod listen;
-mod predict;
+mod locks;
 mod rows;
 mod schema;
 mod sql;
@@ -55,7 +74,7 @@ use sqlx::{PgExecutor, Row};
 pub use self::builder::PostgresStoreBuilder;
 use self::conn::Connections;
 use self::listen::Notifier;
-use self::predict::Predictor;
+use self::locks::{lock_timed_out, step_lock_id, Blocked, LockRetry, STEP_HELD, STEP_LOCK};
 use self::rows::{
     attempt_i64, claim_corrupt, claim_query, col, corrupt, decide, ClaimRead, Inserted,
 };
@@ -64,6 +83,7 @@ pub use self::schema::FORMAT_VERSION;
 use self::sql::Sql;
 pub use self::step::{Step, StepTx};
 use super::columns::{attempt_log_of, counts_of, record_of, u64_of};
+use super::predict::Predictor;
 use super::redact_url;
 use super::{
     millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter,
@@ -94,6 +114,8 @@ struct Inner {
     sql: Sql,
     notifier: Option<Notifier>,
     predictor: Predictor,
+    /// Keys whose last claim timed out on a lock (`locks.rs`).
+    blocked: Blocked,
 }
 
 #[derive(Clone)]
@@ -174,10 +196,13 @@ impl PostgresStore {
         exec: impl PgExecutor<'e>,
         req: &ClaimRequest<'_>,
     ) -> Result<Inserted, Error> {
-        let row = claim_query(&self.inner.sql.claim_new, req)
+        let row = match claim_query(&self.inner.sql.claim_new, req)
             .fetch_optional(exec)
             .await
-            .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+        {
+            Err(e) if lock_timed_out(&e) => return Ok(Inserted::Locked),
+            row => row.map_err(|e| Error::store("claim", req.op, req.key, e))?,
+        };
         match row {
             None => Ok(Inserted::HasRecord),
             Some(row) => row
@@ -195,10 +220,13 @@ impl PostgresStore {
         exec: impl PgExecutor<'e>,
         req: &ClaimRequest<'_>,
     ) -> Result<ClaimRead, Error> {
-        let row = claim_query(&self.inner.sql.claim, req)
+        let row = match claim_query(&self.inner.sql.claim, req)
             .fetch_optional(exec)
             .await
-            .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+        {
+            Err(e) if lock_timed_out(&e) => return Ok(ClaimRead::Locked),
+            row => row.map_err(|e| Error::store("claim", req.op, req.key, e))?,
+        };
         let Some(row) = row else {
             return Ok(ClaimRead::NoRecord);
         };
@@ -239,11 +267,13 @@ impl PostgresStore {
     async fn notify(&self, op: &str, key: &Key) {
         let notified = match self.held("notify", op, key).await {
             Ok(mut held) => {
-                let sent = sqlx::query(&self.inner.sql.notify)
-                    .bind(&key.0[..])
-                    .execute(held.conn())
-                    .await
-                    .map_err(|e| Error::store("notify", op, key, e));
+                let sent = retrying_locks!(
+                    sqlx::query(&self.inner.sql.notify)
+                        .bind(&key.0[..])
+                        .execute(held.conn())
+                        .await
+                )
+                .map_err(|e| Error::store("notify", op, key, e));
                 if sent.is_ok() {
                     held.done();
                 }
@@ -274,6 +304,21 @@ impl PostgresStore {
         req: &ClaimRequest<'_>,
         in_transaction: bool,
     ) -> Result<Claim, Error> {
+        // A step never waits on another step's row (its statement would time out and abort
+        // its transaction, or wait as long as the other step): it takes the key's advisory
+        // lock first, without waiting, and turns the lock timeout off for the rest of its
+        // transaction (the caller's writes included). Its claim can then wait only on
+        // ordinary autocommit statements, which end promptly. See `locks.rs`.
+        if in_transaction {
+            let taken: bool = sqlx::query_scalar(STEP_LOCK)
+                .bind(step_lock_id(req.key))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+            if !taken {
+                return Ok(uncommitted_attempt(req));
+            }
+        }
         // Which statement goes first: the insert (a key without a record) or the read (one
         // with a record). Each decides alone; a wrong guess costs one more round trip.
         let predictor = &self.inner.predictor;
@@ -294,6 +339,7 @@ impl PostgresStore {
                         })
                     }
                     Inserted::HasRecord => {}
+                    Inserted::Locked => return Ok(self.locked(req)),
                 }
             }
             let claimed = self.claim_on(&mut *conn, req).await?;
@@ -302,6 +348,7 @@ impl PostgresStore {
                 learned = true;
             }
             match claimed {
+                ClaimRead::Locked => return Ok(self.locked(req)),
                 ClaimRead::NoRecord => insert = true,
                 ClaimRead::Changed => insert = false,
                 ClaimRead::Decided { claim, waiters } => {
@@ -310,12 +357,20 @@ impl PostgresStore {
                     // back, which undoes it anyway; a waiting step polls.
                     if let Claim::Running { attempt, .. } = claim {
                         if !waiters && !in_transaction {
-                            sqlx::query(&self.inner.sql.flag_waiters)
+                            let flagged = sqlx::query(&self.inner.sql.flag_waiters)
                                 .bind(&req.key.0[..])
                                 .bind(attempt_i64(attempt))
                                 .execute(&mut *conn)
-                                .await
-                                .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+                                .await;
+                            match flagged {
+                                // Someone else is writing the row (flagging it, completing
+                                // it): the waiter looks again soon anyway.
+                                Err(e) if lock_timed_out(&e) => {}
+                                flagged => {
+                                    flagged
+                                        .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+                                }
+                            }
                         }
                     }
                     return Ok(claim);
@@ -328,6 +383,23 @@ impl PostgresStore {
             req.key,
             "the record kept changing during the claim",
         ))
+    }
+
+    /// A claim statement timed out on the key's row lock: an attempt is under way. The key's
+    /// next claims first ask whether a step holds it, without waiting (`locks.rs`).
+    fn locked(&self, req: &ClaimRequest<'_>) -> Claim {
+        self.inner.blocked.insert(req.key);
+        uncommitted_attempt(req)
+    }
+}
+
+/// What a claim reports when an uncommitted attempt holds the key (a transactional step's, or
+/// a claim committing right now): running, attempt 0 (its number is not visible), with a whole
+/// lease left (it is the engine's `wait` that bounds the wait).
+fn uncommitted_attempt(req: &ClaimRequest<'_>) -> Claim {
+    Claim::Running {
+        attempt: 0,
+        lease_left: req.lease,
     }
 }
 
@@ -346,20 +418,40 @@ impl Store for PostgresStore {
             notifier.keep_listening();
         }
         let mut held = self.held("claim", req.op, req.key).await?;
+        // A key whose last claim timed out on a lock: while a step holds it, say so without
+        // waiting on its row (one short round trip per look, see `locks.rs`).
+        if self.inner.blocked.contains(req.key) {
+            let step_holds: bool = sqlx::query_scalar(STEP_HELD)
+                .bind(step_lock_id(req.key))
+                .fetch_one(held.conn())
+                .await
+                .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+            if step_holds {
+                held.done();
+                return Ok(uncommitted_attempt(req));
+            }
+            self.inner.blocked.remove(req.key);
+        }
         let claim = self.claim_with(held.conn(), req, false).await?;
-        held.done();
+        // Attempt 0 here: the claim's last statement failed (a lock timeout), so its
+        // connection goes back through sqlx, which checks it (see `conn.rs`).
+        if !matches!(claim, Claim::Running { attempt: 0, .. }) {
+            held.done();
+        }
         Ok(claim)
     }
 
     async fn renew(&self, a: &AttemptRef<'_>, lease: Duration) -> Result<Fence, Error> {
         let mut held = self.held("renew", a.op, a.key).await?;
-        let done = sqlx::query(&self.inner.sql.renew)
-            .bind(&a.key.0[..])
-            .bind(attempt_i64(a.attempt))
-            .bind(millis(lease))
-            .execute(held.conn())
-            .await
-            .map_err(|e| Error::store("renew", a.op, a.key, e))?;
+        let done = retrying_locks!(
+            sqlx::query(&self.inner.sql.renew)
+                .bind(&a.key.0[..])
+                .bind(attempt_i64(a.attempt))
+                .bind(millis(lease))
+                .execute(held.conn())
+                .await
+        )
+        .map_err(|e| Error::store("renew", a.op, a.key, e))?;
         held.done();
         Ok(if done.rows_affected() == 1 {
             Fence::Owned
@@ -370,7 +462,17 @@ impl Store for PostgresStore {
 
     async fn complete(&self, a: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error> {
         let mut held = self.held("complete", a.op, a.key).await?;
-        let (fence, waiters) = self.complete_on(held.conn(), a, outcome).await?;
+        let mut retry = LockRetry::new();
+        let (fence, waiters) = loop {
+            // `complete_on` takes any executor, so its error is already typed: the lock
+            // timeout is found in its source.
+            let done = self.complete_on(held.conn(), a, outcome).await;
+            let timed_out = matches!(&done, Err(Error::Store { source, .. })
+                if source.downcast_ref::<sqlx::Error>().is_some_and(lock_timed_out));
+            if !retry.again_if(timed_out).await {
+                break done?;
+            }
+        };
         held.done();
         if waiters {
             self.notify(a.op, a.key).await;
@@ -378,13 +480,15 @@ impl Store for PostgresStore {
         if fence == Fence::Lost {
             let error = outcome.error();
             let mut held = self.held("complete", a.op, a.key).await?;
-            sqlx::query(&self.inner.sql.fence_log)
-                .bind(&a.key.0[..])
-                .bind(attempt_i64(a.attempt))
-                .bind(error)
-                .execute(held.conn())
-                .await
-                .map_err(|e| Error::store("complete", a.op, a.key, e))?;
+            retrying_locks!(
+                sqlx::query(&self.inner.sql.fence_log)
+                    .bind(&a.key.0[..])
+                    .bind(attempt_i64(a.attempt))
+                    .bind(error)
+                    .execute(held.conn())
+                    .await
+            )
+            .map_err(|e| Error::store("complete", a.op, a.key, e))?;
             held.done();
         }
         Ok(fence)
@@ -455,12 +559,14 @@ impl Store for PostgresStore {
 
     async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
         let mut held = self.held("forget", "", key).await?;
-        let row: (i64, Option<String>, Option<i64>) = sqlx::query_as(&self.inner.sql.forget)
-            .bind(&key.0[..])
-            .bind(force)
-            .fetch_one(held.conn())
-            .await
-            .map_err(|e| Error::store("forget", "", key, e))?;
+        let row: (i64, Option<String>, Option<i64>) = retrying_locks!(
+            sqlx::query_as(&self.inner.sql.forget)
+                .bind(&key.0[..])
+                .bind(force)
+                .fetch_one(held.conn())
+                .await
+        )
+        .map_err(|e| Error::store("forget", "", key, e))?;
         held.done();
         match row {
             (_, Some(op), Some(attempt)) => Err(Error::Running {
@@ -497,11 +603,13 @@ impl Store for PostgresStore {
 
     async fn release(&self, key: &Key) -> Result<bool, Error> {
         let mut held = self.held("release", "", key).await?;
-        let released: i64 = sqlx::query_scalar(&self.inner.sql.release)
-            .bind(&key.0[..])
-            .fetch_one(held.conn())
-            .await
-            .map_err(|e| Error::store("release", "", key, e))?;
+        let released: i64 = retrying_locks!(
+            sqlx::query_scalar(&self.inner.sql.release)
+                .bind(&key.0[..])
+                .fetch_one(held.conn())
+                .await
+        )
+        .map_err(|e| Error::store("release", "", key, e))?;
         held.done();
         Ok(released > 0)
     }
@@ -521,12 +629,14 @@ impl Store for PostgresStore {
 
     async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {
         let mut held = self.held("purge", "", &NO_KEY).await?;
-        let gone: i64 = sqlx::query_scalar(&self.inner.sql.purge)
-            .bind(i64::from(batch))
-            .bind(millis(abandoned_after))
-            .fetch_one(held.conn())
-            .await
-            .map_err(|e| Error::store("purge", "", &NO_KEY, e))?;
+        let gone: i64 = retrying_locks!(
+            sqlx::query_scalar(&self.inner.sql.purge)
+                .bind(i64::from(batch))
+                .bind(millis(abandoned_after))
+                .fetch_one(held.conn())
+                .await
+        )
+        .map_err(|e| Error::store("purge", "", &NO_KEY, e))?;
         held.done();
         Ok(u64::try_from(gone).unwrap_or(0))
     }

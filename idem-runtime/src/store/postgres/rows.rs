@@ -21,6 +21,9 @@ pub(crate) enum Inserted {
     Acquired(u64),
     /// The key has a record: run the claim statement.
     HasRecord,
+    /// The insert waited for another transaction's row longer than the lock timeout
+    /// (`locks.rs`): an attempt is under way.
+    Locked,
 }
 
 /// What the claim statement found.
@@ -32,6 +35,9 @@ pub(crate) enum ClaimRead {
     Changed,
     /// The decision. `waiters`: the running attempt (if any) already has waiters flagged.
     Decided { claim: Claim, waiters: bool },
+    /// The statement waited for the record's row lock longer than the lock timeout
+    /// (`locks.rs`): an attempt is under way.
+    Locked,
 }
 
 /// Either claim statement with its parameters: $1 key, $2 op, $3 fingerprint, $4 lease ms,

@@ -46,10 +46,22 @@
 //! # Ok(()) }
 //! ```
 //!
-//! While a step's transaction is open it holds the key's record lock: every other claim of the
-//! key (a step or an ordinary call, on any worker) waits in its statement until the step commits
-//! (then replays) or rolls back (then claims). So keep a step to database writes, and do slow
-//! work (an LLM call) in an ordinary step before it.
+//! While a step's transaction is open it holds the key's record row lock (its claim inserted or
+//! updated the row, uncommitted) and the key's advisory lock. No other claim of the key waits
+//! for it inside a statement (see `locks.rs`):
+//!
+//! - another step tries the advisory lock first, without waiting, and is told `running` when it
+//!   is held;
+//! - an ordinary call's claim statement gives up on the row lock after the store's lock timeout
+//!   (50 ms by default) and is told `running` too (attempt 0: the step's attempt is not
+//!   visible); its later looks ask about the advisory lock without waiting.
+//!
+//! Both then wait as for any running attempt, without holding a connection: polling (a step's
+//! commit notifies nobody), bounded by their `wait`, or `InProgress` at once with
+//! `on_conflict(OnConflict::Error)`. When the step commits they replay; when it rolls back one
+//! of them claims. A step turns the lock timeout off for its own transaction (its writes and
+//! the caller's are never cut short). So keep a step to database writes, and do slow work (an
+//! LLM call) in an ordinary step before it.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -178,8 +190,8 @@ impl StepTx {
             .await?;
         still_owned(fence, &self.call)?;
         self.tx.commit(&self.call).await?;
-        // Other claims of the key wait on the transaction's lock, not for a notification, and
-        // none can flag the locked record: `waiters` is false here. Should it ever be set,
+        // Other claims of the key were told `running` without a look at the uncommitted record,
+        // and none can flag it: `waiters` is false here, and they poll. Should it ever be set,
         // waking the waiter beats leaving it to poll.
         if waiters {
             self.store.notify(&self.call.op, &self.call.key).await;

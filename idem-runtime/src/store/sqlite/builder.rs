@@ -125,7 +125,7 @@ impl SqliteStoreBuilder {
             .await
             .map_err(|e| open_err("cannot read the database", e))?;
             return match found {
-                Some(FORMAT_VERSION) => Ok(SqliteStore { pool }),
+                Some(FORMAT_VERSION) => Ok(SqliteStore::on(pool)),
                 Some(version) => Err(Error::Open {
                     url,
                     reason: format!(

@@ -1,8 +1,10 @@
 //! The embedded SQLite store (`sqlite://path`): one file, zero set-up, safe across processes.
 //!
-//! Each decision is one SQL statement, so it is atomic without a transaction: a claim is an
-//! `INSERT ... ON CONFLICT DO UPDATE ... WHERE <claimable> RETURNING`, followed in the same
-//! round trip by a read of the row for the callers that did not acquire it; completes and renews
+//! Each decision is one SQL statement, so it is atomic without a transaction: a claim is a pure
+//! read of the row, which decides a replay or a wait (and, being a read, never waits for the
+//! write lock); for a key without a live record, an
+//! `INSERT ... ON CONFLICT DO UPDATE ... WHERE <claimable> RETURNING` with a read of the row
+//! for the callers that did not acquire it, in one round trip. Completes and renews
 //! are `UPDATE`s fenced on `(key, attempt, status = 'running')`. Multi-statement maintenance
 //! (forget, release, purge) runs under `BEGIN IMMEDIATE`, so a read never turns into a write that
 //! another process could beat. The statement functions take any `SqliteExecutor`, so a caller's
@@ -16,6 +18,7 @@ mod schema;
 mod sql;
 mod step;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +32,8 @@ use self::schema::NOW;
 use self::sql::{sql, LISTED_COLUMNS, RECORD_COLUMNS};
 pub use self::step::{Step, StepTx};
 use super::columns::{attempt_log_of, counts_of, record_of};
+use super::predict::Predictor;
+use super::step::{uncommitted_attempt, OpenSteps};
 use super::{
     millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, OpCounts, Outcome,
     Store, StoredChunk,
@@ -41,6 +46,10 @@ use crate::record::{AttemptLog, Record, Status};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The keys of this process's open steps on this store (see `step.rs`).
+    open_steps: Arc<OpenSteps>,
+    /// Whether a claim reads first (see `store/predict.rs`).
+    predictor: Arc<Predictor>,
 }
 
 impl SqliteStore {
@@ -64,12 +73,30 @@ impl SqliteStore {
         schema::migrate(&mut conn)
             .await
             .map_err(|e| Error::store("migrate", "", &zero, e))?;
-        Ok(Self { pool })
+        Ok(Self::on(pool))
+    }
+
+    fn on(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            open_steps: Arc::default(),
+            predictor: Arc::default(),
+        }
     }
 
     /// The underlying pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Whether a claim of `op` reads the record first: a replay or a wait is then decided by a
+    /// pure read, which never waits for the write lock (a writer, such as another key's open
+    /// step, holds it), where the claim statement's insert, even one that inserts nothing,
+    /// takes it. Done when the operation's recent claims found live records, or while a step
+    /// of this process is open; otherwise a claim of a new key would pay a second statement
+    /// for nothing (`store/predict.rs`).
+    fn reads_first(&self, op: &str) -> bool {
+        self.open_steps.any() || !self.predictor.guess_new(op)
     }
 
     /// Closes the pool.
@@ -104,6 +131,26 @@ pub(crate) async fn claim_on<'e>(
         .await
         .map_err(|e| Error::store("claim", req.op, req.key, e))?;
     decide(req, &rows).map_err(|reason| Error::Corrupt {
+        op: req.op.to_owned(),
+        key: *req.key,
+        reason,
+    })
+}
+
+/// The claim's read alone (a pure read: it never waits for the write lock): the decision when
+/// the key has a live record (replay, wait, key reuse), else `None` (no record, or one that can
+/// be claimed: the claim statement decides).
+async fn read_claim<'e>(
+    exec: impl SqliteExecutor<'e>,
+    req: &ClaimRequest<'_>,
+) -> Result<Option<Claim>, Error> {
+    let row = sqlx::query(&sql().read)
+        .bind(&req.key.0[..])
+        .fetch_optional(exec)
+        .await
+        .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+    let Some(row) = row else { return Ok(None) };
+    decide(req, std::slice::from_ref(&row)).map_err(|reason| Error::Corrupt {
         op: req.op.to_owned(),
         key: *req.key,
         reason,
@@ -150,10 +197,24 @@ impl Store for SqliteStore {
     }
 
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error> {
+        // A step of this process has the key open: its claim is uncommitted and it holds the
+        // write lock the claim statement would wait for (up to the busy timeout). Say so at
+        // once; the caller waits, or refuses, per its options.
+        if self.open_steps.holds(req.key) {
+            return Ok(uncommitted_attempt(req.lease));
+        }
+        if self.reads_first(req.op) {
+            if let Some(claim) = read_claim(&self.pool, req).await? {
+                self.predictor.learn(req.op, false);
+                return Ok(claim);
+            }
+        }
         // A row that changes between the claim's two statements is re-claimed; three tries are
         // plenty, since each change is a lease or TTL boundary passing.
         for _ in 0..3 {
             if let Some(claim) = claim_on(&self.pool, req).await? {
+                self.predictor
+                    .learn(req.op, matches!(claim, Claim::Acquired { .. }));
                 return Ok(claim);
             }
         }

@@ -6,6 +6,7 @@ use super::schema::NOW;
 
 /// Statement text, built once (it embeds the clock expression).
 pub(super) struct Sql {
+    pub(super) read: String,
     pub(super) claim: String,
     pub(super) renew: String,
     pub(super) complete: String,
@@ -22,17 +23,20 @@ pub(super) fn sql() -> &'static Sql {
             "((status = 'completed' AND expires_at > {NOW}) OR (status = 'running' AND lease_until > {NOW}))"
         );
         let released_ms = crate::store::millis(crate::store::RELEASED_TTL);
+        let read = format!(
+            "SELECT 0 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
+                    snapshot_kind, expires_at, lease_until, {NOW} AS now, op
+             FROM idem_records WHERE key = ?1"
+        );
         Sql {
         // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker. One round trip, two statements:
         // the SELECT reads the row as it was; the INSERT claims the key only if no live row
-        // exists, and returns a row only when this caller acquired it. On a replay (the hot
-        // path) the INSERT's `WHERE NOT EXISTS` stops it before the conflict machinery runs, so
-        // a hit costs little more than the read. `op` is never in the SET list: it is fixed by
+        // exists, and returns a row only when this caller acquired it. Sent only after `read`
+        // found no live row: any INSERT, even one its `WHERE NOT EXISTS` stops, takes the write
+        // lock, so a replay sent here would wait behind any writer (an open step). `op` is never in the SET list: it is fixed by
         // the key, and leaving it out keeps SQLite from rewriting the `op` index on reclaims.
         claim: format!(
-            "SELECT 0 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
-                    snapshot_kind, expires_at, lease_until, {NOW} AS now, op
-             FROM idem_records WHERE key = ?1;
+            "{READ};
              INSERT INTO idem_records (key, op, status, attempt, fingerprint, lease_until, worker,
                                        created_at, updated_at, attempt_started_at, attempt_outcome)
              SELECT ?1, ?2, 'running', (SELECT value FROM idem_meta WHERE name = 'attempt_floor') + 1,
@@ -56,7 +60,12 @@ pub(super) fn sql() -> &'static Sql {
              RETURNING 1 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
                        snapshot_kind, expires_at, lease_until, updated_at AS now, op;",
             LIVE = live,
+            READ = read,
         ),
+        // ?1 key. The claim's read alone: a pure read, so it never waits for the write lock
+        // (WAL readers do not block on a writer). `SqliteStore::claim` sends it first, and the
+        // claim statement only when the record is not live (see there).
+        read,
         renew: format!(
             "UPDATE idem_records SET lease_until = {NOW} + ?3
              WHERE key = ?1 AND attempt = ?2 AND status = 'running'"

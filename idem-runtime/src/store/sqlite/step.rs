@@ -1,6 +1,14 @@
 //! Transactional steps: the claim, the caller's own writes and the snapshot commit
 //! in one SQLite transaction, so a crash at any instant leaves either nothing or everything.
 //!
+//! While a step is open its transaction holds SQLite's write lock. Other callers do not wait
+//! for it without need: a replay or a wait (of any key) is decided by a pure read first, which
+//! WAL lets run beside the writer; a claim of the step's own key from the same process is told
+//! `running` at once (the store knows its open steps' keys) and waits, or refuses, per its
+//! options, as a second step of the key does. What still waits for the write lock (up to the
+//! busy timeout) is any write: the claim of a key without a live record, and, from another
+//! process, a claim of the open step's key (its record is not visible there until the commit).
+//!
 //! ```
 //! use idem_runtime::store::sqlite::{SqliteStore, Step};
 //! use idem_runtime::{Call, Error};
@@ -33,12 +41,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
-use super::{claim_on, complete_on, SqliteStore};
+use super::{claim_on, complete_on, read_claim, SqliteStore};
 use crate::call::{Call, KeyedCall};
 use crate::error::Error;
 use crate::key::Key;
-use crate::store::step::{still_owned, Next, StepSnapshot, StepWait};
-use crate::store::ClaimRequest;
+use crate::store::step::{
+    still_owned, uncommitted_attempt, Next, OpenStep, StepSnapshot, StepWait,
+};
+use crate::store::{Claim, ClaimRequest};
 
 /// What [`SqliteStore::begin_step`] found.
 // Returned once per step and matched at once: boxing the transaction would only add an
@@ -60,6 +70,9 @@ pub struct StepTx {
     tx: Transaction<'static, Sqlite>,
     call: KeyedCall,
     attempt: u64,
+    /// The key's mark among this process's open steps, dropped after the transaction (the
+    /// fields drop in order).
+    _open: OpenStep,
 }
 
 impl StepTx {
@@ -113,22 +126,50 @@ impl SqliteStore {
         let call = call.keyed();
         let mut waiting = StepWait::new();
         loop {
-            let mut tx = self
-                .pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(|e| Error::store("claim", &call.op, &call.key, e))?;
             let request = ClaimRequest::of(&call, worker);
-            let Some(claim) = claim_on(&mut *tx, &request).await? else {
-                continue;
-            };
-            match waiting.next(&call, claim)? {
-                Next::Run(attempt) => return Ok(Step::Claimed(StepTx { tx, call, attempt })),
-                Next::Replay(value) => return Ok(Step::Replayed(value)),
-                Next::Sleep(pause) => {
-                    drop(tx);
-                    tokio::time::sleep(pause).await;
+            // Another step of this process has the key open: it is running (uncommitted), and
+            // `BEGIN IMMEDIATE` would only wait for its write lock.
+            let Some(open) = self.open_steps.enter(&call.key) else {
+                match waiting.next::<T>(&call, uncommitted_attempt(request.lease))? {
+                    Next::Sleep(pause) => {
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                    // A `Running` claim only ever says sleep (or fails).
+                    Next::Run(_) | Next::Replay(_) => continue,
                 }
+            };
+            // A replay or a wait needs no write lock: decided by a read, it never waits
+            // behind another key's open step. (Always read first: a step pays for its
+            // transaction anyway, and its own mark above counts as an open step.)
+            let claim = match read_claim(&self.pool, &request).await? {
+                Some(claim) => claim,
+                None => {
+                    let mut tx = self
+                        .pool
+                        .begin_with("BEGIN IMMEDIATE")
+                        .await
+                        .map_err(|e| Error::store("claim", &call.op, &call.key, e))?;
+                    let Some(claim) = claim_on(&mut *tx, &request).await? else {
+                        continue;
+                    };
+                    if let Claim::Acquired { attempt, .. } = claim {
+                        return Ok(Step::Claimed(StepTx {
+                            tx,
+                            call,
+                            attempt,
+                            _open: open,
+                        }));
+                    }
+                    claim
+                }
+            };
+            drop(open);
+            match waiting.next(&call, claim)? {
+                // Only a claim made in the transaction acquires (above).
+                Next::Run(_) => continue,
+                Next::Replay(value) => return Ok(Step::Replayed(value)),
+                Next::Sleep(pause) => tokio::time::sleep(pause).await,
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Which claim statement to send first: a per-operation guess of whether the next key is new.
+//! Which claim statement to send first: a per-operation guess of whether the next key is new
+//! (the SQL stores: PostgreSQL picks its insert or its read, SQLite whether to read first).
 //!
 //! A claim of a new key is cheapest as a plain `INSERT ... ON CONFLICT DO NOTHING` (as cheap as
 //! hand-written SQL); a replay is cheapest as a plain read. One statement that does both pays
@@ -11,6 +12,11 @@
 //! A wrong guess costs time, never correctness: both statements decide race-free on their own.
 //! Either wrong guess costs one extra round trip that decides nothing and writes nothing
 //! (an insert that finds the key's record, or a read that finds none).
+//!
+//! On SQLite a guessed replay is read first (a pure read, which never waits for the write lock,
+//! so a replay is not held up by a writer such as an open transactional step) and a guessed new
+//! key goes straight to the claim statement (whose insert takes the write lock); a wrong guess
+//! costs the read, or a replay that waits for the write lock like any write.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -22,7 +28,7 @@ const GUESS_NEW: u8 = 2;
 
 /// Per-operation guesses of one store.
 #[derive(Debug)]
-pub(super) struct Predictor {
+pub(crate) struct Predictor {
     slots: [AtomicU8; SLOTS],
 }
 
@@ -38,12 +44,12 @@ impl Default for Predictor {
 
 impl Predictor {
     /// Whether `op`'s next claim is probably of a key without a record.
-    pub(super) fn guess_new(&self, op: &str) -> bool {
+    pub(crate) fn guess_new(&self, op: &str) -> bool {
         self.slot(op).load(Ordering::Relaxed) >= GUESS_NEW
     }
 
     /// Records what a claim of `op` found: `new` when the key had no record.
-    pub(super) fn learn(&self, op: &str, new: bool) {
+    pub(crate) fn learn(&self, op: &str, new: bool) {
         let slot = self.slot(op);
         let now = slot.load(Ordering::Relaxed);
         let next = if new {
