@@ -165,24 +165,9 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
     // `unused_braces` asks to unwrap, at the fn's own braces, where removing them is no fix.
     let stmts = &block.stmts;
     let block = Group::new(Delimiter::Brace, quote!(#(#stmts)*));
+    let body_block = pinned_body(&fake, &ret_at, &block);
     let body = quote! {
-        move || async move {
-            #[allow(
-                unknown_lints,
-                unreachable_code,
-                clippy::diverging_sub_expression,
-                clippy::empty_loop,
-                clippy::let_unit_value,
-                clippy::needless_return,
-                clippy::type_complexity,
-                clippy::unreachable
-            )]
-            if false {
-                let #fake: #ret_at = loop {};
-                return #fake;
-            }
-            #block
-        }
+        move || async move { #body_block }
     };
     let call_run = match &plan.tx {
         None => quote_spanned! {ret_span=>
@@ -306,6 +291,7 @@ impl StepParts<'_> {
         let errs = format_ident!("__idem_errors", span = Span::mixed_site());
         let claim = format_ident!("__idem_claim", span = Span::mixed_site());
         let result = format_ident!("__idem_result", span = Span::mixed_site());
+        let body = pinned_body(fake, ret_at, block);
         // Checked at the argument's name in `tx = ...`: a type that is not a connection is
         // reported there, once.
         let kt = respan(krate, tx.span());
@@ -317,24 +303,33 @@ impl StepParts<'_> {
                 #k::__private::StepBegun::Claimed(claim) => claim,
             };
             let #result = #k::__private::step_body(&#claim, async {
-                #[allow(
-                    unknown_lints,
-                    unreachable_code,
-                    clippy::diverging_sub_expression,
-                    clippy::empty_loop,
-                    clippy::let_unit_value,
-                    clippy::needless_return,
-                    clippy::type_complexity,
-                    clippy::unreachable
-                )]
-                if false {
-                    let #fake: #ret_at = loop {};
-                    return #fake;
-                }
-                #block
+                #body
             })
             .await;
             #k::__private::step_finish(#claim, &#errs, #conn, #result).await
         }
+    }
+}
+
+/// The body of the async block or closure that runs the fn's body: a never-taken `return` of a
+/// value of the declared return type first (it pins the block's output, so `?` and `return` in
+/// the body mean what they meant in the fn), then the body's statements.
+fn pinned_body(fake: &syn::Ident, ret_at: &TokenStream, block: &Group) -> TokenStream {
+    quote! {
+        #[allow(
+            unknown_lints,
+            unreachable_code,
+            clippy::diverging_sub_expression,
+            clippy::empty_loop,
+            clippy::let_unit_value,
+            clippy::needless_return,
+            clippy::type_complexity,
+            clippy::unreachable
+        )]
+        if false {
+            let #fake: #ret_at = loop {};
+            return #fake;
+        }
+        #block
     }
 }
