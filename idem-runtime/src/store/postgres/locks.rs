@@ -16,9 +16,11 @@
 //! - the other statements (completion, renew, release, forget, purge, journal appends) wait
 //!   only on short autocommit statements, or on a step that took over an expired attempt: they
 //!   retry ([`LockRetry`]) for about two seconds, then fail as any store error does.
-//! - a step takes the key's advisory lock first, without waiting, so it never waits on another
-//!   step's row; then it turns the timeout off for its own transaction (`SET LOCAL`), because a
-//!   statement error there would abort the step, the caller's writes with it (see `claim_with`).
+//! - a step's claim statements take the key's advisory lock first, without waiting, in the same
+//!   statement (`sql.rs`: `claim_step`, `claim_new_step`), so it never waits on another step's
+//!   row; then they turn the timeout off for its own transaction (`set_config(.., true)`),
+//!   because a statement error there would abort the step, the caller's writes with it (see
+//!   `claim_with`).
 //!
 //! Why 50 ms (the default; `PostgresStoreBuilder::lock_timeout`, `idem_lock_timeout_ms`): an
 //! ordinary claim waits on a row only for another autocommit statement's commit (one WAL
@@ -49,13 +51,6 @@ pub(super) const LOCK_TIMEOUT: Duration = Duration::from_millis(50);
 /// $1 the step lock's id. Whether a transactional step holds the key: a shared advisory
 /// lock, tried without waiting and released at the end of the statement (autocommit).
 pub(super) const STEP_HELD: &str = "SELECT NOT pg_try_advisory_xact_lock_shared($1)";
-
-/// $1 the step lock's id. A step's first statement: the key's advisory lock, tried without
-/// waiting, held until the step's transaction ends; when taken, no lock timeout for the rest
-/// of the transaction.
-pub(super) const STEP_LOCK: &str = "SELECT CASE WHEN pg_try_advisory_xact_lock($1)
-                                 THEN set_config('lock_timeout', '0', true) IS NOT NULL
-                                 ELSE false END";
 
 /// The advisory lock id of a key: its first 8 bytes (a BLAKE3 hash, so spread evenly).
 pub(super) fn step_lock_id(key: &Key) -> i64 {

@@ -74,7 +74,7 @@ use sqlx::{PgExecutor, Row};
 pub use self::builder::PostgresStoreBuilder;
 use self::conn::Connections;
 use self::listen::Notifier;
-use self::locks::{lock_timed_out, step_lock_id, Blocked, LockRetry, STEP_HELD, STEP_LOCK};
+use self::locks::{lock_timed_out, step_lock_id, Blocked, LockRetry, STEP_HELD};
 use self::rows::{
     attempt_i64, claim_corrupt, claim_query, col, corrupt, decide, ClaimRead, Inserted,
 };
@@ -214,6 +214,55 @@ impl PostgresStore {
         }
     }
 
+    /// The insert of a key without a record, for a step: it inserts only when it got the key's
+    /// step lock (no row back: the key has a record, or another step holds it; the read says).
+    async fn claim_new_step_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        req: &ClaimRequest<'_>,
+    ) -> Result<Inserted, Error> {
+        let row = claim_query(&self.inner.sql.claim_new_step, req)
+            .bind(step_lock_id(req.key))
+            .fetch_optional(conn)
+            .await
+            .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+        match row {
+            None => Ok(Inserted::HasRecord),
+            Some(row) => row
+                .try_get("attempt")
+                .map_err(col)
+                .and_then(|attempt| u64_of(attempt, "attempt"))
+                .map(Inserted::Acquired)
+                .map_err(claim_corrupt(req)),
+        }
+    }
+
+    /// The claim read, for a step: `Locked` when another step holds the key's step lock.
+    async fn claim_step_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        req: &ClaimRequest<'_>,
+    ) -> Result<ClaimRead, Error> {
+        let row = claim_query(&self.inner.sql.claim_step, req)
+            .bind(step_lock_id(req.key))
+            .fetch_one(conn)
+            .await
+            .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+        let taken: bool = row
+            .try_get("taken")
+            .map_err(|e| claim_corrupt(req)(col(e)))?;
+        if !taken {
+            return Ok(ClaimRead::Locked);
+        }
+        let attempt: Option<i64> = row
+            .try_get("attempt")
+            .map_err(|e| claim_corrupt(req)(col(e)))?;
+        if attempt.is_none() {
+            return Ok(ClaimRead::NoRecord);
+        }
+        decide(req, &row).map_err(claim_corrupt(req))
+    }
+
     /// Runs the claim statement on any executor (a pool, a connection, a caller's transaction).
     pub(crate) async fn claim_on<'e>(
         &self,
@@ -305,20 +354,11 @@ impl PostgresStore {
         in_transaction: bool,
     ) -> Result<Claim, Error> {
         // A step never waits on another step's row (its statement would time out and abort
-        // its transaction, or wait as long as the other step): it takes the key's advisory
-        // lock first, without waiting, and turns the lock timeout off for the rest of its
-        // transaction (the caller's writes included). Its claim can then wait only on
-        // ordinary autocommit statements, which end promptly. See `locks.rs`.
-        if in_transaction {
-            let taken: bool = sqlx::query_scalar(STEP_LOCK)
-                .bind(step_lock_id(req.key))
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(|e| Error::store("claim", req.op, req.key, e))?;
-            if !taken {
-                return Ok(uncommitted_attempt(req));
-            }
-        }
+        // its transaction, or wait as long as the other step): its claim statements take the
+        // key's advisory lock first, without waiting, in the same statement, and turn the lock
+        // timeout off for the rest of its transaction (the caller's writes included). Its claim
+        // can then wait only on ordinary autocommit statements, which end promptly. See
+        // `locks.rs` and `sql.rs`.
         // Which statement goes first: the insert (a key without a record) or the read (one
         // with a record). Each decides alone; a wrong guess costs one more round trip.
         let predictor = &self.inner.predictor;
@@ -326,7 +366,11 @@ impl PostgresStore {
         let mut learned = false;
         for _ in 0..CLAIM_TRIES {
             if insert {
-                let inserted = self.claim_new_on(&mut *conn, req).await?;
+                let inserted = if in_transaction {
+                    self.claim_new_step_on(&mut *conn, req).await?
+                } else {
+                    self.claim_new_on(&mut *conn, req).await?
+                };
                 if !learned {
                     predictor.learn(req.op, inserted != Inserted::HasRecord);
                     learned = true;
@@ -342,12 +386,17 @@ impl PostgresStore {
                     Inserted::Locked => return Ok(self.locked(req)),
                 }
             }
-            let claimed = self.claim_on(&mut *conn, req).await?;
+            let claimed = if in_transaction {
+                self.claim_step_on(&mut *conn, req).await?
+            } else {
+                self.claim_on(&mut *conn, req).await?
+            };
             if !learned {
                 predictor.learn(req.op, matches!(claimed, ClaimRead::NoRecord));
                 learned = true;
             }
             match claimed {
+                ClaimRead::Locked if in_transaction => return Ok(uncommitted_attempt(req)),
                 ClaimRead::Locked => return Ok(self.locked(req)),
                 ClaimRead::NoRecord => insert = true,
                 ClaimRead::Changed => insert = false,

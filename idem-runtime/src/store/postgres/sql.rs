@@ -40,6 +40,8 @@ fn listed_columns() -> String {
 pub(super) struct Sql {
     pub(super) claim: String,
     pub(super) claim_new: String,
+    pub(super) claim_step: String,
+    pub(super) claim_new_step: String,
     pub(super) renew: String,
     pub(super) complete: String,
     pub(super) release: String,
@@ -78,71 +80,106 @@ impl Sql {
             "CASE WHEN expires_at >= {NOW} + $7::float8 * interval '1 millisecond' THEN expires_at
                   ELSE {NOW} + $7::float8 * interval '1 millisecond' END"
         );
+        // $1 key, $2 op, $3 fingerprint, $4 lease ms, $5 worker, $6 ttl ms.
+        //
+        // A plain read of the record, which calls `<prefix>acquire` (the write half, see
+        // `schema.rs`) only when the record is not live. So it decides every claim of a key
+        // that has a record in one round trip (replay, wait, take over, run again after a
+        // failure or expiry, fingerprint mismatch), and the hot paths, a replay and a wait,
+        // read one row: no INSERT is planned or initialized, nothing is locked or written,
+        // and the commit needs no WAL flush. A data-modifying CTE, or liveness and
+        // milliseconds computed in SQL, cost measurably more (docs/performance.md, "Why the
+        // PostgreSQL statements look the way they do"), so the store returns raw columns and
+        // the server's `now` and decides from them with the server's clock.
+        //
+        // A record whose status is not one of the three is returned as it is, so the store
+        // reports it as corrupt instead of running the body again.
+        //
+        // No row: the key has no record; the store inserts (`claim_new`). `acquired` NULL
+        // on a record that is not live: a concurrent claimer made it live after this
+        // statement's snapshot; the store runs the statement again, which sees the
+        // winner's row. A replaced attempt is logged by a trigger, in the same statement.
+        //
+        // A caller told `running` then flags the row (`waiters`, see `flag_waiters`), so the
+        // completion knows to NOTIFY. Uncontended completions never notify: a notifying
+        // commit holds PostgreSQL's global notify lock across its WAL flush, which would
+        // serialize every completing worker of the cluster.
+        let claim = format!(
+            "SELECT r.attempt, r.fingerprint, r.status, r.snapshot, r.snapshot_kind,
+                    r.expires_at, r.lease_until, {NOW} AS now, r.waiters,
+                    CASE WHEN r.status IN ('running', 'completed', 'failed')
+                              AND NOT coalesce({live}, false)
+                         THEN {acquire}($1, $2, $3, $4::float8, $5, $6::float8)
+                    END AS acquired
+             FROM {records} r WHERE r.key = $1"
+        );
+        // $1 key, $2 op, $3 fingerprint, $4 lease ms, $5 worker, $6 ttl ms.
+        //
+        // The claim of a key that has no record: a plain insert, as cheap as the
+        // hand-written one. The store sends it first when the operation's recent calls
+        // were new keys (see `predict.rs`), else after `claim` found no record. When the
+        // key has a record it inserts nothing, locks nothing and writes nothing (the
+        // conflict is found before any heap insert), and the store runs `claim`. Two
+        // racing inserts of one key: the second waits for the first to commit, then
+        // conflicts.
+        //
+        // The attempt is one above the attempt floor's mirror (format version 3), read
+        // again after the insert: a purge or forget that deleted this key's old row
+        // between the first read and the insert (the insert waits for such a deleter) raised
+        // the mirror before its commit, so the second read sees it, and only then does the
+        // RETURNING clause call `<prefix>renumber` (format version 5), which gives the row,
+        // still invisible to everyone else, an attempt above the floor. So a new attempt is
+        // always above every deleted one, without the two subqueries (floor and own row)
+        // that cost a large share of a claimed and completed key's server instructions
+        // (docs/performance.md), and without an error or a retry.
+        // The new record's columns and values.
+        let new_columns = "(key, op, status, attempt, fingerprint, lease_until, worker, created_at,
+                  updated_at, attempt_started_at, attempt_outcome, expires_at)";
+        let new_values = format!(
+            "$1, $2, 'running', {floor_now} + 1,
+                     $3, {NOW} + $4::float8 * interval '1 millisecond', $5, {NOW}, {NOW},
+                     {NOW}, 'running',
+                     {NOW} + ($6::float8 + least($4::float8, $6::float8 / 100))
+                             * interval '1 millisecond'"
+        );
+        let new_attempt = format!(
+            "CASE WHEN attempt > {floor_now} THEN attempt ELSE {renumber}($1) END AS attempt"
+        );
+        let claim_new = format!(
+            "INSERT INTO {records} {new_columns}
+             VALUES ({new_values})
+             ON CONFLICT (key) DO NOTHING
+             RETURNING {new_attempt}"
+        );
+        // $7 the key's step lock (see `locks.rs`). The same two statements for a step, each
+        // taking the key's advisory lock first, without waiting, in the same statement (so a
+        // step pays no round trip for it), and turning the lock timeout off for the rest of
+        // the step's transaction when it got the lock. The insert inserts nothing without the
+        // lock; the read tells that case apart (`taken`), and, as a LEFT JOIN, answers with a
+        // row even for a key without a record.
+        let step_lock = "(SELECT t.taken,
+                                 CASE WHEN t.taken THEN set_config('lock_timeout', '0', true) END
+                          FROM (SELECT pg_try_advisory_xact_lock($7) AS taken) t) l";
+        let claim_step = format!(
+            "SELECT l.taken, r.attempt, r.fingerprint, r.status, r.snapshot, r.snapshot_kind,
+                    r.expires_at, r.lease_until, {NOW} AS now, r.waiters,
+                    CASE WHEN l.taken AND r.status IN ('running', 'completed', 'failed')
+                              AND NOT coalesce({live}, false)
+                         THEN {acquire}($1, $2, $3, $4::float8, $5, $6::float8)
+                    END AS acquired
+             FROM {step_lock} LEFT JOIN {records} r ON r.key = $1"
+        );
+        let claim_new_step = format!(
+            "INSERT INTO {records} {new_columns}
+             SELECT {new_values} FROM {step_lock} WHERE l.taken
+             ON CONFLICT (key) DO NOTHING
+             RETURNING {new_attempt}"
+        );
         Self {
-            // $1 key, $2 op, $3 fingerprint, $4 lease ms, $5 worker, $6 ttl ms.
-            //
-            // A plain read of the record, which calls `<prefix>acquire` (the write half, see
-            // `schema.rs`) only when the record is not live. So it decides every claim of a key
-            // that has a record in one round trip (replay, wait, take over, run again after a
-            // failure or expiry, fingerprint mismatch), and the hot paths, a replay and a wait,
-            // read one row: no INSERT is planned or initialized, nothing is locked or written,
-            // and the commit needs no WAL flush. A data-modifying CTE, or liveness and
-            // milliseconds computed in SQL, cost measurably more (docs/performance.md, "Why the
-            // PostgreSQL statements look the way they do"), so the store returns raw columns and
-            // the server's `now` and decides from them with the server's clock.
-            //
-            // A record whose status is not one of the three is returned as it is, so the store
-            // reports it as corrupt instead of running the body again.
-            //
-            // No row: the key has no record; the store inserts (`claim_new`). `acquired` NULL
-            // on a record that is not live: a concurrent claimer made it live after this
-            // statement's snapshot; the store runs the statement again, which sees the
-            // winner's row. A replaced attempt is logged by a trigger, in the same statement.
-            //
-            // A caller told `running` then flags the row (`waiters`, see `flag_waiters`), so the
-            // completion knows to NOTIFY. Uncontended completions never notify: a notifying
-            // commit holds PostgreSQL's global notify lock across its WAL flush, which would
-            // serialize every completing worker of the cluster.
-            claim: format!(
-                "SELECT r.attempt, r.fingerprint, r.status, r.snapshot, r.snapshot_kind,
-                        r.expires_at, r.lease_until, {NOW} AS now, r.waiters,
-                        CASE WHEN r.status IN ('running', 'completed', 'failed')
-                                  AND NOT coalesce({live}, false)
-                             THEN {acquire}($1, $2, $3, $4::float8, $5, $6::float8)
-                        END AS acquired
-                 FROM {records} r WHERE r.key = $1"
-            ),
-            // $1 key, $2 op, $3 fingerprint, $4 lease ms, $5 worker, $6 ttl ms.
-            //
-            // The claim of a key that has no record: a plain insert, as cheap as the
-            // hand-written one. The store sends it first when the operation's recent calls
-            // were new keys (see `predict.rs`), else after `claim` found no record. When the
-            // key has a record it inserts nothing, locks nothing and writes nothing (the
-            // conflict is found before any heap insert), and the store runs `claim`. Two
-            // racing inserts of one key: the second waits for the first to commit, then
-            // conflicts.
-            //
-            // The attempt is one above the attempt floor's mirror (format version 3), read
-            // again after the insert: a purge or forget that deleted this key's old row
-            // between the first read and the insert (the insert waits for such a deleter) raised
-            // the mirror before its commit, so the second read sees it, and only then does the
-            // RETURNING clause call `<prefix>renumber` (format version 5), which gives the row,
-            // still invisible to everyone else, an attempt above the floor. So a new attempt is
-            // always above every deleted one, without the two subqueries (floor and own row)
-            // that cost a large share of a claimed and completed key's server instructions
-            // (docs/performance.md), and without an error or a retry.
-            claim_new: format!(
-                "INSERT INTO {records}
-                     (key, op, status, attempt, fingerprint, lease_until, worker, created_at,
-                      updated_at, attempt_started_at, attempt_outcome, expires_at)
-                 VALUES ($1, $2, 'running', {floor_now} + 1,
-                         $3, {NOW} + $4::float8 * interval '1 millisecond', $5, {NOW}, {NOW},
-                         {NOW}, 'running',
-                         {NOW} + ($6::float8 + least($4::float8, $6::float8 / 100))
-                                 * interval '1 millisecond')
-                 ON CONFLICT (key) DO NOTHING
-                 RETURNING CASE WHEN attempt > {floor_now} THEN attempt ELSE {renumber}($1) END AS attempt"
-            ),
+            claim,
+            claim_new,
+            claim_step,
+            claim_new_step,
             // $1 key, $2 attempt, $3 lease ms. Touches no indexed column: a HOT update.
             renew: format!(
                 "UPDATE {records} SET lease_until = {NOW} + $3::float8 * interval '1 millisecond'
