@@ -19,17 +19,15 @@
 //! #     }
 //! #     Err(e) => return Err(e),
 //! # };
-//! let fail = |e: sqlx::Error| Error::Config(e.to_string());
 //! let orders = format!("\"{}\".orders", store.schema());
-//! sqlx::query(&format!("CREATE TABLE {orders} (id text)")).execute(store.pool()).await.map_err(fail)?;
+//! sqlx::query(&format!("CREATE TABLE {orders} (id text)")).execute(store.pool()).await?;
 //! for _ in 0..3 {
 //!     let count: i64 = match store.begin_step(Call::new("save_order").key("o-1"), "worker-a").await? {
 //!         Step::Replayed(count) => count,
 //!         Step::Claimed(mut tx) => {
 //!             let done = sqlx::query(&format!("INSERT INTO {orders} (id) VALUES ('o-1')"))
 //!                 .execute(tx.conn())
-//!                 .await
-//!                 .map_err(fail)?;
+//!                 .await?;
 //!             let count = done.rows_affected() as i64;
 //!             tx.commit(&count).await?; // the row and the snapshot, atomically
 //!             count
@@ -39,10 +37,9 @@
 //! }
 //! let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {orders}"))
 //!     .fetch_one(store.pool())
-//!     .await
-//!     .map_err(fail)?;
+//!     .await?;
 //! assert_eq!(rows, 1);
-//! # sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(store.pool()).await.map_err(fail)?;
+//! # sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(store.pool()).await?;
 //! # Ok(()) }
 //! ```
 //!

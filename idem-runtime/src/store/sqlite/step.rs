@@ -15,16 +15,14 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
 //! let store = SqliteStore::open("sqlite::memory:").await?;
-//! let fail = |e: sqlx::Error| Error::Config(e.to_string());
-//! sqlx::query("CREATE TABLE orders (id TEXT)").execute(store.pool()).await.map_err(fail)?;
+//! sqlx::query("CREATE TABLE orders (id TEXT)").execute(store.pool()).await?;
 //! for _ in 0..3 {
 //!     let row: i64 = match store.begin_step(Call::new("save_order").key("o-1"), "worker-a").await? {
 //!         Step::Replayed(row) => row,
 //!         Step::Claimed(mut tx) => {
 //!             let done = sqlx::query("INSERT INTO orders (id) VALUES ('o-1')")
 //!                 .execute(tx.conn())
-//!                 .await
-//!                 .map_err(fail)?;
+//!                 .await?;
 //!             let row = done.last_insert_rowid();
 //!             tx.commit(&row).await?; // the row and the snapshot, atomically
 //!             row
@@ -32,7 +30,7 @@
 //!     };
 //!     assert_eq!(row, 1);
 //! }
-//! let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(store.pool()).await.map_err(fail)?;
+//! let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(store.pool()).await?;
 //! assert_eq!(count, 1);
 //! # Ok(()) }
 //! ```
