@@ -68,7 +68,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgExecutor, Row};
 
 pub use self::builder::PostgresStoreBuilder;
@@ -203,15 +203,7 @@ impl PostgresStore {
             Err(e) if lock_timed_out(&e) => return Ok(Inserted::Locked),
             row => row.map_err(|e| Error::store("claim", req.op, req.key, e))?,
         };
-        match row {
-            None => Ok(Inserted::HasRecord),
-            Some(row) => row
-                .try_get("attempt")
-                .map_err(col)
-                .and_then(|attempt| u64_of(attempt, "attempt"))
-                .map(Inserted::Acquired)
-                .map_err(claim_corrupt(req)),
-        }
+        inserted(req, row)
     }
 
     /// The insert of a key without a record, for a step: it inserts only when it got the key's
@@ -226,15 +218,7 @@ impl PostgresStore {
             .fetch_optional(conn)
             .await
             .map_err(|e| Error::store("claim", req.op, req.key, e))?;
-        match row {
-            None => Ok(Inserted::HasRecord),
-            Some(row) => row
-                .try_get("attempt")
-                .map_err(col)
-                .and_then(|attempt| u64_of(attempt, "attempt"))
-                .map(Inserted::Acquired)
-                .map_err(claim_corrupt(req)),
-        }
+        inserted(req, row)
     }
 
     /// The claim read, for a step: `Locked` when another step holds the key's step lock.
@@ -449,6 +433,20 @@ fn uncommitted_attempt(req: &ClaimRequest<'_>) -> Claim {
     Claim::Running {
         attempt: 0,
         lease_left: req.lease,
+    }
+}
+
+/// What the insert of a key without a record returned: its attempt, or no row (the key has a
+/// record; for a step, or another step holds the key).
+fn inserted(req: &ClaimRequest<'_>, row: Option<PgRow>) -> Result<Inserted, Error> {
+    match row {
+        None => Ok(Inserted::HasRecord),
+        Some(row) => row
+            .try_get("attempt")
+            .map_err(col)
+            .and_then(|attempt| u64_of(attempt, "attempt"))
+            .map(Inserted::Acquired)
+            .map_err(claim_corrupt(req)),
     }
 }
 
