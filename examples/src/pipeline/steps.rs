@@ -3,8 +3,7 @@
 
 use std::fmt;
 
-use idem_runtime::store::sqlite::{SqliteStore, Step};
-use idem_runtime::{idempotent, Call};
+use idem_runtime::{idempotent, Idem};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqlitePool;
 use sqlx::SqliteExecutor;
@@ -17,8 +16,8 @@ use super::{outbox, Input};
 pub(crate) struct Ctx {
     /// The application database.
     pub(crate) db: SqlitePool,
-    /// The same database as an idem store, for the transactional steps (idem mode only).
-    pub(crate) tx_store: Option<SqliteStore>,
+    /// An idem handle on the same database, for the transactional steps (idem mode only).
+    pub(crate) tx_idem: Option<Idem>,
     /// The model.
     pub(crate) llm: ModelClient,
     /// The batch id: part of every key, so each run of the example is a fresh key space.
@@ -153,38 +152,64 @@ pub(crate) async fn generate_draft(ctx: &Ctx, prepared: &Prepared) -> Result<Dra
 }
 
 // Saving and notifying write to the application database, which is also the idem store's: so
-// they are transactional steps. The claim, the row and the snapshot commit together, and a
-// crash at any instant leaves either nothing or everything (exactly-once, not at-least-once).
+// each runs in a transaction of ours, and `tx = tx` puts idem's claim and the recorded result in
+// that same transaction. The claim, the row and the snapshot commit together, and a crash at
+// any instant leaves either nothing or everything (exactly-once, not at-least-once). SQLite:
+// `BEGIN IMMEDIATE` takes the write lock up front, so the claim never has to upgrade to it.
 
-/// The application database as an idem store, for transactional steps.
-fn tx_store(ctx: &Ctx) -> Result<&SqliteStore, StepError> {
-    ctx.tx_store
+/// An idem handle on the application database, for transactional steps.
+fn tx_idem(ctx: &Ctx) -> Result<&Idem, StepError> {
+    ctx.tx_idem
         .as_ref()
         .ok_or_else(|| StepError("no transactional store in plain mode".into()))
 }
 
+fn db_error(e: sqlx::Error) -> StepError {
+    StepError(format!("database: {e}"))
+}
+
 /// Step 3, once per input: a retry gets back the row id saved the first time.
 pub(crate) async fn save_draft(ctx: &Ctx, draft: &Draft) -> Result<i64, StepError> {
-    let call = Call::new("ai_pipeline::save_draft").key(&(ctx.batch.as_str(), draft.id.as_str()));
-    match tx_store(ctx)?.begin_step(call, &ctx.worker).await? {
-        Step::Replayed(row) => Ok(row),
-        Step::Claimed(mut tx) => {
-            let row = save_body(tx.conn(), ctx, draft).await?;
-            tx.commit(&row).await?;
-            Ok(row)
-        }
-    }
+    let mut tx = ctx
+        .db
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(db_error)?;
+    let row = save_draft_step(tx_idem(ctx)?, &ctx.batch, draft, ctx, &mut tx).await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(row)
+}
+
+#[idempotent(key = (batch, draft.id), name = "ai_pipeline::save_draft", tx = tx, store = idem)]
+async fn save_draft_step(
+    idem: &Idem,
+    batch: &str,
+    draft: &Draft,
+    ctx: &Ctx,
+    tx: &mut sqlx::SqliteTransaction<'_>,
+) -> Result<i64, StepError> {
+    save_body(&mut **tx, ctx, draft).await
 }
 
 /// Step 4, once per input: a retry gets back the event id queued the first time.
 pub(crate) async fn notify(ctx: &Ctx, input_id: &str, draft_id: i64) -> Result<i64, StepError> {
-    let call = Call::new("ai_pipeline::notify").key(&(ctx.batch.as_str(), input_id));
-    match tx_store(ctx)?.begin_step(call, &ctx.worker).await? {
-        Step::Replayed(id) => Ok(id),
-        Step::Claimed(mut tx) => {
-            let id = notify_body(tx.conn(), input_id, draft_id).await?;
-            tx.commit(&id).await?;
-            Ok(id)
-        }
-    }
+    let mut tx = ctx
+        .db
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(db_error)?;
+    let id = notify_step(tx_idem(ctx)?, &ctx.batch, input_id, draft_id, &mut tx).await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(id)
+}
+
+#[idempotent(key = (batch, input_id), name = "ai_pipeline::notify", tx = tx, store = idem)]
+async fn notify_step(
+    idem: &Idem,
+    batch: &str,
+    input_id: &str,
+    draft_id: i64,
+    tx: &mut sqlx::SqliteTransaction<'_>,
+) -> Result<i64, StepError> {
+    notify_body(&mut **tx, input_id, draft_id).await
 }

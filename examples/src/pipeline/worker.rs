@@ -33,7 +33,14 @@ pub(crate) async fn run(args: &Args, mode: Mode) -> Result<()> {
             .worker(worker.clone())
             .build()
             .set_default();
-        Some(SqliteStore::from_pool(db.clone()).await?)
+        // The transactional steps' store: idem's tables in the application's database, so a
+        // step's claim, rows and snapshot commit in one of the application's transactions.
+        let tx_store = SqliteStore::from_pool(db.clone()).await?;
+        Some(
+            Idem::builder(Arc::new(tx_store))
+                .worker(worker.clone())
+                .build(),
+        )
     } else {
         None
     };
@@ -42,7 +49,7 @@ pub(crate) async fn run(args: &Args, mode: Mode) -> Result<()> {
         .with_crash_point(crash.clone());
     let ctx = Arc::new(Ctx {
         db,
-        tx_store,
+        tx_idem: tx_store,
         llm,
         batch: args.batch.clone().context("--batch")?,
         worker,
