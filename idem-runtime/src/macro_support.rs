@@ -635,7 +635,10 @@ where
 /// Runs a claimed step's body with [`crate::current`] telling it its call.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub async fn step_body<T, F: Future>(claim: &crate::step::StepClaim<T>, body: F) -> F::Output {
-    crate::context::with_current(claim.info(), body).await
+    use tracing::Instrument;
+    crate::context::with_current(claim.info(), body)
+        .instrument(claim.span.clone())
+        .await
 }
 
 /// Records the body's result of a claimed step on the caller's transaction.

@@ -52,6 +52,8 @@ pub struct StepClaim<T> {
     call: KeyedCall,
     attempt: u64,
     handle: Arc<Handle>,
+    /// The step's `idem.step` span: its body and completion run in it too.
+    pub(crate) span: tracing::Span,
     value: PhantomData<fn(&T)>,
 }
 
@@ -82,6 +84,30 @@ pub(crate) async fn begin<C, T, E, P>(
     conn: &mut C,
     conn_of: ConnOf<C>,
     errors: &Errors<E, P>,
+) -> Result<Begun<T, E>, E>
+where
+    C: ?Sized,
+    T: DeserializeOwned,
+    P: ErrorPolicy<E>,
+{
+    let span = tracing::info_span!(
+        "idem.step",
+        op = %call.op,
+        key = %call.key.short(),
+        attempt = tracing::field::Empty,
+    );
+    claim_step(handle, call, conn, conn_of, errors, span.clone())
+        .instrument(span)
+        .await
+}
+
+async fn claim_step<C, T, E, P>(
+    handle: &Arc<Handle>,
+    call: KeyedCall,
+    conn: &mut C,
+    conn_of: ConnOf<C>,
+    errors: &Errors<E, P>,
+    span: tracing::Span,
 ) -> Result<Begun<T, E>, E>
 where
     C: ?Sized,
@@ -141,10 +167,12 @@ where
                     CallOutcome::Executed
                 };
                 outcome(&call.op, how);
+                span.record("attempt", attempt);
                 return Ok(Begun::Claimed(StepClaim {
                     call,
                     attempt,
                     handle: handle.clone(),
+                    span,
                     value: PhantomData,
                 }));
             }
@@ -336,26 +364,14 @@ where
     P: ErrorPolicy<E>,
     F: for<'c> FnOnce(&'c mut C) -> futures_util::future::BoxFuture<'c, Result<T, E>>,
 {
-    let span = tracing::info_span!(
-        "idem.step",
-        op = %call.op,
-        key = %call.key.short(),
-        attempt = tracing::field::Empty,
-    );
-    let claim = match begin(handle, call, conn, conn_of, &errors)
-        .instrument(span.clone())
-        .await?
-    {
+    let claim = match begin(handle, call, conn, conn_of, &errors).await? {
         Begun::Replayed(replayed) => return replayed,
         Begun::Claimed(claim) => claim,
     };
-    span.record("attempt", claim.attempt);
     let result = crate::context::with_current(claim.info(), body(conn))
-        .instrument(span.clone())
+        .instrument(claim.span.clone())
         .await;
-    finish(claim, conn_of(conn), &errors, result)
-        .instrument(span)
-        .await
+    finish(claim, conn_of(conn), &errors, result).await
 }
 
 /// Records a claimed step's result on the caller's connection: the value, a recorded error
@@ -372,24 +388,30 @@ where
     E: std::fmt::Display,
     P: ErrorPolicy<E>,
 {
-    let recorded = match &result {
-        Ok(value) => claim.complete_on(conn, value).await,
-        Err(err) => {
-            let limit = claim.handle.max_snapshot_bytes;
-            match crate::execute::error_snapshot(err, &claim.call, limit, &errors.policy) {
-                Some(bytes) => claim.complete_with_error(conn, &bytes).await,
-                // A failed body's caller normally rolls back, which undoes the claim; a failure
-                // that cannot be written (PostgreSQL: the body's own SQL error aborted the
-                // transaction) changes nothing then.
-                None => {
-                    let _ = claim.fail_on(conn, &err.to_string()).await;
-                    return result;
+    let span = claim.span.clone();
+    // `None`: a failure was recorded as well as it could be; the body's error stands.
+    let recorded = async {
+        match &result {
+            Ok(value) => Some(claim.complete_on(conn, value).await),
+            Err(err) => {
+                let limit = claim.handle.max_snapshot_bytes;
+                match crate::execute::error_snapshot(err, &claim.call, limit, &errors.policy) {
+                    Some(bytes) => Some(claim.complete_with_error(conn, &bytes).await),
+                    // A failed body's caller normally rolls back, which undoes the claim; a
+                    // failure that cannot be written (PostgreSQL: the body's own SQL error
+                    // aborted the transaction) changes nothing then.
+                    None => {
+                        let _ = claim.fail_on(conn, &err.to_string()).await;
+                        None
+                    }
                 }
             }
         }
-    };
+    }
+    .instrument(span)
+    .await;
     match recorded {
-        Ok(()) => result,
-        Err(e) => Err((errors.from_idem)(e)),
+        Some(Err(e)) => Err((errors.from_idem)(e)),
+        Some(Ok(())) | None => result,
     }
 }
