@@ -81,15 +81,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    if let Some(entry) = handle.cache.as_ref().and_then(|c| c.get(&call.key)) {
-        if fingerprints_differ(
-            entry.snapshot.fingerprint.as_ref(),
-            call.fingerprint.as_ref(),
-        ) {
-            return Err((errors.from_idem)(key_reuse(&call)));
-        }
-        tracing::Span::current().record("outcome", "replayed");
-        crate::metrics::cache_replay(&call.op);
+    if let Some(entry) = cached(handle, &call, Cached::Any).map_err(errors.from_idem)? {
         return decode(&call, &entry.snapshot, &errors.policy, errors.from_idem);
     }
 
@@ -169,6 +161,46 @@ where
             }
         }
     }
+}
+
+/// Which cached outcomes a call can replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cached {
+    /// Whatever is cached for the key (an ordinary call).
+    Any,
+    /// A recorded value only (a step).
+    Value,
+    /// A recorded stream only, with its chunks.
+    Stream,
+}
+
+/// The process cache's outcome of `call`, if it holds one of the kind `want`: checked against
+/// the call's fingerprint (a mismatch is [`Error::KeyReuse`]) and counted as a cache replay.
+pub(crate) fn cached(
+    handle: &Handle,
+    call: &KeyedCall,
+    want: Cached,
+) -> Result<Option<Arc<crate::cache::Entry>>, Error> {
+    let Some(entry) = handle.cache.as_ref().and_then(|c| c.get(&call.key)) else {
+        return Ok(None);
+    };
+    let fits = match want {
+        Cached::Any => true,
+        Cached::Value => entry.chunks.is_none(),
+        Cached::Stream => entry.chunks.is_some(),
+    };
+    if !fits {
+        return Ok(None);
+    }
+    if fingerprints_differ(
+        entry.snapshot.fingerprint.as_ref(),
+        call.fingerprint.as_ref(),
+    ) {
+        return Err(key_reuse(call));
+    }
+    tracing::Span::current().record("outcome", "replayed");
+    crate::metrics::cache_replay(&call.op);
+    Ok(Some(entry))
 }
 
 /// One claim, timed for the metrics.

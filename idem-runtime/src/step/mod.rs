@@ -21,12 +21,12 @@ use self::connection::Conn;
 pub use self::connection::StepConnection;
 use crate::call::KeyedCall;
 use crate::error::Error;
-use crate::execute::{outcome, snapshot_of, Errors};
+use crate::execute::{cached, outcome, snapshot_of, Cached, Errors};
 use crate::handle::Handle;
 use crate::key::Key;
 use crate::metrics::CallOutcome;
 use crate::record::SnapshotKind;
-use crate::replay::{decode, fingerprints_differ, key_reuse, ErrorPolicy};
+use crate::replay::{decode, key_reuse, ErrorPolicy};
 use crate::store::step::still_owned;
 use crate::store::{AttemptRef, Claim, ClaimRequest, Fence, Outcome, SqlStore};
 use crate::wait::{Patience, POLL_CAP};
@@ -114,18 +114,9 @@ where
     T: DeserializeOwned,
     P: ErrorPolicy<E>,
 {
-    if let Some(entry) = handle.cache.as_ref().and_then(|c| c.get(&call.key)) {
-        if entry.chunks.is_none() {
-            if fingerprints_differ(
-                entry.snapshot.fingerprint.as_ref(),
-                call.fingerprint.as_ref(),
-            ) {
-                return Err((errors.from_idem)(key_reuse(&call)));
-            }
-            crate::metrics::cache_replay(&call.op);
-            let replayed = decode(&call, &entry.snapshot, &errors.policy, errors.from_idem);
-            return Ok(Begun::Replayed(replayed));
-        }
+    if let Some(entry) = cached(handle, &call, Cached::Value).map_err(errors.from_idem)? {
+        let replayed = decode(&call, &entry.snapshot, &errors.policy, errors.from_idem);
+        return Ok(Begun::Replayed(replayed));
     }
     let mut patience = Patience::new(POLL_CAP);
     loop {

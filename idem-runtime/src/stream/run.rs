@@ -14,10 +14,10 @@ use tracing::Instrument;
 use super::{follow, owner, Streamed};
 use crate::call::{KeyedCall, OnConflict};
 use crate::error::Error;
-use crate::execute::{claim, outcome, Errors};
+use crate::execute::{cached, claim, outcome, Cached, Errors};
 use crate::handle::Handle;
 use crate::metrics::CallOutcome;
-use crate::replay::{fingerprints_differ, key_reuse, ErrorPolicy};
+use crate::replay::{key_reuse, ErrorPolicy};
 use crate::store::{Claim, ClaimRequest};
 use crate::wait::{Patience, POLL_CAP};
 
@@ -59,26 +59,9 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Streamed<C, E>, E>>,
 {
-    if let Some(entry) = handle.cache.as_ref().and_then(|c| c.get(&call.key)) {
-        if let Some(chunks) = &entry.chunks {
-            if fingerprints_differ(
-                entry.snapshot.fingerprint.as_ref(),
-                call.fingerprint.as_ref(),
-            ) {
-                return Err((errors.from_idem)(key_reuse(&call)));
-            }
-            tracing::Span::current().record("outcome", "replayed");
-            crate::metrics::cache_replay(&call.op);
-            let (snapshot, chunks) = (entry.snapshot.clone(), chunks.clone());
-            return Ok(follow::recorded(
-                handle,
-                call,
-                snapshot,
-                Some(chunks),
-                errors,
-                0,
-            ));
-        }
+    if let Some(entry) = cached(handle, &call, Cached::Stream).map_err(errors.from_idem)? {
+        let (snapshot, chunks) = (entry.snapshot.clone(), entry.chunks.clone());
+        return Ok(follow::recorded(handle, call, snapshot, chunks, errors, 0));
     }
     let request = ClaimRequest::of(&call, &handle.worker);
     // A change pushed after this point may postdate what the claim reads: see `cache.rs`.
