@@ -26,6 +26,7 @@ fn plain_request<'a>(op: &'a str, key: &'a idem_runtime::Key, worker: &'a str) -
         lease: Duration::from_secs(30),
         ttl: Duration::from_secs(3600),
         worker,
+        parent: None,
     }
 }
 
@@ -152,6 +153,7 @@ async fn notify_wakes_waiters_at_once() {
     // As the runtime does: the waiter is told `running` (which asks the completion to notify)...
     let dup = ClaimRequest {
         worker: "waiter",
+        parent: None,
         ..req
     };
     assert!(matches!(
@@ -223,6 +225,7 @@ async fn appended_chunks_wake_followers_at_once() {
     }
     let dup = ClaimRequest {
         worker: "follower",
+        parent: None,
         ..req
     };
     assert!(matches!(
@@ -460,6 +463,7 @@ async fn both_claim_statements_decide_alike() {
                 lease,
                 ttl: Duration::from_secs(3600),
                 worker: "w",
+                parent: None,
             };
             store.claim(&req).await.unwrap()
         }
@@ -534,6 +538,7 @@ async fn both_claim_statements_decide_alike() {
             lease,
             ttl: Duration::from_secs(3600),
             worker: "w",
+            parent: None,
         };
         sqlx::query(&format!(
             "UPDATE {} SET fingerprint = $2 WHERE key = $1",

@@ -120,6 +120,7 @@ async fn populate(url: &str) -> Fixture {
                 lease,
                 ttl: Duration::from_secs(3600),
                 worker: "crashed-worker/42",
+                parent: None,
             })
             .await
             .unwrap();
@@ -262,6 +263,7 @@ async fn exercise(url: &str) {
             lease: Duration::from_secs(600),
             ttl: Duration::from_secs(3600),
             worker: "busy-worker/7",
+            parent: None,
         })
         .await
         .unwrap();

@@ -24,7 +24,7 @@ use crate::handle::Handle;
 use crate::lease::{run_under_lease, Heartbeat, LeaseSignal, Ran};
 use crate::metrics::{CallOutcome, Unrecorded};
 use crate::record::{now_millis, Snapshot, SnapshotKind, Status};
-use crate::replay::{decode, fingerprints_differ, key_reuse, ErrorPolicy};
+use crate::replay::{decode, fingerprints_differ, key_reuse, key_reuse_read, ErrorPolicy};
 use crate::store::{millis, Claim, ClaimRequest, Fence};
 use crate::wait::{Patience, NOTIFIED_POLL_CAP, POLL_CAP};
 use crate::waiters::Waiting;
@@ -39,7 +39,7 @@ pub struct Errors<E, P> {
 
 pub(crate) async fn run<T, E, P, F, Fut>(
     handle: &Arc<Handle>,
-    call: KeyedCall,
+    call: crate::call::Call,
     errors: Errors<E, P>,
     body: F,
 ) -> Result<T, E>
@@ -50,6 +50,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    let call = call.keyed().map_err(errors.from_idem)?;
     let span = tracing::info_span!(
         "idem.call",
         op = %call.op,
@@ -120,7 +121,8 @@ where
             }
             Claim::KeyReuse => {
                 outcome(&call.op, CallOutcome::KeyReuse);
-                return Err((errors.from_idem)(key_reuse(&call)));
+                let error = key_reuse_read(&*handle.store, &call).await;
+                return Err((errors.from_idem)(error));
             }
             Claim::Running {
                 attempt,
@@ -237,12 +239,13 @@ where
         ttl,
     );
     let signal = LeaseSignal::default();
-    let info = CallInfo {
-        op: call.op.clone(),
-        key: call.key,
+    let info = CallInfo::new(
+        call.op.clone(),
+        call.key,
         attempt,
-        lease: signal.clone(),
-    };
+        call.parent,
+        signal.clone(),
+    );
     let heartbeat = call.options.heartbeat.then(|| Heartbeat {
         store: handle.store.clone(),
         op: call.op.clone(),

@@ -134,6 +134,8 @@ pub struct Record {
     pub updated_at: Millis,
     /// When a completed or failed record stops counting.
     pub expires_at: Option<Millis>,
+    /// The call whose body made this record's first call, and its position there.
+    pub parent: Option<crate::store::ParentLink>,
 }
 
 /// How an attempt ended.

@@ -45,6 +45,7 @@ async fn claim(store: &dyn Store, op: &str, key: &Key, lease: Duration, ttl: Dur
         lease,
         ttl,
         worker: "streamer",
+        parent: None,
     };
     match store.claim(&req).await.unwrap() {
         Claim::Acquired { attempt, .. } => attempt,

@@ -118,6 +118,9 @@ impl Store for Wrapped {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
         self.inner.list(filter).await
     }
+    async fn children(&self, parent: &Key) -> Result<Vec<Record>, Error> {
+        self.inner.children(parent).await
+    }
     async fn counts(&self, op: Option<&str>) -> Result<Vec<OpCounts>, Error> {
         self.inner.counts(op).await
     }

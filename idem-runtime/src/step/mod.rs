@@ -26,7 +26,7 @@ use crate::handle::Handle;
 use crate::key::Key;
 use crate::metrics::CallOutcome;
 use crate::record::SnapshotKind;
-use crate::replay::{decode, key_reuse, ErrorPolicy};
+use crate::replay::{decode, ErrorPolicy};
 use crate::store::step::still_owned;
 use crate::store::{AttemptRef, Claim, ClaimRequest, Fence, Outcome, SqlStore};
 use crate::wait::{Patience, POLL_CAP};
@@ -80,7 +80,7 @@ pub(crate) enum Begun<T, E> {
 /// attempt; waits for a running one as its options say.
 pub(crate) async fn begin<C, T, E, P>(
     handle: &Arc<Handle>,
-    call: KeyedCall,
+    call: crate::call::Call,
     conn: &mut C,
     conn_of: ConnOf<C>,
     errors: &Errors<E, P>,
@@ -90,6 +90,7 @@ where
     T: DeserializeOwned,
     P: ErrorPolicy<E>,
 {
+    let call = call.keyed().map_err(errors.from_idem)?;
     let span = tracing::info_span!(
         "idem.step",
         op = %call.op,
@@ -139,7 +140,8 @@ where
             }
             Claim::KeyReuse => {
                 outcome(&call.op, CallOutcome::KeyReuse);
-                return Err((errors.from_idem)(key_reuse(&call)));
+                let error = crate::replay::key_reuse_read(&*handle.store, &call).await;
+                return Err((errors.from_idem)(error));
             }
             Claim::Running {
                 attempt,
@@ -228,12 +230,13 @@ impl<T> StepClaim<T> {
 
     /// What a body running this attempt sees through [`crate::current`].
     pub(crate) fn info(&self) -> crate::CallInfo {
-        crate::CallInfo {
-            op: self.call.op.clone(),
-            key: self.call.key,
-            attempt: self.attempt,
-            lease: crate::lease::LeaseSignal::default(),
-        }
+        crate::CallInfo::new(
+            self.call.op.clone(),
+            self.call.key,
+            self.attempt,
+            self.call.parent,
+            crate::lease::LeaseSignal::default(),
+        )
     }
 
     /// Records `value` as the step's snapshot, in the caller's transaction: it commits with the
@@ -342,7 +345,7 @@ async fn complete(
 /// connection, then its outcome recorded there. Replays return without running the body.
 pub(crate) async fn run<C, T, E, P, F>(
     handle: &Arc<Handle>,
-    call: KeyedCall,
+    call: crate::call::Call,
     conn: &mut C,
     conn_of: ConnOf<C>,
     errors: Errors<E, P>,

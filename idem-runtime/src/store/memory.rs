@@ -131,6 +131,7 @@ fn without_snapshot(r: &Record) -> Record {
         created_at: r.created_at,
         updated_at: r.updated_at,
         expires_at: r.expires_at,
+        parent: r.parent,
     }
 }
 
@@ -177,6 +178,7 @@ impl Store for MemoryStore {
                         created_at: now,
                         updated_at: now,
                         expires_at: None,
+                        parent: req.parent,
                     },
                     attempts: vec![log(attempt)],
                     chunks: Vec::new(),
@@ -342,6 +344,19 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
+    async fn children(&self, parent: &Key) -> Result<Vec<Record>, Error> {
+        let state = self.state.lock();
+        let mut out: Vec<Record> = state
+            .entries
+            .values()
+            .map(|e| &e.record)
+            .filter(|r| r.parent.is_some_and(|p| p.key == *parent))
+            .map(without_snapshot)
+            .collect();
+        out.sort_by_key(|r| (r.parent.map(|p| p.position), r.created_at, r.key));
+        Ok(out)
+    }
+
     async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
         let now = now_millis();
         let removed = {
@@ -491,6 +506,7 @@ mod tests {
             lease: Duration::from_secs(30),
             ttl,
             worker: "w",
+            parent: None,
         }
     }
 

@@ -51,6 +51,20 @@ pub struct ClaimRequest<'a> {
     pub ttl: Duration,
     /// Who is asking (for the attempts log).
     pub worker: &'a str,
+    /// The call whose body makes this one, and this call's position in it. A store records it
+    /// when it creates the key's record (a record keeps the link it was created with), so
+    /// [`Store::children`] can list a run's steps.
+    pub parent: Option<ParentLink>,
+}
+
+/// Where a call was made: the key of the call whose body made it, and its position among that
+/// body's steps (from 0, in the order they started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ParentLink {
+    /// The parent call's key.
+    pub key: Key,
+    /// The position among the parent's steps, from 0.
+    pub position: u32,
 }
 
 impl<'a> ClaimRequest<'a> {
@@ -63,6 +77,7 @@ impl<'a> ClaimRequest<'a> {
             lease: call.options.lease,
             ttl: call.options.ttl,
             worker,
+            parent: call.parent,
         }
     }
 }
@@ -330,6 +345,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Reads a record.
     async fn get(&self, key: &Key) -> Result<Option<Record>, Error>;
+
+    /// The records made by `parent`'s body (see [`ClaimRequest::parent`]), in the order of their
+    /// positions (a position called twice, by two runs of the body, lists every record made
+    /// there), **without their snapshots**, as [`Store::list`] returns them.
+    async fn children(&self, parent: &Key) -> Result<Vec<Record>, Error>;
 
     /// Reads a key's attempts log, oldest first.
     async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error>;

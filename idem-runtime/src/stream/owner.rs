@@ -48,12 +48,13 @@ where
         call.options.ttl,
     );
     let signal = LeaseSignal::default();
-    let info = CallInfo {
-        op: call.op.clone(),
-        key: call.key,
+    let info = CallInfo::new(
+        call.op.clone(),
+        call.key,
         attempt,
-        lease: signal.clone(),
-    };
+        call.parent,
+        signal.clone(),
+    );
     let heartbeat = || {
         call.options.heartbeat.then(|| Heartbeat {
             store: handle.store.clone(),

@@ -76,7 +76,7 @@ use self::conn::Connections;
 use self::listen::Notifier;
 use self::locks::{lock_timed_out, step_lock_id, Blocked, LockRetry, STEP_HELD};
 use self::rows::{
-    attempt_i64, claim_corrupt, claim_query, col, corrupt, decide, ClaimRead, Inserted,
+    attempt_i64, bind_parent, claim_corrupt, claim_query, col, corrupt, decide, ClaimRead, Inserted,
 };
 use self::schema::Names;
 pub use self::schema::FORMAT_VERSION;
@@ -196,7 +196,7 @@ impl PostgresStore {
         exec: impl PgExecutor<'e>,
         req: &ClaimRequest<'_>,
     ) -> Result<Inserted, Error> {
-        let row = match claim_query(&self.inner.sql.claim_new, req)
+        let row = match bind_parent(claim_query(&self.inner.sql.claim_new, req), req)
             .fetch_optional(exec)
             .await
         {
@@ -213,8 +213,8 @@ impl PostgresStore {
         conn: &mut sqlx::PgConnection,
         req: &ClaimRequest<'_>,
     ) -> Result<Inserted, Error> {
-        let row = claim_query(&self.inner.sql.claim_new_step, req)
-            .bind(step_lock_id(req.key))
+        let query = claim_query(&self.inner.sql.claim_new_step, req).bind(step_lock_id(req.key));
+        let row = bind_parent(query, req)
             .fetch_optional(conn)
             .await
             .map_err(|e| Error::store("claim", req.op, req.key, e))?;
@@ -602,6 +602,20 @@ impl Store for PostgresStore {
             .map(record_of)
             .collect::<Result<_, String>>()
             .map_err(corrupt(&NO_KEY))
+    }
+
+    async fn children(&self, parent: &Key) -> Result<Vec<Record>, Error> {
+        let mut held = self.held("children", "", parent).await?;
+        let rows = sqlx::query(&self.inner.sql.children)
+            .bind(&parent.0[..])
+            .fetch_all(held.conn())
+            .await
+            .map_err(|e| Error::store("children", "", parent, e))?;
+        held.done();
+        rows.iter()
+            .map(record_of)
+            .collect::<Result<_, String>>()
+            .map_err(corrupt(parent))
     }
 
     async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {

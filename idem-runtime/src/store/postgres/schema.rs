@@ -61,6 +61,11 @@
 //!   their own. A claim that replaces an attempt deletes nothing (an upsert); the new attempt's
 //!   first append drops the earlier attempts' chunks.
 //! - `idem_schema`: the applied format versions (`version`, `applied_at`).
+//! - `idem_records.parent`, `idem_records.position` (since version 7): the key of the call
+//!   whose body made the record's first call, and its position among that body's steps (from
+//!   0), or NULL; set by the insert that creates the record and never changed. The partial
+//!   index `idem_records_parent (parent, position) WHERE parent IS NOT NULL` lists a run's
+//!   steps.
 //! - `<prefix>acquire(key, op, fingerprint, lease_ms, worker, ttl_ms) -> bigint[]`: the write
 //!   half of a claim of a key whose record is not live (an upsert that takes a new attempt;
 //!   `{attempt, taken-over attempt or 0}`, or NULL when a concurrent claimer won). The claim
@@ -103,7 +108,7 @@ use sqlx::{Connection, PgConnection};
 use crate::error::Error;
 
 /// The newest format version this build writes.
-pub const FORMAT_VERSION: i32 = 6;
+pub const FORMAT_VERSION: i32 = 7;
 
 /// The format versions, in order. `{records}`, `{attempts}`, `{meta}`, `{chunks}` are replaced
 /// by the quoted, schema-qualified table names, `{prefix}` by the (validated) table prefix.
@@ -351,6 +356,17 @@ END
 $idem$;
 CREATE TRIGGER "{prefix}chunks_gone" AFTER DELETE ON {records}
     FOR EACH ROW EXECUTE FUNCTION "{schema}"."{prefix}forget_chunks"();
+"#,
+    ),
+    (
+        7,
+        r#"
+-- Steps inside steps: the call whose body made a record's first call, and its position among
+-- that body's steps. Set by the insert that creates the record, never changed, so no update
+-- touches them and completions stay HOT. Nullable without a default: no table rewrite.
+ALTER TABLE {records} ADD COLUMN parent bytea, ADD COLUMN position bigint;
+-- A run's steps, in order, without a scan. Partial: a top-level call adds no index entry.
+CREATE INDEX "{prefix}records_parent" ON {records} (parent, position) WHERE parent IS NOT NULL;
 "#,
     ),
 ];

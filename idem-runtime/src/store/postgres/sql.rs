@@ -22,7 +22,7 @@ fn ms(expr: &str) -> String {
 pub(super) fn record_columns() -> String {
     format!(
         "key, op, status, attempt, fingerprint, snapshot, snapshot_kind, error, {} AS lease_until, \
-         worker, {} AS created_at, {} AS updated_at, {} AS expires_at",
+         worker, {} AS created_at, {} AS updated_at, {} AS expires_at, parent, position",
         ms("lease_until"),
         ms("created_at"),
         ms("updated_at"),
@@ -53,6 +53,7 @@ pub(super) struct Sql {
     pub(super) get: String,
     pub(super) attempts: String,
     pub(super) list: String,
+    pub(super) children: String,
     pub(super) counts: String,
     pub(super) append_chunks: String,
     pub(super) read_chunks: String,
@@ -133,23 +134,30 @@ impl Sql {
         // that cost a large share of a claimed and completed key's server instructions
         // (docs/performance.md), and without an error or a retry.
         // The new record's columns and values.
+        // `$p`, `$p + 1`: the parent's key and the position (`claim_new` binds them after the
+        // six claim parameters, `claim_new_step` after the step lock too).
         let new_columns = "(key, op, status, attempt, fingerprint, lease_until, worker, created_at,
-                  updated_at, attempt_started_at, attempt_outcome, expires_at)";
-        let new_values = format!(
-            "$1, $2, 'running', {floor_now} + 1,
+                  updated_at, attempt_started_at, attempt_outcome, expires_at, parent, position)";
+        let new_values = |p: u8| {
+            format!(
+                "$1, $2, 'running', {floor_now} + 1,
                      $3, {NOW} + $4::float8 * interval '1 millisecond', $5, {NOW}, {NOW},
                      {NOW}, 'running',
                      {NOW} + ($6::float8 + least($4::float8, $6::float8 / 100))
-                             * interval '1 millisecond'"
-        );
+                             * interval '1 millisecond',
+                     ${p}::bytea, ${}::int8",
+                p + 1
+            )
+        };
         let new_attempt = format!(
             "CASE WHEN attempt > {floor_now} THEN attempt ELSE {renumber}($1) END AS attempt"
         );
         let claim_new = format!(
             "INSERT INTO {records} {new_columns}
-             VALUES ({new_values})
+             VALUES ({})
              ON CONFLICT (key) DO NOTHING
-             RETURNING {new_attempt}"
+             RETURNING {new_attempt}",
+            new_values(7)
         );
         // $7 the key's step lock (see `locks.rs`). The same two statements for a step, each
         // taking the key's advisory lock first, without waiting, in the same statement (so a
@@ -171,9 +179,10 @@ impl Sql {
         );
         let claim_new_step = format!(
             "INSERT INTO {records} {new_columns}
-             SELECT {new_values} FROM {step_lock} WHERE l.taken
+             SELECT {} FROM {step_lock} WHERE l.taken
              ON CONFLICT (key) DO NOTHING
-             RETURNING {new_attempt}"
+             RETURNING {new_attempt}",
+            new_values(8)
         );
         Self {
             claim,
@@ -304,6 +313,11 @@ impl Sql {
                  WHERE ($1::text IS NULL OR op = $1) AND ($2::text IS NULL OR status = $2)
                    AND ($3::int8 IS NULL OR updated_at < to_timestamp($3::float8 / 1000))
                  ORDER BY updated_at DESC, key LIMIT $4",
+                listed_columns()
+            ),
+            // $1 parent key. A run's steps, in order, from the partial parent index.
+            children: format!(
+                "SELECT {} FROM {records} WHERE parent = $1 ORDER BY position, created_at, key",
                 listed_columns()
             ),
             // $1 op. Counted by the server, by its clock; no snapshot is read.

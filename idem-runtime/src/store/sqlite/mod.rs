@@ -127,6 +127,8 @@ pub(crate) async fn claim_on<'e>(
         .bind(req.fingerprint.map(|f| &f.0[..]))
         .bind(millis(req.lease))
         .bind(req.worker)
+        .bind(req.parent.as_ref().map(|p| &p.key.0[..]))
+        .bind(req.parent.map(|p| i64::from(p.position)))
         .fetch_all(exec)
         .await
         .map_err(|e| Error::store("claim", req.op, req.key, e))?;
@@ -294,6 +296,25 @@ impl Store for SqliteStore {
             .map_err(|reason| Error::Corrupt {
                 op: String::new(),
                 key: *key,
+                reason,
+            })
+    }
+
+    async fn children(&self, parent: &Key) -> Result<Vec<Record>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LISTED_COLUMNS} FROM idem_records
+             WHERE parent = ?1 ORDER BY position, created_at, key"
+        ))
+        .bind(&parent.0[..])
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::store("children", "", parent, e))?;
+        rows.iter()
+            .map(record_of)
+            .collect::<Result<_, String>>()
+            .map_err(|reason| Error::Corrupt {
+                op: String::new(),
+                key: *parent,
                 reason,
             })
     }

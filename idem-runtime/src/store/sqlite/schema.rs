@@ -21,6 +21,12 @@
 //!   by other means: a claim of a key with a record is an upsert (`ON CONFLICT DO UPDATE`, which
 //!   deletes nothing), and the chunks of the attempts it replaces are dropped by the new
 //!   attempt's first append.
+//!
+//! Format version 3 adds the link of a step to its parent:
+//! - `idem_records.parent` (the 32 key bytes of the call whose body made the record's first
+//!   call, or NULL) and `idem_records.position` (its position among that body's steps, from
+//!   0), written by the claim that creates the record and never changed; the partial index
+//!   `idem_records_parent` lists a run's steps in order.
 
 use sqlx::{Connection, SqliteConnection};
 
@@ -113,10 +119,21 @@ CREATE TRIGGER idem_chunks_forget AFTER DELETE ON idem_records BEGIN
 END;
 ",
     ),
+    (
+        3,
+        r"
+-- Steps inside steps: the call whose body made a record's first call, and its position among
+-- that body's steps. Set when the record is created, never changed.
+ALTER TABLE idem_records ADD COLUMN parent BLOB CHECK (parent IS NULL OR length(parent) = 32);
+ALTER TABLE idem_records ADD COLUMN position INTEGER;
+-- A run's steps, in order, without a scan. Partial: a top-level call adds no index entry.
+CREATE INDEX idem_records_parent ON idem_records (parent, position) WHERE parent IS NOT NULL;
+",
+    ),
 ];
 
 /// The newest format version this build writes.
-pub const FORMAT_VERSION: i64 = 2;
+pub const FORMAT_VERSION: i64 = 3;
 
 /// The format version of the database's idem tables, or `None` when it has none. Reads only.
 pub(super) async fn check(conn: &mut SqliteConnection) -> Result<Option<i64>, sqlx::Error> {

@@ -29,7 +29,8 @@ pub(super) fn sql() -> &'static Sql {
              FROM idem_records WHERE key = ?1"
         );
         Sql {
-        // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker. One round trip, two statements:
+        // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker, ?6 parent key, ?7 position.
+        // One round trip, two statements:
         // the SELECT reads the row as it was; the INSERT claims the key only if no live row
         // exists, and returns a row only when this caller acquired it. Sent only after `read`
         // found no live row: any INSERT, even one its `WHERE NOT EXISTS` stops, takes the write
@@ -38,9 +39,10 @@ pub(super) fn sql() -> &'static Sql {
         claim: format!(
             "{READ};
              INSERT INTO idem_records (key, op, status, attempt, fingerprint, lease_until, worker,
-                                       created_at, updated_at, attempt_started_at, attempt_outcome)
+                                       created_at, updated_at, attempt_started_at, attempt_outcome,
+                                       parent, position)
              SELECT ?1, ?2, 'running', (SELECT value FROM idem_meta WHERE name = 'attempt_floor') + 1,
-                    ?3, {NOW} + ?4, ?5, {NOW}, {NOW}, {NOW}, 'running'
+                    ?3, {NOW} + ?4, ?5, {NOW}, {NOW}, {NOW}, 'running', ?6, ?7
              WHERE NOT EXISTS (SELECT 1 FROM idem_records
                                WHERE key = ?1 AND {LIVE})
              ON CONFLICT (key) DO UPDATE SET
@@ -109,12 +111,13 @@ pub(super) fn sql() -> &'static Sql {
 
 pub(super) const RECORD_COLUMNS: &str =
     "key, op, status, attempt, fingerprint, snapshot, snapshot_kind, \
-                              error, lease_until, worker, created_at, updated_at, expires_at";
+                              error, lease_until, worker, created_at, updated_at, expires_at, \
+                              parent, position";
 
 /// [`RECORD_COLUMNS`] for listings: never the snapshot, which may be megabytes.
 pub(super) const LISTED_COLUMNS: &str = "key, op, status, attempt, fingerprint, NULL AS snapshot, \
                               snapshot_kind, error, lease_until, worker, created_at, updated_at, \
-                              expires_at";
+                              expires_at, parent, position";
 
 /// The most chunks one append statement carries: three parameters each, far below SQLite's
 /// limit on bound parameters (32,766), and a bound on the statement texts kept.
