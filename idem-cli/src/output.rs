@@ -161,6 +161,8 @@ pub(crate) fn record_json(r: &Record) -> Value {
         "created_at": iso(r.created_at),
         "updated_at": iso(r.updated_at),
         "expires_at": iso_opt(r.expires_at),
+        "parent": r.parent.map(|p| p.key.to_hex()),
+        "position": r.parent.map(|p| p.position),
     })
 }
 
