@@ -327,26 +327,30 @@ async fn tree(url: &str) {
     let attempt = |fail: bool| {
         let idem = &idem;
         let tag = &tag;
-        idem.call(Call::new(format!("{tag}_pipeline")).key(&"run-1"), move || async move {
-            let draft: String = idem
-                .call(Call::new(format!("{tag}_draft")).by_position(), || async {
-                    // A step with a step of its own.
-                    let tokens: u32 = idem
-                        .call(Call::new(format!("{tag}_model_turn")).by_position(), || async {
-                            Ok::<_, Fail>(42)
-                        })
-                        .await?;
-                    Ok::<_, Fail>(format!("draft of {tokens} tokens"))
+        idem.call(
+            Call::new(format!("{tag}_pipeline")).key(&"run-1"),
+            move || async move {
+                let draft: String = idem
+                    .call(Call::new(format!("{tag}_draft")).by_position(), || async {
+                        // A step with a step of its own.
+                        let tokens: u32 = idem
+                            .call(
+                                Call::new(format!("{tag}_model_turn")).by_position(),
+                                || async { Ok::<_, Fail>(42) },
+                            )
+                            .await?;
+                        Ok::<_, Fail>(format!("draft of {tokens} tokens"))
+                    })
+                    .await?;
+                if fail {
+                    return Err(Fail("the review service was down".into()));
+                }
+                idem.call(Call::new(format!("{tag}_review")).by_position(), || async {
+                    Ok::<_, Fail>(draft.len())
                 })
-                .await?;
-            if fail {
-                return Err(Fail("the review service was down".into()));
-            }
-            idem.call(Call::new(format!("{tag}_review")).by_position(), || async {
-                Ok::<_, Fail>(draft.len())
-            })
-            .await
-        })
+                .await
+            },
+        )
     };
     assert!(attempt(true).await.is_err());
     assert_eq!(attempt(false).await.unwrap(), "draft of 42 tokens".len());
@@ -359,7 +363,10 @@ async fn tree(url: &str) {
     assert_eq!(steps.len(), 2, "{shown}");
     assert_eq!(steps[0]["op"], format!("{tag}_draft"));
     assert_eq!(steps[0]["position"], 0);
-    assert_eq!(steps[0]["attempts"], 1, "replayed in the second run, not re-run");
+    assert_eq!(
+        steps[0]["attempts"], 1,
+        "replayed in the second run, not re-run"
+    );
     assert_eq!(steps[0]["steps"][0]["op"], format!("{tag}_model_turn"));
     assert_eq!(steps[1]["op"], format!("{tag}_review"));
     assert_eq!(steps[1]["position"], 1);
@@ -368,11 +375,23 @@ async fn tree(url: &str) {
 
     let text = idem_text(url, &["show", &root.to_hex(), "--tree"]);
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].contains(&format!("{tag}_pipeline  completed")), "{text}");
+    assert!(
+        lines[0].contains(&format!("{tag}_pipeline  completed")),
+        "{text}"
+    );
     assert!(lines[0].contains("2 attempts"), "{text}");
-    assert!(lines[1].starts_with(&format!("├─ #0 {tag}_draft  completed")), "{text}");
-    assert!(lines[2].starts_with(&format!("│  └─ #0 {tag}_model_turn  completed")), "{text}");
-    assert!(lines[3].starts_with(&format!("└─ #1 {tag}_review  completed")), "{text}");
+    assert!(
+        lines[1].starts_with(&format!("├─ #0 {tag}_draft  completed")),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("│  └─ #0 {tag}_model_turn  completed")),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with(&format!("└─ #1 {tag}_review  completed")),
+        "{text}"
+    );
 }
 
 fn idem_text(url: &str, args: &[&str]) -> String {

@@ -7,6 +7,7 @@ pub mod effects;
 pub mod lifecycle;
 pub mod operator;
 pub mod pipelines;
+pub mod resume;
 pub mod stream_journal;
 pub mod streams;
 pub mod takeover;

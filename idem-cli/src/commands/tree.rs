@@ -75,7 +75,11 @@ async fn load(
 fn print_steps(steps: &[Node], indent: &str, now: Millis) -> Result<(), Failure> {
     for (i, step) in steps.iter().enumerate() {
         let last = i + 1 == steps.len();
-        let (branch, more) = if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+        let (branch, more) = if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
         say!("{indent}{branch}{}", line(step, now));
         print_steps(&step.steps, &format!("{indent}{more}"), now)?;
     }
