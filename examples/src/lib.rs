@@ -2,6 +2,7 @@
 //! idem against (sqlx, and pgbench for PostgreSQL), and the benchmark driver's workload.
 pub mod baseline;
 #[cfg(feature = "postgres")]
+pub mod nested_bench;
 pub mod pgbench;
 pub mod stream_bench;
 pub mod workload;

@@ -60,17 +60,15 @@ pub enum Error {
     /// run recorded it, and replaying the recorded snapshot would hand this step another
     /// step's result. Nothing ran.
     #[error(
-        "idem: step {position} of parent {parent} diverged: operation `{op}` (key {key}) meets a \
-         record made by {recorded}; the pipeline changed since this run recorded its steps. \
+        "idem: step {position} of parent {parent} diverged: operation `{op}` meets a record made \
+         by {recorded}; the pipeline changed since this run recorded its steps. \
          Forget the run (`idem forget {parent}` and its steps) to start it afresh, or key the \
          changed step by its arguments (`key = (...)`) instead of its position"
     )]
     Diverged {
         /// The operation called at this position now.
         op: String,
-        /// The step's key (derived from the parent and the position).
-        key: Key,
-        /// The parent call's key.
+        /// The parent call's key (the step's own is derived from it and the position).
         parent: Key,
         /// The step's position in its parent, from 0.
         position: u32,

@@ -34,6 +34,7 @@ pub(crate) struct Ledger {
 }
 
 /// Counts a replay of an outcome that cost `cost`: metrics at once, the store in a while.
+#[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) is kept without allocating
 pub(crate) fn replayed(handle: &Handle, op: &Cow<'static, str>, cost: Option<&Costs>) {
     let Some(cost) = cost.filter(|c| !c.is_empty()) else {
         return;

@@ -121,7 +121,6 @@ fn diverged(call: &KeyedCall, recorded_op: Option<String>) -> Option<Error> {
     };
     Some(Error::Diverged {
         op: call.op.to_string(),
-        key: call.key,
         parent: parent.key,
         position: parent.position,
         recorded,

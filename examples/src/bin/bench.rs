@@ -33,6 +33,9 @@ enum Mode {
     /// Streamed results: what journaling adds per chunk, replay speed, and the delay a
     /// duplicate following a live stream sees (see `--chunks`).
     Stream,
+    /// Steps inside steps: a step in a parent's body (keyed by arguments, and by position)
+    /// and a call reporting a cost, each against a top-level call, one at a time.
+    Nested,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,9 +134,9 @@ impl AnyBaseline {
     }
 }
 
-/// `--mode stream` returns before the call modes' report.
+/// `--mode stream` and `--mode nested` return before the call modes' report.
 fn unreachable_mode() -> ! {
-    fail("--mode stream", "reached the call modes' report")
+    fail("--mode stream|nested", "reached the call modes' report")
 }
 
 /// `--mode stream`: one JSON line of [`stream_bench::StreamReport`], with the store's name.
@@ -322,7 +325,7 @@ impl Side for BaselineSide {
                 let snapshot = serde_json::to_vec(&Draft::for_call(i)).unwrap_or_default();
                 self.baseline.step(&key, &snapshot).await
             }
-            Mode::Stream => unreachable_mode(),
+            Mode::Stream | Mode::Nested => unreachable_mode(),
             Mode::Hit => match self.baseline.hit(&key).await {
                 Ok(Some(bytes)) => serde_json::from_slice::<Draft>(&bytes)
                     .map(drop)
@@ -402,6 +405,28 @@ async fn main() {
     if args.mode == Mode::Stream {
         return stream_mode(&args, store).await;
     }
+    if args.mode == Mode::Nested {
+        let report = idem_examples::nested_bench::run(store, args.calls, args.rounds)
+            .await
+            .unwrap_or_else(|e| fail("nested", e));
+        println!(
+            "nested x{} ({} rounds): top-level {:.0} us, step {:.0} us ({:.3}x), by position {:.0} us ({:.3}x), with a cost {:.0} us ({:.3}x)",
+            report.calls,
+            report.rounds,
+            report.top_p50_us,
+            report.step_p50_us,
+            report.step_ratio,
+            report.position_step_p50_us,
+            report.position_step_ratio,
+            report.costed_p50_us,
+            report.costed_ratio,
+        );
+        let mut json = serde_json::to_value(&report).unwrap_or_default();
+        json["store"] = args.store.split(':').next().unwrap_or_default().into();
+        json["mode"] = "nested".into();
+        println!("{json}");
+        return;
+    }
     if args.mode == Mode::Step && steps.is_none() {
         fail(
             "--mode step",
@@ -436,7 +461,7 @@ async fn main() {
                 Mode::Miss => idem_examples::pgbench::Script::Miss,
                 Mode::Step => idem_examples::pgbench::Script::Step,
                 Mode::Hit => idem_examples::pgbench::Script::Hit,
-                Mode::Stream => unreachable_mode(),
+                Mode::Stream | Mode::Nested => unreachable_mode(),
             };
             idem_examples::pgbench::Pgbench::new(&args.store, script)
         })
@@ -459,7 +484,7 @@ async fn main() {
             Mode::Miss => "bench.miss",
             Mode::Hit => "bench.hit",
             Mode::Step => "bench.step",
-            Mode::Stream => unreachable_mode(),
+            Mode::Stream | Mode::Nested => unreachable_mode(),
         },
         run: run.clone(),
         executions: executions.clone(),
@@ -513,7 +538,7 @@ async fn main() {
         Mode::Miss => "miss",
         Mode::Hit => "hit",
         Mode::Step => "step",
-        Mode::Stream => unreachable_mode(),
+        Mode::Stream | Mode::Nested => unreachable_mode(),
     };
     let cpu = |s: &Stats| match (s.client_cpu_us, s.machine_cpu_us) {
         (Some(c), Some(m)) => format!("  cpu/call {c:>6.1} us client, {m:>6.1} us machine"),
