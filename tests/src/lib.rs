@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod conformance;
 pub mod effects;
+pub mod http_layer;
 pub mod lifecycle;
 pub mod operator;
 pub mod stream_journal;
