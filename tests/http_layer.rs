@@ -29,6 +29,7 @@ macro_rules! http_suite {
             body_limits,
             event_stream_is_recorded_and_replayed,
             duplicate_joins_a_live_event_stream,
+            client_hanging_up_does_not_cancel_the_work,
         );
     )+};
 }

@@ -638,3 +638,38 @@ pub async fn restarted_server_replays(reopen: impl AsyncFn() -> Idem) {
         "the new server did not run the handler"
     );
 }
+
+/// A client that hangs up (its timeout) while the handler runs does not cancel it: the
+/// response is recorded and its retry replays it; the handler ran once.
+pub async fn client_hanging_up_does_not_cancel_the_work(backend: &Backend) {
+    let gate = Arc::new(Semaphore::new(0));
+    let handlers = Handlers {
+        gate: Some(gate.clone()),
+        ..Handlers::default()
+    };
+    let (server, h) = start(backend, handlers, |l| l).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let lost = impatient
+        .post(format!("{}/drafts", server.url))
+        .header("idempotency-key", "hung-up")
+        .body("tides")
+        .send()
+        .await;
+    assert!(lost.unwrap_err().is_timeout());
+    assert_eq!(h.count(), 1);
+    gate.add_permits(1);
+    let mut retry = post_key(&server, "/drafts", Some("hung-up"), "tides").await;
+    for _ in 0..200 {
+        if retry.status() != 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        retry = post_key(&server, "/drafts", Some("hung-up"), "tides").await;
+    }
+    assert_eq!(retry.status(), 201);
+    assert!(replayed(&retry));
+    assert_eq!(h.count(), 1);
+}

@@ -174,6 +174,36 @@ where
             return Ok(Problem::UnreadableBody.response(&e.to_string(), &path));
         }
     };
+    // The rest runs on a task of its own: a client that hangs up (its timeout) does not cancel
+    // the work it may have paid for, which is recorded for its retry. (A streamed response
+    // still ends when its reader goes away: see the module's documentation.)
+    let run = tokio::spawn(keyed(config, inner, parts, body, key, path.clone()));
+    match run.await {
+        Ok(response) => response,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Ok(Problem::StoreUnavailable.response("the server is shutting down", &path)),
+    }
+}
+
+/// A request with a key and a body read: the call, and the response it gives.
+async fn keyed<S, ReqBody, ResBody>(
+    config: Arc<Config>,
+    inner: S,
+    parts: request::Parts,
+    body: Bytes,
+    key: String,
+    path: String,
+) -> Result<Response<ResponseBody>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Body + From<Bytes> + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
     let identity = config.identity.as_ref().and_then(|of| of(&parts));
     let digest = blake3::hash(&body);
     let target = parts
