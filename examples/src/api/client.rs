@@ -182,7 +182,7 @@ impl Client {
     /// plain request with retries, or a changed body under a used key; and one request
     /// without a key.
     async fn draft(&self, i: usize) {
-        let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+        let tenant = ["acme", "globex"][i % 2];
         let key = format!("draft-{i}");
         let body = DraftRequest {
             title: format!("Idempotency keys, part {i}"),

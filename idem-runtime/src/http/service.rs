@@ -92,8 +92,9 @@ enum Failure<E> {
     /// The inner service failed: its error is the layer's.
     Service(E),
     /// A response passed on as it is, not recorded (a `5xx`, a body over the limit).
+    /// (Boxed: a response is large, and errors travel by value.)
     Unrecorded {
-        response: Response<ResponseBody>,
+        response: Box<Response<ResponseBody>>,
         reason: &'static str,
     },
     /// The response body failed while it was read or streamed.
@@ -248,7 +249,7 @@ where
         };
         let frames = match config.idem.stream(call(), run).await {
             Ok(frames) => frames,
-            Err(Failure::Unrecorded { response, .. }) => return Ok(response),
+            Err(Failure::Unrecorded { response, .. }) => return Ok(*response),
             Err(Failure::Service(e)) => return Err(e),
             Err(Failure::Body(e)) => {
                 tracing::error!(error = %e, "idem.http: the response body failed");
@@ -343,7 +344,7 @@ where
         .into_parts();
     if head.status.is_server_error() && !config.record_server_errors {
         return Err(Failure::Unrecorded {
-            response: Response::from_parts(head, boxed(body)),
+            response: Box::new(Response::from_parts(head, boxed(body))),
             reason: "a server error (record_server_errors is off)",
         });
     }
@@ -364,7 +365,7 @@ where
             Ok(Streamed::new(stream::iter(frames)))
         }
         Collected::Over(read, rest) => Err(Failure::Unrecorded {
-            response: Response::from_parts(head, chained(read, rest)),
+            response: Box::new(Response::from_parts(head, chained(read, rest))),
             reason: "its body is over max_response_bytes",
         }),
         Collected::Failed(e) => Err(Failure::Body(e)),
