@@ -33,6 +33,9 @@ enum Mode {
     /// Streamed results: what journaling adds per chunk, replay speed, and the delay a
     /// duplicate following a live stream sees (see `--chunks`).
     Stream,
+    /// The `Idempotency-Key` layer against a bare axum handler: the `api` example serving on
+    /// one core, `wrk` loading it from another process (see `--seconds`, `--connections`).
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +83,12 @@ struct Args {
     /// Chunks per stream (`--mode stream`).
     #[arg(long, default_value_t = 10_000)]
     chunks: u64,
+    /// Seconds per kind and round (`--mode http`).
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// wrk's connections (`--mode http`).
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
     /// Follow the attach-lag stream of this key and print each chunk's delay (the other
     /// process of `--mode stream`).
     #[arg(long, hide = true)]
@@ -131,9 +140,9 @@ impl AnyBaseline {
     }
 }
 
-/// `--mode stream` returns before the call modes' report.
+/// `--mode stream` and `--mode http` return before the call modes' report.
 fn unreachable_mode() -> ! {
-    fail("--mode stream", "reached the call modes' report")
+    fail("--mode stream/http", "reached the call modes' report")
 }
 
 /// `--mode stream`: one JSON line of [`stream_bench::StreamReport`], with the store's name.
@@ -322,7 +331,7 @@ impl Side for BaselineSide {
                 let snapshot = serde_json::to_vec(&Draft::for_call(i)).unwrap_or_default();
                 self.baseline.step(&key, &snapshot).await
             }
-            Mode::Stream => unreachable_mode(),
+            Mode::Stream | Mode::Http => unreachable_mode(),
             Mode::Hit => match self.baseline.hit(&key).await {
                 Ok(Some(bytes)) => serde_json::from_slice::<Draft>(&bytes)
                     .map(drop)
@@ -390,6 +399,25 @@ async fn main() {
         let sep = if url.contains('?') { '&' } else { '?' };
         url = format!("{url}{sep}idem_max_connections={}", args.pool);
     }
+    if args.mode == Mode::Http {
+        // The server process opens the store itself.
+        let report =
+            idem_examples::http_bench::run(&url, args.rounds, args.seconds, args.connections)
+                .await
+                .unwrap_or_else(|e| fail("--mode http", e));
+        for kind in &report.kinds {
+            eprintln!(
+                "{:>6}: {:>8.0}..{:>8.0} req/s, p50 {:.0} us, p99 {:.0} us",
+                kind.kind,
+                kind.rps.iter().copied().fold(f64::INFINITY, f64::min),
+                kind.rps.iter().copied().fold(0.0, f64::max),
+                kind.p50_us.iter().sum::<f64>() / kind.p50_us.len().max(1) as f64,
+                kind.p99_us.iter().sum::<f64>() / kind.p99_us.len().max(1) as f64,
+            );
+        }
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        return;
+    }
     let (store, steps) = open_store(&url, args.fresh == Switch::On).await;
     if let Some(key) = &args.follow {
         let idem = Idem::builder(store).cache_capacity(0).build();
@@ -436,7 +464,7 @@ async fn main() {
                 Mode::Miss => idem_examples::pgbench::Script::Miss,
                 Mode::Step => idem_examples::pgbench::Script::Step,
                 Mode::Hit => idem_examples::pgbench::Script::Hit,
-                Mode::Stream => unreachable_mode(),
+                Mode::Stream | Mode::Http => unreachable_mode(),
             };
             idem_examples::pgbench::Pgbench::new(&args.store, script)
         })
@@ -459,7 +487,7 @@ async fn main() {
             Mode::Miss => "bench.miss",
             Mode::Hit => "bench.hit",
             Mode::Step => "bench.step",
-            Mode::Stream => unreachable_mode(),
+            Mode::Stream | Mode::Http => unreachable_mode(),
         },
         run: run.clone(),
         executions: executions.clone(),
@@ -513,7 +541,7 @@ async fn main() {
         Mode::Miss => "miss",
         Mode::Hit => "hit",
         Mode::Step => "step",
-        Mode::Stream => unreachable_mode(),
+        Mode::Stream | Mode::Http => unreachable_mode(),
     };
     let cpu = |s: &Stats| match (s.client_cpu_us, s.machine_cpu_us) {
         (Some(c), Some(m)) => format!("  cpu/call {c:>6.1} us client, {m:>6.1} us machine"),
