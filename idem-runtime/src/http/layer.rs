@@ -209,9 +209,10 @@ impl IdempotencyLayer {
         self
     }
 
-    /// The largest response body recorded (default 1 MiB; for streamed responses, the largest
-    /// frame). A larger response reaches its caller but is not recorded, and the key's next
-    /// request runs the service again.
+    /// The largest response body recorded (default 1 MiB). A larger response reaches its
+    /// caller but is not recorded, and the key's next request runs the service again. For a
+    /// streamed response it bounds each frame: a frame whose encoding is over six times this
+    /// ends the stream with [`Error::ChunkTooLarge`](crate::Error::ChunkTooLarge).
     #[must_use]
     pub fn max_response_bytes(mut self, limit: usize) -> Self {
         self.config.max_response_bytes = limit;
