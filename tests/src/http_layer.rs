@@ -100,6 +100,7 @@ pub fn app(handlers: Arc<Handlers>, layer: IdempotencyLayer) -> Router {
         let h = handlers.clone();
         move || async move {
             let n = h.ran();
+            h.pass_gate().await;
             let mut queue = h.flaky.lock().await;
             let status = if queue.is_empty() {
                 StatusCode::CREATED
@@ -672,4 +673,46 @@ pub async fn client_hanging_up_does_not_cancel_the_work(backend: &Backend) {
     assert_eq!(retry.status(), 201);
     assert!(replayed(&retry));
     assert_eq!(h.count(), 1);
+}
+
+/// With `Conflict::Wait`, a duplicate waiting for a request that ends in an unrecorded `5xx`
+/// does not get that error replayed: it runs the handler itself and gets its own response.
+pub async fn waiting_duplicate_of_a_server_error_runs_itself(backend: &Backend) {
+    let gate = Arc::new(Semaphore::new(0));
+    let handlers = Handlers {
+        gate: Some(gate.clone()),
+        ..Handlers::default()
+    };
+    let (server, h) = start(backend, handlers, |l| {
+        l.on_conflict(Conflict::Wait(Duration::from_secs(20)))
+    })
+    .await;
+    h.flaky.lock().await.push(StatusCode::SERVICE_UNAVAILABLE);
+    let server = Arc::new(server);
+    let first = {
+        let server = server.clone();
+        tokio::spawn(async move { post_key(&server, "/flaky", Some("w"), "").await })
+    };
+    while h.count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let duplicate = {
+        let server = server.clone();
+        tokio::spawn(async move { post_key(&server, "/flaky", Some("w"), "").await })
+    };
+    // The duplicate is waiting on the first request's record.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.count(), 1);
+    gate.add_permits(2);
+    let first = first.await.unwrap();
+    assert_eq!(first.status(), 503);
+    assert_eq!(first.text().await.unwrap(), "run 1");
+    let duplicate = duplicate.await.unwrap();
+    assert_eq!(duplicate.status(), 201);
+    assert!(!replayed(&duplicate));
+    assert_eq!(duplicate.text().await.unwrap(), "run 2");
+    assert_eq!(h.count(), 2);
+    let retry = post_key(&server, "/flaky", Some("w"), "").await;
+    assert!(replayed(&retry));
+    assert_eq!(retry.text().await.unwrap(), "run 2");
 }
