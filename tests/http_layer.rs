@@ -31,6 +31,7 @@ macro_rules! http_suite {
             duplicate_joins_a_live_event_stream,
             client_hanging_up_does_not_cancel_the_work,
             waiting_duplicate_of_a_server_error_runs_itself,
+            two_instances_share_their_records,
         );
     )+};
 }

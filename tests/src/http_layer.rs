@@ -716,3 +716,44 @@ pub async fn waiting_duplicate_of_a_server_error_runs_itself(backend: &Backend) 
     assert!(replayed(&retry));
     assert_eq!(retry.text().await.unwrap(), "run 2");
 }
+
+/// Two server instances on one store (behind a load balancer): a retry reaching the other
+/// instance replays, a duplicate reaching it while the first runs is refused, and with
+/// `Conflict::Wait` it joins the other instance's live event stream.
+pub async fn two_instances_share_their_records(backend: &Backend) {
+    let op = crate::unique_op("http-two");
+    let (tx, rx) = mpsc::channel(16);
+    let handlers_a = Arc::new(Handlers {
+        events: Mutex::new(Some(rx)),
+        ..Handlers::default()
+    });
+    let handlers_b = Arc::new(Handlers::default());
+    let tune = |idem: &Idem| {
+        layer(idem)
+            .operation(op.clone())
+            .on_conflict(Conflict::Wait(Duration::from_secs(20)))
+    };
+    let a = serve(app(handlers_a.clone(), tune(&backend.worker("a")))).await;
+    let b = serve(app(handlers_b.clone(), tune(&backend.worker("b")))).await;
+
+    let first = post_key(&a, "/drafts", Some("lb"), "tides").await;
+    let first_body = first.text().await.unwrap();
+    let retry = post_key(&b, "/drafts", Some("lb"), "tides").await;
+    assert!(replayed(&retry));
+    assert_eq!(retry.text().await.unwrap(), first_body);
+    problem(post_key(&b, "/drafts", Some("lb"), "reefs").await, 422).await;
+
+    let mut live = post_key(&a, "/events", Some("lb-live"), "").await;
+    tx.send("one".into()).await.unwrap();
+    assert_eq!(&live.chunk().await.unwrap().unwrap()[..], b"data: one\n\n");
+    let joined = post_key(&b, "/events", Some("lb-live"), "").await;
+    assert!(replayed(&joined));
+    let joined = tokio::spawn(read_events(joined));
+    tx.send("two".into()).await.unwrap();
+    drop(tx);
+    let mut events = read_events(live).await;
+    events.insert(0, "data: one".into());
+    assert_eq!(joined.await.unwrap(), events);
+    assert_eq!(handlers_a.count(), 2);
+    assert_eq!(handlers_b.count(), 0, "instance b never ran a handler");
+}
