@@ -395,7 +395,7 @@ async fn owner_response<E: 'static>(
             }
         }
     }
-    Response::from_parts(head, full(Bytes::from(body.concat())))
+    Response::from_parts(head, full(joined(body)))
 }
 
 /// The body frames of a recorded stream (the head skipped), as body data.
@@ -474,10 +474,19 @@ where
                 }
             }
         }
-        full(Bytes::from(body.concat()))
+        full(joined(body))
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Some(response)
+}
+
+/// One buffer of body parts (without a copy for the usual single part).
+fn joined(mut parts: Vec<Bytes>) -> Bytes {
+    match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.swap_remove(0),
+        _ => Bytes::from(parts.concat()),
+    }
 }
