@@ -8,6 +8,13 @@
 //! - `body.rs`: [`ResponseBody`], request and response bodies under their limits.
 //! - `problem.rs`: the refusals, as RFC 9457 problem details.
 //!
+//! Every response is recorded through [`Idem::stream`](crate::Idem::stream): a first chunk
+//! with its head, then its body (one chunk, or one per frame of a stream of server-sent
+//! events). A request with a key runs on a task of its own, so a client that hangs up does not
+//! cancel an ordinary response, which is recorded for its retry; a streamed response ends when
+//! its first reader goes away (the attempt is cancelled, as dropping any stream cancels it),
+//! and the next request generates it again.
+//!
 //! ```
 //! use axum::{routing::post, Router};
 //! use http::{Method, Request, StatusCode};
