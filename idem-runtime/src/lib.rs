@@ -31,6 +31,9 @@ mod context;
 mod error;
 mod execute;
 mod handle;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod idem;
 pub mod key;
 mod lease;

@@ -5,6 +5,7 @@ pub mod backends;
 pub mod conformance;
 pub mod costs;
 pub mod effects;
+pub mod http_layer;
 pub mod lifecycle;
 pub mod operator;
 pub mod pipelines;

@@ -36,6 +36,9 @@ enum Mode {
     /// Steps inside steps: a step in a parent's body (keyed by arguments, and by position)
     /// and a call reporting a cost, each against a top-level call, one at a time.
     Nested,
+    /// The `Idempotency-Key` layer against a bare axum handler: the `api` example serving on
+    /// one core, `wrk` loading it from another process (see `--seconds`, `--connections`).
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,6 +86,12 @@ struct Args {
     /// Chunks per stream (`--mode stream`).
     #[arg(long, default_value_t = 10_000)]
     chunks: u64,
+    /// Seconds per kind and round (`--mode http`).
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// wrk's connections (`--mode http`).
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
     /// Follow the attach-lag stream of this key and print each chunk's delay (the other
     /// process of `--mode stream`).
     #[arg(long, hide = true)]
@@ -134,9 +143,9 @@ impl AnyBaseline {
     }
 }
 
-/// `--mode stream` and `--mode nested` return before the call modes' report.
+/// `--mode stream`, `nested` and `http` return before the call modes' report.
 fn unreachable_mode() -> ! {
-    fail("--mode stream|nested", "reached the call modes' report")
+    fail("--mode stream/nested/http", "reached the call modes' report")
 }
 
 /// `--mode stream`: one JSON line of [`stream_bench::StreamReport`], with the store's name.
@@ -325,7 +334,7 @@ impl Side for BaselineSide {
                 let snapshot = serde_json::to_vec(&Draft::for_call(i)).unwrap_or_default();
                 self.baseline.step(&key, &snapshot).await
             }
-            Mode::Stream | Mode::Nested => unreachable_mode(),
+            Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
             Mode::Hit => match self.baseline.hit(&key).await {
                 Ok(Some(bytes)) => serde_json::from_slice::<Draft>(&bytes)
                     .map(drop)
@@ -392,6 +401,25 @@ async fn main() {
     if url.starts_with("postgres") && !url.contains("idem_max_connections") {
         let sep = if url.contains('?') { '&' } else { '?' };
         url = format!("{url}{sep}idem_max_connections={}", args.pool);
+    }
+    if args.mode == Mode::Http {
+        // The server process opens the store itself.
+        let report =
+            idem_examples::http_bench::run(&url, args.rounds, args.seconds, args.connections)
+                .await
+                .unwrap_or_else(|e| fail("--mode http", e));
+        for kind in &report.kinds {
+            eprintln!(
+                "{:>6}: {:>8.0}..{:>8.0} req/s, p50 {:.0} us, p99 {:.0} us",
+                kind.kind,
+                kind.rps.iter().copied().fold(f64::INFINITY, f64::min),
+                kind.rps.iter().copied().fold(0.0, f64::max),
+                kind.p50_us.iter().sum::<f64>() / kind.p50_us.len().max(1) as f64,
+                kind.p99_us.iter().sum::<f64>() / kind.p99_us.len().max(1) as f64,
+            );
+        }
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        return;
     }
     let (store, steps) = open_store(&url, args.fresh == Switch::On).await;
     if let Some(key) = &args.follow {
@@ -461,7 +489,7 @@ async fn main() {
                 Mode::Miss => idem_examples::pgbench::Script::Miss,
                 Mode::Step => idem_examples::pgbench::Script::Step,
                 Mode::Hit => idem_examples::pgbench::Script::Hit,
-                Mode::Stream | Mode::Nested => unreachable_mode(),
+                Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
             };
             idem_examples::pgbench::Pgbench::new(&args.store, script)
         })
@@ -484,7 +512,7 @@ async fn main() {
             Mode::Miss => "bench.miss",
             Mode::Hit => "bench.hit",
             Mode::Step => "bench.step",
-            Mode::Stream | Mode::Nested => unreachable_mode(),
+            Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
         },
         run: run.clone(),
         executions: executions.clone(),
@@ -538,7 +566,7 @@ async fn main() {
         Mode::Miss => "miss",
         Mode::Hit => "hit",
         Mode::Step => "step",
-        Mode::Stream | Mode::Nested => unreachable_mode(),
+        Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
     };
     let cpu = |s: &Stats| match (s.client_cpu_us, s.machine_cpu_us) {
         (Some(c), Some(m)) => format!("  cpu/call {c:>6.1} us client, {m:>6.1} us machine"),
