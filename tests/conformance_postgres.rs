@@ -179,6 +179,7 @@ async fn notify_wakes_waiters_at_once() {
         kind: SnapshotKind::Ok,
         bytes: b"\"v\"",
         ttl: Duration::from_secs(60),
+        cost: None,
     };
     assert_eq!(store.complete(&a, outcome).await.unwrap(), Fence::Owned);
     let waited = waiter.await.unwrap();
@@ -480,6 +481,7 @@ async fn both_claim_statements_decide_alike() {
                 kind: SnapshotKind::Ok,
                 bytes: b"1",
                 ttl: Duration::from_secs(3600),
+                cost: None,
             };
             store.complete(&a, outcome).await.unwrap()
         }
@@ -589,6 +591,7 @@ async fn both_claim_statements_decide_alike() {
                 Outcome::Failed {
                     error: "boom",
                     ttl: Duration::from_secs(3600),
+                    cost: None,
                 },
             )
             .await
@@ -901,6 +904,7 @@ async fn kept_connections_stay_clean_and_go_back_to_the_pool() {
                 kind: SnapshotKind::Ok,
                 bytes: name.as_bytes(),
                 ttl: Duration::from_secs(3600),
+                cost: None,
             };
             store.complete(&a, outcome).await.unwrap()
         }
@@ -1345,6 +1349,7 @@ async fn kept_connections_do_not_starve_callers_waiting_for_the_pool() {
                         kind: SnapshotKind::Ok,
                         bytes: b"1",
                         ttl: Duration::from_secs(3600),
+                        cost: None,
                     };
                     assert_eq!(store.complete(&a, outcome).await?, Fence::Owned);
                     done += 1;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::key::Key;
 use crate::lease::LeaseSignal;
+use crate::record::Costs;
 use crate::store::ParentLink;
 
 tokio::task_local! {
@@ -27,8 +28,26 @@ pub struct CallInfo {
     /// made inside another idempotent call's body (on the same task).
     pub parent: Option<ParentLink>,
     pub(crate) lease: LeaseSignal,
+    /// What this attempt's body counted so far: its steps and its cost.
+    pub(crate) body: Arc<BodyState>,
+}
+
+/// What one attempt's body counts while it runs (shared by its `CallInfo` clones and the
+/// attempt that records its outcome).
+#[derive(Debug, Default)]
+pub(crate) struct BodyState {
     /// How many steps this body has started: the next one's position.
-    pub(crate) steps: Arc<AtomicU32>,
+    steps: AtomicU32,
+    /// What the body reported it cost.
+    costs: parking_lot::Mutex<Costs>,
+}
+
+impl BodyState {
+    /// The cost reported so far, if any.
+    pub(crate) fn costs(&self) -> Option<Costs> {
+        let costs = self.costs.lock();
+        (!costs.is_empty()).then(|| costs.clone())
+    }
 }
 
 /// Two `CallInfo`s are equal when they describe the same attempt (op, key, attempt).
@@ -48,6 +67,7 @@ impl CallInfo {
         attempt: u64,
         parent: Option<ParentLink>,
         lease: LeaseSignal,
+        body: Arc<BodyState>,
     ) -> Self {
         Self {
             op,
@@ -55,8 +75,46 @@ impl CallInfo {
             attempt,
             parent,
             lease,
-            steps: Arc::default(),
+            body,
         }
+    }
+
+    /// Reports that this attempt cost `amount` of `unit` (`"tokens"`, `"usd"`, ...); call it as
+    /// often as the body pays (amounts add up). The attempt's log line keeps the total, whatever
+    /// its outcome; every replay of its recorded outcome counts it as avoided. Metrics
+    /// `idem_cost_spent` and `idem_cost_avoided`, `idem stats` and [`crate::Idem::costs`] show
+    /// both. Amounts that are not finite numbers are ignored (with a warning).
+    ///
+    /// ```
+    /// # use idem_runtime::{Call, Idem, Error};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+    /// let idem = Idem::memory();
+    /// for _ in 0..3 {
+    ///     let _: String = idem
+    ///         .call(Call::new("draft").key(&"rust tips"), || async {
+    ///             if let Some(call) = idem_runtime::current() {
+    ///                 call.add_cost("tokens", 1_200.0);
+    ///                 call.add_cost("usd", 0.0036);
+    ///             }
+    ///             Ok::<_, Error>("a draft".to_owned())
+    ///         })
+    ///         .await?;
+    /// }
+    /// let ledger = idem.costs(Some("draft")).await?;
+    /// let tokens = ledger.iter().find(|l| l.unit == "tokens").map(|l| (l.spent, l.avoided));
+    /// assert_eq!(tokens, Some((1_200.0, 2_400.0))); // paid once, replayed twice
+    /// # Ok(()) }
+    /// ```
+    pub fn add_cost(&self, unit: &str, amount: f64) {
+        if !amount.is_finite() {
+            tracing::warn!(
+                unit,
+                amount,
+                "idem: a cost that is not a finite number is ignored"
+            );
+            return;
+        }
+        self.body.costs.lock().add(unit, amount);
     }
 
     /// The link a step made now inside this body records: this call's key and the step's
@@ -65,7 +123,7 @@ impl CallInfo {
     pub(crate) fn next_step(&self) -> ParentLink {
         ParentLink {
             key: self.key,
-            position: self.steps.fetch_add(1, Ordering::Relaxed),
+            position: self.body.steps.fetch_add(1, Ordering::Relaxed),
         }
     }
 

@@ -113,6 +113,7 @@ where
                     CallOutcome::Replayed
                 };
                 outcome(&call.op, how);
+                crate::ledger::replayed(handle, &call.op, snapshot.cost.as_ref());
                 let decoded = decode(&call, &snapshot, &errors.policy, errors.from_idem);
                 if let Some(cache) = &handle.cache {
                     cache.insert_read_at(epoch, call.key, snapshot);
@@ -202,6 +203,7 @@ pub(crate) fn cached(
     }
     tracing::Span::current().record("outcome", "replayed");
     crate::metrics::cache_replay(&call.op);
+    crate::ledger::replayed(handle, &call.op, entry.snapshot.cost.as_ref());
     Ok(Some(entry))
 }
 
@@ -231,12 +233,14 @@ where
     let ttl = call.options.ttl;
     // From here until the outcome is written, dropping this future releases the claim (or
     // finishes the write): see `attempt.rs`.
+    let counted = Arc::new(crate::context::BodyState::default());
     let mut owned = OwnedAttempt::new(
         handle.store.clone(),
         call.op.clone(),
         call.key,
         attempt,
         ttl,
+        counted.clone(),
     );
     let signal = LeaseSignal::default();
     let info = CallInfo::new(
@@ -245,6 +249,7 @@ where
         attempt,
         call.parent,
         signal.clone(),
+        counted.clone(),
     );
     let heartbeat = call.options.heartbeat.then(|| Heartbeat {
         store: handle.store.clone(),
@@ -321,6 +326,7 @@ where
                     bytes,
                     expires_at: now_millis().saturating_add(millis(ttl)),
                     fingerprint: call.fingerprint,
+                    cost: counted.costs(),
                 };
                 cache.insert_read_at(epoch, call.key, snapshot);
             }
@@ -455,7 +461,12 @@ where
                     bytes,
                     expires_at: record.expires_at.unwrap_or(i64::MAX),
                     fingerprint: record.fingerprint,
+                    cost: record.cost,
                 };
+                if own.is_none() {
+                    // An aborted body's caller gets the new owner's outcome instead of paying.
+                    crate::ledger::replayed(handle, &call.op, snapshot.cost.as_ref());
+                }
                 return decode(call, &snapshot, &errors.policy, errors.from_idem);
             }
             Status::Running if record.attempt > attempt => {

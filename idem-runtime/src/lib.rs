@@ -34,6 +34,7 @@ mod handle;
 mod idem;
 pub mod key;
 mod lease;
+mod ledger;
 mod macro_support;
 pub mod metrics;
 pub mod record;

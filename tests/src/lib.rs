@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod conformance;
+pub mod costs;
 pub mod effects;
 pub mod lifecycle;
 pub mod operator;
@@ -92,6 +93,10 @@ macro_rules! conformance_suite {
             rerun_replays_finished_steps_by_position,
             changed_pipeline_is_a_divergence,
             position_key_outside_a_body_is_an_error,
+        );
+        $crate::conformance_suite!(@tests $factory; costs;
+            costs_are_logged_and_replays_count_them_avoided,
+            calls_without_cost_leave_the_ledger_alone,
         );
         $crate::conformance_suite!(@tests $factory; stream_journal;
             chunks_append_and_read_in_order_and_pages,

@@ -71,6 +71,7 @@ async fn complete(store: &dyn Store, a: &AttemptRef<'_>, ttl: Duration) -> Fence
         kind: SnapshotKind::Ok,
         bytes: b"\"done\"",
         ttl,
+        cost: None,
     };
     store.complete(a, outcome).await.unwrap()
 }
@@ -287,6 +288,7 @@ pub async fn chunks_new_attempt_drops_the_old_stream(b: &Backend) {
     let failed = Outcome::Failed {
         error: "the stream broke",
         ttl: Duration::from_secs(3600),
+        cost: None,
     };
     assert_eq!(store.complete(&a, failed).await.unwrap(), Fence::Owned);
 

@@ -52,6 +52,8 @@ pub struct StepClaim<T> {
     call: KeyedCall,
     attempt: u64,
     handle: Arc<Handle>,
+    /// What the body counts (its steps and cost), shared with every `CallInfo` it sees.
+    body: Arc<crate::context::BodyState>,
     /// The step's `idem.step` span: its body and completion run in it too.
     pub(crate) span: tracing::Span,
     value: PhantomData<fn(&T)>,
@@ -132,6 +134,7 @@ where
         match claimed {
             Claim::Completed(snapshot) => {
                 outcome(&call.op, CallOutcome::Replayed);
+                crate::ledger::replayed(handle, &call.op, snapshot.cost.as_ref());
                 let replayed = decode(&call, &snapshot, &errors.policy, errors.from_idem);
                 if let Some(cache) = &handle.cache {
                     cache.insert_read_at(epoch, call.key, snapshot);
@@ -165,6 +168,7 @@ where
                     call,
                     attempt,
                     handle: handle.clone(),
+                    body: Arc::default(),
                     span,
                     value: PhantomData,
                 }));
@@ -236,6 +240,7 @@ impl<T> StepClaim<T> {
             self.attempt,
             self.call.parent,
             crate::lease::LeaseSignal::default(),
+            self.body.clone(),
         )
     }
 
@@ -259,12 +264,14 @@ impl<T> StepClaim<T> {
         let bytes = snapshot_of(value, &self.call, self.handle.max_snapshot_bytes)
             .map_err(|(_, error)| error)?;
         let ttl = self.call.options.ttl;
+        let cost = self.body.costs();
         self.write(
             conn,
             Outcome::Snapshot {
                 kind: SnapshotKind::Ok,
                 bytes: &bytes,
                 ttl,
+                cost: cost.as_ref(),
             },
         )
         .await
@@ -283,7 +290,9 @@ impl<T> StepClaim<T> {
     pub(crate) async fn fail_on(self, conn: Conn<'_>, error: &str) -> Result<(), Error> {
         outcome(&self.call.op, CallOutcome::Failed);
         let ttl = self.call.options.ttl;
-        self.write(conn, Outcome::Failed { error, ttl }).await
+        let cost = self.body.costs();
+        let cost = cost.as_ref();
+        self.write(conn, Outcome::Failed { error, ttl, cost }).await
     }
 
     /// Records an error to replay (`cache_errors`), in the caller's transaction.
@@ -293,10 +302,12 @@ impl<T> StepClaim<T> {
         bytes: &[u8],
     ) -> Result<(), Error> {
         let ttl = self.call.options.ttl;
+        let cost = self.body.costs();
         self.write(
             conn,
             Outcome::Snapshot {
                 kind: SnapshotKind::Err,
+                cost: cost.as_ref(),
                 bytes,
                 ttl,
             },
@@ -305,6 +316,9 @@ impl<T> StepClaim<T> {
     }
 
     async fn write(self, conn: Conn<'_>, outcome: Outcome<'_>) -> Result<(), Error> {
+        if let Some(cost) = outcome.cost() {
+            crate::metrics::cost_spent(&self.call.op, cost);
+        }
         let attempt = AttemptRef {
             op: &self.call.op,
             key: &self.call.key,

@@ -7,7 +7,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use std::str::FromStr;
 
 use crate::key::{Fingerprint, Key};
-use crate::record::{AttemptLog, AttemptOutcome, Record, SnapshotKind, Status};
+use crate::record::{AttemptLog, AttemptOutcome, Costs, Record, SnapshotKind, Status};
 use crate::store::{OpCounts, ParentLink};
 
 /// The 32 bytes of a key or fingerprint column.
@@ -64,7 +64,19 @@ where
         updated_at: row.try_get("updated_at").map_err(col)?,
         expires_at: row.try_get("expires_at").map_err(col)?,
         parent: parent_of(row)?,
+        cost: cost_of(row)?,
     })
+}
+
+/// The `cost` column: NULL, or a JSON object of unit to amount.
+pub(crate) fn cost_of<'r, R>(row: &'r R) -> Result<Option<Costs>, String>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let text: Option<String> = row.try_get("cost").map_err(|e| e.to_string())?;
+    text.as_deref().map(Costs::from_json).transpose()
 }
 
 /// The `parent` and `position` columns: both NULL, or a 32-byte key and a position that fits
@@ -91,7 +103,7 @@ where
 }
 
 /// One line of the attempts log: the columns `attempt`, `worker`, `started_at`, `ended_at`
-/// (milliseconds since the Unix epoch), `outcome`, `error`.
+/// (milliseconds since the Unix epoch), `outcome`, `error`, `cost`.
 pub(crate) fn attempt_log_of<'r, R>(row: &'r R) -> Result<AttemptLog, String>
 where
     R: Row,
@@ -111,6 +123,7 @@ where
         outcome: AttemptOutcome::parse(&outcome)
             .ok_or_else(|| format!("unknown attempt outcome `{outcome}`"))?,
         error: row.try_get("error").map_err(col)?,
+        cost: cost_of(row)?,
     })
 }
 

@@ -92,6 +92,7 @@ where
     match claimed {
         Claim::Completed(snapshot) => {
             outcome(&call.op, CallOutcome::Replayed);
+            crate::ledger::replayed(handle, &call.op, snapshot.cost.as_ref());
             Ok(follow::recorded(
                 handle, call, snapshot, None, errors, epoch,
             ))

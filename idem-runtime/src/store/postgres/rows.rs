@@ -126,6 +126,7 @@ pub(super) fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<ClaimRead, S
         fingerprint: fingerprint_of(row)?,
         snapshot: row.try_get("snapshot").map_err(col)?,
         snapshot_kind: row.try_get("snapshot_kind").map_err(col)?,
+        cost: row.try_get("cost").map_err(col)?,
     };
     Ok(match judge(req, found, &MICROS)? {
         // The statement judged it claimable (by the same instant, to the microsecond) and
