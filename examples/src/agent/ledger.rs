@@ -21,10 +21,10 @@ pub(crate) async fn flush(idem: &Idem) -> Result<(), Error> {
 /// Tokens the model-turn step avoided by replaying, all time, by the store's ledger.
 pub(crate) async fn avoided_tokens(idem: &Idem) -> Result<f64, Error> {
     Ok(idem
-        .costs(None)
+        .costs(Some(MODEL_TURN_OP))
         .await?
         .iter()
-        .filter(|line| line.op == MODEL_TURN_OP && line.unit == "tokens")
+        .filter(|line| line.unit == "tokens")
         .map(|line| line.avoided)
         .sum())
 }
