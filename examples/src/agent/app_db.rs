@@ -1,5 +1,6 @@
 //! The agent's application database (SQLite): the `rows` table the `write_row` tool inserts
-//! into, with no unique constraint, so a duplicate write is a duplicate row.
+//! into, with no unique constraint, so a duplicate write is a duplicate row. Runs share it (the
+//! reference run and the crashed one); each row names its run.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,6 +20,7 @@ pub(crate) async fn open(path: &std::path::Path) -> Result<SqlitePool, sqlx::Err
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS rows (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,
             call_id TEXT NOT NULL,
             title TEXT NOT NULL,
             score REAL NOT NULL,
@@ -30,10 +32,11 @@ pub(crate) async fn open(path: &std::path::Path) -> Result<SqlitePool, sqlx::Err
     Ok(pool)
 }
 
-/// Rows, and rows beyond one per tool call.
-pub(crate) async fn tally(pool: &SqlitePool) -> Result<(i64, i64), sqlx::Error> {
+/// A run's rows, and its rows beyond one per tool call.
+pub(crate) async fn tally(pool: &SqlitePool, run_id: &str) -> Result<(i64, i64), sqlx::Error> {
     let (rows, distinct): (i64, i64) =
-        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT call_id) FROM rows")
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT call_id) FROM rows WHERE run_id = ?")
+            .bind(run_id)
             .fetch_one(pool)
             .await?;
     Ok((rows, rows - distinct))

@@ -15,9 +15,14 @@ pub(crate) struct Args {
     /// Run the same loop without idem: plain function calls, no Idempotency-Key.
     #[arg(long)]
     pub(crate) no_idem: bool,
-    /// idem's store URL (sqlite://... or postgres://...); default: a temporary SQLite file.
+    /// idem's store URL (sqlite://... or postgres://...); default: the application database
+    /// (`app.db` in --dir), so one file holds the rows and every step's record.
     #[arg(long)]
     pub(crate) store: Option<String>,
+    /// Where the application database goes (kept, for `idem show KEY --tree`); default: a
+    /// temporary directory, removed at exit.
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
     /// Seed of the crash schedule and of the lost notification responses.
     #[arg(long, default_value_t = 14)]
     pub(crate) seed: u64,
@@ -43,6 +48,9 @@ pub(crate) struct Args {
     /// Internal: the application database file.
     #[arg(long, hide = true)]
     pub(crate) app_db: Option<PathBuf>,
+    /// Internal: idem's tables are in the application database (`--store` is ignored).
+    #[arg(long, hide = true)]
+    pub(crate) store_in_app_db: bool,
     /// Internal: the step at which this process waits to be killed.
     #[arg(long, hide = true)]
     pub(crate) stop_at: Option<u64>,

@@ -22,6 +22,11 @@ pub(crate) async fn run(args: &Args) -> Result<()> {
     let worker = format!("agent/pid{}", std::process::id());
     let (idem, tx_idem) = if args.no_idem {
         (None, None)
+    } else if args.store_in_app_db {
+        // One database for the rows and every step's record.
+        let store = SqliteStore::from_pool(db.clone()).await?;
+        let idem = Idem::builder(Arc::new(store)).worker(worker).build();
+        (Some(idem.clone()), Some(idem))
     } else {
         let store = idem_runtime::store::open(args.store.as_deref().context("--store")?).await?;
         let idem = Idem::builder(store).worker(worker.clone()).build();
@@ -33,6 +38,7 @@ pub(crate) async fn run(args: &Args) -> Result<()> {
         (Some(idem), Some(tx_idem))
     };
     let ctx = Ctx {
+        run_id: run_id.to_owned(),
         client: Client::new(services, run_id)?,
         db,
         idem,

@@ -2,8 +2,6 @@
 //! the agent under the supervisor's crash schedule, and compare what the services, the
 //! application database and idem's cost ledger saw.
 
-use std::path::Path;
-
 use anyhow::Result;
 use idem_runtime::{Error, Idem};
 
@@ -23,10 +21,18 @@ pub(crate) struct Unreachable(Error);
 
 /// Runs the invocation and returns its report.
 pub(crate) async fn run(args: &Args) -> Result<Report> {
-    let dir = tempfile::tempdir()?;
+    let temp = tempfile::tempdir()?;
+    let dir = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => temp.path().to_owned(),
+    };
+    let app_db_path = dir.join("app.db");
     let store = match &args.store {
         Some(url) => url.clone(),
-        None => format!("sqlite://{}", dir.path().join("idem.db").display()),
+        None => format!("sqlite://{}", app_db_path.display()),
     };
     let idem = if args.no_idem {
         None
@@ -42,12 +48,12 @@ pub(crate) async fn run(args: &Args) -> Result<Report> {
     let services = Services::start(args.seed, args.notify_drop_pct).await?;
     let tool_calls = args.tool_calls.max(args.crashes);
     let batch = uuid::Uuid::new_v4().simple().to_string();
-    let flags = |run_id: &str, app_db: &Path| {
+    let flags = |run_id: &str| {
         let mut flags = vec![
             "--child".to_owned(),
             format!("--run-id={run_id}"),
             format!("--services={}", services.url()),
-            format!("--app-db={}", app_db.display()),
+            format!("--app-db={}", app_db_path.display()),
             format!("--store={store}"),
             format!("--tool-calls={tool_calls}"),
             format!("--topic={}", args.topic),
@@ -55,13 +61,15 @@ pub(crate) async fn run(args: &Args) -> Result<Report> {
         if args.no_idem {
             flags.push("--no-idem".to_owned());
         }
+        if args.store.is_none() {
+            flags.push("--store-in-app-db".to_owned());
+        }
         flags
     };
 
     // The reference: the same agent, never killed.
     let reference_id = format!("reference-{batch}");
-    let (reference, _) =
-        run_to_completion(&flags(&reference_id, &dir.path().join("reference.db")), &[]).await?;
+    let (reference, _) = run_to_completion(&flags(&reference_id), &[]).await?;
     let steps = reference.model_turns + reference.tool_calls;
     let kills = kill_points(args.seed, steps, args.crashes);
 
@@ -70,8 +78,7 @@ pub(crate) async fn run(args: &Args) -> Result<Report> {
         None => 0.0,
     };
     let run_id = format!("run-{batch}");
-    let app_db_path = dir.path().join("agent.db");
-    let (outcome, crashes) = run_to_completion(&flags(&run_id, &app_db_path), &kills).await?;
+    let (outcome, crashes) = run_to_completion(&flags(&run_id), &kills).await?;
     let tokens_avoided = match &idem {
         Some(idem) => ledger::avoided_tokens(idem).await? - avoided_before,
         None => 0.0,
@@ -79,7 +86,7 @@ pub(crate) async fn run(args: &Args) -> Result<Report> {
 
     let meter = services.meter(&run_id);
     let db = app_db::open(&app_db_path).await?;
-    let (_, duplicate_rows) = app_db::tally(&db).await?;
+    let (_, duplicate_rows) = app_db::tally(&db, &run_id).await?;
     let duplicate_rows = u64::try_from(duplicate_rows).unwrap_or_default();
     Ok(Report {
         idem: !args.no_idem,
@@ -97,5 +104,7 @@ pub(crate) async fn run(args: &Args) -> Result<Report> {
         notification_retries_deduplicated: meter.notification_retries_deduplicated,
         notification_responses_lost: meter.notification_responses_lost,
         final_answer: outcome.answer,
+        run_key: outcome.run_key,
+        kept_store: (args.dir.is_some() || args.store.is_some()).then_some(store),
     })
 }

@@ -3,7 +3,7 @@
 //! crashed-and-restarted one end with the same answer when their tool results are the same).
 //! The task in the first user message says how many tool calls to make; the model asks for
 //! them one or two per turn, cycling search -> write_row -> notify, and builds each call's
-//! arguments from earlier results (the row a notification names is the row id the write
+//! arguments from earlier results (the row a notification names is the one the write
 //! returned). Then it answers, quoting the ids it saw and a digest of every tool result.
 
 use serde_json::{json, Value};
@@ -50,9 +50,7 @@ pub(crate) fn next_turn(messages: &[Message]) -> Message {
         .filter_map(|r| r["hits"][0].as_str().map(str::to_owned))
         .last()
         .unwrap_or_else(|| topic.clone());
-    let last_row = results(messages)
-        .filter_map(|r| r["row_id"].as_i64())
-        .last();
+    let last_row = results(messages).filter_map(|r| r["row"].as_i64()).last();
     let tool_calls = (done..done + batch)
         .map(|i| {
             let (name, arguments) = match i % 3 {
@@ -95,10 +93,10 @@ pub(crate) fn next_turn(messages: &[Message]) -> Message {
 }
 
 /// The answer once every planned tool call has a result: the rows and notifications it made
-/// (their ids, as the tools returned them) and a digest of all results.
+/// (as the tools numbered them) and a digest of all results.
 fn final_answer(topic: &str, messages: &[Message]) -> String {
     let rows: Vec<i64> = results(messages)
-        .filter_map(|r| r["row_id"].as_i64())
+        .filter_map(|r| r["row"].as_i64())
         .collect();
     let notes: Vec<String> = results(messages)
         .filter_map(|r| r["notification_id"].as_str().map(str::to_owned))

@@ -22,7 +22,7 @@ fn the_same_conversation_gets_the_same_turn_and_the_plan_ends_in_an_answer() {
             calls += 1;
             let result = match call.name.as_str() {
                 "search" => json!({ "hits": ["Leases explained"] }),
-                "write_row" => json!({ "row_id": 7 }),
+                "write_row" => json!({ "row": 7 }),
                 _ => json!({ "notification_id": "ntf-1" }),
             };
             messages.push(Message::tool_result(&call, &result));

@@ -37,6 +37,11 @@ pub(crate) struct Report {
     pub(crate) notification_responses_lost: u64,
     /// The run's final answer.
     pub(crate) final_answer: String,
+    /// The run's idem key (hex), with idem: `idem show KEY --tree --store URL` prints its steps.
+    pub(crate) run_key: Option<String>,
+    /// The store's URL, when it outlives the invocation (`--dir` or `--store`).
+    #[serde(skip)]
+    pub(crate) kept_store: Option<String>,
 }
 
 /// Prints the human lines.
@@ -68,4 +73,13 @@ pub(crate) fn print(r: &Report) {
         },
         r.final_answer
     );
+    match (&r.run_key, &r.kept_store) {
+        (Some(key), Some(store)) => {
+            println!("  the run's steps: idem show {key} --tree --store '{store}'")
+        }
+        (Some(_), None) => {
+            println!("  (with --dir, the store is kept for `idem show RUN_KEY --tree`)")
+        }
+        _ => {}
+    }
 }

@@ -23,6 +23,8 @@ pub(crate) struct Outcome {
     pub(crate) model_turns: u64,
     /// Tool calls in the conversation.
     pub(crate) tool_calls: u64,
+    /// The run's idem key in hex (for `idem show KEY --tree`), with idem.
+    pub(crate) run_key: Option<String>,
 }
 
 /// The run, once per run id: a restart after a crash takes it over when its lease (1 s) runs
@@ -67,6 +69,7 @@ pub(crate) async fn agent_loop(
                 answer,
                 model_turns: turn,
                 tool_calls: calls,
+                run_key: idem_runtime::current().map(|c| c.key.to_hex()),
             });
         }
         for call in &asked {

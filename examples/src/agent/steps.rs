@@ -9,8 +9,7 @@ use std::fmt;
 use idem_runtime::{current, idempotent, Idem};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::sqlite::SqlitePool;
-use sqlx::SqliteExecutor;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::client::Client;
 use super::crash::CrashPoint;
@@ -20,6 +19,8 @@ use super::messages::{Message, ToolCall, Turn};
 /// Everything a step needs; no part of any key.
 #[derive(Debug)]
 pub(crate) struct Ctx {
+    /// The run id (each row names its run).
+    pub(crate) run_id: String,
     /// The services.
     pub(crate) client: Client,
     /// The application database.
@@ -93,22 +94,28 @@ pub(crate) async fn notify_body(ctx: &Ctx, call: &ToolCall) -> Result<Value, Age
     Ok(sent)
 }
 
-/// Inserts the row a `write_row` call asks for. A plain INSERT: run twice, it writes twice.
-pub(crate) async fn write_row_body<'e>(
-    db: impl SqliteExecutor<'e>,
+/// Inserts the row a `write_row` call asks for, and answers which of the run's rows it is.
+/// A plain INSERT: run twice, it writes twice.
+pub(crate) async fn write_row_body(
+    conn: &mut SqliteConnection,
     ctx: &Ctx,
     call: &ToolCall,
 ) -> Result<Value, AgentError> {
     let args = &call.arguments;
-    let done = sqlx::query("INSERT INTO rows (call_id, title, score, tags) VALUES (?, ?, ?, ?)")
+    sqlx::query("INSERT INTO rows (run_id, call_id, title, score, tags) VALUES (?, ?, ?, ?, ?)")
+        .bind(&ctx.run_id)
         .bind(&call.id)
         .bind(args["title"].as_str().unwrap_or_default())
         .bind(args["score"].as_f64().unwrap_or_default())
         .bind(args["tags"].to_string())
-        .execute(db)
+        .execute(&mut *conn)
+        .await?;
+    let row: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rows WHERE run_id = ?")
+        .bind(&ctx.run_id)
+        .fetch_one(&mut *conn)
         .await?;
     ctx.crash.reached().await;
-    Ok(json!({ "row_id": done.last_insert_rowid() }))
+    Ok(json!({ "row": row }))
 }
 
 // ---- the same steps, idempotent ----
@@ -165,7 +172,7 @@ pub(crate) async fn run_tool(ctx: &Ctx, call: &ToolCall) -> Result<Value, AgentE
         "notify" if idem => notify(ctx, call).await,
         "notify" => notify_body(ctx, call).await,
         "write_row" if idem => write_row(ctx, call).await,
-        "write_row" => write_row_body(&ctx.db, ctx, call).await,
+        "write_row" => write_row_body(&mut *ctx.db.acquire().await?, ctx, call).await,
         other => Err(AgentError(format!(
             "the model asked for an unknown tool {other:?}"
         ))),
