@@ -82,7 +82,10 @@ fn without_idem_the_same_kills_duplicate_tool_effects() {
 fn a_killed_agent_resumes_on_postgres() {
     let url = std::env::var("IDEM_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    match run(&["--crashes", "3", "--store", &url]) {
+    // A schema of its own: the run's records stay apart from other tests' tables.
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = format!("{url}{sep}idem_schema=idem_agent_example");
+    match run(&["--crashes", "3", "--store", &store]) {
         Some(v) => assert_exactly_once(&v),
         None if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("the PostgreSQL server is required (CI=true) but unreachable at {url}")
