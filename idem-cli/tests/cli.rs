@@ -336,7 +336,13 @@ async fn tree(url: &str) {
                         let tokens: u32 = idem
                             .call(
                                 Call::new(format!("{tag}_model_turn")).by_position(),
-                                || async { Ok::<_, Fail>(42) },
+                                || async {
+                                    if let Some(call) = idem_runtime::current() {
+                                        call.add_cost("tokens", 42.0);
+                                        call.add_cost("usd", 0.5);
+                                    }
+                                    Ok::<_, Fail>(42)
+                                },
                             )
                             .await?;
                         Ok::<_, Fail>(format!("draft of {tokens} tokens"))
@@ -392,6 +398,18 @@ async fn tree(url: &str) {
         lines[3].starts_with(&format!("└─ #1 {tag}_review  completed")),
         "{text}"
     );
+
+    // The model turn was paid once (the second run replayed the draft step around it).
+    let op = format!("{tag}_model_turn");
+    let stats = ok_json(url, &["stats", "--op", &op]);
+    let tokens = &stats["by_op"][&op]["costs"]["tokens"];
+    assert_eq!(tokens["spent"], 42.0, "{stats}");
+    assert_eq!(tokens["avoided"], 0.0, "{stats}");
+    let costs = stats["costs"].as_array().unwrap();
+    assert_eq!(costs.len(), 2, "{stats}");
+    assert_eq!(costs[1]["unit"], "usd", "{stats}");
+    let text = idem_text(url, &["stats", "--op", &op]);
+    assert!(text.contains("avoided %"), "{text}");
 }
 
 fn idem_text(url: &str, args: &[&str]) -> String {
