@@ -103,6 +103,7 @@ pub(crate) async fn run(args: &Args) -> Result<Report> {
         notifications_sent: meter.notifications_sent(),
         notification_retries_deduplicated: meter.notification_retries_deduplicated,
         notification_responses_lost: meter.notification_responses_lost,
+        search_retries_deduplicated: meter.search_retries_deduplicated,
         final_answer: outcome.answer,
         run_key: outcome.run_key,
         kept_store: (args.dir.is_some() || args.store.is_some()).then_some(store),

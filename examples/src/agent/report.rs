@@ -35,6 +35,8 @@ pub(crate) struct Report {
     pub(crate) notification_retries_deduplicated: u64,
     /// Notifications sent whose response the service dropped.
     pub(crate) notification_responses_lost: u64,
+    /// Searches answered from their `Idempotency-Key` (a search repeated after a kill).
+    pub(crate) search_retries_deduplicated: u64,
     /// The run's final answer.
     pub(crate) final_answer: String,
     /// The run's idem key (hex), with idem: `idem show KEY --tree --store URL` prints its steps.
@@ -57,8 +59,8 @@ pub(crate) fn print(r: &Report) {
         r.model_turns, r.tokens_billed, r.reference_tokens_billed, r.tokens_avoided
     );
     println!(
-        "  tool calls {}, duplicate tool effects {} (rows {})",
-        r.tool_calls, r.duplicate_tool_effects, r.duplicate_rows
+        "  tool calls {}, duplicate tool effects {} (rows {}), searches repeated after a kill and deduplicated by Idempotency-Key {}",
+        r.tool_calls, r.duplicate_tool_effects, r.duplicate_rows, r.search_retries_deduplicated
     );
     println!(
         "  notifications sent {}, responses lost {}, retries deduplicated by Idempotency-Key {}",

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -27,7 +27,7 @@ use super::model;
 use idem_examples::seeded::chance;
 
 /// What the services saw of one run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct RunMeter {
     /// Model turns billed.
     pub(crate) model_turns: u64,
@@ -44,7 +44,6 @@ pub(crate) struct RunMeter {
     /// Searches answered from the `Idempotency-Key` record.
     pub(crate) search_retries_deduplicated: u64,
     /// First responses by `Idempotency-Key` (search and notify).
-    #[serde(skip)]
     responses: HashMap<String, Value>,
 }
 
