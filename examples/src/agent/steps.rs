@@ -160,7 +160,7 @@ async fn write_row_step(
     call: &ToolCall,
     tx: &mut sqlx::SqliteTransaction<'_>,
 ) -> Result<Value, AgentError> {
-    write_row_body(&mut **tx, ctx, call).await
+    write_row_body(tx, ctx, call).await
 }
 
 /// Runs a tool call: as a step of the run, or (`--no-idem`) as a plain function call.
