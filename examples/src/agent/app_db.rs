@@ -14,7 +14,7 @@ pub(crate) async fn open(path: &std::path::Path) -> Result<SqlitePool, sqlx::Err
         .journal_mode(SqliteJournalMode::Wal)
         .busy_timeout(Duration::from_secs(10));
     let pool = SqlitePoolOptions::new()
-        .max_connections(2)
+        .max_connections(4)
         .connect_with(options)
         .await?;
     sqlx::query(
