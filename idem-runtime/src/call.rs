@@ -211,7 +211,9 @@ impl Call {
 
     /// The call with its key and fingerprint, and its link to the call whose body makes it
     /// (which also takes the next position in that body). Fails only for a call keyed by
-    /// position that has no parent.
+    /// position that has no parent. Called where the call is made (`Idem::call` and its
+    /// siblings), before its future is built: a `Call` carries two blake3 hashers (about 4 KB),
+    /// which a future holding it would copy at every move.
     pub(crate) fn keyed(self) -> Result<KeyedCall, Error> {
         let parent = crate::context::next_step();
         if self.by_position {

@@ -118,8 +118,9 @@ impl CallInfo {
     }
 
     /// The link a step made now inside this body records: this call's key and the step's
-    /// position. Positions count the steps started by this attempt of the body, in the order
-    /// they start (first poll), from 0; a re-run of the body counts again from 0.
+    /// position. Positions count the calls this attempt of the body made, in the order they
+    /// were made (`Idem::call` invoked; an `#[idempotent]` fn's future first polled), from 0;
+    /// a re-run of the body counts again from 0.
     pub(crate) fn next_step(&self) -> ParentLink {
         ParentLink {
             key: self.key,

@@ -39,7 +39,7 @@ pub struct Errors<E, P> {
 
 pub(crate) async fn run<T, E, P, F, Fut>(
     handle: &Arc<Handle>,
-    call: crate::call::Call,
+    call: Result<KeyedCall, Error>,
     errors: Errors<E, P>,
     body: F,
 ) -> Result<T, E>
@@ -50,7 +50,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let call = call.keyed().map_err(errors.from_idem)?;
+    let call = call.map_err(errors.from_idem)?;
     let span = tracing::info_span!(
         "idem.call",
         op = %call.op,

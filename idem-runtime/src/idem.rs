@@ -413,7 +413,12 @@ impl Idem {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Streamed<C, E>, E>>,
     {
-        Box::pin(crate::stream::run::run(&self.inner, call, errors, body))
+        Box::pin(crate::stream::run::run(
+            &self.inner,
+            call.keyed(),
+            errors,
+            body,
+        ))
     }
 
     /// Runs a step in the caller's own sqlx transaction (or on its connection), on SQLite or
@@ -480,7 +485,7 @@ impl Idem {
             policy: NoErrorCache,
         };
         let conn_of = crate::step::conn_of::<C>();
-        crate::step::run(&self.inner, call, conn, conn_of, errors, body).await
+        crate::step::run(&self.inner, call.keyed(), conn, conn_of, errors, body).await
     }
 
     /// The first half of [`Idem::step`], for callers that cannot pass their writes as a
@@ -502,7 +507,7 @@ impl Idem {
             policy: NoErrorCache,
         };
         let conn_of = crate::step::conn_of::<C>();
-        match crate::step::begin(&self.inner, call, conn, conn_of, &errors).await? {
+        match crate::step::begin(&self.inner, call.keyed(), conn, conn_of, &errors).await? {
             crate::step::Begun::Replayed(value) => value.map(crate::step::StepStart::Replayed),
             crate::step::Begun::Claimed(claim) => Ok(crate::step::StepStart::Claimed(claim)),
         }
@@ -525,7 +530,7 @@ impl Idem {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        Box::pin(execute::run(&self.inner, call, errors, body))
+        Box::pin(execute::run(&self.inner, call.keyed(), errors, body))
     }
 
     /// Writes the cost that this handle's replays avoided (counted in memory, written every few

@@ -145,7 +145,10 @@ impl AnyBaseline {
 
 /// `--mode stream`, `nested` and `http` return before the call modes' report.
 fn unreachable_mode() -> ! {
-    fail("--mode stream/nested/http", "reached the call modes' report")
+    fail(
+        "--mode stream/nested/http",
+        "reached the call modes' report",
+    )
 }
 
 /// `--mode stream`: one JSON line of [`stream_bench::StreamReport`], with the store's name.

@@ -82,7 +82,7 @@ pub(crate) enum Begun<T, E> {
 /// attempt; waits for a running one as its options say.
 pub(crate) async fn begin<C, T, E, P>(
     handle: &Arc<Handle>,
-    call: crate::call::Call,
+    call: Result<KeyedCall, Error>,
     conn: &mut C,
     conn_of: ConnOf<C>,
     errors: &Errors<E, P>,
@@ -92,7 +92,7 @@ where
     T: DeserializeOwned,
     P: ErrorPolicy<E>,
 {
-    let call = call.keyed().map_err(errors.from_idem)?;
+    let call = call.map_err(errors.from_idem)?;
     let span = tracing::info_span!(
         "idem.step",
         op = %call.op,
@@ -359,7 +359,7 @@ async fn complete(
 /// connection, then its outcome recorded there. Replays return without running the body.
 pub(crate) async fn run<C, T, E, P, F>(
     handle: &Arc<Handle>,
-    call: crate::call::Call,
+    call: Result<KeyedCall, Error>,
     conn: &mut C,
     conn_of: ConnOf<C>,
     errors: Errors<E, P>,

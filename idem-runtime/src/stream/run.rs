@@ -23,7 +23,7 @@ use crate::wait::{Patience, POLL_CAP};
 
 pub(crate) async fn run<C, E, P, F, Fut>(
     handle: &Arc<Handle>,
-    call: crate::call::Call,
+    call: Result<KeyedCall, Error>,
     errors: Errors<E, P>,
     body: F,
 ) -> Result<Streamed<C, E>, E>
@@ -34,7 +34,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Streamed<C, E>, E>>,
 {
-    let call = call.keyed().map_err(errors.from_idem)?;
+    let call = call.map_err(errors.from_idem)?;
     let span = tracing::info_span!(
         "idem.stream",
         op = %call.op,
