@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod effects;
 pub mod lifecycle;
 pub mod operator;
+pub mod redis_server;
 pub mod stream_journal;
 pub mod streams;
 pub mod takeover;

@@ -217,6 +217,11 @@ impl RedisStoreBuilder {
             .or(options.response_timeout)
             .unwrap_or(Duration::from_secs(5));
 
+        #[cfg(feature = "redis-tls")]
+        if driver_url.starts_with("rediss:") {
+            // rustls needs a process-wide crypto provider; keep one installed before this.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = redis::Client::open(driver_url.as_str())
             .map_err(|e| self.open_error(format!("not a valid Redis URL: {e}"), Some(e)))?;
         let connect = |e: redis::RedisError| {
@@ -361,7 +366,9 @@ fn describe_connect_error(e: &redis::RedisError) -> String {
     let text = e.to_string();
     if text.contains("NOAUTH") {
         format!("the server requires a password and the URL gives none (`redis://:password@host`): {text}")
-    } else if text.contains("WRONGPASS") || text.contains("invalid password") {
+    } else if text.contains("WRONGPASS")
+        || matches!(e.kind(), redis::ErrorKind::AuthenticationFailed)
+    {
         format!("the server refused the URL's user name or password: {text}")
     } else {
         format!("cannot connect: {text}")

@@ -1,0 +1,128 @@
+//! Throwaway `redis-server` processes for tests that must stop, restart or misconfigure a
+//! server (outages, passwords, clusters): each on a free local port, in its own temporary
+//! directory, killed when dropped. The machine's shared server is never touched.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` this test started.
+#[derive(Debug)]
+pub struct RedisServer {
+    dir: PathBuf,
+    port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+/// A free local TCP port (bound, then released for the server to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
+}
+
+/// Whether `redis-server` can be run; if not, says so loudly (and fails under CI).
+pub fn redis_server_available() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if crate::servers_required() {
+            panic!("redis-server is required (CI=true) but not installed");
+        }
+        eprintln!("\n*** SKIPPED: Redis test: no `redis-server` binary on PATH ***\n");
+    }
+    found
+}
+
+impl RedisServer {
+    /// Starts `redis-server --port P --dir DIR ARGS` in `dir` and waits until it answers;
+    /// `None` (after a loud SKIPPED, or a panic in CI) without a `redis-server` binary.
+    /// Persistence is off unless `args` turn it on (`--appendonly yes`).
+    pub fn start(dir: &Path, args: &[&str]) -> Option<Self> {
+        if !redis_server_available() {
+            return None;
+        }
+        let mut server = Self {
+            dir: dir.to_owned(),
+            port: free_port(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            child: None,
+        };
+        server.run();
+        Some(server)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn run(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--save")
+            .arg("")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.child = Some(cmd.spawn().expect("spawn redis-server"));
+        self.wait_ready();
+    }
+
+    /// Waits (10 s at most) until the server answers a command (an error such as `NOAUTH`
+    /// counts; `LOADING` does not).
+    fn wait_ready(&self) {
+        let begun = Instant::now();
+        while begun.elapsed() < Duration::from_secs(10) {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200))
+                {
+                    match redis::cmd("PING").query::<String>(&mut conn) {
+                        Ok(_) => return,
+                        Err(e) if !e.to_string().contains("LOADING") && e.is_io_error() => {}
+                        Err(e) if !e.to_string().contains("LOADING") => return,
+                        Err(_) => {}
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no final save) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory (reloading its AOF, if it keeps one).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
