@@ -53,22 +53,35 @@ if status then
     return {'completed', attempt, r[4], r[6], redis.call('HGET', KEYS[1], 'snap'), r[5]}
   end
 end
+local floor = tonumber(redis.call('GET', KEYS[3]) or '0')
+local new = math.max(attempt, floor) + 1
 local took = 0
 if status == 'running' then
   took = attempt
   end_line(KEYS[2], attempt, 'abandoned', false, now)
 end
-local floor = tonumber(redis.call('GET', KEYS[3]) or '0')
-local new = math.max(attempt, floor) + 1
-if not status then redis.call('HSET', KEYS[1], 'created', int(now)) end
-redis.call('HDEL', KEYS[1], 'snap', 'kind', 'err', 'expires', 'fp')
-redis.call('HSET', KEYS[1], 'op', ARGV[1], 'status', 'running', 'attempt', int(new),
-  'lease', int(now + tonumber(ARGV[3])), 'worker', ARGV[4], 'updated', int(now))
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'fp', ARGV[2]) end
-redis.call('PERSIST', KEYS[1])
-redis.call('RPUSH', KEYS[2], cjson.encode({a = new, w = ARGV[4], s = now, o = 'running'}))
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
-redis.call('PERSIST', KEYS[2])
+local fields = {'op', ARGV[1], 'status', 'running', 'attempt', int(new),
+  'lease', int(now + tonumber(ARGV[3])), 'worker', ARGV[4], 'updated', int(now)}
+if ARGV[2] ~= '' then
+  table.insert(fields, 'fp')
+  table.insert(fields, ARGV[2])
+end
+if status then
+  -- A finished record claimed again: drop what its outcome left, and its expiry.
+  redis.call('HDEL', KEYS[1], 'snap', 'kind', 'err', 'expires', 'fp')
+  redis.call('PERSIST', KEYS[1])
+else
+  table.insert(fields, 'created')
+  table.insert(fields, int(now))
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+local lines = redis.call('RPUSH', KEYS[2],
+  cjson.encode({a = new, w = ARGV[4], s = now, o = 'running'}))
+if lines > 1 then
+  -- An existing log: keep it bounded, and alive as long as the running record.
+  if lines > tonumber(ARGV[5]) then redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1) end
+  redis.call('PERSIST', KEYS[2])
+end
 return {'acquired', new, took}
 "#;
 
@@ -86,7 +99,7 @@ return 1
 const COMPLETE: &str = r#"
 local now = now_ms()
 local attempt = tonumber(ARGV[1])
-local r = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'sa')
 if not r[1] then return 0 end
 local err = false
 if ARGV[2] == 'failed' then err = ARGV[4] end
@@ -106,7 +119,7 @@ end
 end_line(KEYS[2], attempt, ARGV[6], err, now)
 redis.call('PEXPIREAT', KEYS[1], int(exp))
 redis.call('PEXPIREAT', KEYS[2], int(exp))
-redis.call('PEXPIREAT', KEYS[4], int(exp))
+if r[3] then redis.call('PEXPIREAT', KEYS[4], int(exp)) end
 raise_floor(KEYS[3], attempt)
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 1
