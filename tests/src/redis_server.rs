@@ -126,3 +126,105 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A Redis Cluster of `n` primaries (no replicas) this test started: `redis-server
+/// --cluster-enabled yes` on free ports, joined by `redis-cli --cluster create`.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// Its nodes, in creation order.
+    pub nodes: Vec<RedisServer>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl RedisCluster {
+    /// Starts `n` (at least 3) nodes and creates the cluster, waiting until every node says
+    /// `cluster_state:ok`; `None` (after a loud SKIPPED, or a panic in CI) without
+    /// `redis-server`.
+    pub fn start(n: usize) -> Option<Self> {
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for _ in 0..n {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let node = RedisServer::start(
+                dir.path(),
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--appendonly",
+                    "no",
+                ],
+            )?;
+            nodes.push(node);
+            dirs.push(dir);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self { nodes, _dirs: dirs };
+        cluster.wait_ok();
+        Some(cluster)
+    }
+
+    /// Waits (20 s at most) until every node says `cluster_state:ok` and knows every slot.
+    pub fn wait_ok(&self) {
+        let begun = Instant::now();
+        'again: while begun.elapsed() < Duration::from_secs(20) {
+            for node in &self.nodes {
+                let info = self.cli(node.port(), &["cluster", "info"]);
+                if !info.contains("cluster_state:ok") || !info.contains("cluster_slots_ok:16384") {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue 'again;
+                }
+            }
+            return;
+        }
+        panic!("the cluster did not reach cluster_state:ok");
+    }
+
+    /// `redis-cli -p PORT ARGS`, its stdout.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The URL of its first node (the store discovers the others).
+    pub fn url(&self) -> String {
+        self.nodes.first().map(RedisServer::url).unwrap_or_default()
+    }
+
+    /// How many keys node `i` holds.
+    pub fn keys_on(&self, i: usize) -> u64 {
+        self.nodes.get(i).map_or(0, |n| {
+            self.cli(n.port(), &["dbsize"]).trim().parse().unwrap_or(0)
+        })
+    }
+
+    /// The cluster node id of node `i`.
+    pub fn node_id(&self, i: usize) -> String {
+        self.nodes.get(i).map_or_else(String::new, |n| {
+            self.cli(n.port(), &["cluster", "myid"]).trim().to_owned()
+        })
+    }
+}

@@ -449,8 +449,7 @@ async fn main() {
     #[cfg(feature = "postgres")]
     let mut pgbench_stats = idem_examples::pgbench::PgbenchStats::default();
     #[cfg(feature = "redis")]
-    let redis_benchmark = if args.redis_benchmark == Switch::On && args.store.starts_with("redis")
-    {
+    let redis_benchmark = if args.redis_benchmark == Switch::On && args.store.starts_with("redis") {
         use idem_examples::redis_benchmark::{RedisBenchmark, Script};
         let script = match args.mode {
             Mode::Miss => Script::Miss,
@@ -467,8 +466,7 @@ async fn main() {
         None
     };
     #[cfg(feature = "redis")]
-    let mut redis_benchmark_stats =
-        idem_examples::redis_benchmark::RedisBenchmarkStats::default();
+    let mut redis_benchmark_stats = idem_examples::redis_benchmark::RedisBenchmarkStats::default();
     #[cfg(feature = "redis")]
     let mut redis_set_stats = idem_examples::redis_benchmark::RedisBenchmarkStats::default();
     let run: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
