@@ -2,7 +2,8 @@
 //! ports (`redis-server --cluster-enabled yes` three times, `redis-cli --cluster create`): the
 //! conformance subset, with keys spread over all three; then calls running while slots are
 //! resharded from one primary to another (`MOVED`/`ASK` redirections), with every key executed
-//! exactly once.
+//! exactly once. And a cluster with a replica per primary, one primary killed (SIGKILL) and
+//! failed over to its replica mid-run: with `wait_replicas`, nothing recorded is lost.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -180,4 +181,103 @@ async fn resharding_keeps_exactly_once(cluster: &RedisCluster, idem: &Idem) {
         );
     }
     assert!(got.iter().all(|(i, v)| *v == i * 7));
+}
+
+/// Three primaries with one replica each; the store waits for one replica per decision
+/// (`WAIT 1`). A primary is killed with SIGKILL and its replica takes over: calls meanwhile fail
+/// closed (or succeed), and afterwards every key recorded before the kill replays without
+/// running again. (Without `WAIT`, a completion the primary acknowledged but had not yet sent
+/// to its replica is lost in the failover, and its key runs again: see the README.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_over_primary_loses_nothing_with_wait_replicas() {
+    let Some(mut cluster) = tokio::task::block_in_place(|| RedisCluster::start_with_replicas(3, 1))
+    else {
+        return;
+    };
+    let victim = (0..cluster.nodes.len())
+        .find(|i| cluster.is_primary(*i))
+        .unwrap();
+    // The store's seed is another node, so the test is about the failover, not discovery.
+    let seed = (0..cluster.nodes.len()).find(|i| *i != victim).unwrap();
+    let store = RedisStore::builder(&cluster.nodes[seed].url())
+        .cluster(true)
+        .prefix(&fresh_redis_prefix())
+        .wait_replicas(1, Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(1))
+        .open()
+        .await
+        .unwrap();
+    let idem = Idem::builder(Arc::new(store)).cache_capacity(0).build();
+    let op = idem_tests::unique_op("cluster_failover");
+    let runs: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
+    let call = |i: u32| {
+        let runs = runs.clone();
+        let idem = idem.clone();
+        let op = op.clone();
+        async move {
+            idem.call(
+                Call::new(op).key(&i).lease(Duration::from_secs(3)),
+                || async move {
+                    *runs.lock().unwrap().entry(i).or_default() += 1;
+                    Ok::<_, Error>(i)
+                },
+            )
+            .await
+        }
+    };
+    for i in 0..200 {
+        assert_eq!(call(i).await.unwrap(), i);
+    }
+    assert!(cluster.keys_on(victim) > 0, "the victim holds keys");
+
+    cluster.nodes[victim].kill();
+    // During the failover: calls fail closed, or succeed on the other primaries.
+    let mut failed = 0;
+    for i in 200..215 {
+        match tokio::time::timeout(Duration::from_secs(10), call(i))
+            .await
+            .unwrap()
+        {
+            Ok(v) => assert_eq!(v, i),
+            Err(e) => {
+                assert!(e.is_store_failure(), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    tokio::task::block_in_place(|| {
+        cluster.wait_ok();
+        // The promoted replica has no replica of its own, so `WAIT 1` fails its keys closed
+        // until the killed node comes back (it rejoins as the new primary's replica).
+        cluster.nodes[victim].restart();
+        cluster.wait_ok();
+        cluster.wait_replicas_online(1);
+    });
+    // After: every key replays or runs, each at most once (200..215 may not have run).
+    let begun = std::time::Instant::now();
+    for i in 0..215 {
+        loop {
+            match call(i).await {
+                Ok(v) => {
+                    assert_eq!(v, i);
+                    break;
+                }
+                Err(e) if begun.elapsed() < Duration::from_secs(30) => {
+                    assert!(e.is_store_failure(), "{e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("key {i} never recovered: {e}"),
+            }
+        }
+    }
+    let runs = runs.lock().unwrap();
+    for i in 0..215 {
+        assert_eq!(
+            runs.get(&i),
+            Some(&1),
+            "key {i} ran {:?} times",
+            runs.get(&i)
+        );
+    }
+    eprintln!("failover: {failed} calls failed closed while the primary was down");
 }

@@ -137,10 +137,16 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
-    /// Starts `n` (at least 3) nodes and creates the cluster, waiting until every node says
-    /// `cluster_state:ok`; `None` (after a loud SKIPPED, or a panic in CI) without
+    /// Starts `n` (at least 3) primaries and creates the cluster, waiting until every node
+    /// says `cluster_state:ok`; `None` (after a loud SKIPPED, or a panic in CI) without
     /// `redis-server`.
     pub fn start(n: usize) -> Option<Self> {
+        Self::start_with_replicas(n, 0)
+    }
+
+    /// Starts `primaries` primaries with `replicas` replicas each (`--cluster-replicas`).
+    pub fn start_with_replicas(primaries: usize, replicas: usize) -> Option<Self> {
+        let n = primaries * (replicas + 1);
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
         for _ in 0..n {
@@ -169,7 +175,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("run redis-cli --cluster create");
         assert!(
@@ -180,14 +186,16 @@ impl RedisCluster {
         );
         let cluster = Self { nodes, _dirs: dirs };
         cluster.wait_ok();
+        cluster.wait_replicas_online(replicas);
         Some(cluster)
     }
 
-    /// Waits (20 s at most) until every node says `cluster_state:ok` and knows every slot.
+    /// Waits (20 s at most) until every running node says `cluster_state:ok` and knows every
+    /// slot.
     pub fn wait_ok(&self) {
         let begun = Instant::now();
         'again: while begun.elapsed() < Duration::from_secs(20) {
-            for node in &self.nodes {
+            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
                 let info = self.cli(node.port(), &["cluster", "info"]);
                 if !info.contains("cluster_state:ok") || !info.contains("cluster_slots_ok:16384") {
                     std::thread::sleep(Duration::from_millis(100));
@@ -212,6 +220,35 @@ impl RedisCluster {
     /// The URL of its first node (the store discovers the others).
     pub fn url(&self) -> String {
         self.nodes.first().map(RedisServer::url).unwrap_or_default()
+    }
+
+    /// Waits (20 s at most) until every primary has `replicas` replicas online (synced).
+    pub fn wait_replicas_online(&self, replicas: usize) {
+        if replicas == 0 {
+            return;
+        }
+        let begun = Instant::now();
+        'again: while begun.elapsed() < Duration::from_secs(20) {
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].child.is_none() || !self.is_primary(i) {
+                    continue;
+                }
+                let info = self.cli(self.nodes[i].port(), &["info", "replication"]);
+                if info.matches("state=online").count() < replicas {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue 'again;
+                }
+            }
+            return;
+        }
+        panic!("the replicas did not come online");
+    }
+
+    /// Whether node `i` is a primary (by its own `ROLE`).
+    pub fn is_primary(&self, i: usize) -> bool {
+        self.nodes
+            .get(i)
+            .is_some_and(|n| self.cli(n.port(), &["role"]).starts_with("master"))
     }
 
     /// How many keys node `i` holds.

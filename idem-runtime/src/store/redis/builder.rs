@@ -30,6 +30,14 @@ pub struct RedisStoreBuilder {
     response_timeout: Option<Duration>,
     notifications: bool,
     create: bool,
+    replicas: Option<Replicas>,
+}
+
+/// How many replicas must acknowledge a decision's writes before it counts (`WAIT`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Replicas {
+    pub(super) count: u32,
+    pub(super) timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
@@ -43,6 +51,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("response_timeout", &self.response_timeout)
             .field("notifications", &self.notifications)
             .field("create", &self.create)
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
@@ -55,6 +64,8 @@ struct UrlOptions {
     cluster: Option<bool>,
     connect_timeout: Option<Duration>,
     response_timeout: Option<Duration>,
+    wait_replicas: Option<u32>,
+    wait_timeout: Option<Duration>,
 }
 
 impl RedisStoreBuilder {
@@ -68,7 +79,20 @@ impl RedisStoreBuilder {
             response_timeout: None,
             notifications: true,
             create: true,
+            replicas: None,
         }
+    }
+
+    /// Makes every claim, completion, renewal, stream append, release and forget wait until `count` replicas
+    /// acknowledged its writes (`WAIT count timeout`, on the connection that wrote them), so a
+    /// failover to one of those replicas loses no decision (URL `idem_wait_replicas` and
+    /// `idem_wait_timeout_ms`, default 1 s). Fewer acknowledgements in time fail the operation
+    /// closed with [`Error::Store`]: a claim's body does not run. Default: no waiting (a failover
+    /// may lose the last writes the primary had not yet sent; see the README).
+    #[must_use]
+    pub fn wait_replicas(mut self, count: u32, timeout: Duration) -> Self {
+        self.replicas = (count > 0).then_some(Replicas { count, timeout });
+        self
     }
 
     /// The prefix of every Redis key the store writes (default `idem:`; URL `idem_prefix`):
@@ -105,7 +129,8 @@ impl RedisStoreBuilder {
     }
 
     /// How long a request may wait for its reply before it fails closed with [`Error::Store`]
-    /// (default 5 s; URL `idem_response_timeout_ms`).
+    /// (default 5 s; URL `idem_response_timeout_ms`; at least the `wait_replicas` timeout plus
+    /// 1 s).
     #[must_use]
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = Some(timeout);
@@ -180,10 +205,18 @@ impl RedisStoreBuilder {
                 "idem_response_timeout_ms" => {
                     options.response_timeout = Some(ms(&value).map_err(|_| bad("expected ms"))?);
                 }
+                "idem_wait_replicas" => {
+                    options.wait_replicas =
+                        Some(value.parse().map_err(|_| bad("expected a number"))?);
+                }
+                "idem_wait_timeout_ms" => {
+                    options.wait_timeout = Some(ms(&value).map_err(|_| bad("expected ms"))?);
+                }
                 other if other.starts_with("idem_") => {
                     return Err(bad(
                         "unknown store option (idem_prefix, idem_connections, idem_cluster, \
-                         idem_connect_timeout_ms, idem_response_timeout_ms)",
+                         idem_connect_timeout_ms, idem_response_timeout_ms, idem_wait_replicas, \
+                         idem_wait_timeout_ms)",
                     ))
                 }
                 _ => kept.push((name.into_owned(), value.into_owned())),
@@ -206,6 +239,15 @@ impl RedisStoreBuilder {
             .or(options.prefix)
             .unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
         let layout = Layout::new(&prefix)?;
+        let replicas = self.replicas.or_else(|| {
+            options
+                .wait_replicas
+                .filter(|n| *n > 0)
+                .map(|count| Replicas {
+                    count,
+                    timeout: options.wait_timeout.unwrap_or(Duration::from_secs(1)),
+                })
+        });
         let connections = self.connections.or(options.connections).unwrap_or(2).max(1);
         let cluster = self.cluster.or(options.cluster).unwrap_or(false);
         let connect_timeout = self
@@ -216,6 +258,9 @@ impl RedisStoreBuilder {
             .response_timeout
             .or(options.response_timeout)
             .unwrap_or(Duration::from_secs(5));
+        // A `WAIT` may block for its whole timeout: the reply must be allowed that long.
+        let response_timeout = response_timeout
+            .max(replicas.map_or(Duration::ZERO, |r| r.timeout + Duration::from_secs(1)));
 
         #[cfg(feature = "redis-tls")]
         if driver_url.starts_with("rediss:") {
@@ -292,6 +337,7 @@ impl RedisStoreBuilder {
                 layout,
                 scripts: Scripts::new(),
                 notifier,
+                replicas,
                 url: redact_url(&self.url),
             }),
         })

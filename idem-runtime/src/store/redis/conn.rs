@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, RedisFuture, RedisResult, Value};
 
 /// One connection: to a single server (reconnects by itself after a failure) or to a cluster
@@ -93,6 +93,29 @@ impl Conn {
             }
         }
         Ok(nodes)
+    }
+
+    /// `WAIT replicas timeout_ms` on the connection (to a cluster: to the primary of `key`)
+    /// that just wrote `key`: how many replicas acknowledged every write sent on it so far.
+    pub(super) async fn wait_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout_ms: u64,
+    ) -> RedisResult<i64> {
+        let cmd = redis::cmd("WAIT").arg(replicas).arg(timeout_ms).clone();
+        let value = match self {
+            Conn::Single(c) => cmd.query_async(c).await?,
+            Conn::Cluster(c) => {
+                let route = Route::with_key(key, SlotAddr::Master);
+                c.route_command(
+                    cmd,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await?
+            }
+        };
+        Ok(redis::from_redis_value(value)?)
     }
 
     /// Sends a keyless command (`SCAN`, `TIME`) to `node`.

@@ -75,6 +75,8 @@ struct Inner {
     layout: Layout,
     scripts: Scripts,
     notifier: Option<Notifier>,
+    /// Replicas every decision waits for (`WAIT`), if any.
+    replicas: Option<builder::Replicas>,
     /// The URL, password removed.
     url: String,
 }
@@ -137,6 +139,40 @@ impl RedisStore {
 
     fn conn(&self) -> Conn {
         self.inner.conns.get()
+    }
+
+    /// With [`RedisStoreBuilder::wait_replicas`]: waits until enough replicas acknowledged the
+    /// writes `conn` sent (the decision just made on `record`), else fails closed.
+    async fn replicated(
+        &self,
+        conn: &mut Conn,
+        record: &str,
+        action: &'static str,
+        op: &str,
+        key: &Key,
+    ) -> Result<(), Error> {
+        let Some(r) = self.inner.replicas else {
+            return Ok(());
+        };
+        let timeout = u64::try_from(r.timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let acked = conn
+            .wait_replicas(record, r.count, timeout)
+            .await
+            .map_err(|e| Error::store(action, op, key, e))?;
+        if acked < i64::from(r.count) {
+            return Err(Error::store(
+                action,
+                op,
+                key,
+                format!(
+                    "only {acked} of {} replicas acknowledged the write within {:?} (WAIT)",
+                    r.count, r.timeout
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn names(&self, key: &Key) -> KeyNames {
@@ -257,6 +293,7 @@ impl Store for RedisStore {
 
     async fn claim(&self, req: &ClaimRequest<'_>) -> Result<Claim, Error> {
         let n = self.names(req.key);
+        let mut conn = self.conn();
         let fail = |e| Error::store("claim", req.op, req.key, e);
         let value: Value = self
             .inner
@@ -270,10 +307,14 @@ impl Store for RedisStore {
             .arg(span_ms(req.lease))
             .arg(req.worker)
             .arg(LOG_CAP)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
             .map_err(fail)?;
         let reply = Reply::new(value);
+        if reply.text(0) == "acquired" {
+            self.replicated(&mut conn, &n.record, "claim", req.op, req.key)
+                .await?;
+        }
         let corrupt = |reason: &str| Error::Corrupt {
             op: req.op.to_owned(),
             key: *req.key,
@@ -320,6 +361,7 @@ impl Store for RedisStore {
 
     async fn renew(&self, a: &AttemptRef<'_>, lease: Duration) -> Result<Fence, Error> {
         let n = self.names(a.key);
+        let mut conn = self.conn();
         let owned: i64 = self
             .inner
             .scripts
@@ -327,18 +369,20 @@ impl Store for RedisStore {
             .key(&n.record)
             .arg(a.attempt)
             .arg(span_ms(lease))
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| Error::store("renew", a.op, a.key, e))?;
-        Ok(if owned == 1 {
-            Fence::Owned
-        } else {
-            Fence::Lost
-        })
+        if owned != 1 {
+            return Ok(Fence::Lost);
+        }
+        self.replicated(&mut conn, &n.record, "renew", a.op, a.key)
+            .await?;
+        Ok(Fence::Owned)
     }
 
     async fn complete(&self, a: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error> {
         let n = self.names(a.key);
+        let mut conn = self.conn();
         let (channel, hex) = self.publish_args(a.key);
         let (status, kind, payload, ttl, logged): (&str, &str, &[u8], Duration, AttemptOutcome) =
             match outcome {
@@ -383,14 +427,15 @@ impl Store for RedisStore {
             .arg(logged.as_str())
             .arg(channel)
             .arg(hex)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| Error::store("complete", a.op, a.key, e))?;
-        Ok(if owned == 1 {
-            Fence::Owned
-        } else {
-            Fence::Lost
-        })
+        if owned != 1 {
+            return Ok(Fence::Lost);
+        }
+        self.replicated(&mut conn, &n.record, "complete", a.op, a.key)
+            .await?;
+        Ok(Fence::Owned)
     }
 
     async fn wait_for_change(&self, key: &Key, max: Duration) {
@@ -467,6 +512,7 @@ impl Store for RedisStore {
 
     async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
         let n = self.names(key);
+        let mut conn = self.conn();
         let (channel, hex) = self.publish_args(key);
         let value: Value = self
             .inner
@@ -479,12 +525,16 @@ impl Store for RedisStore {
             .arg(if force { "1" } else { "0" })
             .arg(channel)
             .arg(hex)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| Error::store("forget", "", key, e))?;
         let reply = Reply::new(value);
         match reply.text(0).as_str() {
-            "deleted" => Ok(true),
+            "deleted" => {
+                self.replicated(&mut conn, &n.record, "forget", "", key)
+                    .await?;
+                Ok(true)
+            }
             "gone" => Ok(false),
             _ => Err(Error::Running {
                 op: reply.text(2),
@@ -513,15 +563,17 @@ impl Store for RedisStore {
         for chunk in chunks {
             invocation.arg(rows::encode_chunk(chunk));
         }
+        let mut conn = self.conn();
         let owned: i64 = invocation
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| Error::store("append_chunks", a.op, a.key, e))?;
-        Ok(if owned == 1 {
-            Fence::Owned
-        } else {
-            Fence::Lost
-        })
+        if owned != 1 {
+            return Ok(Fence::Lost);
+        }
+        self.replicated(&mut conn, &n.record, "append_chunks", a.op, a.key)
+            .await?;
+        Ok(Fence::Owned)
     }
 
     async fn read_chunks(
@@ -562,6 +614,7 @@ impl Store for RedisStore {
 
     async fn release(&self, key: &Key) -> Result<bool, Error> {
         let n = self.names(key);
+        let mut conn = self.conn();
         let (channel, hex) = self.publish_args(key);
         let released: i64 = self
             .inner
@@ -574,9 +627,13 @@ impl Store for RedisStore {
             .arg(span_ms(RELEASED_TTL))
             .arg(channel)
             .arg(hex)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| Error::store("release", "", key, e))?;
+        if released == 1 {
+            self.replicated(&mut conn, &n.record, "release", "", key)
+                .await?;
+        }
         Ok(released == 1)
     }
 
