@@ -12,11 +12,11 @@
 //! | Redis key | type | holds |
 //! |---|---|---|
 //! | `<prefix>format` | string | the format version, `1` |
-//! | `<prefix>{gggg}:<key hex>` | hash | the record (fields in [`fields`]) |
+//! | `<prefix>{gggg}:<key hex>` | hash | the record (fields in [`fields`], plus `sa`: the attempt the journal holds, and `w`: a claim was told `running`) |
 //! | `<prefix>{gggg}:<key hex>:log` | list | the attempts log, oldest first, one JSON object a line |
 //! | `<prefix>{gggg}:<key hex>:chunks` | list | the stream journal of attempt `sa`: `<offset_ms>:<bytes>` |
 //! | `<prefix>{gggg}:floor` | string | the group's attempt floor |
-//! | `<prefix>changes` | pub/sub channel | key hex of every completion, forget, release, append |
+//! | `<prefix>changes` | pub/sub channel | key hex of every forget and release, and of completions and appends someone waits for |
 
 use crate::error::Error;
 use crate::key::Key;

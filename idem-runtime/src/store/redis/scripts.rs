@@ -3,6 +3,11 @@
 //! runs atomically on the server and reads the time with `TIME` (the server's clock, never a
 //! worker's). Every script touches the keys of one idem key and its group floor only, which share
 //! one hash tag (see `layout.rs`), so each runs in one Redis Cluster slot.
+//!
+//! Changes are published on the store's channel for waiters and caches: forgets and releases
+//! always (caches must drop the key), completions and stream appends only when a claim was told
+//! `running` since the attempt began (it sets the record's `w` flag), so the common call, which
+//! nobody waits for, sends no message to every subscribed process.
 
 use redis::Script;
 
@@ -36,6 +41,7 @@ end
 "#;
 
 /// KEYS: record, log, floor. ARGV: op, fingerprint hex (`''`: none), lease ms, worker, log cap.
+/// A claim told `running` flags the record (`w`), so its completion publishes.
 /// Returns `{'reuse'}`, `{'running', attempt, lease ms left}`,
 /// `{'completed', attempt, expires, kind, snapshot, fingerprint}` or
 /// `{'acquired', attempt, taken-over attempt (0: none)}`.
@@ -49,7 +55,11 @@ if status then
   local live_r = status == 'running' and r[3] and tonumber(r[3]) > now
   if live_c or live_r then
     if r[5] and ARGV[2] ~= '' and r[5] ~= ARGV[2] then return {'reuse'} end
-    if live_r then return {'running', attempt, tonumber(r[3]) - now} end
+    if live_r then
+      -- Someone waits: the completion (or an append) must publish.
+      redis.call('HSET', KEYS[1], 'w', '1')
+      return {'running', attempt, tonumber(r[3]) - now}
+    end
     return {'completed', attempt, r[4], r[6], redis.call('HGET', KEYS[1], 'snap'), r[5]}
   end
 end
@@ -68,7 +78,7 @@ if ARGV[2] ~= '' then
 end
 if status then
   -- A finished record claimed again: drop what its outcome left, and its expiry.
-  redis.call('HDEL', KEYS[1], 'snap', 'kind', 'err', 'expires', 'fp')
+  redis.call('HDEL', KEYS[1], 'snap', 'kind', 'err', 'expires', 'fp', 'w')
   redis.call('PERSIST', KEYS[1])
 else
   table.insert(fields, 'created')
@@ -99,7 +109,7 @@ return 1
 const COMPLETE: &str = r#"
 local now = now_ms()
 local attempt = tonumber(ARGV[1])
-local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'sa')
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'sa', 'w')
 if not r[1] then return 0 end
 local err = false
 if ARGV[2] == 'failed' then err = ARGV[4] end
@@ -108,7 +118,7 @@ if r[1] ~= 'running' or tonumber(r[2]) ~= attempt then
   return 0
 end
 local exp = now + tonumber(ARGV[5])
-redis.call('HDEL', KEYS[1], 'lease')
+redis.call('HDEL', KEYS[1], 'lease', 'w')
 if ARGV[2] == 'completed' then
   redis.call('HSET', KEYS[1], 'status', 'completed', 'snap', ARGV[4], 'kind', ARGV[3],
     'updated', int(now), 'expires', int(exp))
@@ -121,7 +131,7 @@ redis.call('PEXPIREAT', KEYS[1], int(exp))
 redis.call('PEXPIREAT', KEYS[2], int(exp))
 if r[3] then redis.call('PEXPIREAT', KEYS[4], int(exp)) end
 raise_floor(KEYS[3], attempt)
-redis.call('PUBLISH', ARGV[7], ARGV[8])
+if r[4] then redis.call('PUBLISH', ARGV[7], ARGV[8]) end
 return 1
 "#;
 
@@ -166,7 +176,7 @@ return 1
 /// (`<offset_ms>:<bytes>`). Returns 1 (owned) or 0 (lost).
 const APPEND: &str = r#"
 local attempt = tonumber(ARGV[1])
-local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'sa')
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'sa', 'w')
 if r[1] ~= 'running' or tonumber(r[2]) ~= attempt then return 0 end
 if tonumber(r[3] or '0') ~= attempt then
   redis.call('DEL', KEYS[2])
@@ -182,7 +192,7 @@ if first <= have then
     i = last + 1
   end
 end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+if r[4] then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 "#;
 
