@@ -232,6 +232,10 @@ pub async fn drop_stale_redis_prefixes(url: &str) {
 pub async fn redis() -> Option<Backend> {
     let url = redis_url();
     let store = redis_store_at(&url, |b| b.prefix(&fresh_redis_prefix())).await?;
-    drop_stale_redis_prefixes(&url).await;
+    // Once per test process: the walk covers the whole keyspace.
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        drop_stale_redis_prefixes(&url).await;
+    }
     Some(Backend::new(Arc::new(store)))
 }

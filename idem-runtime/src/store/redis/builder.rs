@@ -273,6 +273,14 @@ impl RedisStoreBuilder {
             let reason = describe_connect_error(&e);
             self.open_error(reason, Some(e))
         };
+        // Reconnects happen in the background after a failure, with a short backoff; the
+        // request that saw the failure fails closed.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(500));
         let mut first = if cluster {
             let cluster_client =
                 redis::cluster::ClusterClientBuilder::new(vec![driver_url.clone()])
@@ -288,36 +296,24 @@ impl RedisStoreBuilder {
                     .map_err(connect)?;
             Conn::Cluster(conn)
         } else {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(connect_timeout))
-                .set_response_timeout(Some(response_timeout))
-                .set_number_of_retries(1)
-                .set_min_delay(Duration::from_millis(10))
-                .set_max_delay(Duration::from_millis(500));
-            let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
-                .await
-                .map_err(connect)?;
+            let manager =
+                ConnectionManager::new_with_config(client.clone(), manager_config.clone())
+                    .await
+                    .map_err(connect)?;
             Conn::Single(manager)
         };
 
         self.check_server(&mut first).await?;
         self.check_format(&mut first, &layout).await?;
 
+        // A cluster connection already multiplexes over one connection per node.
         let mut more = Vec::new();
-        if let Conn::Cluster(c) = &first {
-            // A cluster connection already multiplexes over one connection per node.
-            let _ = c;
-        } else {
+        if matches!(first, Conn::Single(_)) {
             for _ in 1..connections {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(connect_timeout))
-                    .set_response_timeout(Some(response_timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(10))
-                    .set_max_delay(Duration::from_millis(500));
-                let manager = ConnectionManager::new_with_config(client.clone(), config)
-                    .await
-                    .map_err(connect)?;
+                let manager =
+                    ConnectionManager::new_with_config(client.clone(), manager_config.clone())
+                        .await
+                        .map_err(connect)?;
                 more.push(Conn::Single(manager));
             }
         }
