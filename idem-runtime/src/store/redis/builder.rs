@@ -31,6 +31,7 @@ pub struct RedisStoreBuilder {
     notifications: bool,
     create: bool,
     replicas: Option<Replicas>,
+    tls_root_certificate: Option<Vec<u8>>,
 }
 
 /// How many replicas must acknowledge a decision's writes before it counts (`WAIT`).
@@ -52,6 +53,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("notifications", &self.notifications)
             .field("create", &self.create)
             .field("replicas", &self.replicas)
+            .field("tls_root_certificate", &self.tls_root_certificate.is_some())
             .finish()
     }
 }
@@ -66,6 +68,7 @@ struct UrlOptions {
     response_timeout: Option<Duration>,
     wait_replicas: Option<u32>,
     wait_timeout: Option<Duration>,
+    tls_ca: Option<String>,
 }
 
 impl RedisStoreBuilder {
@@ -80,7 +83,17 @@ impl RedisStoreBuilder {
             notifications: true,
             create: true,
             replicas: None,
+            tls_root_certificate: None,
         }
+    }
+
+    /// The PEM certificate of the authority that signed the server's TLS certificate, for
+    /// `rediss://` servers with a private CA (URL `idem_tls_ca=/path/to/ca.pem`). Without it,
+    /// the system's root certificates are trusted. Needs the `redis-tls` feature.
+    #[must_use]
+    pub fn tls_root_certificate(mut self, pem: Vec<u8>) -> Self {
+        self.tls_root_certificate = Some(pem);
+        self
     }
 
     /// Makes every claim, completion, renewal, stream append, release and forget wait until `count` replicas
@@ -209,6 +222,7 @@ impl RedisStoreBuilder {
                     options.wait_replicas =
                         Some(value.parse().map_err(|_| bad("expected a number"))?);
                 }
+                "idem_tls_ca" => options.tls_ca = Some(value.into_owned()),
                 "idem_wait_timeout_ms" => {
                     options.wait_timeout = Some(ms(&value).map_err(|_| bad("expected ms"))?);
                 }
@@ -216,7 +230,7 @@ impl RedisStoreBuilder {
                     return Err(bad(
                         "unknown store option (idem_prefix, idem_connections, idem_cluster, \
                          idem_connect_timeout_ms, idem_response_timeout_ms, idem_wait_replicas, \
-                         idem_wait_timeout_ms)",
+                         idem_wait_timeout_ms, idem_tls_ca)",
                     ))
                 }
                 _ => kept.push((name.into_owned(), value.into_owned())),
@@ -267,7 +281,22 @@ impl RedisStoreBuilder {
             // rustls needs a process-wide crypto provider; keep one installed before this.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = redis::Client::open(driver_url.as_str())
+        let root_certificate = match (&self.tls_root_certificate, &options.tls_ca) {
+            (Some(pem), _) => Some(pem.clone()),
+            (None, Some(path)) => Some(std::fs::read(path).map_err(|e| {
+                self.open_error(format!("cannot read `idem_tls_ca` file {path}: {e}"), None)
+            })?),
+            (None, None) => None,
+        };
+        if root_certificate.is_some() && !cfg!(feature = "redis-tls") {
+            return Err(self.open_error(
+                "a TLS root certificate needs idem-runtime's `redis-tls` cargo feature",
+                None,
+            ));
+        }
+        let tls = Tls(root_certificate);
+        let client = tls
+            .client(&driver_url)
             .map_err(|e| self.open_error(format!("not a valid Redis URL: {e}"), Some(e)))?;
         let connect = |e: redis::RedisError| {
             let reason = describe_connect_error(&e);
@@ -282,13 +311,15 @@ impl RedisStoreBuilder {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(500));
         let mut first = if cluster {
-            let cluster_client =
-                redis::cluster::ClusterClientBuilder::new(vec![driver_url.clone()])
-                    .connection_timeout(connect_timeout)
-                    .response_timeout(response_timeout)
-                    .retries(3)
-                    .build()
-                    .map_err(connect)?;
+            let cluster_client = tls
+                .cluster(redis::cluster::ClusterClientBuilder::new(vec![
+                    driver_url.clone()
+                ]))
+                .connection_timeout(connect_timeout)
+                .response_timeout(response_timeout)
+                .retries(3)
+                .build()
+                .map_err(connect)?;
             let conn =
                 tokio::time::timeout(connect_timeout * 2, cluster_client.get_async_connection())
                     .await
@@ -321,7 +352,7 @@ impl RedisStoreBuilder {
         let notifier = if self.notifications {
             let mut nodes = vec![client];
             if cluster {
-                nodes.extend(cluster_nodes(&mut first, &driver_url).await);
+                nodes.extend(cluster_nodes(&mut first, &driver_url, &tls).await);
             }
             Some(Notifier::new(nodes, layout.channel()))
         } else {
@@ -430,7 +461,7 @@ pub(super) fn server_version(info: &str) -> Option<(u32, u32)> {
 
 /// Clients of a cluster's other primaries, for the subscriber to fall back on: the seed URL
 /// with each node's host and port.
-async fn cluster_nodes(conn: &mut Conn, seed: &str) -> Vec<redis::Client> {
+async fn cluster_nodes(conn: &mut Conn, seed: &str, tls: &Tls) -> Vec<redis::Client> {
     let Ok(nodes) = conn.key_nodes().await else {
         return Vec::new();
     };
@@ -441,9 +472,45 @@ async fn cluster_nodes(conn: &mut Conn, seed: &str) -> Vec<redis::Client> {
             let mut url = url::Url::parse(seed).ok()?;
             url.set_host(Some(&host)).ok()?;
             url.set_port(Some(port)).ok()?;
-            redis::Client::open(url.as_str()).ok()
+            tls.client(url.as_str()).ok()
         })
         .collect()
+}
+
+/// The TLS root certificate clients trust, if one was given (else the system's roots).
+// Without `redis-tls` a certificate is refused before one is built, so it is never read.
+#[cfg_attr(not(feature = "redis-tls"), allow(dead_code))]
+struct Tls(Option<Vec<u8>>);
+
+impl Tls {
+    #[cfg(feature = "redis-tls")]
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.0.clone().map(|pem| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        })
+    }
+
+    /// A client of `url`.
+    fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        #[cfg(feature = "redis-tls")]
+        if let Some(certs) = self.certificates() {
+            return redis::Client::build_with_tls(url, certs);
+        }
+        redis::Client::open(url)
+    }
+
+    /// `builder` with the root certificate.
+    fn cluster(
+        &self,
+        builder: redis::cluster::ClusterClientBuilder,
+    ) -> redis::cluster::ClusterClientBuilder {
+        #[cfg(feature = "redis-tls")]
+        if let Some(certs) = self.certificates() {
+            return builder.certs(certs);
+        }
+        builder
+    }
 }
 
 #[cfg(test)]
