@@ -46,8 +46,8 @@ use self::listen::Notifier;
 use self::rows::Reply;
 use self::scripts::Scripts;
 use super::{
-    millis, AttemptRef, ChangeSink, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store,
-    StoredChunk, RELEASED_TTL,
+    millis, AttemptRef, ChangeSink, Claim, ClaimRequest, Fence, ListFilter, OpCounts, Outcome,
+    Store, StoredChunk, RELEASED_TTL,
 };
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
@@ -508,6 +508,35 @@ impl Store for RedisStore {
         out.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.key.cmp(&b.key)));
         out.truncate(filter.limit.unwrap_or(1000) as usize);
         Ok(out)
+    }
+
+    /// Counts a `SCAN` of every record (snapshots are never read), judging `stuck` by the
+    /// server's clock.
+    async fn counts(&self, op: Option<&str>) -> Result<Vec<OpCounts>, Error> {
+        let now = self.server_now("counts").await?;
+        let mut by_op: std::collections::BTreeMap<String, OpCounts> = Default::default();
+        let mut scan = self.scan("counts").await?;
+        while let Some(names) = scan.next_page().await? {
+            for r in self.read_listed("counts", &names).await? {
+                if op.is_some_and(|op| r.op != op) {
+                    continue;
+                }
+                let c = by_op
+                    .entry(r.op.clone())
+                    .or_insert_with(|| OpCounts::new(&r.op));
+                c.records += 1;
+                match r.status {
+                    Status::Running => c.running += 1,
+                    Status::Completed => c.completed += 1,
+                    Status::Failed => c.failed += 1,
+                }
+                if r.status == Status::Running && r.lease_until.is_some_and(|l| l < now) {
+                    c.stuck += 1;
+                }
+                c.attempts += r.attempt;
+            }
+        }
+        Ok(by_op.into_values().collect())
     }
 
     async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
