@@ -26,6 +26,7 @@ fn plain_request<'a>(op: &'a str, key: &'a idem_runtime::Key, worker: &'a str) -
         lease: Duration::from_secs(30),
         ttl: Duration::from_secs(3600),
         worker,
+        parent: None,
     }
 }
 
@@ -152,6 +153,7 @@ async fn notify_wakes_waiters_at_once() {
     // As the runtime does: the waiter is told `running` (which asks the completion to notify)...
     let dup = ClaimRequest {
         worker: "waiter",
+        parent: None,
         ..req
     };
     assert!(matches!(
@@ -177,6 +179,7 @@ async fn notify_wakes_waiters_at_once() {
         kind: SnapshotKind::Ok,
         bytes: b"\"v\"",
         ttl: Duration::from_secs(60),
+        cost: None,
     };
     assert_eq!(store.complete(&a, outcome).await.unwrap(), Fence::Owned);
     let waited = waiter.await.unwrap();
@@ -223,6 +226,7 @@ async fn appended_chunks_wake_followers_at_once() {
     }
     let dup = ClaimRequest {
         worker: "follower",
+        parent: None,
         ..req
     };
     assert!(matches!(
@@ -460,6 +464,7 @@ async fn both_claim_statements_decide_alike() {
                 lease,
                 ttl: Duration::from_secs(3600),
                 worker: "w",
+                parent: None,
             };
             store.claim(&req).await.unwrap()
         }
@@ -476,6 +481,7 @@ async fn both_claim_statements_decide_alike() {
                 kind: SnapshotKind::Ok,
                 bytes: b"1",
                 ttl: Duration::from_secs(3600),
+                cost: None,
             };
             store.complete(&a, outcome).await.unwrap()
         }
@@ -534,6 +540,7 @@ async fn both_claim_statements_decide_alike() {
             lease,
             ttl: Duration::from_secs(3600),
             worker: "w",
+            parent: None,
         };
         sqlx::query(&format!(
             "UPDATE {} SET fingerprint = $2 WHERE key = $1",
@@ -584,6 +591,7 @@ async fn both_claim_statements_decide_alike() {
                 Outcome::Failed {
                     error: "boom",
                     ttl: Duration::from_secs(3600),
+                    cost: None,
                 },
             )
             .await
@@ -896,6 +904,7 @@ async fn kept_connections_stay_clean_and_go_back_to_the_pool() {
                 kind: SnapshotKind::Ok,
                 bytes: name.as_bytes(),
                 ttl: Duration::from_secs(3600),
+                cost: None,
             };
             store.complete(&a, outcome).await.unwrap()
         }
@@ -1340,6 +1349,7 @@ async fn kept_connections_do_not_starve_callers_waiting_for_the_pool() {
                         kind: SnapshotKind::Ok,
                         bytes: b"1",
                         ttl: Duration::from_secs(3600),
+                        cost: None,
                     };
                     assert_eq!(store.complete(&a, outcome).await?, Fence::Owned);
                     done += 1;

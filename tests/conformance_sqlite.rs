@@ -227,6 +227,7 @@ async fn upgrades_a_version_1_database_in_place() {
         lease: Duration::from_secs(30),
         ttl: Duration::from_secs(3600),
         worker: "w",
+        parent: None,
     };
     let attempt = match store.claim(&req).await.unwrap() {
         Claim::Acquired { attempt, .. } => attempt,

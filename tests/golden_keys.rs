@@ -207,3 +207,22 @@ fn derived_enum_keys_are_pinned() {
         Call::new("pay").key("Cash").key_value()
     );
 }
+
+/// `key = parent`: the key of step `position` of a parent is pinned, and does not depend on the
+/// step's operation (that is in its fingerprint, which is how a changed pipeline is caught).
+#[test]
+fn position_keys_are_pinned() {
+    let parent = Call::new("agent").key(&7_u64).key_value();
+    let keys: Vec<String> = (0..3)
+        .map(|i| idem_runtime::key::position_key(&parent, i).to_hex())
+        .collect();
+    assert_eq!(keys, POSITION_KEYS);
+    assert_ne!(keys[0], keys[1]);
+}
+
+/// Computed independently (Python's `blake3` package) from the layout in the key module's docs.
+const POSITION_KEYS: [&str; 3] = [
+    "449f4d41c5853e1bbefebb2f9973e54b3d4ef9648d1f80187dcf3d6821a63b30",
+    "ac702432dadc7cd99d5a881bc435c7fe8e82cc18600ab7cb7e00e50a699e4f62",
+    "3adb1e23bc33200fddec1e4ace9311b46ba99bcf1b5a7587eaa3f99aedba1a51",
+];

@@ -28,6 +28,17 @@ async fn fresh_store() -> Option<(String, PostgresStore)> {
     Some((schema, store))
 }
 
+/// A 5-step pipeline killed mid-step at each step in turn resumes where it stopped, and every
+/// step takes effect once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_resumes_where_it_was_killed() {
+    let Some((schema, _store)) = fresh_store().await else {
+        return;
+    };
+    let url = postgres_test_url(&schema, 2);
+    idem_tests::resume::pipeline_resumes_where_it_was_killed(WORKER, &url).await;
+}
+
 /// 8 processes x 32 tasks, 2,000 keys each requested by every process: exactly 2,000
 /// executions, and every caller received the value of its key's single execution.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,3 +102,13 @@ async fn killed_stream_is_taken_over_after_one_lease() {
     .await;
     assert_killed_stream_is_taken_over(child, &handle(store, "survivor"), &op, lease_ms).await;
 }
+
+/// A 5-step pipeline killed mid-step at each step in turn resumes where it stopped, and every
+/// step takes effect once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_resumes_where_it_was_killed() {
+    let Some((url, _store)) = fresh_store().await else {
+        return;
+    };
+    idem_tests::resume::pipeline_resumes_where_it_was_killed(WORKER, &url).await;
+}

@@ -38,6 +38,16 @@ async fn four_processes_500_keys_execute_each_once() {
     Effects::read(&files).assert_exactly_once(500, 4);
 }
 
+/// A 5-step pipeline killed mid-step at each step in turn resumes where it stopped, and every
+/// step takes effect once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_resumes_where_it_was_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("resume.db").display());
+    Idem::open(&url).await.unwrap();
+    idem_tests::resume::pipeline_resumes_where_it_was_killed(WORKER, &url).await;
+}
+
 /// kill -9 of a worker mid-body: after one lease another worker re-executes, and the attempts
 /// log shows the abandoned attempt.
 #[tokio::test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use idem_runtime::record::Status;
 
-use crate::commands::{forget, list, purge, release, show, stats};
+use crate::commands::{forget, list, purge, release, show, stats, tree};
 use crate::duration::parse_duration;
 use crate::failure::Failure;
 
@@ -49,6 +49,10 @@ enum Command {
     Show {
         /// The key (64 hex digits) or a prefix of at least 4 digits.
         key: String,
+        /// Print the run this key started instead: its steps (calls made inside its body), their
+        /// steps, and so on, with their outcomes, durations and attempts.
+        #[arg(long)]
+        tree: bool,
     },
     /// Forget a key: delete its record and attempts log, so the next call runs the body again.
     /// A key whose attempt is running with a live lease is refused (exit 4) unless `--force`.
@@ -181,7 +185,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let json = cli.json;
     match cli.command {
         Command::List(args) => list::run(&*store, &args, json).await,
-        Command::Show { key } => show::run(&*store, &key, json).await,
+        Command::Show { key, tree: false } => show::run(&*store, &key, json).await,
+        Command::Show { key, tree: true } => tree::run(&*store, &key, json).await,
         Command::Forget { key, force } => forget::run(store, &key, force, json).await,
         Command::Release(args) => release::run(&*store, &args, json).await,
         Command::Purge {

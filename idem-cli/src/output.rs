@@ -116,6 +116,32 @@ pub(crate) fn attempts_table(attempts: &[AttemptLog]) -> Table {
     t
 }
 
+/// The cost ledger: per operation and unit, what attempts spent and replays avoided.
+pub(crate) fn costs_table(costs: &[idem_runtime::store::CostLine]) -> Table {
+    let mut t = table(&["op", "unit", "spent", "avoided", "replays", "avoided %"]);
+    for c in costs {
+        t.add_row(vec![
+            c.op.clone(),
+            c.unit.clone(),
+            amount(c.spent),
+            amount(c.avoided),
+            c.replays.to_string(),
+            crate::commands::stats::avoided_share(c)
+                .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+        ]);
+    }
+    t
+}
+
+/// An amount: whole numbers as such (tokens), others with up to 4 decimals (money).
+fn amount(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
 pub(crate) fn stats_table(by_op: &BTreeMap<String, OpStats>, total: &OpStats) -> Table {
     let mut t = table(&[
         "op",
@@ -161,6 +187,8 @@ pub(crate) fn record_json(r: &Record) -> Value {
         "created_at": iso(r.created_at),
         "updated_at": iso(r.updated_at),
         "expires_at": iso_opt(r.expires_at),
+        "parent": r.parent.map(|p| p.key.to_hex()),
+        "position": r.parent.map(|p| p.position),
     })
 }
 

@@ -120,6 +120,7 @@ async fn populate(url: &str) -> Fixture {
                 lease,
                 ttl: Duration::from_secs(3600),
                 worker: "crashed-worker/42",
+                parent: None,
             })
             .await
             .unwrap();
@@ -262,6 +263,7 @@ async fn exercise(url: &str) {
             lease: Duration::from_secs(600),
             ttl: Duration::from_secs(3600),
             worker: "busy-worker/7",
+            parent: None,
         })
         .await
         .unwrap();
@@ -312,6 +314,108 @@ async fn exercise(url: &str) {
     );
     let plain = ok_json(url, &["show", &f.done[1].to_hex()]);
     assert!(plain["stream"].is_null(), "{plain}");
+
+    tree(url).await;
+}
+
+/// `show --tree`: a run's steps, nested, in order, with outcomes and attempts.
+async fn tree(url: &str) {
+    let tag = unique();
+    let idem = Idem::open(url).await.unwrap();
+    let run = Call::new(format!("{tag}_pipeline")).key(&"run-1");
+    let root = run.key_value();
+    let attempt = |fail: bool| {
+        let idem = &idem;
+        let tag = &tag;
+        idem.call(
+            Call::new(format!("{tag}_pipeline")).key(&"run-1"),
+            move || async move {
+                let draft: String = idem
+                    .call(Call::new(format!("{tag}_draft")).by_position(), || async {
+                        // A step with a step of its own.
+                        let tokens: u32 = idem
+                            .call(
+                                Call::new(format!("{tag}_model_turn")).by_position(),
+                                || async {
+                                    if let Some(call) = idem_runtime::current() {
+                                        call.add_cost("tokens", 42.0);
+                                        call.add_cost("usd", 0.5);
+                                    }
+                                    Ok::<_, Fail>(42)
+                                },
+                            )
+                            .await?;
+                        Ok::<_, Fail>(format!("draft of {tokens} tokens"))
+                    })
+                    .await?;
+                if fail {
+                    return Err(Fail("the review service was down".into()));
+                }
+                idem.call(Call::new(format!("{tag}_review")).by_position(), || async {
+                    Ok::<_, Fail>(draft.len())
+                })
+                .await
+            },
+        )
+    };
+    assert!(attempt(true).await.is_err());
+    assert_eq!(attempt(false).await.unwrap(), "draft of 42 tokens".len());
+
+    let shown = ok_json(url, &["show", &root.to_hex(), "--tree"]);
+    assert_eq!(shown["op"], format!("{tag}_pipeline"), "{shown}");
+    assert_eq!(shown["status"], "completed", "{shown}");
+    assert_eq!(shown["attempts"], 2, "{shown}");
+    let steps = shown["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{shown}");
+    assert_eq!(steps[0]["op"], format!("{tag}_draft"));
+    assert_eq!(steps[0]["position"], 0);
+    assert_eq!(
+        steps[0]["attempts"], 1,
+        "replayed in the second run, not re-run"
+    );
+    assert_eq!(steps[0]["steps"][0]["op"], format!("{tag}_model_turn"));
+    assert_eq!(steps[1]["op"], format!("{tag}_review"));
+    assert_eq!(steps[1]["position"], 1);
+    assert_eq!(steps[1]["parent"], root.to_hex());
+    assert!(steps[1]["duration_ms"].is_u64(), "{shown}");
+
+    let text = idem_text(url, &["show", &root.to_hex(), "--tree"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].contains(&format!("{tag}_pipeline  completed")),
+        "{text}"
+    );
+    assert!(lines[0].contains("2 attempts"), "{text}");
+    assert!(
+        lines[1].starts_with(&format!("├─ #0 {tag}_draft  completed")),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with(&format!("│  └─ #0 {tag}_model_turn  completed")),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with(&format!("└─ #1 {tag}_review  completed")),
+        "{text}"
+    );
+
+    // The model turn was paid once (the second run replayed the draft step around it).
+    let op = format!("{tag}_model_turn");
+    let stats = ok_json(url, &["stats", "--op", &op]);
+    let tokens = &stats["by_op"][&op]["costs"]["tokens"];
+    assert_eq!(tokens["spent"], 42.0, "{stats}");
+    assert_eq!(tokens["avoided"], 0.0, "{stats}");
+    let costs = stats["costs"].as_array().unwrap();
+    assert_eq!(costs.len(), 2, "{stats}");
+    assert_eq!(costs[1]["unit"], "usd", "{stats}");
+    let text = idem_text(url, &["stats", "--op", &op]);
+    assert!(text.contains("avoided %"), "{text}");
+}
+
+fn idem_text(url: &str, args: &[&str]) -> String {
+    let out = idem(url, args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,6 +63,9 @@ pub(crate) fn expand(plan: Plan, func: ItemFn) -> TokenStream {
             let #call = #k::__private::#helper(#call, #expr);
         });
     }
+    if plan.by_position {
+        steps.push(quote!(let #call = #call.by_position();));
+    }
     if let Some(d) = &plan.ttl {
         steps.push(quote!(let #call = #call.ttl(#d);));
     }

@@ -135,6 +135,15 @@ pub(crate) fn key_parts(
         ));
     }
     match &args.key {
+        Some(Opt { value, .. }) if value.parent.is_some() => {
+            if let Some(arg) = inputs.args.iter().find(|a| a.name == "parent") {
+                errors.push(err(
+                    arg.name.span(),
+                    "`key = parent` keys this step by its parent call and its position there, but this fn also has an argument named `parent`",
+                    "to key by the argument, write `key = (parent,)`; to key by position, rename the argument",
+                ));
+            }
+        }
         Some(Opt { value, .. }) if value.entries.is_empty() && !sig.inputs.is_empty() => {
             // The trap this rejects: `key = ()` made every call one key, so the second
             // customer was handed the first customer's recorded outcome.

@@ -8,7 +8,7 @@ use syn::spanned::Spanned;
 use syn::{Expr, Ident, LitBool, LitStr, Token};
 
 /// The whole grammar, quoted by the unknown-option error.
-pub(crate) const GRAMMAR: &str = "key = (arg, arg.field, ...), once, name = \"...\", version = N, \
+pub(crate) const GRAMMAR: &str = "key = (arg, arg.field, ...) | parent, once, name = \"...\", version = N, \
      verify = (arg, ...), ttl = \"24h\" | <Duration>, lease = \"30s\" | <Duration>, \
      on_conflict = wait | error, wait = \"5m\" | <Duration>, cache_errors [= <fn(&E) -> bool>], \
      store = <expr>, heartbeat = false, abort_on_lease_loss, stream, tx = <&mut transaction argument>, \
@@ -59,6 +59,9 @@ pub(crate) struct List {
     pub(crate) entries: Vec<Expr>,
     /// The whole value (`(a, b)`, `a` or `()`), for messages about the list itself.
     pub(crate) span: Span,
+    /// Written as the bare word `parent` (`key = parent`): keyed by the parent call and the
+    /// position in it, not by arguments (`entries` is then empty).
+    pub(crate) parent: Option<Ident>,
 }
 
 /// The options, as written.
@@ -323,12 +326,29 @@ fn key_list(name: &Ident, input: ParseStream<'_>) -> syn::Result<List> {
     eq(name, input, &format!("{name} = (arg, arg.field)"))?;
     let value: Expr = input.parse()?;
     let span = value.span();
+    if let Expr::Path(p) = &value {
+        if let Some(word) = p
+            .path
+            .get_ident()
+            .filter(|i| *i == "parent" && name == "key")
+        {
+            return Ok(List {
+                entries: Vec::new(),
+                span,
+                parent: Some(word.clone()),
+            });
+        }
+    }
     let entries = match value {
         Expr::Tuple(t) => t.elems.into_iter().collect(),
         Expr::Paren(p) => vec![*p.expr],
         other => vec![other],
     };
-    Ok(List { entries, span })
+    Ok(List {
+        entries,
+        span,
+        parent: None,
+    })
 }
 
 fn duration(input: ParseStream<'_>) -> syn::Result<DurationArg> {

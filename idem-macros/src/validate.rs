@@ -45,6 +45,8 @@ pub(crate) struct Plan {
     /// the crate-wide item that makes a second fn with the same default name a compile error.
     pub(crate) default_name: Option<syn::Ident>,
     pub(crate) version: u32,
+    /// `key = parent`: keyed by the parent call and the position in it.
+    pub(crate) by_position: bool,
     pub(crate) parts: Vec<Part>,
     pub(crate) ttl: Option<TokenStream>,
     pub(crate) lease: Option<TokenStream>,
@@ -109,6 +111,7 @@ pub(crate) fn validate(mut args: Args, func: &ItemFn) -> Result<Plan, Vec<syn::E
         op,
         default_name,
         version,
+        by_position: args.key.as_ref().is_some_and(|k| k.value.parent.is_some()),
         parts,
         ttl: options.ttl,
         lease: options.lease,

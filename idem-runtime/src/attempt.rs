@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 
+use crate::context::BodyState;
 use crate::error::Error;
 use crate::key::Key;
-use crate::record::SnapshotKind;
+use crate::record::{Costs, SnapshotKind};
 use crate::store::{AttemptRef, Fence, Outcome, Store};
 
 /// What an attempt records, owned (so a detached task can finish writing it).
@@ -31,14 +32,15 @@ pub(crate) enum Recording {
 }
 
 impl Recording {
-    fn outcome(&self, ttl: Duration) -> Outcome<'_> {
+    fn outcome<'a>(&'a self, ttl: Duration, cost: Option<&'a Costs>) -> Outcome<'a> {
         match self {
             Recording::Snapshot { kind, bytes } => Outcome::Snapshot {
                 kind: *kind,
                 bytes,
                 ttl,
+                cost,
             },
-            Recording::Failed { error } => Outcome::Failed { error, ttl },
+            Recording::Failed { error } => Outcome::Failed { error, ttl, cost },
         }
     }
 }
@@ -51,6 +53,8 @@ pub(crate) struct OwnedAttempt {
     key: Key,
     attempt: u64,
     ttl: Duration,
+    /// What the body counts (its cost, recorded with the outcome).
+    body: Arc<BodyState>,
     /// The body may still run: a drop releases the claim.
     running: bool,
     /// The outcome being written: a drop finishes the write.
@@ -64,6 +68,7 @@ impl OwnedAttempt {
         key: Key,
         attempt: u64,
         ttl: Duration,
+        body: Arc<BodyState>,
     ) -> Self {
         Self {
             store,
@@ -71,6 +76,7 @@ impl OwnedAttempt {
             key,
             attempt,
             ttl,
+            body,
             running: true,
             pending: None,
         }
@@ -84,8 +90,12 @@ impl OwnedAttempt {
         recording: Recording,
     ) -> (Result<Fence, Error>, Option<Recording>) {
         self.running = false;
+        let cost = self.body.costs();
+        if let Some(cost) = &cost {
+            crate::metrics::cost_spent(&self.op, cost);
+        }
         let recording = self.pending.insert(recording);
-        let outcome = recording.outcome(self.ttl);
+        let outcome = recording.outcome(self.ttl, cost.as_ref());
         let fence = write(&*self.store, &self.op, &self.key, self.attempt, outcome).await;
         crate::waiters::wake(&self.key);
         (fence, self.pending.take())
@@ -118,13 +128,19 @@ impl Drop for OwnedAttempt {
             self.attempt,
             self.ttl,
         );
+        // A pending recording's cost was counted when its write began.
+        let cost = self.body.costs();
         if recording.is_none() {
             crate::metrics::cancelled(&op);
+            if let Some(cost) = &cost {
+                crate::metrics::cost_spent(&op, cost);
+            }
         }
         runtime.spawn(async move {
+            let cost = cost.as_ref();
             let outcome = match &recording {
-                Some(recording) => recording.outcome(ttl),
-                None => Outcome::Cancelled { ttl },
+                Some(recording) => recording.outcome(ttl, cost),
+                None => Outcome::Cancelled { ttl, cost },
             };
             match write(&*store, &op, &key, attempt, outcome).await {
                 Ok(_) => {}

@@ -205,6 +205,7 @@ mod tests {
             bytes: vec![b'x'; len],
             expires_at: i64::MAX,
             fingerprint: None,
+            cost: None,
         }
     }
 

@@ -3,7 +3,9 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::key::{Fingerprint, IdemKey, Key, KeyBuilder};
+use crate::error::Error;
+use crate::key::{position_key, Fingerprint, IdemKey, Key, KeyBuilder};
+use crate::store::ParentLink;
 
 /// What a caller does when another attempt holds a live lease on its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,6 +75,7 @@ pub struct Call {
     pub(crate) version: u32,
     key: KeyBuilder,
     verify: Option<KeyBuilder>,
+    by_position: bool,
     pub(crate) options: Options,
 }
 
@@ -89,6 +92,7 @@ impl Call {
         Self {
             key: KeyBuilder::new(&op, version),
             verify: None,
+            by_position: false,
             op,
             version,
             options: Options::default(),
@@ -107,6 +111,24 @@ impl Call {
     #[must_use]
     pub fn key<T: IdemKey + ?Sized>(self, parts: &T) -> Self {
         self.part(parts)
+    }
+
+    /// Keys this call by its parent and its position instead of key parts (the attribute's
+    /// `key = parent`): the step at position `n` of a parent call has the same key in every
+    /// run of that parent, whatever its arguments (a model's tool-call JSON, floats, handles).
+    /// Key parts added with [`Call::part`] are ignored; [`Call::verify`] parts still check the
+    /// payload. The operation name and version are checked on replay: a record made at this
+    /// position by another operation (or with other `verify` inputs) is
+    /// [`Error::Diverged`](crate::Error::Diverged), never replayed. Made outside any idempotent
+    /// body, the call fails with [`Error::NoParent`](crate::Error::NoParent).
+    ///
+    /// Safe when the parent's body starts its steps in the same order in every run: the order
+    /// must depend only on the parent's own key and on the recorded results of earlier steps
+    /// (which replay identically), not on clocks, randomness or unrecorded reads.
+    #[must_use]
+    pub fn by_position(mut self) -> Self {
+        self.by_position = true;
+        self
     }
 
     /// Appends a payload part: the same key with a different payload is
@@ -187,13 +209,39 @@ impl Call {
         Key(self.key.clone().finish())
     }
 
-    pub(crate) fn keyed(self) -> KeyedCall {
-        KeyedCall {
+    /// The call with its key and fingerprint, and its link to the call whose body makes it
+    /// (which also takes the next position in that body). Fails only for a call keyed by
+    /// position that has no parent.
+    pub(crate) fn keyed(self) -> Result<KeyedCall, Error> {
+        let parent = crate::context::next_step();
+        if self.by_position {
+            let Some(link) = parent else {
+                return Err(Error::NoParent {
+                    op: self.op.into_owned(),
+                });
+            };
+            // The operation and version are the fingerprint's first parts, so a record made
+            // at this position by another operation never replays here.
+            let verify = self
+                .verify
+                .unwrap_or_else(|| KeyBuilder::fingerprint(&self.op, self.version));
+            return Ok(KeyedCall {
+                key: position_key(&link.key, link.position),
+                fingerprint: Some(Fingerprint(verify.finish())),
+                op: self.op,
+                options: self.options,
+                parent: Some(link),
+                by_position: true,
+            });
+        }
+        Ok(KeyedCall {
             key: Key(self.key.finish()),
             fingerprint: self.verify.map(|v| Fingerprint(v.finish())),
             op: self.op,
             options: self.options,
-        }
+            parent,
+            by_position: false,
+        })
     }
 }
 
@@ -204,4 +252,8 @@ pub(crate) struct KeyedCall {
     pub(crate) key: Key,
     pub(crate) fingerprint: Option<Fingerprint>,
     pub(crate) options: Options,
+    /// The call whose body makes this one, if any.
+    pub(crate) parent: Option<ParentLink>,
+    /// Keyed by `parent` (see [`Call::by_position`]).
+    pub(crate) by_position: bool,
 }

@@ -55,6 +55,41 @@ pub enum Error {
         key: Key,
     },
 
+    /// A step keyed by its position in its parent (`key = parent`) met a record made by a
+    /// different operation, or with different `verify` inputs: the pipeline changed since that
+    /// run recorded it, and replaying the recorded snapshot would hand this step another
+    /// step's result. Nothing ran.
+    #[error(
+        "idem: step {position} of parent {parent} diverged: operation `{op}` meets a record made \
+         by {recorded}; the pipeline changed since this run recorded its steps. \
+         Forget the run (`idem forget {parent}` and its steps) to start it afresh, or key the \
+         changed step by its arguments (`key = (...)`) instead of its position"
+    )]
+    Diverged {
+        /// The operation called at this position now.
+        op: String,
+        /// The parent call's key (the step's own is derived from it and the position).
+        parent: Key,
+        /// The step's position in its parent, from 0.
+        position: u32,
+        /// What the record says ran there: "operation `x`", or "the same operation with
+        /// different `verify` inputs" (or "another operation or other inputs" when the record
+        /// could not be read).
+        recorded: String,
+    },
+
+    /// A call keyed by its parent (`key = parent`) was made outside the body of any idempotent
+    /// call, so it has no position to be keyed by. Nothing ran.
+    #[error(
+        "idem: operation `{op}` is keyed by its parent (`key = parent`) but was called outside \
+         any idempotent call's body (or in a task spawned from one, which does not inherit it); \
+         call it from its pipeline's body, or give it a key of its own"
+    )]
+    NoParent {
+        /// The operation.
+        op: String,
+    },
+
     /// A `forget` was refused: the key's attempt still holds a live lease, so forgetting it
     /// would let a second attempt run beside the live one. Nothing was deleted.
     #[error(
@@ -300,7 +335,8 @@ impl Error {
         matches!(self, Error::Store { .. })
     }
 
-    /// A short, stable name of the variant (`no_store`, `in_progress`, `key_reuse`, `store`,
+    /// A short, stable name of the variant (`no_store`, `in_progress`, `key_reuse`,
+    /// `diverged`, `no_parent`, `store`,
     /// `open`, `snapshot_decode`, `snapshot_encode`, `snapshot_too_large`, `corrupt`, `config`,
     /// `lease_lost`, `running`, `chunk_encode`, `chunk_too_large`, `stream_too_long`,
     /// `chunk_decode`, `stream_interrupted`), as it appears in the serialized form.
@@ -309,6 +345,8 @@ impl Error {
             Error::NoStore { .. } => "no_store",
             Error::InProgress { .. } => "in_progress",
             Error::KeyReuse { .. } => "key_reuse",
+            Error::Diverged { .. } => "diverged",
+            Error::NoParent { .. } => "no_parent",
             Error::Store { .. } => "store",
             Error::Open { .. } => "open",
             Error::SnapshotDecode { .. } => "snapshot_decode",

@@ -24,7 +24,7 @@ use crate::handle::Handle;
 use crate::lease::{run_under_lease, Heartbeat, LeaseSignal, Ran};
 use crate::metrics::{CallOutcome, Unrecorded};
 use crate::record::{now_millis, Snapshot, SnapshotKind, Status};
-use crate::replay::{decode, fingerprints_differ, key_reuse, ErrorPolicy};
+use crate::replay::{decode, fingerprints_differ, key_reuse, key_reuse_read, ErrorPolicy};
 use crate::store::{millis, Claim, ClaimRequest, Fence};
 use crate::wait::{Patience, NOTIFIED_POLL_CAP, POLL_CAP};
 use crate::waiters::Waiting;
@@ -39,7 +39,7 @@ pub struct Errors<E, P> {
 
 pub(crate) async fn run<T, E, P, F, Fut>(
     handle: &Arc<Handle>,
-    call: KeyedCall,
+    call: crate::call::Call,
     errors: Errors<E, P>,
     body: F,
 ) -> Result<T, E>
@@ -50,6 +50,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    let call = call.keyed().map_err(errors.from_idem)?;
     let span = tracing::info_span!(
         "idem.call",
         op = %call.op,
@@ -112,6 +113,7 @@ where
                     CallOutcome::Replayed
                 };
                 outcome(&call.op, how);
+                crate::ledger::replayed(handle, &call.op, snapshot.cost.as_ref());
                 let decoded = decode(&call, &snapshot, &errors.policy, errors.from_idem);
                 if let Some(cache) = &handle.cache {
                     cache.insert_read_at(epoch, call.key, snapshot);
@@ -120,7 +122,8 @@ where
             }
             Claim::KeyReuse => {
                 outcome(&call.op, CallOutcome::KeyReuse);
-                return Err((errors.from_idem)(key_reuse(&call)));
+                let error = key_reuse_read(&*handle.store, &call).await;
+                return Err((errors.from_idem)(error));
             }
             Claim::Running {
                 attempt,
@@ -200,6 +203,7 @@ pub(crate) fn cached(
     }
     tracing::Span::current().record("outcome", "replayed");
     crate::metrics::cache_replay(&call.op);
+    crate::ledger::replayed(handle, &call.op, entry.snapshot.cost.as_ref());
     Ok(Some(entry))
 }
 
@@ -229,20 +233,24 @@ where
     let ttl = call.options.ttl;
     // From here until the outcome is written, dropping this future releases the claim (or
     // finishes the write): see `attempt.rs`.
+    let counted = Arc::new(crate::context::BodyState::default());
     let mut owned = OwnedAttempt::new(
         handle.store.clone(),
         call.op.clone(),
         call.key,
         attempt,
         ttl,
+        counted.clone(),
     );
     let signal = LeaseSignal::default();
-    let info = CallInfo {
-        op: call.op.clone(),
-        key: call.key,
+    let info = CallInfo::new(
+        call.op.clone(),
+        call.key,
         attempt,
-        lease: signal.clone(),
-    };
+        call.parent,
+        signal.clone(),
+        counted.clone(),
+    );
     let heartbeat = call.options.heartbeat.then(|| Heartbeat {
         store: handle.store.clone(),
         op: call.op.clone(),
@@ -318,6 +326,7 @@ where
                     bytes,
                     expires_at: now_millis().saturating_add(millis(ttl)),
                     fingerprint: call.fingerprint,
+                    cost: counted.costs(),
                 };
                 cache.insert_read_at(epoch, call.key, snapshot);
             }
@@ -452,7 +461,12 @@ where
                     bytes,
                     expires_at: record.expires_at.unwrap_or(i64::MAX),
                     fingerprint: record.fingerprint,
+                    cost: record.cost,
                 };
+                if own.is_none() {
+                    // An aborted body's caller gets the new owner's outcome instead of paying.
+                    crate::ledger::replayed(handle, &call.op, snapshot.cost.as_ref());
+                }
                 return decode(call, &snapshot, &errors.policy, errors.from_idem);
             }
             Status::Running if record.attempt > attempt => {

@@ -12,4 +12,6 @@ pub(crate) struct Handle {
     pub(crate) cache: Option<Arc<SnapshotCache>>,
     pub(crate) worker: String,
     pub(crate) max_snapshot_bytes: usize,
+    /// Avoided costs not yet written to the store.
+    pub(crate) ledger: crate::ledger::Ledger,
 }

@@ -129,6 +129,7 @@ impl IdemBuilder {
                 cache,
                 worker: self.worker.unwrap_or_else(default_worker),
                 max_snapshot_bytes: self.max_snapshot_bytes,
+                ledger: crate::ledger::Ledger::default(),
             }),
         }
     }
@@ -412,12 +413,7 @@ impl Idem {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Streamed<C, E>, E>>,
     {
-        Box::pin(crate::stream::run::run(
-            &self.inner,
-            call.keyed(),
-            errors,
-            body,
-        ))
+        Box::pin(crate::stream::run::run(&self.inner, call, errors, body))
     }
 
     /// Runs a step in the caller's own sqlx transaction (or on its connection), on SQLite or
@@ -484,7 +480,7 @@ impl Idem {
             policy: NoErrorCache,
         };
         let conn_of = crate::step::conn_of::<C>();
-        crate::step::run(&self.inner, call.keyed(), conn, conn_of, errors, body).await
+        crate::step::run(&self.inner, call, conn, conn_of, errors, body).await
     }
 
     /// The first half of [`Idem::step`], for callers that cannot pass their writes as a
@@ -506,7 +502,7 @@ impl Idem {
             policy: NoErrorCache,
         };
         let conn_of = crate::step::conn_of::<C>();
-        match crate::step::begin(&self.inner, call.keyed(), conn, conn_of, &errors).await? {
+        match crate::step::begin(&self.inner, call, conn, conn_of, &errors).await? {
             crate::step::Begun::Replayed(value) => value.map(crate::step::StepStart::Replayed),
             crate::step::Begun::Claimed(claim) => Ok(crate::step::StepStart::Claimed(claim)),
         }
@@ -529,7 +525,25 @@ impl Idem {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        Box::pin(execute::run(&self.inner, call.keyed(), errors, body))
+        Box::pin(execute::run(&self.inner, call, errors, body))
+    }
+
+    /// Writes the cost that this handle's replays avoided (counted in memory, written every few
+    /// seconds while replays happen) to the store now. Call it before a short-lived process
+    /// exits; what a killed process had not written yet is lost (the ledger then undercounts
+    /// what was avoided, never overcounts).
+    pub async fn flush_costs(&self) -> Result<(), Error> {
+        crate::ledger::flush(&self.inner).await
+    }
+
+    /// The cost ledger by operation (only `op`'s, if given) and unit: what attempts spent (as
+    /// their bodies reported it with [`CallInfo::add_cost`](crate::CallInfo::add_cost)) and
+    /// what replays avoided, after writing this handle's pending avoided costs. Spent costs are
+    /// read from the attempts logs of the records the store still keeps (purge forgets them
+    /// with their records); avoided costs are kept by operation and unit.
+    pub async fn costs(&self, op: Option<&str>) -> Result<Vec<crate::store::CostLine>, Error> {
+        self.flush_costs().await?;
+        self.inner.store.costs(op).await
     }
 
     /// Forgets a key: the next call runs again. This process's cache forgets it at once; other

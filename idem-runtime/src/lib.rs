@@ -31,9 +31,13 @@ mod context;
 mod error;
 mod execute;
 mod handle;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod idem;
 pub mod key;
 mod lease;
+mod ledger;
 mod macro_support;
 pub mod metrics;
 pub mod record;

@@ -625,7 +625,7 @@ where
     C: ?Sized,
 {
     let StepArg { conn, conn_of } = conn;
-    match crate::step::begin(&idem.inner, call.keyed(), conn, conn_of, errors).await {
+    match crate::step::begin(&idem.inner, call, conn, conn_of, errors).await {
         Ok(crate::step::Begun::Replayed(replayed)) => StepBegun::Replayed(R::from_result(replayed)),
         Ok(crate::step::Begun::Claimed(claim)) => StepBegun::Claimed(claim),
         Err(e) => StepBegun::Replayed(R::from_result(Err(e))),

@@ -18,6 +18,8 @@
 //! | [`KEY_REUSE`] `idem_key_reuse_total` | counter | `op` | calls refused because the key was used with a different payload (`verify`) |
 //! | [`CLAIM_FAILURES`] `idem_claim_failures_total` | counter | `backend` | claims that failed (store unreachable): the call failed closed, the body did not run |
 //! | [`CLAIM_DURATION`] `idem_claim_duration_seconds` | histogram | `backend` | the latency of one claim round trip (replays from the cache make none) |
+//! | [`COST_SPENT`] `idem_cost_spent` | gauge, only grows | `op`, `unit` | what attempts cost, as their bodies reported it (`CallInfo::add_cost`), whatever their outcome |
+//! | [`COST_AVOIDED`] `idem_cost_avoided` | gauge, only grows | `op`, `unit` | what replays avoided: the recorded attempt's cost, once per replay (from the cache, the store, or after a wait) |
 //!
 //! Label values are static strings (`backend` is `memory`, `sqlite` or `postgres`) except `op`,
 //! the operation name, which is a `&'static str` for every `#[idempotent]` function (no
@@ -27,11 +29,17 @@
 //! sum(idem_executions_total))` (also what `idem stats --metrics URL` prints), the takeover rate
 //! (crashed workers), and any non-zero `idem_unrecorded_total` or `idem_fenced_total`.
 //! Call [`describe`] once after installing a recorder to give each metric its help text.
+//!
+//! The two cost metrics are gauges that only grow because costs are fractional (`usd`) and
+//! `metrics` counters count whole numbers: read them as counters (`rate()`, `increase()`).
 
 use std::borrow::Cow;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_histogram, histogram, SharedString, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, SharedString,
+    Unit,
+};
 
 /// Bodies run (label `kind`: `new` or `takeover`).
 pub const EXECUTIONS: &str = "idem_executions_total";
@@ -63,6 +71,11 @@ pub const CLAIM_FAILURES: &str = "idem_claim_failures_total";
 /// The latency of one claim, in seconds.
 pub const CLAIM_DURATION: &str = "idem_claim_duration_seconds";
 
+/// What attempts cost (labels `op`, `unit`), as their bodies reported it.
+pub const COST_SPENT: &str = "idem_cost_spent";
+/// What replays avoided (labels `op`, `unit`): the recorded attempt's cost, once per replay.
+pub const COST_AVOIDED: &str = "idem_cost_avoided";
+
 /// The operation-name label.
 pub const LABEL_OP: &str = "op";
 
@@ -78,6 +91,14 @@ pub fn describe() {
         "Calls answered with a recorded outcome; the body did not run"
     );
     describe_counter!(WAITS, "Calls that waited for another attempt's outcome");
+    describe_gauge!(
+        COST_SPENT,
+        "What attempts cost, as their bodies reported it (only grows)"
+    );
+    describe_gauge!(
+        COST_AVOIDED,
+        "What replays avoided: the recorded attempt's cost, once per replay (only grows)"
+    );
     describe_counter!(
         ATTACHED,
         "Streaming calls that followed another attempt's live stream instead of generating it again"
@@ -257,6 +278,22 @@ pub(crate) fn cancelled(op: &Cow<'static, str>) {
 #[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) labels without allocating
 pub(crate) fn cache_replay(op: &Cow<'static, str>) {
     counter!(REPLAYS, LABEL_OP => op_label(op), "source" => "cache").increment(1);
+}
+
+/// Counts what an attempt's body reported it cost.
+#[allow(clippy::ptr_arg)] // a borrowed `Cow` (a `&'static str`) labels without allocating
+pub(crate) fn cost_spent(op: &Cow<'static, str>, cost: &crate::record::Costs) {
+    for (unit, amount) in &cost.0 {
+        gauge!(COST_SPENT, LABEL_OP => op_label(op), "unit" => unit.clone()).increment(*amount);
+    }
+}
+
+/// Counts what a replay avoided: the recorded attempt's cost.
+#[allow(clippy::ptr_arg)]
+pub(crate) fn cost_avoided(op: &Cow<'static, str>, cost: &crate::record::Costs) {
+    for (unit, amount) in &cost.0 {
+        gauge!(COST_AVOIDED, LABEL_OP => op_label(op), "unit" => unit.clone()).increment(*amount);
+    }
 }
 
 /// Records one claim round trip.

@@ -90,6 +90,38 @@ impl SnapshotKind {
     }
 }
 
+/// What one attempt cost, by unit (`tokens`, `usd`, ...), as its body reported it with
+/// [`CallInfo::add_cost`](crate::CallInfo::add_cost). Kept in the attempt's log line; a replay
+/// of the recorded outcome counts it as avoided. Persisted as a JSON object (`{"tokens":
+/// 1234.0}`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Costs(pub std::collections::BTreeMap<String, f64>);
+
+impl Costs {
+    /// Adds `amount` of `unit`.
+    pub fn add(&mut self, unit: &str, amount: f64) {
+        *self.0.entry(unit.to_owned()).or_insert(0.0) += amount;
+    }
+
+    /// Whether nothing was reported.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The persisted form: a JSON object of unit to amount.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// Parses the persisted form.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| format!("cost is not a JSON object of numbers: {e}"))
+    }
+}
+
+impl Eq for Costs {}
+
 /// A recorded outcome: what a completed key replays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -103,6 +135,8 @@ pub struct Snapshot {
     pub expires_at: Millis,
     /// The fingerprint the key was claimed with.
     pub fingerprint: Option<Fingerprint>,
+    /// What the attempt that recorded it cost (a replay avoids it).
+    pub cost: Option<Costs>,
 }
 
 /// One row of the store: everything known about a key.
@@ -134,6 +168,10 @@ pub struct Record {
     pub updated_at: Millis,
     /// When a completed or failed record stops counting.
     pub expires_at: Option<Millis>,
+    /// The call whose body made this record's first call, and its position there.
+    pub parent: Option<crate::store::ParentLink>,
+    /// What the latest attempt cost, once it ended (if its body reported any).
+    pub cost: Option<Costs>,
 }
 
 /// How an attempt ended.
@@ -206,4 +244,6 @@ pub struct AttemptLog {
     pub outcome: AttemptOutcome,
     /// The error text, for failed attempts.
     pub error: Option<String>,
+    /// What it cost, if its body reported any (see [`Costs`]).
+    pub cost: Option<Costs>,
 }

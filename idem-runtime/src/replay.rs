@@ -92,11 +92,39 @@ pub(crate) fn fingerprints_differ(have: Option<&Fingerprint>, want: Option<&Fing
 }
 
 /// The error of a call whose key was used with another payload.
+/// The error of a call whose key is live with another fingerprint: [`Error::KeyReuse`], or
+/// for a step keyed by its position [`Error::Diverged`] (its fingerprint is its operation and
+/// `verify` inputs, so the pipeline changed).
 pub(crate) fn key_reuse(call: &KeyedCall) -> Error {
-    Error::KeyReuse {
+    diverged(call, None).unwrap_or_else(|| Error::KeyReuse {
         op: call.op.to_string(),
         key: call.key,
+    })
+}
+
+/// [`key_reuse`], naming what the record at a diverged position was made by (one read of the
+/// record, only on this error path).
+pub(crate) async fn key_reuse_read(store: &dyn crate::Store, call: &KeyedCall) -> Error {
+    if !call.by_position {
+        return key_reuse(call);
     }
+    let recorded = store.get(&call.key).await.ok().flatten().map(|r| r.op);
+    diverged(call, recorded).unwrap_or_else(|| key_reuse(call))
+}
+
+fn diverged(call: &KeyedCall, recorded_op: Option<String>) -> Option<Error> {
+    let parent = call.parent.filter(|_| call.by_position)?;
+    let recorded = match recorded_op {
+        Some(op) if op == call.op => "the same operation with different `verify` inputs".to_owned(),
+        Some(op) => format!("operation `{op}`"),
+        None => "another operation, or this one with different `verify` inputs".to_owned(),
+    };
+    Some(Error::Diverged {
+        op: call.op.to_string(),
+        parent: parent.key,
+        position: parent.position,
+        recorded,
+    })
 }
 
 /// The result a snapshot of `call` holds. idem's own errors become `E` through `from_idem`.

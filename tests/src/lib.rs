@@ -3,10 +3,14 @@
 
 pub mod backends;
 pub mod conformance;
+pub mod costs;
 pub mod effects;
+pub mod http_layer;
 pub mod lifecycle;
 pub mod operator;
+pub mod pipelines;
 pub mod redis_server;
+pub mod resume;
 pub mod stream_journal;
 pub mod streams;
 pub mod takeover;
@@ -85,6 +89,16 @@ macro_rules! conformance_suite {
             follower_of_a_dead_attempt_is_interrupted,
             bad_chunks_end_the_stream_with_typed_errors,
             replay_can_keep_the_original_pacing,
+        );
+        $crate::conformance_suite!(@tests $factory; pipelines;
+            steps_record_their_parent_and_position,
+            rerun_replays_finished_steps_by_position,
+            changed_pipeline_is_a_divergence,
+            position_key_outside_a_body_is_an_error,
+        );
+        $crate::conformance_suite!(@tests $factory; costs;
+            costs_are_logged_and_replays_count_them_avoided,
+            calls_without_cost_leave_the_ledger_alone,
         );
         $crate::conformance_suite!(@tests $factory; stream_journal;
             chunks_append_and_read_in_order_and_pages,

@@ -29,6 +29,7 @@ async fn hold(store: &dyn Store, op: &str, key: &Key, lease: Duration) -> u64 {
             lease,
             ttl: Duration::from_secs(3600),
             worker: "busy-worker",
+            parent: None,
         })
         .await
         .unwrap()

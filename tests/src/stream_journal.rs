@@ -45,6 +45,7 @@ async fn claim(store: &dyn Store, op: &str, key: &Key, lease: Duration, ttl: Dur
         lease,
         ttl,
         worker: "streamer",
+        parent: None,
     };
     match store.claim(&req).await.unwrap() {
         Claim::Acquired { attempt, .. } => attempt,
@@ -70,6 +71,7 @@ async fn complete(store: &dyn Store, a: &AttemptRef<'_>, ttl: Duration) -> Fence
         kind: SnapshotKind::Ok,
         bytes: b"\"done\"",
         ttl,
+        cost: None,
     };
     store.complete(a, outcome).await.unwrap()
 }
@@ -286,6 +288,7 @@ pub async fn chunks_new_attempt_drops_the_old_stream(b: &Backend) {
     let failed = Outcome::Failed {
         error: "the stream broke",
         ttl: Duration::from_secs(3600),
+        cost: None,
     };
     assert_eq!(store.complete(&a, failed).await.unwrap(), Fence::Owned);
 

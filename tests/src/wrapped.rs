@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use idem_runtime::record::{AttemptLog, Record};
 use idem_runtime::store::{
-    AttemptRef, ChangeSink, Claim, ClaimRequest, Fence, ListFilter, OpCounts, Outcome, Store,
-    StoredChunk,
+    AttemptRef, AvoidedCost, ChangeSink, Claim, ClaimRequest, CostLine, Fence, ListFilter,
+    OpCounts, Outcome, Store, StoredChunk,
 };
 use idem_runtime::{Error, Key};
 use tokio::sync::Notify;
@@ -117,6 +117,15 @@ impl Store for Wrapped {
     }
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
         self.inner.list(filter).await
+    }
+    async fn children(&self, parent: &Key) -> Result<Vec<Record>, Error> {
+        self.inner.children(parent).await
+    }
+    async fn add_avoided(&self, avoided: &[AvoidedCost]) -> Result<(), Error> {
+        self.inner.add_avoided(avoided).await
+    }
+    async fn costs(&self, op: Option<&str>) -> Result<Vec<CostLine>, Error> {
+        self.inner.costs(op).await
     }
     async fn counts(&self, op: Option<&str>) -> Result<Vec<OpCounts>, Error> {
         self.inner.counts(op).await

@@ -33,6 +33,12 @@ enum Mode {
     /// Streamed results: what journaling adds per chunk, replay speed, and the delay a
     /// duplicate following a live stream sees (see `--chunks`).
     Stream,
+    /// Steps inside steps: a step in a parent's body (keyed by arguments, and by position)
+    /// and a call reporting a cost, each against a top-level call, one at a time.
+    Nested,
+    /// The `Idempotency-Key` layer against a bare axum handler: the `api` example serving on
+    /// one core, `wrk` loading it from another process (see `--seconds`, `--connections`).
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +90,12 @@ struct Args {
     /// Chunks per stream (`--mode stream`).
     #[arg(long, default_value_t = 10_000)]
     chunks: u64,
+    /// Seconds per kind and round (`--mode http`).
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// wrk's connections (`--mode http`).
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
     /// Follow the attach-lag stream of this key and print each chunk's delay (the other
     /// process of `--mode stream`).
     #[arg(long, hide = true)]
@@ -135,9 +147,12 @@ impl AnyBaseline {
     }
 }
 
-/// `--mode stream` returns before the call modes' report.
+/// `--mode stream`, `nested` and `http` return before the call modes' report.
 fn unreachable_mode() -> ! {
-    fail("--mode stream", "reached the call modes' report")
+    fail(
+        "--mode stream/nested/http",
+        "reached the call modes' report",
+    )
 }
 
 /// `--mode stream`: one JSON line of [`stream_bench::StreamReport`], with the store's name.
@@ -326,7 +341,7 @@ impl Side for BaselineSide {
                 let snapshot = serde_json::to_vec(&Draft::for_call(i)).unwrap_or_default();
                 self.baseline.step(&key, &snapshot).await
             }
-            Mode::Stream => unreachable_mode(),
+            Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
             Mode::Hit => match self.baseline.hit(&key).await {
                 Ok(Some(bytes)) => serde_json::from_slice::<Draft>(&bytes)
                     .map(drop)
@@ -394,6 +409,25 @@ async fn main() {
         let sep = if url.contains('?') { '&' } else { '?' };
         url = format!("{url}{sep}idem_max_connections={}", args.pool);
     }
+    if args.mode == Mode::Http {
+        // The server process opens the store itself.
+        let report =
+            idem_examples::http_bench::run(&url, args.rounds, args.seconds, args.connections)
+                .await
+                .unwrap_or_else(|e| fail("--mode http", e));
+        for kind in &report.kinds {
+            eprintln!(
+                "{:>6}: {:>8.0}..{:>8.0} req/s, p50 {:.0} us, p99 {:.0} us",
+                kind.kind,
+                kind.rps.iter().copied().fold(f64::INFINITY, f64::min),
+                kind.rps.iter().copied().fold(0.0, f64::max),
+                kind.p50_us.iter().sum::<f64>() / kind.p50_us.len().max(1) as f64,
+                kind.p99_us.iter().sum::<f64>() / kind.p99_us.len().max(1) as f64,
+            );
+        }
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        return;
+    }
     let (store, steps) = open_store(&url, args.fresh == Switch::On).await;
     if let Some(key) = &args.follow {
         let idem = Idem::builder(store).cache_capacity(0).build();
@@ -405,6 +439,28 @@ async fn main() {
     }
     if args.mode == Mode::Stream {
         return stream_mode(&args, store).await;
+    }
+    if args.mode == Mode::Nested {
+        let report = idem_examples::nested_bench::run(store, args.calls, args.rounds)
+            .await
+            .unwrap_or_else(|e| fail("nested", e));
+        println!(
+            "nested x{} ({} rounds): top-level {:.0} us, step {:.0} us ({:.3}x), by position {:.0} us ({:.3}x), with a cost {:.0} us ({:.3}x)",
+            report.calls,
+            report.rounds,
+            report.top_p50_us,
+            report.step_p50_us,
+            report.step_ratio,
+            report.position_step_p50_us,
+            report.position_step_ratio,
+            report.costed_p50_us,
+            report.costed_ratio,
+        );
+        let mut json = serde_json::to_value(&report).unwrap_or_default();
+        json["store"] = args.store.split(':').next().unwrap_or_default().into();
+        json["mode"] = "nested".into();
+        println!("{json}");
+        return;
     }
     if args.mode == Mode::Step && steps.is_none() {
         fail(
@@ -440,7 +496,7 @@ async fn main() {
                 Mode::Miss => idem_examples::pgbench::Script::Miss,
                 Mode::Step => idem_examples::pgbench::Script::Step,
                 Mode::Hit => idem_examples::pgbench::Script::Hit,
-                Mode::Stream => unreachable_mode(),
+                Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
             };
             idem_examples::pgbench::Pgbench::new(&args.store, script)
         })
@@ -455,7 +511,7 @@ async fn main() {
             Mode::Miss => Script::Miss,
             Mode::Hit => Script::Hit,
             Mode::Step => fail("--redis-benchmark", "no steps on Redis"),
-            Mode::Stream => unreachable_mode(),
+            Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
         };
         Some(
             RedisBenchmark::new(&args.store, script)
@@ -484,7 +540,7 @@ async fn main() {
             Mode::Miss => "bench.miss",
             Mode::Hit => "bench.hit",
             Mode::Step => "bench.step",
-            Mode::Stream => unreachable_mode(),
+            Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
         },
         run: run.clone(),
         executions: executions.clone(),
@@ -552,7 +608,7 @@ async fn main() {
         Mode::Miss => "miss",
         Mode::Hit => "hit",
         Mode::Step => "step",
-        Mode::Stream => unreachable_mode(),
+        Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
     };
     let cpu = |s: &Stats| match (s.client_cpu_us, s.machine_cpu_us) {
         (Some(c), Some(m)) => format!("  cpu/call {c:>6.1} us client, {m:>6.1} us machine"),

@@ -30,7 +30,6 @@ mod outbox_tests;
 #[cfg(test)]
 mod stream_tests;
 
-/// A deterministic number from a seed and some labels (the fault schedule).
 /// How the pipeline's callers retry a failed input or stream: what a real caller (a queue's
 /// redelivery, a client's retry loop) does, quickly, so runs stay short.
 pub(crate) fn caller_retries() -> backon::ExponentialBuilder {
@@ -41,18 +40,8 @@ pub(crate) fn caller_retries() -> backon::ExponentialBuilder {
         .with_jitter()
 }
 
-pub(crate) fn chance(seed: u64, parts: &[&str]) -> u64 {
-    let mut h = blake3::Hasher::new();
-    h.update(&seed.to_le_bytes());
-    for p in parts {
-        h.update(&(p.len() as u64).to_le_bytes());
-        h.update(p.as_bytes());
-    }
-    let bytes = h.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&bytes.as_bytes()[..8]);
-    u64::from_le_bytes(first)
-}
+/// A deterministic number from a seed and some labels (the fault schedule).
+pub(crate) use idem_examples::seeded::chance;
 
 /// One item of the batch.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

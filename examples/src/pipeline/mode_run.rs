@@ -36,11 +36,13 @@ pub(crate) async fn run(
         let _ = std::fs::remove_file(format!("{}{suffix}", app_db.display()));
     }
     let db = super::app_db::open(&app_db).await?;
+    let mut ledger_before = 0.0;
     if mode == Mode::Idem {
         // Create the store's tables once, before several workers race to.
-        idem_runtime::store::open(idem_store)
+        let store = idem_runtime::store::open(idem_store)
             .await
             .with_context(|| format!("opening {idem_store}"))?;
+        ledger_before = tokens_avoided(&*store).await?;
     }
     let bar = progress_bar(args.inputs, mode);
 
@@ -88,10 +90,12 @@ pub(crate) async fn run(
     bar.finish_and_clear();
 
     let meter = &server.meter;
-    let attempts = if mode == Mode::Idem {
-        attempts::read(idem_store, since).await?
+    let (attempts, avoided) = if mode == Mode::Idem {
+        let store = idem_runtime::store::open(idem_store).await?;
+        let avoided = tokens_avoided(&*store).await? - ledger_before;
+        (attempts::read(idem_store, since).await?, Some(avoided))
     } else {
-        attempts::AttemptsLog::default()
+        (attempts::AttemptsLog::default(), None)
     };
     db.close().await;
     Ok(Figures {
@@ -110,8 +114,20 @@ pub(crate) async fn run(
         failed: summary.failed,
         wall,
         attempts,
+        tokens_avoided: avoided.map(|t| t.round() as u64),
         stream: None,
     })
+}
+
+/// The draft tokens that replays avoided so far, by the store's cost ledger (the workers write
+/// theirs before they exit; a crashed worker's last few seconds are not counted).
+async fn tokens_avoided(store: &dyn idem_runtime::Store) -> Result<f64> {
+    let ledger = store.costs(Some("ai_pipeline::generate_draft")).await?;
+    Ok(ledger
+        .iter()
+        .filter(|l| l.unit == "tokens")
+        .map(|l| l.avoided)
+        .sum())
 }
 
 fn progress_bar(inputs: usize, mode: Mode) -> ProgressBar {

@@ -27,6 +27,8 @@ pub(crate) struct Figures {
     pub(crate) wall: Duration,
     /// The idem store's attempts log (idem mode only).
     pub(crate) attempts: AttemptsLog,
+    /// Draft tokens that replays avoided, by idem's cost ledger (idem mode only).
+    pub(crate) tokens_avoided: Option<u64>,
     /// What `--stream` measures (`--stream` only).
     pub(crate) stream: Option<StreamFigures>,
 }
@@ -86,6 +88,7 @@ fn figures_json(f: &Figures) -> Value {
         "crashes": f.crashes,
         "failed_inputs": f.failed,
         "wall_ms": u64::try_from(f.wall.as_millis()).unwrap_or(u64::MAX),
+        "tokens_avoided": f.tokens_avoided,
     });
     if let Some(s) = &f.stream {
         figures["streams"] = json!(s.streams);
@@ -137,9 +140,13 @@ pub(crate) fn print(args: &Args, results: &[(Mode, Figures)], store: &str) {
 
 type Row = (&'static str, fn(&Figures) -> String);
 
-const ROWS: [Row; 11] = [
+const ROWS: [Row; 12] = [
     ("model calls (billed)", |f| f.model_calls.to_string()),
     ("tokens billed", |f| f.tokens_billed.to_string()),
+    ("tokens avoided (ledger)", |f| {
+        f.tokens_avoided
+            .map_or_else(|| "-".to_owned(), |t| t.to_string())
+    }),
     ("  dropped after billing", |f| f.dropped.to_string()),
     ("  slower than the timeout", |f| f.slow.to_string()),
     ("rows saved", |f| f.rows.to_string()),

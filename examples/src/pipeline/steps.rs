@@ -91,6 +91,10 @@ pub(crate) async fn generate_body(ctx: &Ctx, prepared: &Prepared) -> Result<Draf
         .generate(&prepared.prompt, key.as_deref())
         .await
         .map_err(StepError)?;
+    if let Some(call) = idem_runtime::current() {
+        // The ledger: every replay of this draft counts these tokens as avoided.
+        call.add_cost("tokens", generation.tokens as f64);
+    }
     Ok(Draft {
         id: prepared.id.clone(),
         lang: prepared.lang.clone(),

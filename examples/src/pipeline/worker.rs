@@ -26,13 +26,13 @@ pub(crate) async fn run(args: &Args, mode: Mode) -> Result<()> {
     if let Some(addr) = &args.metrics {
         serve_metrics(addr)?;
     }
+    let mut calls_idem = None;
     let tx_store = if mode == Mode::Idem {
         let url = args.store.as_deref().context("--store")?;
         let store = idem_runtime::store::open(url).await?;
-        Idem::builder(store)
-            .worker(worker.clone())
-            .build()
-            .set_default();
+        let idem = Idem::builder(store).worker(worker.clone()).build();
+        idem.set_default();
+        calls_idem = Some(idem);
         // The transactional steps' store: idem's tables in the application's database, so a
         // step's claim, rows and snapshot commit in one of the application's transactions.
         let tx_store = SqliteStore::from_pool(db.clone()).await?;
@@ -73,6 +73,10 @@ pub(crate) async fn run(args: &Args, mode: Mode) -> Result<()> {
         args.concurrency,
     )
     .await;
+    if let Some(idem) = &calls_idem {
+        // What this worker's replays avoided, into the store's cost ledger before it exits.
+        idem.flush_costs().await?;
+    }
     println!("{}", serde_json::to_string(&summary)?);
     if args.metrics.is_some() && args.linger > 0 {
         eprintln!("serving metrics for {} more seconds", args.linger);

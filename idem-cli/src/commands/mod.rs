@@ -6,3 +6,4 @@ pub(crate) mod purge;
 pub(crate) mod release;
 pub(crate) mod show;
 pub(crate) mod stats;
+pub(crate) mod tree;

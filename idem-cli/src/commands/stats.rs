@@ -1,13 +1,14 @@
-//! `idem stats`: records counted by operation and status, the re-execution ratio, and with
-//! `--metrics` the replay ratio from a process's Prometheus counters.
+//! `idem stats`: records counted by operation and status, the re-execution ratio, the cost
+//! ledger (spent vs avoided, by operation and unit), and with `--metrics` the replay ratio from
+//! a process's Prometheus counters.
 
 use std::collections::BTreeMap;
 
-use idem_runtime::store::{OpCounts, Store};
+use idem_runtime::store::{CostLine, OpCounts, Store};
 use serde_json::json;
 
 use crate::failure::Failure;
-use crate::output::stats_table;
+use crate::output::{costs_table, stats_table};
 use crate::scrape;
 use crate::stdout::say;
 use crate::StatsArgs;
@@ -76,12 +77,22 @@ pub(crate) async fn run(store: &dyn Store, args: &StatsArgs, json: bool) -> Resu
         None => None,
     };
     let replay_ratio = counters.as_ref().and_then(scrape::Counters::replay_ratio);
+    let costs = store
+        .costs(args.op.as_deref())
+        .await
+        .map_err(|e| Failure::store(&e))?;
     if json {
         let ops: serde_json::Map<_, _> = by_op
             .iter()
             .map(|(op, s)| {
                 let mut v = json!(s);
                 v["reexecution_ratio"] = json!(s.reexecution_ratio());
+                let units: serde_json::Map<_, _> = costs
+                    .iter()
+                    .filter(|c| &c.op == op)
+                    .map(|c| (c.unit.clone(), cost_json(c)))
+                    .collect();
+                v["costs"] = serde_json::Value::Object(units);
                 (op.clone(), v)
             })
             .collect();
@@ -89,6 +100,15 @@ pub(crate) async fn run(store: &dyn Store, args: &StatsArgs, json: bool) -> Resu
         value["reexecution_ratio"] = json!(total.reexecution_ratio());
         value["by_op"] = serde_json::Value::Object(ops);
         value["replay_ratio"] = json!(replay_ratio);
+        value["costs"] = costs
+            .iter()
+            .map(|c| {
+                let mut v = cost_json(c);
+                v["op"] = json!(c.op);
+                v["unit"] = json!(c.unit);
+                v
+            })
+            .collect();
         if let Some(c) = &counters {
             value["metrics"] = json!({ "executions": c.executions, "replays": c.replays });
         }
@@ -96,6 +116,9 @@ pub(crate) async fn run(store: &dyn Store, args: &StatsArgs, json: bool) -> Resu
         return Ok(());
     }
     say!("{}", stats_table(&by_op, &total));
+    if !costs.is_empty() {
+        say!("{}", costs_table(&costs));
+    }
     let pct = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0));
     say!(
         "re-execution ratio: {} (executions that re-ran an already-attempted key)",
@@ -112,4 +135,20 @@ pub(crate) async fn run(store: &dyn Store, args: &StatsArgs, json: bool) -> Resu
         None => say!("replay ratio:       - (the store does not log replays; pass --metrics URL of a process's Prometheus endpoint)"),
     }
     Ok(())
+}
+
+/// One cost line's figures: spent, avoided, replays, and the share avoided.
+fn cost_json(c: &CostLine) -> serde_json::Value {
+    json!({
+        "spent": c.spent,
+        "avoided": c.avoided,
+        "replays": c.replays,
+        "avoided_share": avoided_share(c),
+    })
+}
+
+/// What replays avoided, as a share of what the work would have cost without them.
+pub(crate) fn avoided_share(c: &CostLine) -> Option<f64> {
+    let total = c.spent + c.avoided;
+    (total > 0.0).then(|| c.avoided / total)
 }

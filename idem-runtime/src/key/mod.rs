@@ -27,6 +27,10 @@
 //! A payload fingerprint (`verify = (...)`) uses the same transcript under
 //! [`FINGERPRINT_CONTEXT`], so a key and a fingerprint of equal inputs never coincide.
 //!
+//! A step keyed by its parent (`key = parent`) has the key [`position_key`]: the parent's key
+//! and the step's position, under [`POSITION_CONTEXT`]; its fingerprint is the transcript above
+//! (operation, version, then any `verify` parts) under [`FINGERPRINT_CONTEXT`].
+//!
 //! Changing any of this changes every key, which re-runs every recorded side effect: the golden
 //! vectors in `tests/` pin it.
 
@@ -38,6 +42,21 @@ use std::fmt;
 pub const KEY_CONTEXT: &str = "idem 2026-11 idempotency key v1";
 /// blake3 `derive_key` context of payload fingerprints, format version 1.
 pub const FINGERPRINT_CONTEXT: &str = "idem 2026-11 payload fingerprint v1";
+/// blake3 `derive_key` context of keys derived from a parent call and a position (`key =
+/// parent`), format version 1.
+pub const POSITION_CONTEXT: &str = "idem 2026-11 position key v1";
+
+/// The key of the step at `position` (counted from 0) of the call keyed `parent`: the blake3
+/// `derive_key` hash, under [`POSITION_CONTEXT`], of the parent's 32 key bytes then the position
+/// as `u32` little-endian. The operation is not part of it, so a changed pipeline whose step
+/// `n` is now another operation meets the recorded one and is told it diverged (the operation
+/// is in the fingerprint instead).
+pub fn position_key(parent: &Key, position: u32) -> Key {
+    let mut hasher = blake3::Hasher::new_derive_key(POSITION_CONTEXT);
+    hasher.update(&parent.0);
+    hasher.update(&position.to_le_bytes());
+    Key(*hasher.finalize().as_bytes())
+}
 
 /// A value that can be part of an idempotency key: it has one canonical byte encoding that
 /// never depends on the platform, the compiler, or the process.

@@ -26,7 +26,7 @@ use crate::handle::Handle;
 use crate::key::Key;
 use crate::metrics::CallOutcome;
 use crate::record::SnapshotKind;
-use crate::replay::{decode, key_reuse, ErrorPolicy};
+use crate::replay::{decode, ErrorPolicy};
 use crate::store::step::still_owned;
 use crate::store::{AttemptRef, Claim, ClaimRequest, Fence, Outcome, SqlStore};
 use crate::wait::{Patience, POLL_CAP};
@@ -52,6 +52,8 @@ pub struct StepClaim<T> {
     call: KeyedCall,
     attempt: u64,
     handle: Arc<Handle>,
+    /// What the body counts (its steps and cost), shared with every `CallInfo` it sees.
+    body: Arc<crate::context::BodyState>,
     /// The step's `idem.step` span: its body and completion run in it too.
     pub(crate) span: tracing::Span,
     value: PhantomData<fn(&T)>,
@@ -80,7 +82,7 @@ pub(crate) enum Begun<T, E> {
 /// attempt; waits for a running one as its options say.
 pub(crate) async fn begin<C, T, E, P>(
     handle: &Arc<Handle>,
-    call: KeyedCall,
+    call: crate::call::Call,
     conn: &mut C,
     conn_of: ConnOf<C>,
     errors: &Errors<E, P>,
@@ -90,6 +92,7 @@ where
     T: DeserializeOwned,
     P: ErrorPolicy<E>,
 {
+    let call = call.keyed().map_err(errors.from_idem)?;
     let span = tracing::info_span!(
         "idem.step",
         op = %call.op,
@@ -131,6 +134,7 @@ where
         match claimed {
             Claim::Completed(snapshot) => {
                 outcome(&call.op, CallOutcome::Replayed);
+                crate::ledger::replayed(handle, &call.op, snapshot.cost.as_ref());
                 let replayed = decode(&call, &snapshot, &errors.policy, errors.from_idem);
                 if let Some(cache) = &handle.cache {
                     cache.insert_read_at(epoch, call.key, snapshot);
@@ -139,7 +143,8 @@ where
             }
             Claim::KeyReuse => {
                 outcome(&call.op, CallOutcome::KeyReuse);
-                return Err((errors.from_idem)(key_reuse(&call)));
+                let error = crate::replay::key_reuse_read(&*handle.store, &call).await;
+                return Err((errors.from_idem)(error));
             }
             Claim::Running {
                 attempt,
@@ -163,6 +168,7 @@ where
                     call,
                     attempt,
                     handle: handle.clone(),
+                    body: Arc::default(),
                     span,
                     value: PhantomData,
                 }));
@@ -228,12 +234,14 @@ impl<T> StepClaim<T> {
 
     /// What a body running this attempt sees through [`crate::current`].
     pub(crate) fn info(&self) -> crate::CallInfo {
-        crate::CallInfo {
-            op: self.call.op.clone(),
-            key: self.call.key,
-            attempt: self.attempt,
-            lease: crate::lease::LeaseSignal::default(),
-        }
+        crate::CallInfo::new(
+            self.call.op.clone(),
+            self.call.key,
+            self.attempt,
+            self.call.parent,
+            crate::lease::LeaseSignal::default(),
+            self.body.clone(),
+        )
     }
 
     /// Records `value` as the step's snapshot, in the caller's transaction: it commits with the
@@ -256,12 +264,14 @@ impl<T> StepClaim<T> {
         let bytes = snapshot_of(value, &self.call, self.handle.max_snapshot_bytes)
             .map_err(|(_, error)| error)?;
         let ttl = self.call.options.ttl;
+        let cost = self.body.costs();
         self.write(
             conn,
             Outcome::Snapshot {
                 kind: SnapshotKind::Ok,
                 bytes: &bytes,
                 ttl,
+                cost: cost.as_ref(),
             },
         )
         .await
@@ -280,7 +290,9 @@ impl<T> StepClaim<T> {
     pub(crate) async fn fail_on(self, conn: Conn<'_>, error: &str) -> Result<(), Error> {
         outcome(&self.call.op, CallOutcome::Failed);
         let ttl = self.call.options.ttl;
-        self.write(conn, Outcome::Failed { error, ttl }).await
+        let cost = self.body.costs();
+        let cost = cost.as_ref();
+        self.write(conn, Outcome::Failed { error, ttl, cost }).await
     }
 
     /// Records an error to replay (`cache_errors`), in the caller's transaction.
@@ -290,10 +302,12 @@ impl<T> StepClaim<T> {
         bytes: &[u8],
     ) -> Result<(), Error> {
         let ttl = self.call.options.ttl;
+        let cost = self.body.costs();
         self.write(
             conn,
             Outcome::Snapshot {
                 kind: SnapshotKind::Err,
+                cost: cost.as_ref(),
                 bytes,
                 ttl,
             },
@@ -302,6 +316,9 @@ impl<T> StepClaim<T> {
     }
 
     async fn write(self, conn: Conn<'_>, outcome: Outcome<'_>) -> Result<(), Error> {
+        if let Some(cost) = outcome.cost() {
+            crate::metrics::cost_spent(&self.call.op, cost);
+        }
         let attempt = AttemptRef {
             op: &self.call.op,
             key: &self.call.key,
@@ -342,7 +359,7 @@ async fn complete(
 /// connection, then its outcome recorded there. Replays return without running the body.
 pub(crate) async fn run<C, T, E, P, F>(
     handle: &Arc<Handle>,
-    call: KeyedCall,
+    call: crate::call::Call,
     conn: &mut C,
     conn_of: ConnOf<C>,
     errors: Errors<E, P>,

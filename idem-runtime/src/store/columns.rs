@@ -7,8 +7,8 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use std::str::FromStr;
 
 use crate::key::{Fingerprint, Key};
-use crate::record::{AttemptLog, AttemptOutcome, Record, SnapshotKind, Status};
-use crate::store::OpCounts;
+use crate::record::{AttemptLog, AttemptOutcome, Costs, Record, SnapshotKind, Status};
+use crate::store::{OpCounts, ParentLink};
 
 /// The 32 bytes of a key or fingerprint column.
 pub(crate) fn bytes32(bytes: Vec<u8>, what: &str) -> Result<[u8; 32], String> {
@@ -63,11 +63,47 @@ where
         created_at: row.try_get("created_at").map_err(col)?,
         updated_at: row.try_get("updated_at").map_err(col)?,
         expires_at: row.try_get("expires_at").map_err(col)?,
+        parent: parent_of(row)?,
+        cost: cost_of(row)?,
     })
 }
 
+/// The `cost` column: NULL, or a JSON object of unit to amount.
+pub(crate) fn cost_of<'r, R>(row: &'r R) -> Result<Option<Costs>, String>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let text: Option<String> = row.try_get("cost").map_err(|e| e.to_string())?;
+    text.as_deref().map(Costs::from_json).transpose()
+}
+
+/// The `parent` and `position` columns: both NULL, or a 32-byte key and a position that fits
+/// a `u32`.
+fn parent_of<'r, R>(row: &'r R) -> Result<Option<ParentLink>, String>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let col = |e: sqlx::Error| e.to_string();
+    let parent: Option<Vec<u8>> = row.try_get("parent").map_err(col)?;
+    let position: Option<i64> = row.try_get("position").map_err(col)?;
+    match (parent, position) {
+        (None, _) => Ok(None),
+        (Some(key), Some(position)) => Ok(Some(ParentLink {
+            key: Key(bytes32(key, "parent")?),
+            position: u32::try_from(position)
+                .map_err(|_| format!("position {position} is out of range"))?,
+        })),
+        (Some(_), None) => Err("parent without a position".to_owned()),
+    }
+}
+
 /// One line of the attempts log: the columns `attempt`, `worker`, `started_at`, `ended_at`
-/// (milliseconds since the Unix epoch), `outcome`, `error`.
+/// (milliseconds since the Unix epoch), `outcome`, `error`, `cost`.
 pub(crate) fn attempt_log_of<'r, R>(row: &'r R) -> Result<AttemptLog, String>
 where
     R: Row,
@@ -87,6 +123,7 @@ where
         outcome: AttemptOutcome::parse(&outcome)
             .ok_or_else(|| format!("unknown attempt outcome `{outcome}`"))?,
         error: row.try_get("error").map_err(col)?,
+        cost: cost_of(row)?,
     })
 }
 

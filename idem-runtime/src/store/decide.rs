@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::key::Fingerprint;
-use crate::record::{Snapshot, SnapshotKind, Status};
+use crate::record::{Costs, Snapshot, SnapshotKind, Status};
 use crate::store::{Claim, ClaimRequest};
 
 /// The record a claim statement found, its times in the store's clock unit.
@@ -19,6 +19,8 @@ pub(crate) struct Found {
     pub(crate) fingerprint: Option<Fingerprint>,
     pub(crate) snapshot: Option<Vec<u8>>,
     pub(crate) snapshot_kind: Option<String>,
+    /// The `cost` column (JSON), replayed as what a replay avoids.
+    pub(crate) cost: Option<String>,
 }
 
 /// A store's clock unit: how long one tick is, and a time in ticks as Unix milliseconds (what
@@ -45,6 +47,7 @@ pub(crate) fn judge(
         fingerprint,
         snapshot,
         snapshot_kind,
+        cost,
     } = found;
     let live_completed = status == Status::Completed && expires_at.is_some_and(|e| e > now);
     let live_running = status == Status::Running && lease_until.is_some_and(|l| l > now);
@@ -73,5 +76,6 @@ pub(crate) fn judge(
         bytes,
         expires_at: expires_at.map_or(i64::MAX, clock.unix_millis),
         fingerprint,
+        cost: cost.as_deref().map(Costs::from_json).transpose()?,
     })))
 }

@@ -4,7 +4,7 @@
 //! in one statement each.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,13 +12,13 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::{
-    millis, AttemptRef, Claim, ClaimRequest, Fence, ListFilter, Outcome, Store, StoredChunk,
-    CANCELLED, RELEASED_TTL,
+    millis, AttemptRef, AvoidedCost, Claim, ClaimRequest, CostLine, Fence, ListFilter, Outcome,
+    Store, StoredChunk, CANCELLED, RELEASED_TTL,
 };
 use crate::error::Error;
 use crate::key::Key;
 use crate::record::{
-    now_millis, AttemptLog, AttemptOutcome, Millis, Record, Snapshot, SnapshotKind, Status,
+    now_millis, AttemptLog, AttemptOutcome, Costs, Millis, Record, Snapshot, SnapshotKind, Status,
 };
 
 /// An in-memory [`Store`]. Cheap to create; share it through `Idem` (which is `Clone`).
@@ -38,6 +38,8 @@ struct State {
     /// so a long-lived process's memory follows its live keys, not every key it ever saw. An
     /// entry whose record changed since (claimed again, forgotten) is skipped when it comes up.
     expiries: BinaryHeap<Reverse<(Millis, Key)>>,
+    /// Cost avoided by replays, by operation and unit: (amount, replays).
+    avoided: BTreeMap<(String, String), (f64, u64)>,
 }
 
 impl State {
@@ -98,12 +100,14 @@ impl Entry {
         attempt: u64,
         outcome: AttemptOutcome,
         error: Option<&str>,
+        cost: Option<&Costs>,
         now: Millis,
     ) {
         if let Some(log) = self.log_mut(attempt) {
             log.outcome = outcome;
             log.ended_at = Some(now);
             log.error = error.map(str::to_owned);
+            log.cost = cost.filter(|c| !c.is_empty()).cloned();
         }
     }
 }
@@ -131,7 +135,20 @@ fn without_snapshot(r: &Record) -> Record {
         created_at: r.created_at,
         updated_at: r.updated_at,
         expires_at: r.expires_at,
+        parent: r.parent,
+        cost: r.cost.clone(),
     }
+}
+
+/// The line of `(op, unit)`, made on first use.
+fn cost_line<'a>(
+    lines: &'a mut BTreeMap<(String, String), CostLine>,
+    op: &str,
+    unit: &str,
+) -> &'a mut CostLine {
+    lines
+        .entry((op.to_owned(), unit.to_owned()))
+        .or_insert_with(|| CostLine::new(op, unit))
 }
 
 fn is_expired(r: &Record, now: Millis) -> bool {
@@ -157,6 +174,7 @@ impl Store for MemoryStore {
             ended_at: None,
             outcome: AttemptOutcome::Running,
             error: None,
+            cost: None,
         };
         let Some(entry) = state.entries.get_mut(req.key) else {
             let attempt = floor + 1;
@@ -177,6 +195,8 @@ impl Store for MemoryStore {
                         created_at: now,
                         updated_at: now,
                         expires_at: None,
+                        parent: req.parent,
+                        cost: None,
                     },
                     attempts: vec![log(attempt)],
                     chunks: Vec::new(),
@@ -213,6 +233,7 @@ impl Store for MemoryStore {
                 bytes,
                 expires_at: r.expires_at.unwrap_or(Millis::MAX),
                 fingerprint: r.fingerprint,
+                cost: r.cost.clone(),
             }));
         }
         if live_running {
@@ -226,7 +247,7 @@ impl Store for MemoryStore {
         let took_over = (r.status == Status::Running).then_some(r.attempt);
         let attempt = r.attempt.max(floor) + 1;
         if let Some(old) = took_over {
-            entry.end_attempt(old, AttemptOutcome::Abandoned, None, now);
+            entry.end_attempt(old, AttemptOutcome::Abandoned, None, None, now);
         }
         let r = &mut entry.record;
         r.op = req.op.to_owned();
@@ -236,6 +257,7 @@ impl Store for MemoryStore {
         r.snapshot = None;
         r.snapshot_kind = None;
         r.error = None;
+        r.cost = None;
         r.lease_until = Some(lease_until);
         r.worker = Some(req.worker.to_owned());
         r.updated_at = now;
@@ -265,8 +287,12 @@ impl Store for MemoryStore {
                     let r = &mut e.record;
                     r.lease_until = None;
                     r.updated_at = now;
+                    let cost = outcome.cost().filter(|c| !c.is_empty());
+                    r.cost = cost.cloned();
                     let (logged, error, ttl) = match outcome {
-                        Outcome::Snapshot { kind, bytes, ttl } => {
+                        Outcome::Snapshot {
+                            kind, bytes, ttl, ..
+                        } => {
                             r.status = Status::Completed;
                             r.snapshot = Some(bytes.to_vec());
                             r.snapshot_kind = Some(kind);
@@ -276,10 +302,10 @@ impl Store for MemoryStore {
                             };
                             (logged, None, ttl)
                         }
-                        Outcome::Failed { error, ttl } => {
+                        Outcome::Failed { error, ttl, .. } => {
                             (AttemptOutcome::Failed, Some(error), ttl)
                         }
-                        Outcome::Cancelled { ttl } => {
+                        Outcome::Cancelled { ttl, .. } => {
                             (AttemptOutcome::Cancelled, Some(CANCELLED), ttl)
                         }
                     };
@@ -287,11 +313,18 @@ impl Store for MemoryStore {
                         r.status = Status::Failed;
                         r.error = Some(error.to_owned());
                     }
-                    e.end_attempt(a.attempt, logged, error, now);
+                    e.end_attempt(a.attempt, logged, error, cost, now);
                     Some(now.saturating_add(millis(ttl)))
                 }
                 Some(e) => {
-                    e.end_attempt(a.attempt, AttemptOutcome::Fenced, outcome.error(), now);
+                    let cost = outcome.cost();
+                    e.end_attempt(
+                        a.attempt,
+                        AttemptOutcome::Fenced,
+                        outcome.error(),
+                        cost,
+                        now,
+                    );
                     None
                 }
                 None => None,
@@ -340,6 +373,51 @@ impl Store for MemoryStore {
         out.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.key.cmp(&b.key)));
         out.truncate(filter.limit.unwrap_or(1000) as usize);
         Ok(out)
+    }
+
+    async fn children(&self, parent: &Key) -> Result<Vec<Record>, Error> {
+        let state = self.state.lock();
+        let mut out: Vec<Record> = state
+            .entries
+            .values()
+            .map(|e| &e.record)
+            .filter(|r| r.parent.is_some_and(|p| p.key == *parent))
+            .map(without_snapshot)
+            .collect();
+        out.sort_by_key(|r| (r.parent.map(|p| p.position), r.created_at, r.key));
+        Ok(out)
+    }
+
+    async fn add_avoided(&self, avoided: &[AvoidedCost]) -> Result<(), Error> {
+        let mut state = self.state.lock();
+        for a in avoided {
+            let line = state
+                .avoided
+                .entry((a.op.clone(), a.unit.clone()))
+                .or_insert((0.0, 0));
+            line.0 += a.amount;
+            line.1 += a.replays;
+        }
+        Ok(())
+    }
+
+    async fn costs(&self, op: Option<&str>) -> Result<Vec<CostLine>, Error> {
+        let state = self.state.lock();
+        let mut lines: BTreeMap<(String, String), CostLine> = BTreeMap::new();
+        let wanted = |o: &str| op.is_none_or(|op| op == o);
+        for e in state.entries.values().filter(|e| wanted(&e.record.op)) {
+            for log in &e.attempts {
+                for (unit, amount) in log.cost.iter().flat_map(|c| &c.0) {
+                    cost_line(&mut lines, &e.record.op, unit).spent += amount;
+                }
+            }
+        }
+        for ((o, unit), (amount, replays)) in state.avoided.iter().filter(|((o, _), _)| wanted(o)) {
+            let line = cost_line(&mut lines, o, unit);
+            line.avoided += amount;
+            line.replays += replays;
+        }
+        Ok(lines.into_values().collect())
     }
 
     async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {
@@ -441,7 +519,7 @@ impl Store for MemoryStore {
                     r.error = Some("released by an operator".into());
                     r.lease_until = None;
                     r.updated_at = now;
-                    e.end_attempt(attempt, AttemptOutcome::Released, None, now);
+                    e.end_attempt(attempt, AttemptOutcome::Released, None, None, now);
                     state.expire_at(*key, now.saturating_add(millis(RELEASED_TTL)));
                     true
                 }
@@ -491,6 +569,7 @@ mod tests {
             lease: Duration::from_secs(30),
             ttl,
             worker: "w",
+            parent: None,
         }
     }
 
@@ -507,6 +586,7 @@ mod tests {
             kind: SnapshotKind::Ok,
             bytes: b"1",
             ttl,
+            cost: None,
         };
         assert_eq!(store.complete(&a, outcome).await.unwrap(), Fence::Owned);
     }
@@ -547,6 +627,7 @@ mod tests {
             let failed = Outcome::Failed {
                 error: "e",
                 ttl: Duration::from_secs(3600),
+                cost: None,
             };
             store.complete(&a, failed).await.unwrap();
         }

@@ -36,7 +36,7 @@ use async_trait::async_trait;
 pub use self::url::{open, open_existing, redact_url};
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
-use crate::record::{AttemptLog, Record, Snapshot, Status};
+use crate::record::{AttemptLog, Costs, Record, Snapshot, Status};
 
 /// What a caller asks for when it claims a key.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +55,20 @@ pub struct ClaimRequest<'a> {
     pub ttl: Duration,
     /// Who is asking (for the attempts log).
     pub worker: &'a str,
+    /// The call whose body makes this one, and this call's position in it. A store records it
+    /// when it creates the key's record (a record keeps the link it was created with), so
+    /// [`Store::children`] can list a run's steps.
+    pub parent: Option<ParentLink>,
+}
+
+/// Where a call was made: the key of the call whose body made it, and its position among that
+/// body's steps (from 0, in the order they started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ParentLink {
+    /// The parent call's key.
+    pub key: Key,
+    /// The position among the parent's steps, from 0.
+    pub position: u32,
 }
 
 impl<'a> ClaimRequest<'a> {
@@ -67,6 +81,7 @@ impl<'a> ClaimRequest<'a> {
             lease: call.options.lease,
             ttl: call.options.ttl,
             worker,
+            parent: call.parent,
         }
     }
 }
@@ -107,6 +122,8 @@ pub enum Outcome<'a> {
         bytes: &'a [u8],
         /// How long it replays.
         ttl: Duration,
+        /// What the attempt cost, if its body reported any.
+        cost: Option<&'a Costs>,
     },
     /// The body failed (or panicked); the next call runs again. The record is kept for `ttl`.
     Failed {
@@ -114,19 +131,32 @@ pub enum Outcome<'a> {
         error: &'a str,
         /// How long the failed record is kept before purge may delete it.
         ttl: Duration,
+        /// What the attempt cost, if its body reported any.
+        cost: Option<&'a Costs>,
     },
     /// The caller dropped the call while its body ran: the record becomes `failed` (the next
     /// call runs at once) and the attempt is logged `cancelled`.
     Cancelled {
         /// How long the failed record is kept before purge may delete it.
         ttl: Duration,
+        /// What the attempt cost before it was dropped, if its body reported any.
+        cost: Option<&'a Costs>,
     },
 }
 
 /// The error text of a record whose attempt was cancelled.
 pub const CANCELLED: &str = "cancelled: the caller dropped the call before its body finished";
 
-impl Outcome<'_> {
+impl<'a> Outcome<'a> {
+    /// What the attempt cost, if its body reported any.
+    pub fn cost(&self) -> Option<&'a Costs> {
+        match *self {
+            Outcome::Snapshot { cost, .. }
+            | Outcome::Failed { cost, .. }
+            | Outcome::Cancelled { cost, .. } => cost,
+        }
+    }
+
     /// The error text a failed outcome records.
     pub fn error(&self) -> Option<&str> {
         match self {
@@ -139,7 +169,7 @@ impl Outcome<'_> {
 
 /// The column values a completion writes: the same for every SQL backend.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct CompletionRow<'a> {
     pub(crate) status: &'static str,
     pub(crate) snapshot: Option<&'a [u8]>,
@@ -147,14 +177,19 @@ pub(crate) struct CompletionRow<'a> {
     pub(crate) error: Option<&'a str>,
     pub(crate) ttl_ms: i64,
     pub(crate) attempt_outcome: &'static str,
+    /// The attempt's cost, as persisted (JSON).
+    pub(crate) cost: Option<String>,
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl<'a> From<Outcome<'a>> for CompletionRow<'a> {
     fn from(outcome: Outcome<'a>) -> Self {
         use crate::record::{AttemptOutcome, SnapshotKind};
+        let cost = outcome.cost().filter(|c| !c.is_empty()).map(Costs::to_json);
         match outcome {
-            Outcome::Snapshot { kind, bytes, ttl } => CompletionRow {
+            Outcome::Snapshot {
+                kind, bytes, ttl, ..
+            } => CompletionRow {
                 status: Status::Completed.as_str(),
                 snapshot: Some(bytes),
                 snapshot_kind: Some(kind.as_str()),
@@ -164,22 +199,25 @@ impl<'a> From<Outcome<'a>> for CompletionRow<'a> {
                     SnapshotKind::Ok => AttemptOutcome::Completed.as_str(),
                     SnapshotKind::Err => AttemptOutcome::Failed.as_str(),
                 },
+                cost,
             },
-            Outcome::Failed { error, ttl } => CompletionRow {
+            Outcome::Failed { error, ttl, .. } => CompletionRow {
                 status: Status::Failed.as_str(),
                 snapshot: None,
                 snapshot_kind: None,
                 error: Some(error),
                 ttl_ms: millis(ttl),
                 attempt_outcome: AttemptOutcome::Failed.as_str(),
+                cost,
             },
-            Outcome::Cancelled { ttl } => CompletionRow {
+            Outcome::Cancelled { ttl, .. } => CompletionRow {
                 status: Status::Failed.as_str(),
                 snapshot: None,
                 snapshot_kind: None,
                 error: Some(CANCELLED),
                 ttl_ms: millis(ttl),
                 attempt_outcome: AttemptOutcome::Cancelled.as_str(),
+                cost,
             },
         }
     }
@@ -208,6 +246,50 @@ pub enum SqlStore<'a> {
     /// Never built: keeps the lifetime used when no SQL store is enabled.
     #[doc(hidden)]
     Neither(std::marker::PhantomData<&'a ()>),
+}
+
+/// Cost a process avoided by replaying recorded outcomes of one operation, in one unit (see
+/// [`Store::add_avoided`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AvoidedCost {
+    /// The operation.
+    pub op: String,
+    /// The unit (`tokens`, `usd`, ...).
+    pub unit: String,
+    /// How much the replays avoided.
+    pub amount: f64,
+    /// How many replays avoided it.
+    pub replays: u64,
+}
+
+/// One line of the cost ledger: what an operation spent and avoided in one unit (see
+/// [`Store::costs`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct CostLine {
+    /// The operation.
+    pub op: String,
+    /// The unit (`tokens`, `usd`, ...).
+    pub unit: String,
+    /// What its attempts cost, by the attempts logs of the records the store still keeps
+    /// (every attempt, whatever its outcome: a failed model call is paid for too).
+    pub spent: f64,
+    /// What replays of its recorded outcomes avoided, as processes reported it
+    /// ([`crate::Idem::flush_costs`], and every few seconds while a handle is used).
+    pub avoided: f64,
+    /// How many replays avoided it.
+    pub replays: u64,
+}
+
+impl CostLine {
+    /// An empty line for `op` and `unit`.
+    pub fn new(op: &str, unit: &str) -> Self {
+        Self {
+            op: op.to_owned(),
+            unit: unit.to_owned(),
+            ..Self::default()
+        }
+    }
 }
 
 /// Identifies one attempt of one key, for fenced writes.
@@ -335,6 +417,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Reads a record.
     async fn get(&self, key: &Key) -> Result<Option<Record>, Error>;
 
+    /// The records made by `parent`'s body (see [`ClaimRequest::parent`]), in the order of their
+    /// positions (a position called twice, by two runs of the body, lists every record made
+    /// there), **without their snapshots**, as [`Store::list`] returns them.
+    async fn children(&self, parent: &Key) -> Result<Vec<Record>, Error>;
+
     /// Reads a key's attempts log, oldest first.
     async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error>;
 
@@ -371,6 +458,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         }
         Ok(by_op.into_values().collect())
     }
+
+    /// Adds cost avoided by replays to the store's ledger (one statement per call, whatever the
+    /// number of lines; callers batch).
+    async fn add_avoided(&self, avoided: &[AvoidedCost]) -> Result<(), Error>;
+
+    /// The cost ledger, by operation (only `op`'s, if given) and unit, ordered by both: what
+    /// the attempts of the records still kept cost, and what replays avoided.
+    async fn costs(&self, op: Option<&str>) -> Result<Vec<CostLine>, Error>;
 
     /// Deletes a record and its attempts log, so the next call runs again. Attempt numbers still
     /// never go backwards. Returns whether a record existed.

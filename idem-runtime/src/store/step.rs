@@ -93,6 +93,7 @@ impl StepSnapshot {
             kind: SnapshotKind::Ok,
             bytes: &self.bytes,
             ttl: call.options.ttl,
+            cost: None,
         };
         (attempt, outcome)
     }

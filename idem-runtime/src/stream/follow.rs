@@ -201,6 +201,7 @@ where
                         bytes,
                         expires_at: r.expires_at.unwrap_or(i64::MAX),
                         fingerprint: r.fingerprint,
+                        cost: r.cost,
                     });
                 }
                 Some(r)

@@ -40,20 +40,24 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Streamed<C, E>, E>>,
 {
+    let counted = Arc::new(crate::context::BodyState::default());
     let mut owned = OwnedAttempt::new(
         handle.store.clone(),
         call.op.clone(),
         call.key,
         attempt,
         call.options.ttl,
+        counted.clone(),
     );
     let signal = LeaseSignal::default();
-    let info = CallInfo {
-        op: call.op.clone(),
-        key: call.key,
+    let info = CallInfo::new(
+        call.op.clone(),
+        call.key,
         attempt,
-        lease: signal.clone(),
-    };
+        call.parent,
+        signal.clone(),
+        counted.clone(),
+    );
     let heartbeat = || {
         call.options.heartbeat.then(|| Heartbeat {
             store: handle.store.clone(),
@@ -304,6 +308,7 @@ where
                         bytes,
                         expires_at: now_millis().saturating_add(millis(self.call.options.ttl)),
                         fingerprint: self.call.fingerprint,
+                        cost: self.info.body.costs(),
                     };
                     cache.insert_stream_read_at(epoch, self.call.key, snapshot, kept.into());
                 }

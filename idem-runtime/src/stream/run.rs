@@ -17,13 +17,13 @@ use crate::error::Error;
 use crate::execute::{cached, claim, outcome, Cached, Errors};
 use crate::handle::Handle;
 use crate::metrics::CallOutcome;
-use crate::replay::{key_reuse, ErrorPolicy};
+use crate::replay::{key_reuse_read, ErrorPolicy};
 use crate::store::{Claim, ClaimRequest};
 use crate::wait::{Patience, POLL_CAP};
 
 pub(crate) async fn run<C, E, P, F, Fut>(
     handle: &Arc<Handle>,
-    call: KeyedCall,
+    call: crate::call::Call,
     errors: Errors<E, P>,
     body: F,
 ) -> Result<Streamed<C, E>, E>
@@ -34,6 +34,7 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Streamed<C, E>, E>>,
 {
+    let call = call.keyed().map_err(errors.from_idem)?;
     let span = tracing::info_span!(
         "idem.stream",
         op = %call.op,
@@ -91,13 +92,16 @@ where
     match claimed {
         Claim::Completed(snapshot) => {
             outcome(&call.op, CallOutcome::Replayed);
+            crate::ledger::replayed(handle, &call.op, snapshot.cost.as_ref());
             Ok(follow::recorded(
                 handle, call, snapshot, None, errors, epoch,
             ))
         }
         Claim::KeyReuse => {
             outcome(&call.op, CallOutcome::KeyReuse);
-            Err((errors.from_idem)(key_reuse(&call)))
+            Err((errors.from_idem)(
+                key_reuse_read(&*handle.store, &call).await,
+            ))
         }
         Claim::Running { attempt, .. } if call.options.on_conflict == OnConflict::Error => {
             outcome(&call.op, CallOutcome::InProgress);

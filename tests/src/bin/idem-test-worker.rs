@@ -9,6 +9,11 @@
 //! `idem-test-worker step-hang URL OP KEY` opens a transactional step on KEY (SQLite or
 //! PostgreSQL), inserts a row into table `saved` (PostgreSQL: in the store's schema), prints
 //! `started` and never commits.
+//! `idem-test-worker pipeline URL OP RUN OUT CRASH_AT` runs a 5-step pipeline (the parent keyed
+//! by RUN, its steps `OP::step0..4` keyed by position, 500 ms leases): each step appends
+//! `effect I PID` to OUT (synced) and returns `outI`. At step CRASH_AT (`none`: never) it prints
+//! `started` before the step's effect and waits to be killed. At the end it prints
+//! `done OUT0,...,OUT4`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
@@ -42,6 +47,7 @@ async fn main() {
         "hang" => hang(idem, &args[2], &args[3], args[4].parse().unwrap()).await,
         "step-hang" => step_hang(&args[1], &args[2], &args[3]).await,
         "stream-hang" => stream_hang(idem, &args[2], &args[3], args[4].parse().unwrap()).await,
+        "pipeline" => pipeline(idem, &args[2], &args[3], &args[4], args[5].parse().ok()).await,
         other => panic!("unknown mode {other}"),
     }
 }
@@ -91,6 +97,43 @@ async fn many(idem: Idem, op: &str, keys: u32, concurrency: u32, out: &str) {
         t.await.unwrap();
     }
     out.lock().unwrap().flush().unwrap();
+}
+
+async fn pipeline(idem: Idem, op: &str, run: &str, out: &str, crash_at: Option<usize>) {
+    let lease = Duration::from_millis(500);
+    let pid = std::process::id();
+    let outputs: Vec<String> = idem
+        .call(Call::new(op.to_owned()).key(&run).lease(lease), || async {
+            let mut outputs = Vec::new();
+            for i in 0..5 {
+                let step = Call::new(format!("{op}::step{i}"))
+                    .by_position()
+                    .lease(lease);
+                let output: String = idem
+                    .call(step, || async {
+                        if crash_at == Some(i) {
+                            // Mid-step, before its effect: where a model call would be.
+                            println!("started");
+                            std::io::stdout().flush().unwrap();
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        let mut file = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(out)
+                            .unwrap();
+                        writeln!(file, "effect {i} {pid}").unwrap();
+                        file.sync_all().unwrap();
+                        Ok::<_, Error>(format!("out{i}"))
+                    })
+                    .await?;
+                outputs.push(output);
+            }
+            Ok::<_, Error>(outputs)
+        })
+        .await
+        .unwrap();
+    println!("done {}", outputs.join(","));
 }
 
 async fn hang(idem: Idem, op: &str, key: &str, lease_ms: u64) {

@@ -76,7 +76,7 @@ use self::conn::Connections;
 use self::listen::Notifier;
 use self::locks::{lock_timed_out, step_lock_id, Blocked, LockRetry, STEP_HELD};
 use self::rows::{
-    attempt_i64, claim_corrupt, claim_query, col, corrupt, decide, ClaimRead, Inserted,
+    attempt_i64, bind_parent, claim_corrupt, claim_query, col, corrupt, decide, ClaimRead, Inserted,
 };
 use self::schema::Names;
 pub use self::schema::FORMAT_VERSION;
@@ -86,8 +86,8 @@ use super::columns::{attempt_log_of, counts_of, record_of, u64_of};
 use super::predict::Predictor;
 use super::redact_url;
 use super::{
-    millis, AttemptRef, ChangeSink, Claim, ClaimRequest, CompletionRow, Fence, ListFilter,
-    OpCounts, Outcome, Store, StoredChunk,
+    millis, AttemptRef, AvoidedCost, ChangeSink, Claim, ClaimRequest, CompletionRow, CostLine,
+    Fence, ListFilter, OpCounts, Outcome, Store, StoredChunk,
 };
 use crate::error::Error;
 use crate::key::Key;
@@ -196,7 +196,7 @@ impl PostgresStore {
         exec: impl PgExecutor<'e>,
         req: &ClaimRequest<'_>,
     ) -> Result<Inserted, Error> {
-        let row = match claim_query(&self.inner.sql.claim_new, req)
+        let row = match bind_parent(claim_query(&self.inner.sql.claim_new, req), req)
             .fetch_optional(exec)
             .await
         {
@@ -213,8 +213,8 @@ impl PostgresStore {
         conn: &mut sqlx::PgConnection,
         req: &ClaimRequest<'_>,
     ) -> Result<Inserted, Error> {
-        let row = claim_query(&self.inner.sql.claim_new_step, req)
-            .bind(step_lock_id(req.key))
+        let query = claim_query(&self.inner.sql.claim_new_step, req).bind(step_lock_id(req.key));
+        let row = bind_parent(query, req)
             .fetch_optional(conn)
             .await
             .map_err(|e| Error::store("claim", req.op, req.key, e))?;
@@ -284,7 +284,8 @@ impl PostgresStore {
             .bind(row.snapshot_kind)
             .bind(row.error)
             .bind(row.ttl_ms)
-            .bind(row.attempt_outcome);
+            .bind(row.attempt_outcome)
+            .bind(row.cost);
         let waiters = query
             .fetch_optional(exec)
             .await
@@ -526,12 +527,14 @@ impl Store for PostgresStore {
         }
         if fence == Fence::Lost {
             let error = outcome.error();
+            let cost = outcome.cost().map(crate::record::Costs::to_json);
             let mut held = self.held("complete", a.op, a.key).await?;
             retrying_locks!(
                 sqlx::query(&self.inner.sql.fence_log)
                     .bind(&a.key.0[..])
                     .bind(attempt_i64(a.attempt))
                     .bind(error)
+                    .bind(&cost)
                     .execute(held.conn())
                     .await
             )
@@ -602,6 +605,66 @@ impl Store for PostgresStore {
             .map(record_of)
             .collect::<Result<_, String>>()
             .map_err(corrupt(&NO_KEY))
+    }
+
+    async fn add_avoided(&self, avoided: &[AvoidedCost]) -> Result<(), Error> {
+        if avoided.is_empty() {
+            return Ok(());
+        }
+        let ops: Vec<&str> = avoided.iter().map(|a| a.op.as_str()).collect();
+        let units: Vec<&str> = avoided.iter().map(|a| a.unit.as_str()).collect();
+        let amounts: Vec<f64> = avoided.iter().map(|a| a.amount).collect();
+        let replays: Vec<i64> = avoided
+            .iter()
+            .map(|a| i64::try_from(a.replays).unwrap_or(i64::MAX))
+            .collect();
+        let mut held = self.held("add_avoided", "", &NO_KEY).await?;
+        retrying_locks!(
+            sqlx::query(&self.inner.sql.add_avoided)
+                .bind(&ops)
+                .bind(&units)
+                .bind(&amounts)
+                .bind(&replays)
+                .execute(held.conn())
+                .await
+        )
+        .map_err(|e| Error::store("add_avoided", "", &NO_KEY, e))?;
+        held.done();
+        Ok(())
+    }
+
+    async fn costs(&self, op: Option<&str>) -> Result<Vec<CostLine>, Error> {
+        let mut held = self.held("costs", op.unwrap_or(""), &NO_KEY).await?;
+        let rows: Vec<(String, String, f64, f64, i64)> = sqlx::query_as(&self.inner.sql.costs)
+            .bind(op)
+            .fetch_all(held.conn())
+            .await
+            .map_err(|e| Error::store("costs", op.unwrap_or(""), &NO_KEY, e))?;
+        held.done();
+        Ok(rows
+            .into_iter()
+            .map(|(op, unit, spent, avoided, replays)| {
+                let mut line = CostLine::new(&op, &unit);
+                line.spent = spent;
+                line.avoided = avoided;
+                line.replays = u64::try_from(replays).unwrap_or(0);
+                line
+            })
+            .collect())
+    }
+
+    async fn children(&self, parent: &Key) -> Result<Vec<Record>, Error> {
+        let mut held = self.held("children", "", parent).await?;
+        let rows = sqlx::query(&self.inner.sql.children)
+            .bind(&parent.0[..])
+            .fetch_all(held.conn())
+            .await
+            .map_err(|e| Error::store("children", "", parent, e))?;
+        held.done();
+        rows.iter()
+            .map(record_of)
+            .collect::<Result<_, String>>()
+            .map_err(corrupt(parent))
     }
 
     async fn forget(&self, key: &Key, force: bool) -> Result<bool, Error> {

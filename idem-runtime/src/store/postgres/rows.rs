@@ -55,6 +55,16 @@ pub(super) fn claim_query<'q>(
         .bind(millis(req.ttl))
 }
 
+/// Binds the parent link of a new record (`claim_new`, `claim_new_step`): its key and position.
+pub(super) fn bind_parent<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    req: &ClaimRequest<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(req.parent.map(|p| p.key.0.to_vec()))
+        .bind(req.parent.map(|p| i64::from(p.position)))
+}
+
 /// The error of a claim statement's row that does not decode, naming the operation and key.
 pub(super) fn claim_corrupt<'a>(req: &'a ClaimRequest<'_>) -> impl Fn(String) -> Error + 'a {
     move |reason| Error::Corrupt {
@@ -116,6 +126,7 @@ pub(super) fn decide(req: &ClaimRequest<'_>, row: &PgRow) -> Result<ClaimRead, S
         fingerprint: fingerprint_of(row)?,
         snapshot: row.try_get("snapshot").map_err(col)?,
         snapshot_kind: row.try_get("snapshot_kind").map_err(col)?,
+        cost: row.try_get("cost").map_err(col)?,
     };
     Ok(match judge(req, found, &MICROS)? {
         // The statement judged it claimable (by the same instant, to the microsecond) and

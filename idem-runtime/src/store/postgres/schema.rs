@@ -61,6 +61,16 @@
 //!   their own. A claim that replaces an attempt deletes nothing (an upsert); the new attempt's
 //!   first append drops the earlier attempts' chunks.
 //! - `idem_schema`: the applied format versions (`version`, `applied_at`).
+//! - `idem_records.parent`, `idem_records.position` (since version 7): the key of the call
+//!   whose body made the record's first call, and its position among that body's steps (from
+//!   0), or NULL; set by the insert that creates the record and never changed. The partial
+//!   index `idem_records_parent (parent, position) WHERE parent IS NOT NULL` lists a run's
+//!   steps.
+//! - `idem_records.cost`, `idem_attempts.cost` (since version 7): what an attempt cost, as its
+//!   body reported it (a JSON object of unit to amount, as text, or NULL). `<prefix>acquire`
+//!   clears it for the new attempt and the log trigger carries it with a replaced attempt.
+//! - `idem_costs_avoided (op, unit, amount, replays)` (since version 7): what replays avoided,
+//!   added up by each process in batches.
 //! - `<prefix>acquire(key, op, fingerprint, lease_ms, worker, ttl_ms) -> bigint[]`: the write
 //!   half of a claim of a key whose record is not live (an upsert that takes a new attempt;
 //!   `{attempt, taken-over attempt or 0}`, or NULL when a concurrent claimer won). The claim
@@ -103,7 +113,7 @@ use sqlx::{Connection, PgConnection};
 use crate::error::Error;
 
 /// The newest format version this build writes.
-pub const FORMAT_VERSION: i32 = 6;
+pub const FORMAT_VERSION: i32 = 7;
 
 /// The format versions, in order. `{records}`, `{attempts}`, `{meta}`, `{chunks}` are replaced
 /// by the quoted, schema-qualified table names, `{prefix}` by the (validated) table prefix.
@@ -353,6 +363,89 @@ CREATE TRIGGER "{prefix}chunks_gone" AFTER DELETE ON {records}
     FOR EACH ROW EXECUTE FUNCTION "{schema}"."{prefix}forget_chunks"();
 "#,
     ),
+    (
+        7,
+        r#"
+-- Steps inside steps: the call whose body made a record's first call, and its position among
+-- that body's steps. Set by the insert that creates the record, never changed, so no update
+-- touches them and completions stay HOT. Nullable without a default: no table rewrite.
+ALTER TABLE {records} ADD COLUMN parent bytea, ADD COLUMN position bigint;
+-- A run's steps, in order, without a scan. Partial: a top-level call adds no index entry.
+CREATE INDEX "{prefix}records_parent" ON {records} (parent, position) WHERE parent IS NOT NULL;
+
+-- The cost ledger. What an attempt cost, as its body reported it (a JSON object of unit to
+-- amount, or NULL): the current attempt's on the record (written by its completion, cleared by
+-- the claim that replaces it), past ones' in the log, moved there by the trigger with it.
+ALTER TABLE {records} ADD COLUMN cost text;
+ALTER TABLE {attempts} ADD COLUMN cost text;
+CREATE OR REPLACE FUNCTION "{schema}"."{prefix}log_past_attempt"() RETURNS trigger LANGUAGE plpgsql AS $idem$
+BEGIN
+    INSERT INTO {attempts} (key, attempt, worker, started_at, ended_at, outcome, error, cost)
+    VALUES (OLD.key, OLD.attempt, coalesce(OLD.worker, ''), OLD.attempt_started_at,
+            CASE WHEN OLD.status = 'running' THEN NEW.updated_at ELSE OLD.updated_at END,
+            CASE WHEN OLD.status = 'running' THEN 'abandoned' ELSE OLD.attempt_outcome END,
+            OLD.error, OLD.cost)
+    ON CONFLICT (key, attempt) DO NOTHING;
+    RETURN NULL;
+END
+$idem$;
+CREATE OR REPLACE FUNCTION "{schema}"."{prefix}acquire"(
+    p_key bytea, p_op text, p_fingerprint bytea, p_lease_ms float8, p_worker text,
+    p_ttl_ms float8
+) RETURNS bigint[] LANGUAGE plpgsql AS $idem$
+DECLARE
+    v_attempt bigint;
+    v_from bigint;
+    v_now timestamptz := statement_timestamp();
+BEGIN
+    INSERT INTO {records} AS r
+        (key, op, status, attempt, fingerprint, lease_until, worker, created_at, updated_at,
+         attempt_started_at, attempt_outcome, expires_at)
+    VALUES (p_key, p_op, 'running',
+            greatest((SELECT value FROM {meta} WHERE name = 'attempt_floor'),
+                     (SELECT attempt FROM {records} WHERE key = p_key), 0) + 1,
+            p_fingerprint, v_now + p_lease_ms * interval '1 millisecond', p_worker, v_now, v_now,
+            v_now, 'running',
+            -- A provisional expiry, ttl + slack ahead (slack: the lease, at most 1% of the ttl):
+            -- a completion within the slack keeps it, so it changes no indexed column and is a
+            -- HOT update.
+            v_now + (p_ttl_ms + least(p_lease_ms, p_ttl_ms / 100)) * interval '1 millisecond')
+    ON CONFLICT (key) DO UPDATE SET
+        op = excluded.op,
+        status = 'running',
+        attempt = greatest(r.attempt + 1, excluded.attempt),
+        taken_over_from = CASE WHEN r.status = 'running' THEN r.attempt END,
+        fingerprint = excluded.fingerprint,
+        snapshot = NULL, snapshot_kind = NULL, error = NULL, cost = NULL,
+        lease_until = excluded.lease_until,
+        worker = excluded.worker,
+        updated_at = excluded.updated_at,
+        expires_at = excluded.expires_at,
+        waiters = false,
+        attempt_started_at = excluded.attempt_started_at,
+        attempt_outcome = 'running'
+    -- Only a record of a known status is replaced: any other is corrupt, and the claim
+    -- statement reports it instead of running the body again.
+    WHERE r.status IN ('running', 'completed', 'failed')
+      AND NOT coalesce((r.status = 'completed' AND r.expires_at > v_now)
+                       OR (r.status = 'running' AND r.lease_until > v_now), false)
+    RETURNING r.attempt, r.taken_over_from INTO v_attempt, v_from;
+    IF v_attempt IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN ARRAY[v_attempt, coalesce(v_from, 0)];
+END
+$idem$;
+-- What replays avoided, by operation and unit, added up by each process in batches.
+CREATE TABLE {costs_avoided} (
+    op      text NOT NULL,
+    unit    text NOT NULL,
+    amount  float8 NOT NULL,
+    replays bigint NOT NULL,
+    PRIMARY KEY (op, unit)
+);
+"#,
+    ),
 ];
 
 /// The longest schema name (PostgreSQL truncates identifiers at 63 bytes).
@@ -408,6 +501,8 @@ pub(super) struct Names {
     pub(super) meta: String,
     /// The stream journal (format version 6).
     pub(super) chunks: String,
+    /// The avoided-cost ledger (format version 7).
+    pub(super) costs_avoided: String,
     /// The sequence that mirrors the attempt floor (format version 3).
     pub(super) floor: String,
     pub(super) versions: String,
@@ -428,6 +523,7 @@ impl Names {
             attempts: table("attempts"),
             meta: table("meta"),
             chunks: table("chunks"),
+            costs_avoided: table("costs_avoided"),
             floor: table("attempt_floor"),
             versions: table("schema"),
             channel: format!("idem_{}", &hash.to_hex()[..16]),
@@ -439,6 +535,7 @@ impl Names {
             .replace("{attempts}", &self.attempts)
             .replace("{meta}", &self.meta)
             .replace("{chunks}", &self.chunks)
+            .replace("{costs_avoided}", &self.costs_avoided)
             .replace("{floor}", &self.floor)
             .replace("{prefix}", &self.prefix)
             .replace("{schema}", &self.schema)

@@ -22,7 +22,7 @@ fn ms(expr: &str) -> String {
 pub(super) fn record_columns() -> String {
     format!(
         "key, op, status, attempt, fingerprint, snapshot, snapshot_kind, error, {} AS lease_until, \
-         worker, {} AS created_at, {} AS updated_at, {} AS expires_at",
+         worker, {} AS created_at, {} AS updated_at, {} AS expires_at, parent, position, cost",
         ms("lease_until"),
         ms("created_at"),
         ms("updated_at"),
@@ -53,6 +53,9 @@ pub(super) struct Sql {
     pub(super) get: String,
     pub(super) attempts: String,
     pub(super) list: String,
+    pub(super) children: String,
+    pub(super) add_avoided: String,
+    pub(super) costs: String,
     pub(super) counts: String,
     pub(super) append_chunks: String,
     pub(super) read_chunks: String,
@@ -63,6 +66,7 @@ impl Sql {
     pub(super) fn new(n: &Names) -> Self {
         let (records, attempts, meta, channel) = (&n.records, &n.attempts, &n.meta, &n.channel);
         let chunks = &n.chunks;
+        let costs_avoided = &n.costs_avoided;
         let live = format!(
             "(r.status = 'completed' AND r.expires_at > {NOW}) OR (r.status = 'running' AND r.lease_until > {NOW})"
         );
@@ -106,7 +110,7 @@ impl Sql {
         // serialize every completing worker of the cluster.
         let claim = format!(
             "SELECT r.attempt, r.fingerprint, r.status, r.snapshot, r.snapshot_kind,
-                    r.expires_at, r.lease_until, {NOW} AS now, r.waiters,
+                    r.expires_at, r.lease_until, {NOW} AS now, r.waiters, r.cost,
                     CASE WHEN r.status IN ('running', 'completed', 'failed')
                               AND NOT coalesce({live}, false)
                          THEN {acquire}($1, $2, $3, $4::float8, $5, $6::float8)
@@ -133,23 +137,30 @@ impl Sql {
         // that cost a large share of a claimed and completed key's server instructions
         // (docs/performance.md), and without an error or a retry.
         // The new record's columns and values.
+        // `$p`, `$p + 1`: the parent's key and the position (`claim_new` binds them after the
+        // six claim parameters, `claim_new_step` after the step lock too).
         let new_columns = "(key, op, status, attempt, fingerprint, lease_until, worker, created_at,
-                  updated_at, attempt_started_at, attempt_outcome, expires_at)";
-        let new_values = format!(
-            "$1, $2, 'running', {floor_now} + 1,
+                  updated_at, attempt_started_at, attempt_outcome, expires_at, parent, position)";
+        let new_values = |p: u8| {
+            format!(
+                "$1, $2, 'running', {floor_now} + 1,
                      $3, {NOW} + $4::float8 * interval '1 millisecond', $5, {NOW}, {NOW},
                      {NOW}, 'running',
                      {NOW} + ($6::float8 + least($4::float8, $6::float8 / 100))
-                             * interval '1 millisecond'"
-        );
+                             * interval '1 millisecond',
+                     ${p}::bytea, ${}::int8",
+                p + 1
+            )
+        };
         let new_attempt = format!(
             "CASE WHEN attempt > {floor_now} THEN attempt ELSE {renumber}($1) END AS attempt"
         );
         let claim_new = format!(
             "INSERT INTO {records} {new_columns}
-             VALUES ({new_values})
+             VALUES ({})
              ON CONFLICT (key) DO NOTHING
-             RETURNING {new_attempt}"
+             RETURNING {new_attempt}",
+            new_values(7)
         );
         // $7 the key's step lock (see `locks.rs`). The same two statements for a step, each
         // taking the key's advisory lock first, without waiting, in the same statement (so a
@@ -162,7 +173,7 @@ impl Sql {
                           FROM (SELECT pg_try_advisory_xact_lock($7) AS taken) t) l";
         let claim_step = format!(
             "SELECT l.taken, r.attempt, r.fingerprint, r.status, r.snapshot, r.snapshot_kind,
-                    r.expires_at, r.lease_until, {NOW} AS now, r.waiters,
+                    r.expires_at, r.lease_until, {NOW} AS now, r.waiters, r.cost,
                     CASE WHEN l.taken AND r.status IN ('running', 'completed', 'failed')
                               AND NOT coalesce({live}, false)
                          THEN {acquire}($1, $2, $3, $4::float8, $5, $6::float8)
@@ -171,9 +182,10 @@ impl Sql {
         );
         let claim_new_step = format!(
             "INSERT INTO {records} {new_columns}
-             SELECT {new_values} FROM {step_lock} WHERE l.taken
+             SELECT {} FROM {step_lock} WHERE l.taken
              ON CONFLICT (key) DO NOTHING
-             RETURNING {new_attempt}"
+             RETURNING {new_attempt}",
+            new_values(8)
         );
         Self {
             claim,
@@ -186,7 +198,7 @@ impl Sql {
                  WHERE key = $1 AND attempt = $2 AND status = 'running'"
             ),
             // $1 key, $2 attempt, $3 status, $4 snapshot, $5 kind, $6 error, $7 ttl ms,
-            // $8 the attempt's outcome. Fenced on (key, attempt, running): no row back means
+            // $8 the attempt's outcome, $9 its cost. Fenced on (key, attempt, running): no row back means
             // the attempt lost its lease. Only the record row is written (the current
             // attempt's log line is the record itself), and within the provisional expiry's
             // slack no indexed column changes: a HOT update. It returns whether someone waits
@@ -194,18 +206,19 @@ impl Sql {
             complete: format!(
                 "UPDATE {records}
                  SET status = $3, snapshot = $4, snapshot_kind = $5, error = $6, lease_until = NULL,
-                     updated_at = {NOW}, expires_at = {keep_expiry}, attempt_outcome = $8
+                     updated_at = {NOW}, expires_at = {keep_expiry}, attempt_outcome = $8,
+                     cost = $9
                  WHERE key = $1 AND attempt = $2 AND status = 'running'
                  RETURNING waiters"
             ),
             // $1 key. After a completion someone waits for: its own statement, so the
             // completion itself never takes the cluster-wide notify lock.
             notify: format!("SELECT {notify}"),
-            // $1 key, $2 attempt, $3 error. A lost attempt's past log line says `fenced`
+            // $1 key, $2 attempt, $3 error, $4 cost. A lost attempt's past log line says `fenced`
             // (unless its own earlier, acknowledged-late write already ended it: a retried
             // complete whose first try committed must not relabel it). Rare: its own statement.
             fence_log: format!(
-                "UPDATE {attempts} SET outcome = 'fenced', ended_at = {NOW}, error = $3
+                "UPDATE {attempts} SET outcome = 'fenced', ended_at = {NOW}, error = $3, cost = $4
                  WHERE key = $1 AND attempt = $2 AND outcome NOT IN ('completed', 'failed')"
             ),
             // $1 key, $2 attempt. A caller told `running` flags the attempt, so its completion
@@ -285,12 +298,12 @@ impl Sql {
             get: format!("SELECT {} FROM {records} WHERE key = $1", record_columns()),
             // Past attempts from the log, the current one from the record.
             attempts: format!(
-                "SELECT attempt, worker, {} AS started_at, {} AS ended_at, outcome, error
+                "SELECT attempt, worker, {} AS started_at, {} AS ended_at, outcome, error, cost
                  FROM {attempts} WHERE key = $1
                  UNION ALL
                  SELECT attempt, coalesce(worker, ''), {} AS started_at,
                         CASE WHEN status = 'running' THEN NULL ELSE {} END AS ended_at,
-                        attempt_outcome, error
+                        attempt_outcome, error, cost
                  FROM {records} WHERE key = $1
                  ORDER BY attempt",
                 ms("started_at"),
@@ -304,6 +317,43 @@ impl Sql {
                  WHERE ($1::text IS NULL OR op = $1) AND ($2::text IS NULL OR status = $2)
                    AND ($3::int8 IS NULL OR updated_at < to_timestamp($3::float8 / 1000))
                  ORDER BY updated_at DESC, key LIMIT $4",
+                listed_columns()
+            ),
+            // $1 ops, $2 units, $3 amounts, $4 replays: one statement adds every line.
+            add_avoided: format!(
+                "INSERT INTO {costs_avoided} AS c (op, unit, amount, replays)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::int8[])
+                 ON CONFLICT (op, unit) DO UPDATE
+                 SET amount = c.amount + excluded.amount, replays = c.replays + excluded.replays"
+            ),
+            // $1 op (NULL: every one). What attempts spent (the records' current attempts and
+            // the log's past ones) and what replays avoided, by operation and unit. An
+            // operator's read: it scans the records that carry a cost.
+            costs: format!(
+                "WITH spent AS (
+                     SELECT r.op, j.key AS unit, sum(j.value::float8) AS amount
+                     FROM {records} r, jsonb_each_text(r.cost::jsonb) j
+                     WHERE r.cost IS NOT NULL AND ($1::text IS NULL OR r.op = $1)
+                     GROUP BY 1, 2
+                     UNION ALL
+                     SELECT r.op, j.key, sum(j.value::float8)
+                     FROM {attempts} a JOIN {records} r ON r.key = a.key,
+                          jsonb_each_text(a.cost::jsonb) j
+                     WHERE a.cost IS NOT NULL AND ($1::text IS NULL OR r.op = $1)
+                     GROUP BY 1, 2
+                 ), lines AS (
+                     SELECT op, unit, amount AS spent, 0::float8 AS avoided, 0::int8 AS replays
+                     FROM spent
+                     UNION ALL
+                     SELECT op, unit, 0::float8, amount, replays FROM {costs_avoided}
+                     WHERE $1::text IS NULL OR op = $1
+                 )
+                 SELECT op, unit, sum(spent)::float8, sum(avoided)::float8, sum(replays)::int8
+                 FROM lines GROUP BY op, unit ORDER BY op, unit"
+            ),
+            // $1 parent key. A run's steps, in order, from the partial parent index.
+            children: format!(
+                "SELECT {} FROM {records} WHERE parent = $1 ORDER BY position, created_at, key",
                 listed_columns()
             ),
             // $1 op. Counted by the server, by its clock; no snapshot is read.

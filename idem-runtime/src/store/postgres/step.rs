@@ -210,7 +210,7 @@ impl PostgresStore {
         call: Call,
         worker: &str,
     ) -> Result<Step<T>, Error> {
-        let call = call.keyed();
+        let call = call.keyed()?;
         let mut waiting = StepWait::new();
         loop {
             let mut tx = OpenTx::begin(self, &call).await?;

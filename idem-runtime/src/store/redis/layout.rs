@@ -12,6 +12,7 @@
 //! | Redis key | type | holds |
 //! |---|---|---|
 //! | `<prefix>format` | string | the format version, `1` |
+//! | `<prefix>avoided` | hash | the cost ledger: `a["op","unit"]` amount avoided by replays, `n["op","unit"]` replays |
 //! | `<prefix>{gggg}:<key hex>` | hash | the record (fields in [`fields`], plus `sa`: the attempt the journal holds, and `w`: a claim was told `running`) |
 //! | `<prefix>{gggg}:<key hex>:log` | list | the attempts log, oldest first, one JSON object a line |
 //! | `<prefix>{gggg}:<key hex>:chunks` | list | the stream journal of attempt `sa`: `<offset_ms>:<bytes>` |
@@ -44,6 +45,9 @@ pub(super) mod fields {
     pub(in crate::store::redis) const CREATED: &str = "created";
     pub(in crate::store::redis) const UPDATED: &str = "updated";
     pub(in crate::store::redis) const EXPIRES: &str = "expires";
+    pub(in crate::store::redis) const PARENT: &str = "parent";
+    pub(in crate::store::redis) const POSITION: &str = "pos";
+    pub(in crate::store::redis) const COST: &str = "cost";
 }
 
 /// The Redis keys of one store (one prefix).
@@ -87,6 +91,11 @@ impl Layout {
 
     pub(super) fn format_key(&self) -> String {
         format!("{}format", self.prefix)
+    }
+
+    /// The cost ledger: a hash of `a[op, unit]` (amount avoided) and `n[op, unit]` (replays).
+    pub(super) fn avoided_key(&self) -> String {
+        format!("{}avoided", self.prefix)
     }
 
     pub(super) fn channel(&self) -> String {

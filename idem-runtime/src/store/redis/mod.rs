@@ -46,12 +46,14 @@ use self::listen::Notifier;
 use self::rows::Reply;
 use self::scripts::Scripts;
 use super::{
-    millis, AttemptRef, ChangeSink, Claim, ClaimRequest, Fence, ListFilter, OpCounts, Outcome,
-    Store, StoredChunk, RELEASED_TTL,
+    millis, AttemptRef, AvoidedCost, ChangeSink, Claim, ClaimRequest, CostLine, Fence, ListFilter,
+    OpCounts, Outcome, Store, StoredChunk, RELEASED_TTL,
 };
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
-use crate::record::{AttemptLog, AttemptOutcome, Millis, Record, Snapshot, SnapshotKind, Status};
+use crate::record::{
+    AttemptLog, AttemptOutcome, Costs, Millis, Record, Snapshot, SnapshotKind, Status,
+};
 
 /// The key of store-wide errors.
 const NO_KEY: Key = Key([0; 32]);
@@ -307,6 +309,8 @@ impl Store for RedisStore {
             .arg(span_ms(req.lease))
             .arg(req.worker)
             .arg(LOG_CAP)
+            .arg(req.parent.map(|p| p.key.to_hex()).unwrap_or_default())
+            .arg(req.parent.map_or(0, |p| p.position))
             .invoke_async(&mut conn)
             .await
             .map_err(fail)?;
@@ -347,12 +351,17 @@ impl Store for RedisStore {
                             .ok_or_else(|| corrupt("fingerprint is not 64 hex digits"))?,
                     ),
                 };
+                let cost = match reply.text(6) {
+                    json if json.is_empty() => None,
+                    json => Some(Costs::from_json(&json).map_err(|e| corrupt(&e))?),
+                };
                 Ok(Claim::Completed(Snapshot {
                     attempt,
                     kind,
                     bytes,
                     expires_at,
                     fingerprint,
+                    cost,
                 }))
             }
             other => Err(corrupt(&format!("unexpected claim reply `{other}`"))),
@@ -384,9 +393,16 @@ impl Store for RedisStore {
         let n = self.names(a.key);
         let mut conn = self.conn();
         let (channel, hex) = self.publish_args(a.key);
+        let cost = outcome
+            .cost()
+            .filter(|c| !c.is_empty())
+            .map(Costs::to_json)
+            .unwrap_or_default();
         let (status, kind, payload, ttl, logged): (&str, &str, &[u8], Duration, AttemptOutcome) =
             match outcome {
-                Outcome::Snapshot { kind, bytes, ttl } => (
+                Outcome::Snapshot {
+                    kind, bytes, ttl, ..
+                } => (
                     Status::Completed.as_str(),
                     kind.as_str(),
                     bytes,
@@ -396,14 +412,14 @@ impl Store for RedisStore {
                         SnapshotKind::Err => AttemptOutcome::Failed,
                     },
                 ),
-                Outcome::Failed { error, ttl } => (
+                Outcome::Failed { error, ttl, .. } => (
                     Status::Failed.as_str(),
                     "",
                     error.as_bytes(),
                     ttl,
                     AttemptOutcome::Failed,
                 ),
-                Outcome::Cancelled { ttl } => (
+                Outcome::Cancelled { ttl, .. } => (
                     Status::Failed.as_str(),
                     "",
                     super::CANCELLED.as_bytes(),
@@ -427,6 +443,7 @@ impl Store for RedisStore {
             .arg(logged.as_str())
             .arg(channel)
             .arg(hex)
+            .arg(cost)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| Error::store("complete", a.op, a.key, e))?;
@@ -476,6 +493,87 @@ impl Store for RedisStore {
             return Ok(None);
         }
         rows::record(key, &fields).map(Some)
+    }
+
+    /// A `SCAN` of every record under the prefix (snapshots are never read): there is no index
+    /// of children, since a parent's and its children's keys live in different slots.
+    async fn children(&self, parent: &Key) -> Result<Vec<Record>, Error> {
+        let mut out: Vec<Record> = Vec::new();
+        let mut scan = self.scan("children").await?;
+        while let Some(names) = scan.next_page().await? {
+            out.extend(
+                self.read_listed("children", &names)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.parent.is_some_and(|p| p.key == *parent)),
+            );
+        }
+        out.sort_by_key(|r| (r.parent.map(|p| p.position), r.created_at, r.key));
+        Ok(out)
+    }
+
+    async fn add_avoided(&self, avoided: &[AvoidedCost]) -> Result<(), Error> {
+        if avoided.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.inner.scripts.add_avoided.prepare_invoke();
+        invocation.key(self.inner.layout.avoided_key());
+        for a in avoided {
+            let field = serde_json::to_string(&(&a.op, &a.unit)).unwrap_or_default();
+            invocation.arg(field).arg(a.amount).arg(a.replays);
+        }
+        invocation
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map_err(|e| Error::store("add_avoided", "", &NO_KEY, e))?;
+        Ok(())
+    }
+
+    /// Spent: the attempts logs of every record under the prefix (a `SCAN`); avoided: the
+    /// ledger hash.
+    async fn costs(&self, op: Option<&str>) -> Result<Vec<CostLine>, Error> {
+        let mut lines: std::collections::BTreeMap<(String, String), CostLine> = Default::default();
+        let mut scan = self.scan("costs").await?;
+        while let Some(names) = scan.next_page().await? {
+            for r in self.read_listed("costs", &names).await? {
+                if op.is_some_and(|op| r.op != op) {
+                    continue;
+                }
+                for log in self.attempts(&r.key).await? {
+                    for (unit, amount) in log.cost.iter().flat_map(|c| &c.0) {
+                        lines
+                            .entry((r.op.clone(), unit.clone()))
+                            .or_insert_with(|| CostLine::new(&r.op, unit))
+                            .spent += amount;
+                    }
+                }
+            }
+        }
+        let ledger: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.inner.layout.avoided_key())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| Error::store("costs", "", &NO_KEY, e))?;
+        for (field, value) in &ledger {
+            let (Some(kind), Some(json)) = (field.get(..1), field.get(1..)) else {
+                continue;
+            };
+            let Ok((o, unit)) = serde_json::from_str::<(String, String)>(json) else {
+                continue;
+            };
+            if op.is_some_and(|op| o != op) {
+                continue;
+            }
+            let entry = lines
+                .entry((o.clone(), unit.clone()))
+                .or_insert_with(|| CostLine::new(&o, &unit));
+            match kind {
+                "a" => entry.avoided += value.parse::<f64>().unwrap_or(0.0),
+                "n" => entry.replays += value.parse::<u64>().unwrap_or(0),
+                _ => {}
+            }
+        }
+        Ok(lines.into_values().collect())
     }
 
     async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error> {

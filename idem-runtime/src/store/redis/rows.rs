@@ -10,11 +10,11 @@ use serde::Deserialize;
 use super::layout::fields as f;
 use crate::error::Error;
 use crate::key::{Fingerprint, Key};
-use crate::record::{AttemptLog, AttemptOutcome, Millis, Record, SnapshotKind, Status};
-use crate::store::StoredChunk;
+use crate::record::{AttemptLog, AttemptOutcome, Costs, Millis, Record, SnapshotKind, Status};
+use crate::store::{ParentLink, StoredChunk};
 
 /// The fields `list` reads (everything but the snapshot).
-pub(super) const LISTED: [&str; 11] = [
+pub(super) const LISTED: [&str; 14] = [
     f::OP,
     f::STATUS,
     f::ATTEMPT,
@@ -26,6 +26,9 @@ pub(super) const LISTED: [&str; 11] = [
     f::CREATED,
     f::UPDATED,
     f::EXPIRES,
+    f::PARENT,
+    f::POSITION,
+    f::COST,
 ];
 
 /// A record hash's fields, by name.
@@ -90,7 +93,23 @@ pub(super) fn record(key: &Key, fields: &Fields) -> Result<Record, Error> {
         ),
     };
     let created_at = number(&op, key, fields, f::CREATED)?.unwrap_or_default();
+    let parent = match text(fields, f::PARENT) {
+        None => None,
+        Some(hex) => Some(ParentLink {
+            key: Key::from_hex(&hex)
+                .ok_or_else(|| corrupt(&op, key, "parent is not 64 hex digits".into()))?,
+            position: number(&op, key, fields, f::POSITION)?
+                .and_then(|p| u32::try_from(p).ok())
+                .ok_or_else(|| corrupt(&op, key, "parent without a position".into()))?,
+        }),
+    };
+    let cost = match text(fields, f::COST) {
+        None => None,
+        Some(json) => Some(Costs::from_json(&json).map_err(|e| corrupt(&op, key, e))?),
+    };
     Ok(Record {
+        parent,
+        cost,
         key: *key,
         status,
         attempt,
@@ -118,6 +137,9 @@ struct Line {
     o: String,
     #[serde(default)]
     x: Option<String>,
+    /// The attempt's cost JSON, as text.
+    #[serde(default)]
+    c: Option<String>,
 }
 
 /// An attempts log from its list, oldest first.
@@ -129,7 +151,12 @@ pub(super) fn attempts(key: &Key, lines: &[Vec<u8>]) -> Result<Vec<AttemptLog>, 
                 .map_err(|e| corrupt("", key, format!("attempts-log line: {e}")))?;
             let outcome = AttemptOutcome::parse(&line.o)
                 .ok_or_else(|| corrupt("", key, format!("unknown attempt outcome `{}`", line.o)))?;
+            let cost = match &line.c {
+                None => None,
+                Some(json) => Some(Costs::from_json(json).map_err(|e| corrupt("", key, e))?),
+            };
             Ok(AttemptLog {
+                cost,
                 attempt: line.a,
                 worker: line.w,
                 started_at: line.s,

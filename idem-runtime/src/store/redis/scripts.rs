@@ -24,8 +24,9 @@ local function raise_floor(floor_key, attempt)
   local f = tonumber(redis.call('GET', floor_key) or '0')
   if attempt > f then redis.call('SET', floor_key, int(attempt)) end
 end
--- Ends the log line of `attempt` (searched from the newest): its outcome, end and error.
-local function end_line(log_key, attempt, outcome, err, now)
+-- Ends the log line of `attempt` (searched from the newest): its outcome, end, error and cost
+-- (the attempt's cost JSON, kept as text).
+local function end_line(log_key, attempt, outcome, err, cost, now)
   local n = redis.call('LLEN', log_key)
   for i = n - 1, 0, -1 do
     local line = cjson.decode(redis.call('LINDEX', log_key, i))
@@ -33,6 +34,7 @@ local function end_line(log_key, attempt, outcome, err, now)
       line.o = outcome
       line.e = now
       if err then line.x = err end
+      if cost and cost ~= '' then line.c = cost end
       redis.call('LSET', log_key, i, cjson.encode(line))
       return
     end
@@ -40,14 +42,16 @@ local function end_line(log_key, attempt, outcome, err, now)
 end
 "#;
 
-/// KEYS: record, log, floor. ARGV: op, fingerprint hex (`''`: none), lease ms, worker, log cap.
+/// KEYS: record, log, floor. ARGV: op, fingerprint hex (`''`: none), lease ms, worker, log cap,
+/// parent key hex (`''`: none), position in the parent (both written only with a new record).
 /// A claim told `running` flags the record (`w`), so its completion publishes.
 /// Returns `{'reuse'}`, `{'running', attempt, lease ms left}`,
-/// `{'completed', attempt, expires, kind, snapshot, fingerprint}` or
+/// `{'completed', attempt, expires, kind, snapshot, fingerprint, cost}` or
 /// `{'acquired', attempt, taken-over attempt (0: none)}`.
 const CLAIM: &str = r#"
 local now = now_ms()
-local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'lease', 'expires', 'fp', 'kind')
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'lease', 'expires', 'fp', 'kind',
+  'cost')
 local status = r[1]
 local attempt = tonumber(r[2] or '0')
 if status then
@@ -60,7 +64,7 @@ if status then
       redis.call('HSET', KEYS[1], 'w', '1')
       return {'running', attempt, tonumber(r[3]) - now}
     end
-    return {'completed', attempt, r[4], r[6], redis.call('HGET', KEYS[1], 'snap'), r[5]}
+    return {'completed', attempt, r[4], r[6], redis.call('HGET', KEYS[1], 'snap'), r[5], r[7]}
   end
 end
 local floor = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -68,7 +72,7 @@ local new = math.max(attempt, floor) + 1
 local took = 0
 if status == 'running' then
   took = attempt
-  end_line(KEYS[2], attempt, 'abandoned', false, now)
+  end_line(KEYS[2], attempt, 'abandoned', false, false, now)
 end
 local fields = {'op', ARGV[1], 'status', 'running', 'attempt', int(new),
   'lease', int(now + tonumber(ARGV[3])), 'worker', ARGV[4], 'updated', int(now)}
@@ -78,11 +82,18 @@ if ARGV[2] ~= '' then
 end
 if status then
   -- A finished record claimed again: drop what its outcome left, and its expiry.
-  redis.call('HDEL', KEYS[1], 'snap', 'kind', 'err', 'expires', 'fp', 'w')
+  redis.call('HDEL', KEYS[1], 'snap', 'kind', 'err', 'expires', 'fp', 'w', 'cost')
   redis.call('PERSIST', KEYS[1])
 else
   table.insert(fields, 'created')
   table.insert(fields, int(now))
+  -- A record keeps the link it was created with.
+  if ARGV[6] ~= '' then
+    table.insert(fields, 'parent')
+    table.insert(fields, ARGV[6])
+    table.insert(fields, 'pos')
+    table.insert(fields, ARGV[7])
+  end
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 local lines = redis.call('RPUSH', KEYS[2],
@@ -104,7 +115,8 @@ return 1
 "#;
 
 /// KEYS: record, log, floor, chunks. ARGV: attempt, status (`completed`/`failed`), snapshot
-/// kind, snapshot or error text, ttl ms, the attempt's logged outcome, channel, key hex.
+/// kind, snapshot or error text, ttl ms, the attempt's logged outcome, channel, key hex, the
+/// attempt's cost JSON (`''`: none).
 /// Returns 1 (owned) or 0 (lost; the attempt's log line says `fenced`).
 const COMPLETE: &str = r#"
 local now = now_ms()
@@ -114,11 +126,12 @@ if not r[1] then return 0 end
 local err = false
 if ARGV[2] == 'failed' then err = ARGV[4] end
 if r[1] ~= 'running' or tonumber(r[2]) ~= attempt then
-  end_line(KEYS[2], attempt, 'fenced', err, now)
+  end_line(KEYS[2], attempt, 'fenced', err, ARGV[9], now)
   return 0
 end
 local exp = now + tonumber(ARGV[5])
-redis.call('HDEL', KEYS[1], 'lease', 'w')
+redis.call('HDEL', KEYS[1], 'lease', 'w', 'cost')
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'cost', ARGV[9]) end
 if ARGV[2] == 'completed' then
   redis.call('HSET', KEYS[1], 'status', 'completed', 'snap', ARGV[4], 'kind', ARGV[3],
     'updated', int(now), 'expires', int(exp))
@@ -126,7 +139,7 @@ else
   redis.call('HSET', KEYS[1], 'status', 'failed', 'err', ARGV[4], 'updated', int(now),
     'expires', int(exp))
 end
-end_line(KEYS[2], attempt, ARGV[6], err, now)
+end_line(KEYS[2], attempt, ARGV[6], err, ARGV[9], now)
 redis.call('PEXPIREAT', KEYS[1], int(exp))
 redis.call('PEXPIREAT', KEYS[2], int(exp))
 if r[3] then redis.call('PEXPIREAT', KEYS[4], int(exp)) end
@@ -163,7 +176,7 @@ local exp = now + tonumber(ARGV[1])
 redis.call('HDEL', KEYS[1], 'lease')
 redis.call('HSET', KEYS[1], 'status', 'failed', 'err', 'released by an operator',
   'updated', int(now), 'expires', int(exp))
-end_line(KEYS[2], attempt, 'released', false, now)
+end_line(KEYS[2], attempt, 'released', false, false, now)
 redis.call('PEXPIREAT', KEYS[1], int(exp))
 redis.call('PEXPIREAT', KEYS[2], int(exp))
 redis.call('PEXPIREAT', KEYS[3], int(exp))
@@ -226,6 +239,16 @@ raise_floor(KEYS[4], tonumber(r[2]))
 return 1
 "#;
 
+/// KEYS: the ledger hash. ARGV: triples of field suffix (JSON `[op, unit]`), amount, replays.
+/// Adds them all, atomically.
+const ADD_AVOIDED: &str = r#"
+for i = 1, #ARGV, 3 do
+  redis.call('HINCRBYFLOAT', KEYS[1], 'a' .. ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[1], 'n' .. ARGV[i], ARGV[i + 2])
+end
+return 1
+"#;
+
 /// The loaded scripts of a store (their SHA1s are computed once).
 #[derive(Debug)]
 pub(super) struct Scripts {
@@ -238,6 +261,7 @@ pub(super) struct Scripts {
     pub(super) read_chunks: Script,
     pub(super) count_chunks: Script,
     pub(super) purge: Script,
+    pub(super) add_avoided: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -256,6 +280,7 @@ impl Scripts {
             read_chunks: script(READ_CHUNKS),
             count_chunks: script(COUNT_CHUNKS),
             purge: script(PURGE),
+            add_avoided: script(ADD_AVOIDED),
         }
     }
 

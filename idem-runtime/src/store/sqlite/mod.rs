@@ -29,14 +29,14 @@ pub use self::builder::SqliteStoreBuilder;
 use self::rows::decide;
 pub use self::schema::FORMAT_VERSION;
 use self::schema::NOW;
-use self::sql::{sql, LISTED_COLUMNS, RECORD_COLUMNS};
+use self::sql::{sql, ADD_AVOIDED, COSTS, LISTED_COLUMNS, RECORD_COLUMNS};
 pub use self::step::{Step, StepTx};
 use super::columns::{attempt_log_of, counts_of, record_of};
 use super::predict::Predictor;
 use super::step::{uncommitted_attempt, OpenSteps};
 use super::{
-    millis, AttemptRef, Claim, ClaimRequest, CompletionRow, Fence, ListFilter, OpCounts, Outcome,
-    Store, StoredChunk,
+    millis, AttemptRef, AvoidedCost, Claim, ClaimRequest, CompletionRow, CostLine, Fence,
+    ListFilter, OpCounts, Outcome, Store, StoredChunk,
 };
 use crate::error::Error;
 use crate::key::Key;
@@ -127,6 +127,8 @@ pub(crate) async fn claim_on<'e>(
         .bind(req.fingerprint.map(|f| &f.0[..]))
         .bind(millis(req.lease))
         .bind(req.worker)
+        .bind(req.parent.as_ref().map(|p| &p.key.0[..]))
+        .bind(req.parent.map(|p| i64::from(p.position)))
         .fetch_all(exec)
         .await
         .map_err(|e| Error::store("claim", req.op, req.key, e))?;
@@ -174,7 +176,8 @@ pub(crate) async fn complete_on<'e>(
         .bind(row.snapshot_kind)
         .bind(row.error)
         .bind(row.ttl_ms)
-        .bind(row.attempt_outcome);
+        .bind(row.attempt_outcome)
+        .bind(row.cost);
     let done = query
         .execute(exec)
         .await
@@ -245,10 +248,12 @@ impl Store for SqliteStore {
         let fence = complete_on(&self.pool, a, outcome).await?;
         if fence == Fence::Lost {
             let error = outcome.error();
+            let cost = outcome.cost().map(crate::record::Costs::to_json);
             sqlx::query(&sql().fence_log)
                 .bind(&a.key.0[..])
                 .bind(i64::try_from(a.attempt).unwrap_or(i64::MAX))
                 .bind(error)
+                .bind(cost)
                 .execute(&self.pool)
                 .await
                 .map_err(|e| Error::store("complete", a.op, a.key, e))?;
@@ -275,12 +280,12 @@ impl Store for SqliteStore {
 
     async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error> {
         let rows = sqlx::query(
-            "SELECT attempt, worker, started_at, ended_at, outcome, error FROM idem_attempts
+            "SELECT attempt, worker, started_at, ended_at, outcome, error, cost FROM idem_attempts
              WHERE key = ?1
              UNION ALL
              SELECT attempt, coalesce(worker, ''), attempt_started_at,
                     CASE WHEN status = 'running' THEN NULL ELSE updated_at END,
-                    attempt_outcome, error
+                    attempt_outcome, error, cost
              FROM idem_records WHERE key = ?1
              ORDER BY attempt",
         )
@@ -294,6 +299,62 @@ impl Store for SqliteStore {
             .map_err(|reason| Error::Corrupt {
                 op: String::new(),
                 key: *key,
+                reason,
+            })
+    }
+
+    async fn add_avoided(&self, avoided: &[AvoidedCost]) -> Result<(), Error> {
+        if avoided.is_empty() {
+            return Ok(());
+        }
+        let failed = |e| Error::store("add_avoided", "", &Key([0; 32]), e);
+        let mut tx = self.pool.begin().await.map_err(failed)?;
+        for a in avoided {
+            sqlx::query(ADD_AVOIDED)
+                .bind(&a.op)
+                .bind(&a.unit)
+                .bind(a.amount)
+                .bind(i64::try_from(a.replays).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+        }
+        tx.commit().await.map_err(failed)
+    }
+
+    async fn costs(&self, op: Option<&str>) -> Result<Vec<CostLine>, Error> {
+        let rows: Vec<(String, String, f64, f64, i64)> = sqlx::query_as(COSTS)
+            .bind(op)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::store("costs", op.unwrap_or(""), &Key([0; 32]), e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(op, unit, spent, avoided, replays)| {
+                let mut line = CostLine::new(&op, &unit);
+                line.spent = spent;
+                line.avoided = avoided;
+                line.replays = u64::try_from(replays).unwrap_or(0);
+                line
+            })
+            .collect())
+    }
+
+    async fn children(&self, parent: &Key) -> Result<Vec<Record>, Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LISTED_COLUMNS} FROM idem_records
+             WHERE parent = ?1 ORDER BY position, created_at, key"
+        ))
+        .bind(&parent.0[..])
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| Error::store("children", "", parent, e))?;
+        rows.iter()
+            .map(record_of)
+            .collect::<Result<_, String>>()
+            .map_err(|reason| Error::Corrupt {
+                op: String::new(),
+                key: *parent,
                 reason,
             })
     }

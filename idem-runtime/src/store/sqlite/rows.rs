@@ -43,6 +43,7 @@ pub(super) fn decide(req: &ClaimRequest<'_>, rows: &[SqliteRow]) -> Result<Optio
         fingerprint: fingerprint_of(row)?,
         snapshot: row.try_get("snapshot").map_err(col)?,
         snapshot_kind: row.try_get("snapshot_kind").map_err(col)?,
+        cost: row.try_get("cost").map_err(col)?,
     };
     // `None`: it became claimable (lease or TTL ran out) between the two statements.
     judge(req, found, &MILLIS)

@@ -21,6 +21,17 @@
 //!   by other means: a claim of a key with a record is an upsert (`ON CONFLICT DO UPDATE`, which
 //!   deletes nothing), and the chunks of the attempts it replaces are dropped by the new
 //!   attempt's first append.
+//!
+//! Format version 3 adds the link of a step to its parent:
+//! - `idem_records.parent` (the 32 key bytes of the call whose body made the record's first
+//!   call, or NULL) and `idem_records.position` (its position among that body's steps, from
+//!   0), written by the claim that creates the record and never changed; the partial index
+//!   `idem_records_parent` lists a run's steps in order.
+//! - `idem_records.cost`, `idem_attempts.cost`: what an attempt cost, as its body reported it (a
+//!   JSON object of unit to amount, or NULL); the trigger moving a replaced attempt to the log
+//!   now carries its cost.
+//! - `idem_costs_avoided (op, unit, amount, replays)`: what replays avoided, added up by each
+//!   process in batches.
 
 use sqlx::{Connection, SqliteConnection};
 
@@ -113,10 +124,44 @@ CREATE TRIGGER idem_chunks_forget AFTER DELETE ON idem_records BEGIN
 END;
 ",
     ),
+    (
+        3,
+        r"
+-- Steps inside steps: the call whose body made a record's first call, and its position among
+-- that body's steps. Set when the record is created, never changed.
+ALTER TABLE idem_records ADD COLUMN parent BLOB CHECK (parent IS NULL OR length(parent) = 32);
+ALTER TABLE idem_records ADD COLUMN position INTEGER;
+-- A run's steps, in order, without a scan. Partial: a top-level call adds no index entry.
+CREATE INDEX idem_records_parent ON idem_records (parent, position) WHERE parent IS NOT NULL;
+
+-- The cost ledger. What an attempt cost, as its body reported it (a JSON object of unit to
+-- amount, or NULL): the current attempt's on the record, past ones' in the log, moved there by
+-- the trigger, now with their cost.
+ALTER TABLE idem_records ADD COLUMN cost TEXT;
+ALTER TABLE idem_attempts ADD COLUMN cost TEXT;
+DROP TRIGGER idem_attempt_past;
+CREATE TRIGGER idem_attempt_past AFTER UPDATE OF attempt ON idem_records
+WHEN NEW.attempt <> OLD.attempt BEGIN
+    INSERT OR REPLACE INTO idem_attempts (key, attempt, worker, started_at, ended_at, outcome, error, cost)
+    VALUES (OLD.key, OLD.attempt, coalesce(OLD.worker, ''), OLD.attempt_started_at,
+            CASE WHEN OLD.status = 'running' THEN NEW.updated_at ELSE OLD.updated_at END,
+            CASE WHEN OLD.status = 'running' THEN 'abandoned' ELSE OLD.attempt_outcome END,
+            OLD.error, OLD.cost);
+END;
+-- What replays avoided, by operation and unit, added up by each process in batches.
+CREATE TABLE idem_costs_avoided (
+    op      TEXT NOT NULL,
+    unit    TEXT NOT NULL,
+    amount  REAL NOT NULL,
+    replays INTEGER NOT NULL,
+    PRIMARY KEY (op, unit)
+) WITHOUT ROWID;
+",
+    ),
 ];
 
 /// The newest format version this build writes.
-pub const FORMAT_VERSION: i64 = 2;
+pub const FORMAT_VERSION: i64 = 3;
 
 /// The format version of the database's idem tables, or `None` when it has none. Reads only.
 pub(super) async fn check(conn: &mut SqliteConnection) -> Result<Option<i64>, sqlx::Error> {

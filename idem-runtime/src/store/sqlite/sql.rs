@@ -25,11 +25,12 @@ pub(super) fn sql() -> &'static Sql {
         let released_ms = crate::store::millis(crate::store::RELEASED_TTL);
         let read = format!(
             "SELECT 0 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
-                    snapshot_kind, expires_at, lease_until, {NOW} AS now, op
+                    snapshot_kind, expires_at, lease_until, {NOW} AS now, op, cost
              FROM idem_records WHERE key = ?1"
         );
         Sql {
-        // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker. One round trip, two statements:
+        // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker, ?6 parent key, ?7 position.
+        // One round trip, two statements:
         // the SELECT reads the row as it was; the INSERT claims the key only if no live row
         // exists, and returns a row only when this caller acquired it. Sent only after `read`
         // found no live row: any INSERT, even one its `WHERE NOT EXISTS` stops, takes the write
@@ -38,9 +39,10 @@ pub(super) fn sql() -> &'static Sql {
         claim: format!(
             "{READ};
              INSERT INTO idem_records (key, op, status, attempt, fingerprint, lease_until, worker,
-                                       created_at, updated_at, attempt_started_at, attempt_outcome)
+                                       created_at, updated_at, attempt_started_at, attempt_outcome,
+                                       parent, position)
              SELECT ?1, ?2, 'running', (SELECT value FROM idem_meta WHERE name = 'attempt_floor') + 1,
-                    ?3, {NOW} + ?4, ?5, {NOW}, {NOW}, {NOW}, 'running'
+                    ?3, {NOW} + ?4, ?5, {NOW}, {NOW}, {NOW}, 'running', ?6, ?7
              WHERE NOT EXISTS (SELECT 1 FROM idem_records
                                WHERE key = ?1 AND {LIVE})
              ON CONFLICT (key) DO UPDATE SET
@@ -48,7 +50,7 @@ pub(super) fn sql() -> &'static Sql {
                  attempt = max(attempt, excluded.attempt - 1) + 1,
                  taken_over_from = CASE WHEN status = 'running' THEN attempt END,
                  fingerprint = excluded.fingerprint,
-                 snapshot = NULL, snapshot_kind = NULL, error = NULL,
+                 snapshot = NULL, snapshot_kind = NULL, error = NULL, cost = NULL,
                  lease_until = excluded.lease_until,
                  worker = excluded.worker,
                  updated_at = excluded.updated_at,
@@ -58,7 +60,7 @@ pub(super) fn sql() -> &'static Sql {
              WHERE NOT ((status = 'completed' AND expires_at > excluded.updated_at)
                      OR (status = 'running' AND lease_until > excluded.updated_at))
              RETURNING 1 AS acquired, status, attempt, taken_over_from, fingerprint, snapshot,
-                       snapshot_kind, expires_at, lease_until, updated_at AS now, op;",
+                       snapshot_kind, expires_at, lease_until, updated_at AS now, op, cost;",
             LIVE = live,
             READ = read,
         ),
@@ -71,15 +73,15 @@ pub(super) fn sql() -> &'static Sql {
              WHERE key = ?1 AND attempt = ?2 AND status = 'running'"
         ),
         // ?1 key, ?2 attempt, ?3 status, ?4 snapshot, ?5 kind, ?6 error, ?7 ttl ms,
-        // ?8 the attempt's outcome for the log.
+        // ?8 the attempt's outcome for the log, ?9 its cost.
         complete: format!(
             "UPDATE idem_records
              SET status = ?3, snapshot = ?4, snapshot_kind = ?5, error = ?6, lease_until = NULL,
-                 updated_at = {NOW}, expires_at = {NOW} + ?7, attempt_outcome = ?8
+                 updated_at = {NOW}, expires_at = {NOW} + ?7, attempt_outcome = ?8, cost = ?9
              WHERE key = ?1 AND attempt = ?2 AND status = 'running'"
         ),
         fence_log: format!(
-            "UPDATE idem_attempts SET outcome = 'fenced', ended_at = {NOW}, error = ?3
+            "UPDATE idem_attempts SET outcome = 'fenced', ended_at = {NOW}, error = ?3, cost = ?4
              WHERE key = ?1 AND attempt = ?2"
         ),
         release: format!(
@@ -109,12 +111,13 @@ pub(super) fn sql() -> &'static Sql {
 
 pub(super) const RECORD_COLUMNS: &str =
     "key, op, status, attempt, fingerprint, snapshot, snapshot_kind, \
-                              error, lease_until, worker, created_at, updated_at, expires_at";
+                              error, lease_until, worker, created_at, updated_at, expires_at, \
+                              parent, position, cost";
 
 /// [`RECORD_COLUMNS`] for listings: never the snapshot, which may be megabytes.
 pub(super) const LISTED_COLUMNS: &str = "key, op, status, attempt, fingerprint, NULL AS snapshot, \
                               snapshot_kind, error, lease_until, worker, created_at, updated_at, \
-                              expires_at";
+                              expires_at, parent, position, cost";
 
 /// The most chunks one append statement carries: three parameters each, far below SQLite's
 /// limit on bound parameters (32,766), and a bound on the statement texts kept.
@@ -178,3 +181,31 @@ pub(super) const READ_CHUNKS: &str = "SELECT offset_ms, chunk FROM idem_chunks
 /// ?1 key, ?2 attempt.
 pub(super) const COUNT_CHUNKS: &str =
     "SELECT count(*) FROM idem_chunks WHERE key = ?1 AND attempt = ?2";
+
+/// ?1 op, ?2 unit, ?3 amount, ?4 replays: adds to the avoided-cost ledger.
+pub(super) const ADD_AVOIDED: &str = "INSERT INTO idem_costs_avoided (op, unit, amount, replays)
+     VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (op, unit) DO UPDATE SET amount = amount + excluded.amount,
+                                          replays = replays + excluded.replays";
+
+/// ?1 op (NULL: every one). What attempts spent (the records' current attempts and the log's
+/// past ones, each a JSON object of unit to amount) and what replays avoided, by operation and
+/// unit. Operators' reads: it scans the records that carry a cost.
+pub(super) const COSTS: &str = "WITH spent AS (
+         SELECT r.op AS op, j.key AS unit, sum(j.value) AS amount
+         FROM idem_records r, json_each(r.cost) j
+         WHERE r.cost IS NOT NULL AND (?1 IS NULL OR r.op = ?1)
+         GROUP BY 1, 2
+         UNION ALL
+         SELECT r.op, j.key, sum(j.value)
+         FROM idem_attempts a JOIN idem_records r ON r.key = a.key, json_each(a.cost) j
+         WHERE a.cost IS NOT NULL AND (?1 IS NULL OR r.op = ?1)
+         GROUP BY 1, 2
+     ), lines AS (
+         SELECT op, unit, amount AS spent, 0.0 AS avoided, 0 AS replays FROM spent
+         UNION ALL
+         SELECT op, unit, 0.0, amount, replays FROM idem_costs_avoided WHERE ?1 IS NULL OR op = ?1
+     )
+     SELECT op, unit, CAST(sum(spent) AS REAL), CAST(sum(avoided) AS REAL),
+            CAST(sum(replays) AS INTEGER)
+     FROM lines GROUP BY op, unit ORDER BY op, unit";

@@ -121,7 +121,7 @@ impl SqliteStore {
         call: Call,
         worker: &str,
     ) -> Result<Step<T>, Error> {
-        let call = call.keyed();
+        let call = call.keyed()?;
         let mut waiting = StepWait::new();
         loop {
             let request = ClaimRequest::of(&call, worker);
