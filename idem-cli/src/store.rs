@@ -14,12 +14,16 @@ use crate::failure::{error_text, Failure};
 pub(crate) const SCAN_LIMIT: u32 = 1_000_000;
 
 /// Opens a store as it is: no command creates a SQLite file, a PostgreSQL schema or a table, or
-/// migrates one (a typo would otherwise show, and leave behind, an empty store).
+/// a Redis store's format marker, or migrates one (a typo would otherwise show, and leave behind, an empty store).
 pub(crate) async fn open(url: &str, timeout: Duration) -> Result<Arc<dyn Store>, Failure> {
     let scheme = url.split(':').next().unwrap_or_default();
-    if !matches!(scheme, "memory" | "sqlite" | "postgres" | "postgresql") {
+    if !matches!(
+        scheme,
+        "memory" | "sqlite" | "postgres" | "postgresql" | "redis" | "rediss"
+    ) {
         return Err(Failure::usage(format!(
-            "bad store URL `{}`: expected `sqlite://path`, `postgres://user@host/db` or `memory:`",
+            "bad store URL `{}`: expected `sqlite://path`, `postgres://user@host/db`, \
+             `redis://host:6379` or `memory:`",
             redact_url(url)
         )));
     }
@@ -27,7 +31,8 @@ pub(crate) async fn open(url: &str, timeout: Duration) -> Result<Arc<dyn Store>,
         Ok(Ok(store)) => Ok(store),
         Ok(Err(e @ Error::Open { .. })) => {
             let text = error_text(&e);
-            let (code, kind) = if text.contains("no idem tables") {
+            let (code, kind) = if text.contains("no idem tables") || text.contains("no idem store")
+            {
                 (3, "not_found")
             } else if text.contains("cargo feature") || text.contains("no database file path") {
                 (2, "usage")

@@ -606,3 +606,47 @@ async fn cli_on_postgres() {
         assert!(!created, "{args:?} created the schema `{typo}`");
     }
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_on_redis() {
+    let url =
+        std::env::var("IDEM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // A prefix of its own: isolated from other runs (and from other tests on the server).
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let prefix = format!("idemt:{secs}:{}:", unique());
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store_url = format!("{url}{sep}idem_prefix={prefix}");
+    let reachable = tokio::time::timeout(Duration::from_secs(10), Idem::open(&store_url)).await;
+    if let Err(e) = reachable
+        .map_err(|_| "timed out".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("Redis at {url} is unreachable under CI=true: {e}");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED cli_on_redis: Redis at {url} is unreachable: {e} !!!!!!!!\n");
+        return;
+    }
+    exercise(&store_url).await;
+
+    // A typo in `idem_prefix` creates nothing, whatever the command.
+    let typo_url = format!("{url}{sep}idem_prefix=idemt:{secs}:typo{}:", unique());
+    for args in [
+        &["list"][..],
+        &["stats"],
+        &["show", "abcd"],
+        &["forget", "abcd"],
+        &["purge"],
+    ] {
+        let out = idem(&typo_url, args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no idem store under the key prefix"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use idem_runtime::store::memory::MemoryStore;
 use idem_runtime::store::postgres::{PostgresStore, PostgresStoreBuilder};
+use idem_runtime::store::redis::{RedisStore, RedisStoreBuilder};
 use idem_runtime::store::sqlite::SqliteStore;
 use idem_runtime::{Idem, Store};
 
@@ -137,5 +138,104 @@ pub async fn postgres_store(
 pub async fn postgres() -> Option<Backend> {
     let store = postgres_store(&fresh_postgres_schema(), |b| b).await?;
     drop_stale_postgres_schemas(store.pool()).await;
+    Some(Backend::new(Arc::new(store)))
+}
+
+/// The Redis server the server-backed tests use: `IDEM_TEST_REDIS_URL`, default
+/// `redis://127.0.0.1:6379`.
+pub fn redis_url() -> String {
+    std::env::var("IDEM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A new key prefix for one test's store, so tests sharing the server never share records or
+/// attempt floors. It carries its creation time, so later runs delete what earlier ones left
+/// behind (see [`drop_stale_redis_prefixes`]).
+pub fn fresh_redis_prefix() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "idemt:{secs}:{}:",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Opens a store under `prefix` on `url`, or says loudly why not: `None` (skip) when the server
+/// is unreachable, unless [`crate::servers_required`] (CI), where that is a failure. Any other
+/// error always fails.
+pub async fn redis_store_at(
+    url: &str,
+    builder: impl FnOnce(RedisStoreBuilder) -> RedisStoreBuilder,
+) -> Option<RedisStore> {
+    match builder(RedisStore::builder(url)).open().await {
+        Ok(store) => Some(store),
+        Err(e @ idem_runtime::Error::Open { .. }) if e.to_string().contains("cannot connect") => {
+            if crate::servers_required() {
+                panic!("the Redis server is required (CI=true) but unreachable: {e}");
+            }
+            eprintln!(
+                "\n*** SKIPPED: Redis test: the server at {url} is unreachable ({e}); \
+                 set IDEM_TEST_REDIS_URL or start Redis ***\n"
+            );
+            None
+        }
+        Err(e) => panic!("cannot open the Redis store: {e}"),
+    }
+}
+
+/// Deletes the keys of test prefixes created more than an hour ago (left behind by earlier
+/// runs: records of crashed attempts never expire by themselves).
+pub async fn drop_stale_redis_prefixes(url: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut cursor: u64 = 0;
+    loop {
+        let Ok((next, names)): Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("idemt:*")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+        else {
+            return;
+        };
+        let stale: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                n.split(':')
+                    .nth(1)
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .is_some_and(|created| created + 3600 < now)
+            })
+            .collect();
+        if !stale.is_empty() {
+            let _: Result<(), _> = redis::cmd("UNLINK").arg(stale).query_async(&mut conn).await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}
+
+/// A store on the test Redis server under a fresh prefix (see [`redis_store_at`] for when it is
+/// `None`).
+pub async fn redis() -> Option<Backend> {
+    let url = redis_url();
+    let store = redis_store_at(&url, |b| b.prefix(&fresh_redis_prefix())).await?;
+    // Once per test process: the walk covers the whole keyspace.
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        drop_stale_redis_prefixes(&url).await;
+    }
     Some(Backend::new(Arc::new(store)))
 }

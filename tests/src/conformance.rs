@@ -509,6 +509,10 @@ pub async fn purge_deletes_in_batches_and_attempts_never_go_back(b: &Backend) {
         // The memory store drops expired records itself, at every claim: the claims above
         // already took the expired ones; purge finds only key 0, which expired since.
         assert!(first_batch + rest <= 1, "{first_batch} + {rest}");
+    } else if b.store.backend() == "redis" {
+        // Redis deletes finished records itself, at their expiry (`PEXPIREAT`): purge has
+        // nothing left to delete (the checks below prove they are gone).
+        assert_eq!(first_batch + rest, 0, "{first_batch} + {rest}");
     } else {
         assert_eq!(first_batch, 10, "one batch deletes at most `batch` rows");
         assert!(rest >= 15, "the loop purges the rest ({rest})");

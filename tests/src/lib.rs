@@ -9,6 +9,7 @@ pub mod http_layer;
 pub mod lifecycle;
 pub mod operator;
 pub mod pipelines;
+pub mod redis_server;
 pub mod resume;
 pub mod stream_journal;
 pub mod streams;

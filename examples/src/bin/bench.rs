@@ -50,7 +50,7 @@ enum Switch {
 /// Measure idem's per-call cost against the same SQL written by hand.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Store URL: `memory:`, `sqlite://path`, `postgres://...`.
+    /// Store URL: `memory:`, `sqlite://path`, `postgres://...`, `redis://...`.
     #[arg(long, default_value = "sqlite://target/idem-bench.db")]
     store: String,
     /// Fresh keys (miss) or replays (hit).
@@ -78,6 +78,10 @@ struct Args {
     /// (PostgreSQL only; needs `psql` and `pgbench` on PATH).
     #[arg(long, value_enum, default_value = "off")]
     pgbench: Switch,
+    /// Also run `redis-benchmark` with the store's claim script (`EVALSHA`), in the same
+    /// rounds (Redis only; needs `redis-benchmark` on PATH).
+    #[arg(long, value_enum, default_value = "off")]
+    redis_benchmark: Switch,
     /// Empty idem's tables and the baseline's first (PostgreSQL), so both sides start from the
     /// same empty state instead of tables grown by earlier runs (a table past shared_buffers
     /// costs every statement more). Deletes every record of the store's schema.
@@ -500,6 +504,27 @@ async fn main() {
         .unwrap_or_else(|e| fail("prepare pgbench", e));
     #[cfg(feature = "postgres")]
     let mut pgbench_stats = idem_examples::pgbench::PgbenchStats::default();
+    #[cfg(feature = "redis")]
+    let redis_benchmark = if args.redis_benchmark == Switch::On && args.store.starts_with("redis") {
+        use idem_examples::redis_benchmark::{RedisBenchmark, Script};
+        let script = match args.mode {
+            Mode::Miss => Script::Miss,
+            Mode::Hit => Script::Hit,
+            Mode::Step => fail("--redis-benchmark", "no steps on Redis"),
+            Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
+        };
+        Some(
+            RedisBenchmark::new(&args.store, script)
+                .await
+                .unwrap_or_else(|e| fail("prepare redis-benchmark", e)),
+        )
+    } else {
+        None
+    };
+    #[cfg(feature = "redis")]
+    let mut redis_benchmark_stats = idem_examples::redis_benchmark::RedisBenchmarkStats::default();
+    #[cfg(feature = "redis")]
+    let mut redis_set_stats = idem_examples::redis_benchmark::RedisBenchmarkStats::default();
     let run: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let executions = Arc::new(AtomicU64::new(0));
     if let (Mode::Step, Some(steps)) = (args.mode, &steps) {
@@ -560,6 +585,20 @@ async fn main() {
                 .unwrap_or_else(|e| fail("pgbench", e));
             pgbench_stats.absorb(stats);
         }
+        #[cfg(feature = "redis")]
+        if let Some(rb) = &redis_benchmark {
+            let calls = range.end - range.start;
+            let stats = tokio::task::block_in_place(|| rb.run(calls, args.concurrency))
+                .unwrap_or_else(|e| fail("redis-benchmark", e));
+            redis_benchmark_stats.absorb(stats);
+            let set = tokio::task::block_in_place(|| rb.run_set(calls, args.concurrency))
+                .unwrap_or_else(|e| fail("redis-benchmark SET", e));
+            redis_set_stats.absorb(set);
+        }
+    }
+    #[cfg(feature = "redis")]
+    if let Some(rb) = &redis_benchmark {
+        rb.clean().await;
     }
     let executions = executions.load(Ordering::Relaxed) - before;
     let stats: Stats = ours.stats();
@@ -626,6 +665,23 @@ async fn main() {
         json["pgbench"] = serde_json::to_value(p).unwrap_or_default();
         json["pgbench_throughput_ratio"] = (stats.calls_per_s / p.calls_per_s).into();
         json["pgbench_ratio_mean"] = (stats.mean_us / p.mean_us).into();
+    }
+    #[cfg(feature = "redis")]
+    if redis_benchmark.is_some() {
+        let r = redis_benchmark_stats;
+        println!(
+            "redis-benchmark {mode} x{} c{}: {:>10.0} calls/s  mean {:>8.1} us  p50 {:>8.1} us",
+            r.calls, args.concurrency, r.calls_per_s, r.mean_us, r.p50_us
+        );
+        let set = redis_set_stats;
+        println!(
+            "redis-benchmark SET x{} c{}: {:>10.0} calls/s  mean {:>8.1} us  p50 {:>8.1} us",
+            set.calls, args.concurrency, set.calls_per_s, set.mean_us, set.p50_us
+        );
+        json["redis_benchmark"] = serde_json::to_value(r).unwrap_or_default();
+        json["redis_benchmark_set"] = serde_json::to_value(set).unwrap_or_default();
+        json["redis_benchmark_throughput_ratio"] = (stats.calls_per_s / r.calls_per_s).into();
+        json["redis_benchmark_ratio_p50"] = (stats.p50_us / r.p50_us).into();
     }
     println!("{json}");
 }

@@ -6,7 +6,8 @@
 //!   attempt number, and attempt numbers of a key only grow, even across `forget` and purge.
 //! - [`Store::complete`] and [`Store::renew`] are fenced: they change the record only if it is
 //!   still `running` with the caller's attempt number.
-//! - Lease times come from the store's clock (the server's, for PostgreSQL), never the caller's.
+//! - Lease times come from the store's clock (the server's, for PostgreSQL and Redis), never the
+//!   caller's.
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod columns;
@@ -18,6 +19,9 @@ pub mod memory;
 pub mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod predict;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
@@ -363,7 +367,7 @@ pub trait ChangeSink: Send + Sync + 'static {
 /// rules every implementation must keep.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// A short name of the backend (`memory`, `sqlite`, `postgres`).
+    /// A short name of the backend (`memory`, `sqlite`, `postgres`, `redis`).
     fn backend(&self) -> &'static str;
 
     /// Atomically decides what the caller does with a key: run a new attempt, replay, wait, or

@@ -1,4 +1,4 @@
-//! Opening a store from a URL (`memory:`, `sqlite://path`, `postgres://...`), with or without
+//! Opening a store from a URL (`memory:`, `sqlite://path`, `postgres://...`, `redis://...`), with or without
 //! creating its tables, and the one function that removes passwords from a URL before it is
 //! shown anywhere.
 
@@ -99,7 +99,9 @@ fn missing_feature(url: &str, feature: &str) -> Error {
 /// Opens the store a URL names, creating or upgrading its tables:
 /// - `memory:` (or `memory://`): a new in-process store;
 /// - `sqlite://path/to/file.db` (created on first use), `sqlite::memory:`;
-/// - `postgres://user@host/db` or `postgresql://...` (cargo feature `postgres`).
+/// - `postgres://user@host/db` or `postgresql://...` (cargo feature `postgres`);
+/// - `redis://[:password@]host:6379[/db]` or `rediss://...` (cargo feature `redis`, TLS with
+///   `redis-tls`), a cluster with `?idem_cluster=true`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, Error> {
     open_with(url, true).await
 }
@@ -132,6 +134,15 @@ async fn open_with(url: &str, create: bool) -> Result<Arc<dyn Store>, Error> {
                 .open()
                 .await?,
         )),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Ok(Arc::new(
+            super::redis::RedisStore::builder(url)
+                .create(create)
+                .open()
+                .await?,
+        )),
+        #[cfg(not(feature = "redis"))]
+        "redis" | "rediss" => Err(missing_feature(url, "redis")),
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(missing_feature(url, "sqlite")),
         #[cfg(not(feature = "postgres"))]
@@ -139,7 +150,8 @@ async fn open_with(url: &str, create: bool) -> Result<Arc<dyn Store>, Error> {
         _ => Err(Error::Open {
             url: redact_url(url),
             reason:
-                "unknown store URL scheme; expected `memory:`, `sqlite://path` or `postgres://...`"
+                "unknown store URL scheme; expected `memory:`, `sqlite://path`, `postgres://...` \
+                 or `redis://...`"
                     .into(),
             source: None,
         }),

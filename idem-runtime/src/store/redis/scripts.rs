@@ -1,0 +1,292 @@
+//! The Lua scripts that decide: one script call (`EVALSHA`, reloaded on `NOSCRIPT` by
+//! [`redis::Script`]) per claim, renew, completion, forget, release, append and purge. A script
+//! runs atomically on the server and reads the time with `TIME` (the server's clock, never a
+//! worker's). Every script touches the keys of one idem key and its group floor only, which share
+//! one hash tag (see `layout.rs`), so each runs in one Redis Cluster slot.
+//!
+//! Changes are published on the store's channel for waiters and caches: forgets and releases
+//! always (caches must drop the key), completions and stream appends only when a claim was told
+//! `running` since the attempt began (it sets the record's `w` flag), so the common call, which
+//! nobody waits for, sends no message to every subscribed process.
+
+use redis::Script;
+
+/// Helpers every script starts with.
+const PRELUDE: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function int(n)
+  return string.format('%d', n)
+end
+local function raise_floor(floor_key, attempt)
+  local f = tonumber(redis.call('GET', floor_key) or '0')
+  if attempt > f then redis.call('SET', floor_key, int(attempt)) end
+end
+-- Ends the log line of `attempt` (searched from the newest): its outcome, end, error and cost
+-- (the attempt's cost JSON, kept as text).
+local function end_line(log_key, attempt, outcome, err, cost, now)
+  local n = redis.call('LLEN', log_key)
+  for i = n - 1, 0, -1 do
+    local line = cjson.decode(redis.call('LINDEX', log_key, i))
+    if line.a == attempt then
+      line.o = outcome
+      line.e = now
+      if err then line.x = err end
+      if cost and cost ~= '' then line.c = cost end
+      redis.call('LSET', log_key, i, cjson.encode(line))
+      return
+    end
+  end
+end
+"#;
+
+/// KEYS: record, log, floor. ARGV: op, fingerprint hex (`''`: none), lease ms, worker, log cap,
+/// parent key hex (`''`: none), position in the parent (both written only with a new record).
+/// A claim told `running` flags the record (`w`), so its completion publishes.
+/// Returns `{'reuse'}`, `{'running', attempt, lease ms left}`,
+/// `{'completed', attempt, expires, kind, snapshot, fingerprint, cost}` or
+/// `{'acquired', attempt, taken-over attempt (0: none)}`.
+const CLAIM: &str = r#"
+local now = now_ms()
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'lease', 'expires', 'fp', 'kind',
+  'cost')
+local status = r[1]
+local attempt = tonumber(r[2] or '0')
+if status then
+  local live_c = status == 'completed' and (not r[4] or tonumber(r[4]) > now)
+  local live_r = status == 'running' and r[3] and tonumber(r[3]) > now
+  if live_c or live_r then
+    if r[5] and ARGV[2] ~= '' and r[5] ~= ARGV[2] then return {'reuse'} end
+    if live_r then
+      -- Someone waits: the completion (or an append) must publish.
+      redis.call('HSET', KEYS[1], 'w', '1')
+      return {'running', attempt, tonumber(r[3]) - now}
+    end
+    return {'completed', attempt, r[4], r[6], redis.call('HGET', KEYS[1], 'snap'), r[5], r[7]}
+  end
+end
+local floor = tonumber(redis.call('GET', KEYS[3]) or '0')
+local new = math.max(attempt, floor) + 1
+local took = 0
+if status == 'running' then
+  took = attempt
+  end_line(KEYS[2], attempt, 'abandoned', false, false, now)
+end
+local fields = {'op', ARGV[1], 'status', 'running', 'attempt', int(new),
+  'lease', int(now + tonumber(ARGV[3])), 'worker', ARGV[4], 'updated', int(now)}
+if ARGV[2] ~= '' then
+  table.insert(fields, 'fp')
+  table.insert(fields, ARGV[2])
+end
+if status then
+  -- A finished record claimed again: drop what its outcome left, and its expiry.
+  redis.call('HDEL', KEYS[1], 'snap', 'kind', 'err', 'expires', 'fp', 'w', 'cost')
+  redis.call('PERSIST', KEYS[1])
+else
+  table.insert(fields, 'created')
+  table.insert(fields, int(now))
+  -- A record keeps the link it was created with.
+  if ARGV[6] ~= '' then
+    table.insert(fields, 'parent')
+    table.insert(fields, ARGV[6])
+    table.insert(fields, 'pos')
+    table.insert(fields, ARGV[7])
+  end
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+local lines = redis.call('RPUSH', KEYS[2],
+  cjson.encode({a = new, w = ARGV[4], s = now, o = 'running'}))
+if lines > 1 then
+  -- An existing log: keep it bounded, and alive as long as the running record.
+  if lines > tonumber(ARGV[5]) then redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1) end
+  redis.call('PERSIST', KEYS[2])
+end
+return {'acquired', new, took}
+"#;
+
+/// KEYS: record. ARGV: attempt, lease ms. Returns 1 (owned) or 0 (lost).
+const RENEW: &str = r#"
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if r[1] ~= 'running' or tonumber(r[2]) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'lease', int(now_ms() + tonumber(ARGV[2])))
+return 1
+"#;
+
+/// KEYS: record, log, floor, chunks. ARGV: attempt, status (`completed`/`failed`), snapshot
+/// kind, snapshot or error text, ttl ms, the attempt's logged outcome, channel, key hex, the
+/// attempt's cost JSON (`''`: none).
+/// Returns 1 (owned) or 0 (lost; the attempt's log line says `fenced`).
+const COMPLETE: &str = r#"
+local now = now_ms()
+local attempt = tonumber(ARGV[1])
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'sa', 'w')
+if not r[1] then return 0 end
+local err = false
+if ARGV[2] == 'failed' then err = ARGV[4] end
+if r[1] ~= 'running' or tonumber(r[2]) ~= attempt then
+  end_line(KEYS[2], attempt, 'fenced', err, ARGV[9], now)
+  return 0
+end
+local exp = now + tonumber(ARGV[5])
+redis.call('HDEL', KEYS[1], 'lease', 'w', 'cost')
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'cost', ARGV[9]) end
+if ARGV[2] == 'completed' then
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'snap', ARGV[4], 'kind', ARGV[3],
+    'updated', int(now), 'expires', int(exp))
+else
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'err', ARGV[4], 'updated', int(now),
+    'expires', int(exp))
+end
+end_line(KEYS[2], attempt, ARGV[6], err, ARGV[9], now)
+redis.call('PEXPIREAT', KEYS[1], int(exp))
+redis.call('PEXPIREAT', KEYS[2], int(exp))
+if r[3] then redis.call('PEXPIREAT', KEYS[4], int(exp)) end
+raise_floor(KEYS[3], attempt)
+if r[4] then redis.call('PUBLISH', ARGV[7], ARGV[8]) end
+return 1
+"#;
+
+/// KEYS: record, log, chunks, floor. ARGV: force (`1`/`0`), channel, key hex.
+/// Returns `{'gone'}`, `{'deleted'}` or `{'running', attempt, op}` (refused).
+const FORGET: &str = r#"
+local now = now_ms()
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'lease', 'op')
+if not r[1] then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  return {'gone'}
+end
+if ARGV[1] ~= '1' and r[1] == 'running' and r[3] and tonumber(r[3]) > now then
+  return {'running', tonumber(r[2]), r[4]}
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+raise_floor(KEYS[4], tonumber(r[2]))
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return {'deleted'}
+"#;
+
+/// KEYS: record, log, chunks, floor. ARGV: ttl ms, channel, key hex. Returns 1 (released) or 0.
+const RELEASE: &str = r#"
+local now = now_ms()
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+if r[1] ~= 'running' then return 0 end
+local attempt = tonumber(r[2])
+local exp = now + tonumber(ARGV[1])
+redis.call('HDEL', KEYS[1], 'lease')
+redis.call('HSET', KEYS[1], 'status', 'failed', 'err', 'released by an operator',
+  'updated', int(now), 'expires', int(exp))
+end_line(KEYS[2], attempt, 'released', false, false, now)
+redis.call('PEXPIREAT', KEYS[1], int(exp))
+redis.call('PEXPIREAT', KEYS[2], int(exp))
+redis.call('PEXPIREAT', KEYS[3], int(exp))
+raise_floor(KEYS[4], attempt)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// KEYS: record, chunks. ARGV: attempt, first chunk number, channel, key hex, then the chunks
+/// (`<offset_ms>:<bytes>`). Returns 1 (owned) or 0 (lost).
+const APPEND: &str = r#"
+local attempt = tonumber(ARGV[1])
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'sa', 'w')
+if r[1] ~= 'running' or tonumber(r[2]) ~= attempt then return 0 end
+if tonumber(r[3] or '0') ~= attempt then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'sa', int(attempt))
+end
+local have = redis.call('LLEN', KEYS[2])
+local first = tonumber(ARGV[2])
+if first <= have then
+  local i = 5 + have - first
+  while i <= #ARGV do
+    local last = math.min(i + 999, #ARGV)
+    redis.call('RPUSH', KEYS[2], unpack(ARGV, i, last))
+    i = last + 1
+  end
+end
+if r[4] then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return 1
+"#;
+
+/// KEYS: record, chunks. ARGV: attempt, from, limit. Returns the chunks (empty when the
+/// journal is another attempt's).
+const READ_CHUNKS: &str = r#"
+if tonumber(redis.call('HGET', KEYS[1], 'sa') or '0') ~= tonumber(ARGV[1]) then return {} end
+local limit = tonumber(ARGV[3])
+if limit <= 0 then return {} end
+local from = tonumber(ARGV[2])
+return redis.call('LRANGE', KEYS[2], from, from + limit - 1)
+"#;
+
+/// KEYS: record, chunks. ARGV: attempt. Returns how many chunks the attempt journaled.
+const COUNT_CHUNKS: &str = r#"
+if tonumber(redis.call('HGET', KEYS[1], 'sa') or '0') ~= tonumber(ARGV[1]) then return 0 end
+return redis.call('LLEN', KEYS[2])
+"#;
+
+/// KEYS: record, log, chunks, floor. ARGV: abandoned-after ms. Deletes the record if it expired
+/// (a finished record Redis has not evicted yet) or its lease ended that long ago. Returns 1 or 0.
+const PURGE: &str = r#"
+local now = now_ms()
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'lease', 'expires')
+if not r[1] then return 0 end
+local expired = r[4] and tonumber(r[4]) <= now
+local abandoned = r[1] == 'running' and r[3] and tonumber(r[3]) <= now - tonumber(ARGV[1])
+if not (expired or abandoned) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+raise_floor(KEYS[4], tonumber(r[2]))
+return 1
+"#;
+
+/// KEYS: the ledger hash. ARGV: triples of field suffix (JSON `[op, unit]`), amount, replays.
+/// Adds them all, atomically.
+const ADD_AVOIDED: &str = r#"
+for i = 1, #ARGV, 3 do
+  redis.call('HINCRBYFLOAT', KEYS[1], 'a' .. ARGV[i], ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[1], 'n' .. ARGV[i], ARGV[i + 2])
+end
+return 1
+"#;
+
+/// The loaded scripts of a store (their SHA1s are computed once).
+#[derive(Debug)]
+pub(super) struct Scripts {
+    pub(super) claim: Script,
+    pub(super) renew: Script,
+    pub(super) complete: Script,
+    pub(super) forget: Script,
+    pub(super) release: Script,
+    pub(super) append: Script,
+    pub(super) read_chunks: Script,
+    pub(super) count_chunks: Script,
+    pub(super) purge: Script,
+    pub(super) add_avoided: Script,
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}"))
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Self {
+            claim: script(CLAIM),
+            renew: script(RENEW),
+            complete: script(COMPLETE),
+            forget: script(FORGET),
+            release: script(RELEASE),
+            append: script(APPEND),
+            read_chunks: script(READ_CHUNKS),
+            count_chunks: script(COUNT_CHUNKS),
+            purge: script(PURGE),
+            add_avoided: script(ADD_AVOIDED),
+        }
+    }
+
+    /// The source of the claim script, for tools that run it outside the store (the bench's
+    /// `redis-benchmark` baseline).
+    pub(super) fn claim_source() -> String {
+        format!("{PRELUDE}{CLAIM}")
+    }
+}
