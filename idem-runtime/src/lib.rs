@@ -36,6 +36,10 @@ pub mod key;
 mod lease;
 mod macro_support;
 pub mod metrics;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub mod outbox;
+pub mod queue;
 pub mod record;
 mod replay;
 mod scope;
