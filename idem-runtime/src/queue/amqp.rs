@@ -170,7 +170,15 @@ impl Source for AmqpSource {
     }
 
     async fn next(&mut self) -> Option<Result<Box<dyn Delivery>, Error>> {
-        let next = self.consumer.next().await?;
+        let Some(next) = self.consumer.next().await else {
+            // Only `stop` ends a subscription on purpose, and it is never followed by `next`.
+            return Some(Err(Error::broker(
+                "consume",
+                "",
+                &self.queue,
+                "the broker ended the subscription (connection or channel closed)",
+            )));
+        };
         Some(match next {
             Ok(delivery) => Ok(Box::new(AmqpDelivery {
                 delivery,
@@ -254,12 +262,22 @@ impl Delivery for AmqpDelivery {
     }
 
     async fn ack(&self) -> Result<(), Error> {
-        self.delivery
+        let acked = self
+            .delivery
             .acker
             .ack(BasicAckOptions::default())
             .await
-            .map(|_| ())
-            .map_err(|e| Error::broker("ack", "", &self.queue, e))
+            .map_err(|e| Error::broker("ack", "", &self.queue, e))?;
+        if !acked {
+            // lapin answers `false` when the channel closed under the delivery: not acked.
+            return Err(Error::broker(
+                "ack",
+                "",
+                &self.queue,
+                "the channel closed before the ack; the broker delivers the message again",
+            ));
+        }
+        Ok(())
     }
 
     async fn retry(&self, delay: Duration) -> Result<(), Error> {
