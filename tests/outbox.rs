@@ -34,8 +34,13 @@ impl<P: Publisher> Publisher for FreezesAfter<P> {
     }
 }
 
-async fn relay_killed_mid_batch_gives_one_effect_per_message(idem: Idem, sqlite_url: Option<String>) {
-    let Some(fx) = brokers::amqp().await else { return };
+async fn relay_killed_mid_batch_gives_one_effect_per_message(
+    idem: Idem,
+    sqlite_url: Option<String>,
+) {
+    let Some(fx) = brokers::amqp().await else {
+        return;
+    };
     const ORDERS: usize = 30;
     let outbox = Outbox::open(&idem).await.unwrap();
     let op = idem_tests::unique_op("orders.place");
@@ -73,7 +78,11 @@ async fn relay_killed_mid_batch_gives_one_effect_per_message(idem: Idem, sqlite_
                 }
             }
         }
-        assert_eq!(outbox.pending().await.unwrap(), ORDERS as u64, "round {round}");
+        assert_eq!(
+            outbox.pending().await.unwrap(),
+            ORDERS as u64,
+            "round {round}"
+        );
     }
 
     // A relay that freezes after 12 publishes of its 20-message batch, then is killed: none of
@@ -93,7 +102,11 @@ async fn relay_killed_mid_batch_gives_one_effect_per_message(idem: Idem, sqlite_
     }
     stuck.abort();
     assert!(stuck.await.unwrap_err().is_cancelled());
-    assert_eq!(outbox.pending().await.unwrap(), ORDERS as u64, "nothing marked");
+    assert_eq!(
+        outbox.pending().await.unwrap(),
+        ORDERS as u64,
+        "nothing marked"
+    );
 
     // The next relay publishes everything again, with the same ids.
     let relay = Relay::new(outbox.clone(), AmqpPublisher::new(fx.channel.clone())).batch(8);
@@ -128,12 +141,19 @@ async fn relay_killed_mid_batch_gives_one_effect_per_message(idem: Idem, sqlite_
         .unwrap()
         .unwrap();
     assert_eq!(report.received, (ORDERS + 12) as u64, "{report:?}");
-    assert_eq!((report.executed, report.replayed), (ORDERS as u64, 12), "{report:?}");
+    assert_eq!(
+        (report.executed, report.replayed),
+        (ORDERS as u64, 12),
+        "{report:?}"
+    );
     let effects = effects.lock().unwrap();
     assert_eq!(effects.len(), ORDERS);
     assert!(effects.values().all(|n| *n == 1), "{effects:?}");
     drop(effects);
-    assert_eq!(outbox.purge_sent(Duration::ZERO).await.unwrap(), ORDERS as u64);
+    assert_eq!(
+        outbox.purge_sent(Duration::ZERO).await.unwrap(),
+        ORDERS as u64
+    );
     fx.delete().await;
 }
 
@@ -179,8 +199,14 @@ async fn enqueue_outside_a_step_needs_an_id_and_the_memory_store_has_no_outbox()
     let mut conn = pool.acquire().await.unwrap();
     let error = outbox.enqueue(&mut conn, "orders", &1).await.unwrap_err();
     assert!(error.to_string().contains("enqueue_with_id"), "{error}");
-    outbox.enqueue_with_id(&mut conn, "orders", "o-1", &1).await.unwrap();
-    outbox.enqueue_with_id(&mut conn, "orders", "o-1", &1).await.unwrap();
+    outbox
+        .enqueue_with_id(&mut conn, "orders", "o-1", &1)
+        .await
+        .unwrap();
+    outbox
+        .enqueue_with_id(&mut conn, "orders", "o-1", &1)
+        .await
+        .unwrap();
     drop(conn);
     assert_eq!(outbox.pending().await.unwrap(), 1, "one id, one message");
 }

@@ -35,8 +35,10 @@ type Runs = Arc<Mutex<HashMap<String, u32>>>;
 
 fn handler(
     runs: Runs,
-) -> impl Fn(Job) -> futures_util::future::BoxFuture<'static, Result<String, String>> + Send + Sync + 'static
-{
+) -> impl Fn(Job) -> futures_util::future::BoxFuture<'static, Result<String, String>>
+       + Send
+       + Sync
+       + 'static {
     move |job: Job| {
         let runs = runs.clone();
         Box::pin(async move {
@@ -63,7 +65,9 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lost_ack_redelivers_and_replays_without_rerunning() {
-    let Some(fx) = brokers::amqp().await else { return };
+    let Some(fx) = brokers::amqp().await else {
+        return;
+    };
     let backend = backends::sqlite().await.unwrap();
     let runs = Runs::default();
     fx.publish(Some("slow-1"), &job("slow-1", 500, false)).await;
@@ -72,11 +76,17 @@ async fn lost_ack_redelivers_and_replays_without_rerunning() {
     // the ack is lost, and RabbitMQ redelivers the message to the second consumer.
     let (first_conn, first_chan) = fx.second_channel().await;
     let first = Consumer::new(backend.worker("w1"), op.clone());
-    let src = AmqpSource::new(first_chan, &fx.queue, fx.dead.clone(), 4).await.unwrap();
+    let src = AmqpSource::new(first_chan, &fx.queue, fx.dead.clone(), 4)
+        .await
+        .unwrap();
     let r = runs.clone();
     let running = tokio::spawn({
         let first = first.clone();
-        async move { first.run(src, handler(r), std::future::pending::<()>()).await }
+        async move {
+            first
+                .run(src, handler(r), std::future::pending::<()>())
+                .await
+        }
     });
     while runs.lock().unwrap().is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -90,7 +100,9 @@ async fn lost_ack_redelivers_and_replays_without_rerunning() {
     fx.publish(Some("slow-1"), &job("slow-1", 500, false)).await; // and a duplicate publish
     let (_conn, chan) = fx.second_channel().await;
     let second = Consumer::new(backend.worker("w2"), op);
-    let src = AmqpSource::new(chan, &fx.queue, fx.dead.clone(), 4).await.unwrap();
+    let src = AmqpSource::new(chan, &fx.queue, fx.dead.clone(), 4)
+        .await
+        .unwrap();
     let done = until(&second, |r| r.acked >= 2);
     let report = tokio::time::timeout(LIMIT, second.run(src, handler(runs.clone()), done))
         .await
@@ -104,7 +116,9 @@ async fn lost_ack_redelivers_and_replays_without_rerunning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_message_is_dead_lettered_after_n_attempts() {
-    let Some(fx) = brokers::amqp().await else { return };
+    let Some(fx) = brokers::amqp().await else {
+        return;
+    };
     let backend = backends::sqlite().await.unwrap();
     let runs = Runs::default();
     fx.publish(Some("bad-1"), &job("bad-1", 0, true)).await;
@@ -136,10 +150,13 @@ async fn failing_message_is_dead_lettered_after_n_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prefetch_bounds_the_messages_in_flight() {
-    let Some(fx) = brokers::amqp().await else { return };
+    let Some(fx) = brokers::amqp().await else {
+        return;
+    };
     let backend = backends::sqlite().await.unwrap();
     for i in 0..24 {
-        fx.publish(Some(&format!("c-{i}")), &job(&format!("c-{i}"), 40, false)).await;
+        fx.publish(Some(&format!("c-{i}")), &job(&format!("c-{i}"), 40, false))
+            .await;
     }
     let now = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
@@ -171,16 +188,21 @@ async fn prefetch_bounds_the_messages_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_shutdown_finishes_what_it_holds() {
-    let Some(fx) = brokers::amqp().await else { return };
+    let Some(fx) = brokers::amqp().await else {
+        return;
+    };
     let backend = backends::sqlite().await.unwrap();
     let runs = Runs::default();
     for i in 0..6 {
-        fx.publish(Some(&format!("s-{i}")), &job(&format!("s-{i}"), 300, false)).await;
+        fx.publish(Some(&format!("s-{i}")), &job(&format!("s-{i}"), 300, false))
+            .await;
     }
     let (conn, chan) = fx.second_channel().await;
     let consumer =
         Consumer::new(backend.worker("w"), idem_tests::unique_op("amqp.shutdown")).concurrency(3);
-    let src = AmqpSource::new(chan, &fx.queue, fx.dead.clone(), 3).await.unwrap();
+    let src = AmqpSource::new(chan, &fx.queue, fx.dead.clone(), 3)
+        .await
+        .unwrap();
     let r = runs.clone();
     let shutdown = async move {
         while r.lock().unwrap().len() < 3 {
@@ -208,7 +230,9 @@ async fn graceful_shutdown_finishes_what_it_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_a_typed_error_and_dead_lettered_never_lost() {
-    let Some(fx) = brokers::amqp().await else { return };
+    let Some(fx) = brokers::amqp().await else {
+        return;
+    };
     let backend = backends::sqlite().await.unwrap();
     let runs = Runs::default();
     fx.publish(None, &job("no-id", 0, false)).await;
@@ -226,7 +250,9 @@ async fn bad_input_is_a_typed_error_and_dead_lettered_never_lost() {
     assert_eq!(report.executed, 1, "{report:?}");
     let rejected = consumer.take_rejected();
     assert_eq!(rejected.len(), 2);
-    assert!(rejected.iter().all(|e| matches!(e, Error::BadMessage { .. })));
+    assert!(rejected
+        .iter()
+        .all(|e| matches!(e, Error::BadMessage { .. })));
     let dead = fx.drain(&fx.dead).await;
     assert_eq!(dead.len(), 2);
     assert!(dead
@@ -237,8 +263,20 @@ async fn bad_input_is_a_typed_error_and_dead_lettered_never_lost() {
 
 #[tokio::test]
 async fn unreachable_broker_is_a_typed_error() {
-    let url = format!("amqp://guest:secret@127.0.0.1:{}/%2f", brokers::closed_port());
+    let url = format!(
+        "amqp://guest:secret@127.0.0.1:{}/%2f",
+        brokers::closed_port()
+    );
     let error = idem_runtime::queue::amqp::connect(&url).await.unwrap_err();
-    assert!(matches!(error, Error::Broker { action: "connect", .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            Error::Broker {
+                action: "connect",
+                ..
+            }
+        ),
+        "{error}"
+    );
     assert!(!error.to_string().contains("secret"), "{error}");
 }

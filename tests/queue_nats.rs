@@ -37,8 +37,10 @@ type Runs = Arc<Mutex<HashMap<String, u32>>>;
 /// A handler that counts its runs, sleeps, and fails when asked.
 fn handler(
     runs: Runs,
-) -> impl Fn(Job) -> futures_util::future::BoxFuture<'static, Result<String, String>> + Send + Sync + 'static
-{
+) -> impl Fn(Job) -> futures_util::future::BoxFuture<'static, Result<String, String>>
+       + Send
+       + Sync
+       + 'static {
     move |job: Job| {
         let runs = runs.clone();
         Box::pin(async move {
@@ -72,14 +74,20 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redelivered_message_replays_and_acks_without_rerunning() {
-    let Some(fx) = brokers::nats().await else { return };
+    let Some(fx) = brokers::nats().await else {
+        return;
+    };
     let backend = backends::sqlite().await.unwrap();
     let runs = Runs::default();
     // The first run outlives the 1 s ack wait: JetStream redelivers while it runs; the
     // redelivery waits for it and replays its outcome.
-    fx.publish(Some("slow-1"), &job("slow-1", 1_600, false)).await;
+    fx.publish(Some("slow-1"), &job("slow-1", 1_600, false))
+        .await;
     fx.publish(Some("fast-1"), &job("fast-1", 0, false)).await;
-    let consumer = Consumer::new(backend.worker("w"), idem_tests::unique_op("nats.redelivery"));
+    let consumer = Consumer::new(
+        backend.worker("w"),
+        idem_tests::unique_op("nats.redelivery"),
+    );
     let src = source(&fx, "redelivery", Duration::from_secs(1), 4).await;
     let done = until(&consumer, |r| r.acked >= 3);
     let report = tokio::time::timeout(LIMIT, consumer.run(src, handler(runs.clone()), done))
@@ -106,7 +114,9 @@ async fn redelivered_message_replays_and_acks_without_rerunning() {
         .await
         .unwrap();
     let mut cons = fx.consumer("redelivery", Duration::from_secs(1)).await;
-    let src = JetStreamSource::new(fx.js.clone(), &cons, fx.dead.clone(), 4).await.unwrap();
+    let src = JetStreamSource::new(fx.js.clone(), &cons, fx.dead.clone(), 4)
+        .await
+        .unwrap();
     tokio::time::timeout(
         Duration::from_secs(5),
         later.run(src, handler(runs.clone()), until(&later, |r| r.acked >= 1)),
@@ -121,7 +131,9 @@ async fn redelivered_message_replays_and_acks_without_rerunning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_message_is_dead_lettered_after_n_attempts() {
-    let Some(fx) = brokers::nats().await else { return };
+    let Some(fx) = brokers::nats().await else {
+        return;
+    };
     let backend = backends::sqlite().await.unwrap();
     let runs = Runs::default();
     fx.publish(Some("bad-1"), &job("bad-1", 0, true)).await;
@@ -157,15 +169,18 @@ async fn failing_message_is_dead_lettered_after_n_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrency_bound_is_respected() {
-    let Some(fx) = brokers::nats().await else { return };
+    let Some(fx) = brokers::nats().await else {
+        return;
+    };
     let backend = backends::sqlite().await.unwrap();
     let now = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     for i in 0..24 {
-        fx.publish(Some(&format!("c-{i}")), &job(&format!("c-{i}"), 40, false)).await;
+        fx.publish(Some(&format!("c-{i}")), &job(&format!("c-{i}"), 40, false))
+            .await;
     }
-    let consumer = Consumer::new(backend.worker("w"), idem_tests::unique_op("nats.bound"))
-        .concurrency(4);
+    let consumer =
+        Consumer::new(backend.worker("w"), idem_tests::unique_op("nats.bound")).concurrency(4);
     let src = source(&fx, "bound", Duration::from_secs(10), 4).await;
     let (n, m) = (now.clone(), most.clone());
     let handler = move |job: Job| {
@@ -183,7 +198,11 @@ async fn concurrency_bound_is_respected() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(most.load(Ordering::SeqCst), 4, "reached, never passed: {report:?}");
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        4,
+        "reached, never passed: {report:?}"
+    );
     assert_eq!(report.max_in_flight, 4);
     assert_eq!(report.executed, 24);
     fx.delete().await;
@@ -191,14 +210,17 @@ async fn concurrency_bound_is_respected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_shutdown_finishes_what_it_holds() {
-    let Some(fx) = brokers::nats().await else { return };
+    let Some(fx) = brokers::nats().await else {
+        return;
+    };
     let backend = backends::sqlite().await.unwrap();
     let runs = Runs::default();
     for i in 0..6 {
-        fx.publish(Some(&format!("s-{i}")), &job(&format!("s-{i}"), 400, false)).await;
+        fx.publish(Some(&format!("s-{i}")), &job(&format!("s-{i}"), 400, false))
+            .await;
     }
-    let consumer = Consumer::new(backend.worker("w"), idem_tests::unique_op("nats.shutdown"))
-        .concurrency(3);
+    let consumer =
+        Consumer::new(backend.worker("w"), idem_tests::unique_op("nats.shutdown")).concurrency(3);
     let src = source(&fx, "shutdown", Duration::from_secs(30), 3).await;
     // Shut down as soon as the first three are running: they finish and are acked; the other
     // three are never started.
@@ -229,7 +251,9 @@ async fn graceful_shutdown_finishes_what_it_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_a_typed_error_and_dead_lettered_never_lost() {
-    let Some(fx) = brokers::nats().await else { return };
+    let Some(fx) = brokers::nats().await else {
+        return;
+    };
     let backend = backends::sqlite().await.unwrap();
     let runs = Runs::default();
     fx.publish(None, &job("no-id", 0, false)).await;
@@ -245,17 +269,22 @@ async fn bad_input_is_a_typed_error_and_dead_lettered_never_lost() {
     assert_eq!(report.executed, 1, "{report:?}");
     let rejected = consumer.take_rejected();
     assert_eq!(rejected.len(), 2);
-    assert!(rejected.iter().all(|e| matches!(e, Error::BadMessage { .. })));
-    assert!(rejected.iter().any(|e| e.to_string().contains("no message id")));
-    assert!(rejected.iter().any(|e| e.to_string().contains("does not decode")));
+    assert!(rejected
+        .iter()
+        .all(|e| matches!(e, Error::BadMessage { .. })));
+    assert!(rejected
+        .iter()
+        .any(|e| e.to_string().contains("no message id")));
+    assert!(rejected
+        .iter()
+        .any(|e| e.to_string().contains("does not decode")));
     assert_eq!(fx.dead_letters().await.len(), 2, "kept in the dead letters");
 
     // With a key function, a message without an id is handled, keyed by its payload.
     fx.publish(None, &job("keyed", 0, false)).await;
     fx.publish(None, &job("keyed", 0, false)).await; // its duplicate, without an id either
-    let keyed = Consumer::new(backend.worker("w"), consumer.op().to_owned()).key_fn(|payload| {
-        serde_json::from_slice::<Job>(payload).ok().map(|j| j.id)
-    });
+    let keyed = Consumer::new(backend.worker("w"), consumer.op().to_owned())
+        .key_fn(|payload| serde_json::from_slice::<Job>(payload).ok().map(|j| j.id));
     let src = source(&fx, "bad", Duration::from_secs(10), 4).await;
     let done = until(&keyed, |r| r.acked >= 2);
     let report = tokio::time::timeout(LIMIT, keyed.run(src, handler(runs.clone()), done))
@@ -271,7 +300,16 @@ async fn bad_input_is_a_typed_error_and_dead_lettered_never_lost() {
 async fn unreachable_broker_is_a_typed_error() {
     let url = format!("nats://127.0.0.1:{}", brokers::closed_port());
     let error = idem_runtime::queue::nats::connect(&url).await.unwrap_err();
-    assert!(matches!(error, Error::Broker { action: "connect", .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            Error::Broker {
+                action: "connect",
+                ..
+            }
+        ),
+        "{error}"
+    );
     assert_eq!(error.kind(), "broker");
 }
 
@@ -311,7 +349,8 @@ async fn broker_going_away_mid_run_loses_nothing() {
     let js = async_nats::jetstream::new(connect().await);
     let fx = NatsFixture::on(js).await;
     for i in 0..20 {
-        fx.publish(Some(&format!("o-{i}")), &job(&format!("o-{i}"), 100, false)).await;
+        fx.publish(Some(&format!("o-{i}")), &job(&format!("o-{i}"), 100, false))
+            .await;
     }
     let backend = backends::sqlite().await.unwrap();
     let runs = Runs::default();
@@ -349,7 +388,9 @@ async fn broker_going_away_mid_run_loses_nothing() {
     };
     let next = Consumer::new(backend.worker("w2"), op).concurrency(4);
     let mut cons = fx.consumer("outage", Duration::from_secs(2)).await;
-    let src = JetStreamSource::new(fx.js.clone(), &cons, fx.dead.clone(), 4).await.unwrap();
+    let src = JetStreamSource::new(fx.js.clone(), &cons, fx.dead.clone(), 4)
+        .await
+        .unwrap();
     let done = async {
         loop {
             let (pending, ack_pending) = fx.backlog(&mut cons.clone()).await;

@@ -27,7 +27,9 @@ fn unreachable(what: &str, url: &str, error: &dyn std::fmt::Display) {
         !servers_required(),
         "{what} at {url} is required under CI=true and unreachable: {error}"
     );
-    eprintln!("\n*** SKIPPED: {what} at {url} unreachable ({error}); set the URL or start it ***\n");
+    eprintln!(
+        "\n*** SKIPPED: {what} at {url} unreachable ({error}); set the URL or start it ***\n"
+    );
 }
 
 /// A port nothing listens on (bound, then released).
@@ -175,7 +177,9 @@ pub async fn amqp() -> Option<AmqpFixture> {
             return None;
         }
     };
-    let channel = idem_runtime::queue::amqp::channel(&connection).await.unwrap();
+    let channel = idem_runtime::queue::amqp::channel(&connection)
+        .await
+        .unwrap();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let fixture = AmqpFixture {
         connection,
@@ -206,8 +210,12 @@ pub async fn amqp() -> Option<AmqpFixture> {
 impl AmqpFixture {
     /// A new connection's channel (confirms on), as a second consumer process would have.
     pub async fn second_channel(&self) -> (lapin::Connection, lapin::Channel) {
-        let connection = idem_runtime::queue::amqp::connect(&amqp_url()).await.unwrap();
-        let channel = idem_runtime::queue::amqp::channel(&connection).await.unwrap();
+        let connection = idem_runtime::queue::amqp::connect(&amqp_url())
+            .await
+            .unwrap();
+        let channel = idem_runtime::queue::amqp::channel(&connection)
+            .await
+            .unwrap();
         (connection, channel)
     }
 

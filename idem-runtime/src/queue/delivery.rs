@@ -53,3 +53,19 @@ pub trait Source: Send + 'static {
     /// back to the broker.
     async fn stop(&mut self) -> Result<(), Error>;
 }
+
+/// A boxed source is a source (to pick the broker at run time).
+#[async_trait::async_trait]
+impl Source for Box<dyn Source> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    async fn next(&mut self) -> Option<Result<Box<dyn Delivery>, Error>> {
+        (**self).next().await
+    }
+
+    async fn stop(&mut self) -> Result<(), Error> {
+        (**self).stop().await
+    }
+}
