@@ -404,7 +404,7 @@ async fn broker_going_away_mid_run_loses_nothing() {
         .await
         .unwrap()
         .unwrap();
-    let runs = runs.lock().unwrap();
+    let runs = runs.lock().unwrap().clone();
     assert_eq!(runs.len(), 20, "nothing lost: {during:?}");
     assert!(runs.values().all(|n| *n == 1), "each once: {runs:?}");
     assert_eq!(fx.backlog(&mut cons).await, (0, 0));

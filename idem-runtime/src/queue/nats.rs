@@ -27,7 +27,6 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Context};
-use async_nats::HeaderMap;
 use futures_util::StreamExt;
 
 use super::delivery::{DeadLetter, Delivery, Source};
@@ -200,7 +199,7 @@ impl Delivery for NatsDelivery {
     }
 
     async fn dead_letter(&self, why: &DeadLetter) -> Result<(), Error> {
-        let mut headers = self.message.headers.clone().unwrap_or_else(HeaderMap::new);
+        let mut headers = self.message.headers.clone().unwrap_or_default();
         headers.insert("idem-op", why.op.as_str());
         headers.insert("idem-error", one_line(&why.error).as_str());
         headers.insert("idem-error-kind", why.kind.as_str());
