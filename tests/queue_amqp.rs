@@ -280,3 +280,35 @@ async fn unreachable_broker_is_a_typed_error() {
     );
     assert!(!error.to_string().contains("secret"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn result_that_cannot_be_recorded_is_never_acked_as_done() {
+    let Some(fx) = brokers::amqp().await else {
+        return;
+    };
+    let backend = backends::sqlite().await.unwrap();
+    fx.publish(Some("big-1"), &job("big-1", 0, false)).await;
+    // A snapshot limit smaller than the handler's result: the value is never recorded.
+    let idem = idem_runtime::Idem::builder(backend.store.clone())
+        .max_snapshot_bytes(4)
+        .build();
+    let runs = Runs::default();
+    let consumer = Consumer::new(idem, idem_tests::unique_op("amqp.unrecorded"))
+        .max_attempts(2)
+        .retry_delay(Duration::from_millis(10));
+    let src = AmqpSource::new(fx.channel.clone(), &fx.queue, fx.dead.clone(), 4)
+        .await
+        .unwrap();
+    let done = until(&consumer, |r| r.dead_lettered >= 1);
+    let report = tokio::time::timeout(LIMIT, consumer.run(src, handler(runs.clone()), done))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.acked, 0, "never acked as done: {report:?}");
+    assert_eq!(runs.lock().unwrap().get("big-1"), Some(&2));
+    let dead = fx.drain(&fx.dead).await;
+    assert!(amqp_header(&dead[0].0, "idem-error")
+        .unwrap()
+        .contains("cannot be recorded"));
+    fx.delete().await;
+}

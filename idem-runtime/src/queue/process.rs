@@ -60,11 +60,18 @@ where
 /// What a call's result means for its message.
 pub(crate) fn settle<R, E: std::fmt::Display>(
     result: Result<R, CallError<E>>,
-    unrecorded: bool,
+    unrecorded: Option<recording::Unrecorded>,
     ran: bool,
 ) -> Ran {
     match result {
-        Ok(_) if unrecorded => Ran::NotRecorded("the outcome could not be recorded".into()),
+        Ok(_) if unrecorded == Some(recording::Unrecorded::Result) => Ran::Failed(
+            "the handler's result cannot be recorded (over the snapshot limit, or not \
+             encodable as JSON and back)"
+                .into(),
+        ),
+        Ok(_) if unrecorded.is_some() => {
+            Ran::NotRecorded("the store could not record the outcome".into())
+        }
         Ok(_) if ran => Ran::Executed,
         Ok(_) => Ran::Replayed,
         Err(CallError::Body(e)) => Ran::Failed(e.to_string()),

@@ -7,14 +7,25 @@
 use std::cell::Cell;
 use std::future::Future;
 
-tokio::task_local! {
-    static UNRECORDED: Cell<bool>;
+/// Why an outcome went unrecorded, as far as a consumer cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unrecorded {
+    /// The result itself cannot be kept (too large, not encodable, not decoding back): running
+    /// the handler again gives the same, so it counts as a failed attempt.
+    Result,
+    /// The store could not be reached to record it: try the message again later.
+    Store,
 }
 
-/// Runs `fut` with a fresh flag; returns its output and whether an outcome went unrecorded.
-pub(crate) async fn watch<F: Future>(fut: F) -> (F::Output, bool) {
+tokio::task_local! {
+    static UNRECORDED: Cell<Option<Unrecorded>>;
+}
+
+/// Runs `fut` with a fresh flag; returns its output and whether (why) an outcome went
+/// unrecorded.
+pub(crate) async fn watch<F: Future>(fut: F) -> (F::Output, Option<Unrecorded>) {
     UNRECORDED
-        .scope(Cell::new(false), async move {
+        .scope(Cell::new(None), async move {
             let out = fut.await;
             (out, UNRECORDED.with(Cell::get))
         })
@@ -22,7 +33,7 @@ pub(crate) async fn watch<F: Future>(fut: F) -> (F::Output, bool) {
 }
 
 /// Called by the engine when a result is returned without being recorded.
-pub(crate) fn note_unrecorded() {
+pub(crate) fn note_unrecorded(why: Unrecorded) {
     // Outside a consumer there is no flag to set, and nothing to do.
-    let _ = UNRECORDED.try_with(|flag| flag.set(true));
+    let _ = UNRECORDED.try_with(|flag| flag.set(Some(why)));
 }
