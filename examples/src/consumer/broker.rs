@@ -97,8 +97,17 @@ impl Broker {
         match self {
             Broker::Nats { js, run } => {
                 let subject = format!("idem-consumer.{run}.in");
-                let mut acks = Vec::with_capacity(messages.len());
+                // Acks are awaited every 256 publishes: async-nats bounds the publishes awaiting
+                // their ack, and a publish past the bound waits for one to be read.
+                let mut acks = Vec::with_capacity(256);
                 for (id, payload) in messages {
+                    if acks.len() == 256 {
+                        for ack in acks.drain(..) {
+                            let ack: async_nats::jetstream::context::PublishAckFuture = ack;
+                            ack.await
+                                .map_err(|e| Error::broker("publish", "", &subject, e))?;
+                        }
+                    }
                     let message = PublishMessage::build()
                         .payload(payload.clone().into())
                         .message_id(id);

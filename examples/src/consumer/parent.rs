@@ -104,7 +104,7 @@ pub(crate) async fn main(args: &Args) -> i32 {
             id.rsplit('-')
                 .next()
                 .and_then(|i| i.parse::<u64>().ok())
-                .is_some_and(|i| i % every(args.dup_share) == 0)
+                .is_some_and(|i| args.dup_share > 0.0 && i % every(args.dup_share) == 0)
         })
         .cloned()
         .collect();

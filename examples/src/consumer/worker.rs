@@ -51,7 +51,8 @@ pub(crate) async fn main(args: &Args, run: &str) -> i32 {
         Ok(db) => db,
         Err(e) => super::fail("open the database", e),
     };
-    let source = match broker.source(args.in_flight).await {
+    // Prefetch beyond the handlers in flight, so a freed slot finds its next message here.
+    let source = match broker.source(args.in_flight * 4).await {
         Ok(s) => s,
         Err(e) => super::fail("subscribe", e),
     };
