@@ -38,6 +38,11 @@ pub(crate) struct Args {
     /// Do not SIGKILL the first consumer process mid-run.
     #[arg(long)]
     pub(crate) no_kill: bool,
+    /// Run the handler as an ordinary idempotent call (its insert autocommits) instead of a
+    /// step in a transaction: fewer statements, but a consumer killed between its insert and
+    /// its completion runs it again.
+    #[arg(long)]
+    pub(crate) call: bool,
     /// Consume without idem (ack after the insert): shows the duplicates.
     #[arg(long)]
     pub(crate) no_idem: bool,

@@ -30,6 +30,9 @@ fn spawn(args: &Args, run: &str) -> (Child, Progress) {
     if args.no_idem {
         cmd.arg("--no-idem");
     }
+    if args.call {
+        cmd.arg("--call");
+    }
     let mut child = cmd.spawn().unwrap_or_else(|e| fail("spawn a consumer", e));
     let progress: Progress = Arc::new(Mutex::new(
         json!({"received": 0, "dead_lettered": 0, "busy_ms": 0}),
@@ -168,6 +171,7 @@ pub(crate) async fn main(args: &Args) -> i32 {
             "broker": broker.name(),
             "store": if args.store.starts_with("postgres") { "postgres" } else { "sqlite" },
             "idem": !args.no_idem,
+            "handler": if args.no_idem { "plain" } else if args.call { "call" } else { "step" },
             "published": published,
             "unique": n,
             "deliveries": deliveries,

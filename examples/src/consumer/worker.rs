@@ -168,6 +168,26 @@ async fn with_idem(
     };
     let run = run.to_owned();
     let report = match db {
+        _ if args.call => {
+            let db = db.clone();
+            consumer
+                .run(
+                    source,
+                    move |job: Job| {
+                        let (db, run, timing) = (db.clone(), run.clone(), timing.clone());
+                        async move {
+                            if job.slow {
+                                tokio::time::sleep(SLOW).await;
+                            }
+                            db.insert(&run, &job.id).await?;
+                            timing.finished();
+                            Ok::<_, sqlx::Error>(())
+                        }
+                    },
+                    done,
+                )
+                .await?
+        }
         Db::Sqlite(pool) => {
             consumer
                 .run_in_tx(
