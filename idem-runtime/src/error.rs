@@ -307,6 +307,37 @@ pub enum Error {
     #[error("idem: database error: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// A queue message that cannot be handled as it is: it has no message id and the consumer
+    /// has no key function, or its payload does not decode. It is never retried: the consumer
+    /// dead-letters it (with this error's text) and acks it only once the dead letter is
+    /// published.
+    #[error("idem: message {message} on `{source_name}` for operation `{op}` cannot be handled: {reason}")]
+    BadMessage {
+        /// The operation the consumer runs.
+        op: String,
+        /// The stream or queue it came from.
+        source_name: String,
+        /// What identifies the message there (its id, or its broker sequence / delivery tag).
+        message: String,
+        /// Why it cannot be handled.
+        reason: String,
+    },
+
+    /// The message broker failed or could not be reached (connect, pull, ack, publish). Nothing
+    /// was acked that was not recorded: an unacked message is delivered again.
+    #[error("idem: broker {action} failed on `{target}` for operation `{op}`: {source}")]
+    Broker {
+        /// What the consumer or relay was doing: `connect`, `pull`, `ack`, `publish`, ...
+        action: &'static str,
+        /// The operation (empty where there is none, like a connect).
+        op: String,
+        /// The stream, subject, queue or URL (without its password).
+        target: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// An idem error read back from its serialized form (an error type that carries
     /// `idem_runtime::Error` and derives `Deserialize`). idem never records its own errors as
     /// outcomes, so this appears only where an application deserializes one itself.
@@ -330,6 +361,21 @@ impl Error {
         }
     }
 
+    /// Builds [`Error::Broker`] from a broker client's error.
+    pub fn broker(
+        action: &'static str,
+        op: &str,
+        target: &str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Broker {
+            action,
+            op: op.to_owned(),
+            target: crate::store::redact_url(target),
+            source: source.into(),
+        }
+    }
+
     /// True for [`Error::Store`]: the store could not be reached or failed.
     pub fn is_store_failure(&self) -> bool {
         matches!(self, Error::Store { .. })
@@ -339,7 +385,7 @@ impl Error {
     /// `diverged`, `no_parent`, `store`,
     /// `open`, `snapshot_decode`, `snapshot_encode`, `snapshot_too_large`, `corrupt`, `config`,
     /// `lease_lost`, `running`, `chunk_encode`, `chunk_too_large`, `stream_too_long`,
-    /// `chunk_decode`, `stream_interrupted`), as it appears in the serialized form.
+    /// `chunk_decode`, `stream_interrupted`, `bad_message`, `broker`), as it appears in the serialized form.
     pub fn kind(&self) -> &str {
         match self {
             Error::NoStore { .. } => "no_store",
@@ -361,6 +407,8 @@ impl Error {
             Error::StreamTooLong { .. } => "stream_too_long",
             Error::ChunkDecode { .. } => "chunk_decode",
             Error::StreamInterrupted { .. } => "stream_interrupted",
+            Error::BadMessage { .. } => "bad_message",
+            Error::Broker { .. } => "broker",
             #[cfg(any(feature = "sqlite", feature = "postgres"))]
             Error::Database(_) => "database",
             Error::Decoded { kind, .. } => kind,

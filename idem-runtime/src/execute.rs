@@ -290,6 +290,9 @@ where
             Err((why, error)) => {
                 // The caller paid for this value: it gets it, whether or not it can be kept.
                 outcome(&call.op, CallOutcome::Unrecorded(why));
+                crate::queue::recording::note_unrecorded(
+                    crate::queue::recording::Unrecorded::Result,
+                );
                 tracing::warn!(%error, "idem: the result is returned but not recorded; the next call runs again");
                 let error = format!("not recorded: {error}");
                 if let (Err(e), _) = owned.record(Recording::Failed { error }).await {
@@ -341,6 +344,7 @@ where
                 &call.op,
                 CallOutcome::Unrecorded(Unrecorded::StoreUnreachable),
             );
+            crate::queue::recording::note_unrecorded(crate::queue::recording::Unrecorded::Store);
             tracing::error!(%error, "idem: the outcome could not be recorded; a later call may run the body again");
             result
         }

@@ -40,6 +40,10 @@ mod lease;
 mod ledger;
 mod macro_support;
 pub mod metrics;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub mod outbox;
+pub mod queue;
 pub mod record;
 mod replay;
 mod scope;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod backends;
+pub mod brokers;
 pub mod conformance;
 pub mod costs;
 pub mod effects;

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::Instrument;
 
-use self::connection::Conn;
+pub(crate) use self::connection::Conn;
 pub use self::connection::StepConnection;
 use crate::call::KeyedCall;
 use crate::error::Error;

@@ -161,6 +161,11 @@ impl PostgresStore {
         &self.inner.names.schema
     }
 
+    /// The prefix of the store's table names (`idem_` by default).
+    pub fn table_prefix(&self) -> &str {
+        &self.inner.names.prefix
+    }
+
     /// The quoted, schema-qualified name of the records table (for operators' own queries).
     pub fn records_table(&self) -> &str {
         &self.inner.names.records
