@@ -22,8 +22,18 @@ use crate::store::AvoidedCost;
 /// How often a handle writes the avoided costs its replays counted.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
+/// An (operation, unit) line of the ledger.
+type Line = (Cow<'static, str>, String);
+
 /// Avoided costs not yet written, by (operation, unit): (amount, replays).
-type Pending = Mutex<HashMap<(Cow<'static, str>, String), (f64, u64)>>;
+type Pending = Mutex<HashMap<Line, (f64, u64)>>;
+
+/// Adds `amount` avoided by `replays` replays to `line`.
+fn add(pending: &mut HashMap<Line, (f64, u64)>, line: Line, amount: f64, replays: u64) {
+    let sums = pending.entry(line).or_insert((0.0, 0));
+    sums.0 += amount;
+    sums.1 += replays;
+}
 
 /// A handle's avoided costs not yet written to its store.
 #[derive(Debug, Default)]
@@ -43,11 +53,7 @@ pub(crate) fn replayed(handle: &Handle, op: &Cow<'static, str>, cost: Option<&Co
     {
         let mut pending = handle.ledger.pending.lock();
         for (unit, amount) in &cost.0 {
-            let line = pending
-                .entry((op.clone(), unit.clone()))
-                .or_insert((0.0, 0));
-            line.0 += amount;
-            line.1 += 1;
+            add(&mut pending, (op.clone(), unit.clone()), *amount, 1);
         }
     }
     handle.ledger.flusher.get_or_init(|| {
@@ -77,10 +83,8 @@ async fn flush_pending(pending: &Pending, store: &dyn Store) -> Result<(), Error
     if let Err(e) = store.add_avoided(&lines).await {
         // Put it back, added to whatever was counted meanwhile: counted once, later.
         let mut pending = pending.lock();
-        for ((op, unit), (amount, replays)) in taken {
-            let line = pending.entry((op, unit)).or_insert((0.0, 0));
-            line.0 += amount;
-            line.1 += replays;
+        for (line, (amount, replays)) in taken {
+            add(&mut pending, line, amount, replays);
         }
         return Err(e);
     }
@@ -110,25 +114,15 @@ fn start_flusher(pending: Weak<Pending>, store: Arc<dyn Store>) {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        let taken = std::mem::take(&mut *self.ledger.pending.lock());
-        if taken.is_empty() {
+        if self.ledger.pending.lock().is_empty() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let store = self.store.clone();
-        let lines: Vec<AvoidedCost> = taken
-            .into_iter()
-            .map(|((op, unit), (amount, replays))| AvoidedCost {
-                op: op.into_owned(),
-                unit,
-                amount,
-                replays,
-            })
-            .collect();
+        let (pending, store) = (self.ledger.pending.clone(), self.store.clone());
         runtime.spawn(async move {
-            if let Err(error) = store.add_avoided(&lines).await {
+            if let Err(error) = flush_pending(&pending, &*store).await {
                 tracing::warn!(%error, "idem: could not write avoided costs at shutdown");
             }
         });
