@@ -209,11 +209,11 @@ fn retry_alone(e: &sqlx::Error) -> bool {
         || matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
 }
 
+/// A batch's entries with distinct keys, and the ones left out of it.
+type Split<T, R> = (Vec<Entry<T, R>>, Vec<Entry<T, R>>);
+
 /// Sorts a batch by key and splits off the entries whose key is already in it.
-fn distinct_by_key<T, R>(
-    mut entries: Vec<Entry<T, R>>,
-    key: impl Fn(&T) -> Key,
-) -> (Vec<Entry<T, R>>, Vec<Entry<T, R>>) {
+fn distinct_by_key<T, R>(mut entries: Vec<Entry<T, R>>, key: impl Fn(&T) -> Key) -> Split<T, R> {
     entries.sort_by_key(|e| key(&e.item));
     let mut again = Vec::new();
     let mut distinct: Vec<Entry<T, R>> = Vec::with_capacity(entries.len());

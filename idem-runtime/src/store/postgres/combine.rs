@@ -155,6 +155,7 @@ impl<T: Send + 'static, R: Send + 'static> Drop for Turn<T, R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
