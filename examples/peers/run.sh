@@ -120,7 +120,7 @@ fi
 
 # --- one run of one side -------------------------------------------------------------------
 # Each prints JSON lines {side, store, mode, calls, concurrency, calls_per_s, p50_us, p99_us,
-# executions}; run_side adds the round and appends them to $results.
+# executions}; the rounds loop below adds the round and appends them to $results.
 idem_json() { # the bench's last line -> the common fields
     tail -n 1 | "$python" -c '
 import json, sys
