@@ -25,10 +25,6 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::store::{millis, AttemptRef, ClaimRequest, CompletionRow, Fence, Outcome};
 
-/// Statements of a kind in flight before the next ones queue, by default (see
-/// `PostgresStoreBuilder::batch_after`).
-pub(super) const DEFAULT_BATCH_AFTER: usize = 4;
-
 /// How many batches a store sent, and how many claims and completions they carried (a caller
 /// that went alone is in none of them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

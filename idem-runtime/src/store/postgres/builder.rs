@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::batch::{Batches, DEFAULT_BATCH_AFTER};
+use super::batch::Batches;
 use super::conn::Connections;
 use super::listen::Notifier;
 use super::locks::{Blocked, LOCK_TIMEOUT};
@@ -58,7 +58,7 @@ pub struct PostgresStoreBuilder {
     lock_timeout: Duration,
     notifications: bool,
     migrate: bool,
-    batch_after: usize,
+    batch_after: Option<usize>,
 }
 
 impl PostgresStoreBuilder {
@@ -79,7 +79,7 @@ impl PostgresStoreBuilder {
             lock_timeout: LOCK_TIMEOUT,
             notifications: true,
             migrate: true,
-            batch_after: DEFAULT_BATCH_AFTER,
+            batch_after: None,
         }
     }
 
@@ -136,13 +136,14 @@ impl PostgresStoreBuilder {
 
     /// How many claims of new keys (and, separately, how many completions) this store runs at
     /// once, each as its own statement, before further ones queue and go together as one
-    /// multi-row statement (default 4). A caller below the bound never waits for company;
-    /// above it, many callers share one round trip, one transaction and one WAL flush. Zero
-    /// turns batching off (every claim and completion is its own statement, as with a bound
-    /// of the pool's size).
+    /// multi-row statement (default: half the pool's size, so claims and completions together
+    /// can fill it). A caller below the bound never waits for company; above it, many callers
+    /// share one round trip, one transaction and one WAL flush: that pays when more calls are
+    /// in flight than the pool has connections. Zero turns batching off (every claim and
+    /// completion is its own statement).
     #[must_use]
     pub fn batch_after(mut self, statements: usize) -> Self {
-        self.batch_after = statements;
+        self.batch_after = Some(statements);
         self
     }
 
@@ -194,7 +195,7 @@ impl PostgresStoreBuilder {
                 }
                 "idem_lock_timeout_ms" => self.lock_timeout = Duration::from_millis(number(name)?),
                 "idem_batch_after" => {
-                    self.batch_after = usize::try_from(number(name)?).unwrap_or(usize::MAX);
+                    self.batch_after = Some(usize::try_from(number(name)?).unwrap_or(usize::MAX));
                 }
                 other if other.starts_with("idem_") => {
                     return Err(bad(format!(
@@ -345,13 +346,18 @@ impl PostgresStoreBuilder {
             Notifier::new(listen_pool, names.channel.clone())
         });
         let sql = Sql::new(&names);
+        let batch_after = self.batch_after.unwrap_or_else(|| {
+            usize::try_from(pool.options().get_max_connections() / 2)
+                .unwrap_or(usize::MAX)
+                .max(1)
+        });
         let conns = if owned {
             Connections::owned(pool)
         } else {
             Connections::shared(pool)
         };
         let blocked = Arc::new(Blocked::default());
-        let batches = Batches::new(&conns, &sql, &blocked, self.batch_after);
+        let batches = Batches::new(&conns, &sql, &blocked, batch_after);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 conns,
