@@ -11,13 +11,20 @@
 
 use redis::Script;
 
-/// Helpers every script starts with. Numbers are handed to `redis.call` as Lua numbers where
-/// they are whole and below 2^53 (times in ms, attempt numbers): Redis writes them as plain
-/// integers (`%.17g`), so the hot scripts skip a `string.format` per value.
+/// Helpers every script starts with.
+///
+/// What a script costs the server is mostly fixed overhead per `redis.call` (about as much as a
+/// whole `SET` from a client) and conversions between Lua and Redis values; a Lua number handed
+/// to `redis.call` is formatted with `%.17g`, dearer than the command it is an argument of. So
+/// the hot paths pass text: the time as TIME's own digits, numbers through `string.format('%d')`,
+/// client-sent numbers as sent.
 const PRELUDE: &str = r#"
+-- The server's time in ms, as a number and as text (TIME's digits: seconds, then the first
+-- three of the six-digit microseconds).
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local text = t[1] .. string.sub('00000' .. t[2], -6, -4)
+  return tonumber(text), text
 end
 local function int(n)
   return string.format('%d', n)
@@ -50,60 +57,64 @@ end
 /// KEYS: record, log, floor. ARGV: op, fingerprint hex (`''`: none), lease ms, worker, how many
 /// past attempts the log keeps, parent key hex (`''`: none), position in the parent (both
 /// written only with a new record).
+///
 /// The new attempt's number is the group's counter, incremented (`INCR`): above every number
 /// any key of the group ever had, so above this key's past attempts even after its record
-/// expired or was deleted. The claim of a new key is three commands: `HMGET`, `INCR`, `HSET`.
-/// Claiming an existing record (a takeover, or a retry after a failure) moves its attempt's
-/// line from the record to the attempts log first.
+/// expired or was deleted. The claim of a new key is `HSETNX` (which creates the record, or
+/// finds one), `INCR` and one `HSET`. Claiming an existing record (a takeover, or a retry after
+/// a failure) moves its attempt's line from the record to the attempts log first.
 /// A claim told `running` flags the record (`w`), so its completion publishes.
 /// Returns `{'reuse'}`, `{'running', attempt, lease ms left}`,
 /// `{'completed', attempt, expires, kind, snapshot, fingerprint, cost}` or
 /// `{'acquired', attempt, taken-over attempt (0: none)}`.
 const CLAIM: &str = r#"
-local now = now_ms()
+local now, now_text = now_ms()
+if redis.call('HSETNX', KEYS[1], 'status', 'running') == 1 then
+  local new = redis.call('INCR', KEYS[3])
+  local attempt, lease = int(new), int(now + tonumber(ARGV[3]))
+  if ARGV[2] == '' and ARGV[6] == '' then
+    redis.call('HSET', KEYS[1], 'op', ARGV[1], 'attempt', attempt, 'lease', lease,
+      'worker', ARGV[4], 'created', now_text, 'updated', now_text, 'as', now_text)
+  else
+    local fields = {'op', ARGV[1], 'attempt', attempt, 'lease', lease, 'worker', ARGV[4],
+      'created', now_text, 'updated', now_text, 'as', now_text}
+    if ARGV[2] ~= '' then
+      table.insert(fields, 'fp')
+      table.insert(fields, ARGV[2])
+    end
+    -- A record keeps the link it was created with.
+    if ARGV[6] ~= '' then
+      table.insert(fields, 'parent')
+      table.insert(fields, ARGV[6])
+      table.insert(fields, 'pos')
+      table.insert(fields, ARGV[7])
+    end
+    redis.call('HSET', KEYS[1], unpack(fields))
+  end
+  return {'acquired', new, 0}
+end
 local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'lease', 'expires', 'fp', 'kind',
   'cost', 'snap')
 local status = r[1]
 local attempt = tonumber(r[2] or '0')
-if status then
-  local live_c = status == 'completed' and (not r[4] or tonumber(r[4]) > now)
-  local live_r = status == 'running' and r[3] and tonumber(r[3]) > now
-  if live_c or live_r then
-    if r[5] and ARGV[2] ~= '' and r[5] ~= ARGV[2] then return {'reuse'} end
-    if live_r then
-      -- Someone waits: the completion (or an append) must publish.
-      redis.call('HSET', KEYS[1], 'w', '1')
-      return {'running', attempt, tonumber(r[3]) - now}
-    end
-    return {'completed', attempt, r[4], r[6], r[8], r[5], r[7]}
+local live_c = status == 'completed' and (not r[4] or tonumber(r[4]) > now)
+local live_r = status == 'running' and r[3] and tonumber(r[3]) > now
+if live_c or live_r then
+  if r[5] and ARGV[2] ~= '' and r[5] ~= ARGV[2] then return {'reuse'} end
+  if live_r then
+    -- Someone waits: the completion (or an append) must publish.
+    redis.call('HSET', KEYS[1], 'w', '1')
+    return {'running', attempt, tonumber(r[3]) - now}
   end
+  return {'completed', attempt, r[4], r[6], r[8], r[5], r[7]}
 end
+-- An existing record: the attempt it holds ends here.
 local new = redis.call('INCR', KEYS[3])
 if new <= attempt then
   -- A format-1 record may be numbered above its group's counter.
   new = attempt + 1
   redis.call('SET', KEYS[3], int(new))
 end
-local fields = {'op', ARGV[1], 'status', 'running', 'attempt', new,
-  'lease', now + tonumber(ARGV[3]), 'worker', ARGV[4], 'updated', now, 'as', now}
-if ARGV[2] ~= '' then
-  table.insert(fields, 'fp')
-  table.insert(fields, ARGV[2])
-end
-if not status then
-  table.insert(fields, 'created')
-  table.insert(fields, now)
-  -- A record keeps the link it was created with.
-  if ARGV[6] ~= '' then
-    table.insert(fields, 'parent')
-    table.insert(fields, ARGV[6])
-    table.insert(fields, 'pos')
-    table.insert(fields, ARGV[7])
-  end
-  redis.call('HSET', KEYS[1], unpack(fields))
-  return {'acquired', new, 0}
-end
--- An existing record: the attempt it holds ends here.
 local took = 0
 if status == 'running' then took = attempt end
 local h = redis.call('HMGET', KEYS[1], 'as', 'worker', 'updated', 'err', 'ao')
@@ -127,12 +138,17 @@ elseif status == 'running' then
 end
 -- The log lives as long as the record: no expiry while it runs.
 redis.call('PERSIST', KEYS[2])
-table.insert(fields, 'h')
-table.insert(fields, '1')
 if status ~= 'running' then
   -- A finished record claimed again: drop what its outcome left, and its expiry.
   redis.call('HDEL', KEYS[1], 'snap', 'kind', 'err', 'expires', 'fp', 'w', 'cost', 'ao')
   redis.call('PERSIST', KEYS[1])
+end
+local fields = {'op', ARGV[1], 'status', 'running', 'attempt', int(new),
+  'lease', int(now + tonumber(ARGV[3])), 'worker', ARGV[4], 'updated', now_text, 'as', now_text,
+  'h', '1'}
+if ARGV[2] ~= '' then
+  table.insert(fields, 'fp')
+  table.insert(fields, ARGV[2])
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 return {'acquired', new, took}
@@ -142,7 +158,7 @@ return {'acquired', new, took}
 const RENEW: &str = r#"
 local r = redis.call('HMGET', KEYS[1], 'status', 'attempt')
 if r[1] ~= 'running' or tonumber(r[2]) ~= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'lease', now_ms() + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'lease', int(now_ms() + tonumber(ARGV[2])))
 return 1
 "#;
 
@@ -155,13 +171,14 @@ return 1
 /// only when the record has them (`h`, `sa`).
 /// Returns 1 (owned) or 0 (lost; the attempt's log line says `fenced`).
 const COMPLETE: &str = r#"
-local now = now_ms()
-local attempt = tonumber(ARGV[1])
+local now, now_text = now_ms()
 local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'sa', 'w', 'as', 'h')
 if not r[1] then return 0 end
 local err = false
 if ARGV[2] == 'failed' then err = ARGV[4] end
-if r[1] ~= 'running' or tonumber(r[2]) ~= attempt then
+-- Attempt numbers are written by `string.format('%d')` on both sides: equal as text.
+if r[1] ~= 'running' or (r[2] ~= ARGV[1] and tonumber(r[2]) ~= tonumber(ARGV[1])) then
+  local attempt = tonumber(ARGV[1])
   if tonumber(r[2]) == attempt and r[5] then
     -- Still the record's attempt, released by an operator meanwhile.
     redis.call('HSET', KEYS[1], 'ao', 'fenced')
@@ -170,28 +187,22 @@ if r[1] ~= 'running' or tonumber(r[2]) ~= attempt then
   end
   return 0
 end
-local exp = now + tonumber(ARGV[5])
-local fields = {'status', ARGV[2], 'updated', now, 'expires', exp, 'ao', ARGV[6]}
+local exp = int(now + tonumber(ARGV[5]))
 if err then
-  table.insert(fields, 'err')
-  table.insert(fields, err)
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'updated', now_text, 'expires', exp,
+    'ao', ARGV[6], 'err', err)
 else
-  table.insert(fields, 'snap')
-  table.insert(fields, ARGV[4])
-  table.insert(fields, 'kind')
-  table.insert(fields, ARGV[3])
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'updated', now_text, 'expires', exp,
+    'ao', ARGV[6], 'snap', ARGV[4], 'kind', ARGV[3])
 end
-if ARGV[9] ~= '' then
-  table.insert(fields, 'cost')
-  table.insert(fields, ARGV[9])
-end
-redis.call('HSET', KEYS[1], unpack(fields))
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'cost', ARGV[9]) end
 redis.call('PEXPIREAT', KEYS[1], exp)
 if r[6] then redis.call('PEXPIREAT', KEYS[2], exp) end
 if r[3] then redis.call('PEXPIREAT', KEYS[4], exp) end
 if not r[5] then
   -- A format-1 record: its attempt's line is in the log, and its number may lie above the
   -- group's counter.
+  local attempt = tonumber(ARGV[1])
   end_line(KEYS[2], attempt, ARGV[6], err, ARGV[9], now)
   redis.call('PEXPIREAT', KEYS[2], exp)
   raise_floor(KEYS[3], attempt)
@@ -221,13 +232,13 @@ return {'deleted'}
 /// KEYS: record, log, chunks, floor. ARGV: ttl ms, channel, key hex. Returns 1 (released) or 0.
 /// The released attempt stays the record's (`ao` = `released`); its stale `lease` stays.
 const RELEASE: &str = r#"
-local now = now_ms()
+local now, now_text = now_ms()
 local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'as')
 if r[1] ~= 'running' then return 0 end
 local attempt = tonumber(r[2])
-local exp = now + tonumber(ARGV[1])
+local exp = int(now + tonumber(ARGV[1]))
 redis.call('HSET', KEYS[1], 'status', 'failed', 'err', 'released by an operator',
-  'updated', now, 'expires', exp, 'ao', 'released')
+  'updated', now_text, 'expires', exp, 'ao', 'released')
 if not r[3] then
   -- Format 1: the attempt's line is in the log.
   end_line(KEYS[2], attempt, 'released', false, false, now)
