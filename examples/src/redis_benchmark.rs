@@ -165,7 +165,7 @@ impl RedisBenchmark {
             .args(["-r", &keyspace.to_string()])
             .arg("--csv")
             .args(["EVALSHA", &self.sha, "3", &record, &log, &floor])
-            .args(["bench.rb", "", "30000", "redis-benchmark", "100"])
+            .args(["bench.rb", "", "30000", "redis-benchmark", "99", "", "0"])
             .output()
             .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
         let text = String::from_utf8_lossy(&out.stdout);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::conn::{Conn, Connections};
-use super::layout::{Layout, DEFAULT_PREFIX, FORMAT_VERSION};
+use super::layout::{Layout, DEFAULT_PREFIX, FORMAT_VERSION, UPGRADABLE_FORMAT};
 use super::listen::Notifier;
 use super::scripts::Scripts;
 use super::{Inner, RedisStore};
@@ -395,25 +395,37 @@ impl RedisStoreBuilder {
         Ok(())
     }
 
-    /// Writes the format marker (if `create` and absent) and checks it.
+    /// Writes the format marker (if `create` and absent) and checks it. With `create`, a
+    /// format-1 marker is upgraded to format 2 (the scripts handle records of both, see
+    /// `layout.rs`); a read-only open reads a format-1 store as it is.
     async fn check_format(&self, conn: &mut Conn, layout: &Layout) -> Result<(), Error> {
         let key = layout.format_key();
         let failed =
             |e: redis::RedisError| self.open_error(format!("cannot read `{key}`: {e}"), Some(e));
-        if self.create {
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(FORMAT_VERSION)
-                .arg("NX")
-                .query_async::<()>(conn)
-                .await
-                .map_err(failed)?;
-        }
-        let found: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(conn)
+        let found: Option<String> = if self.create {
+            // Writes the marker of a new store, upgrades a format-1 one, and answers the
+            // marker now there, in one step.
+            redis::Script::new(
+                r"
+                redis.call('SET', KEYS[1], ARGV[1], 'NX')
+                if redis.call('GET', KEYS[1]) == ARGV[2] then redis.call('SET', KEYS[1], ARGV[1]) end
+                return redis.call('GET', KEYS[1])
+                ",
+            )
+            .key(&key)
+            .arg(FORMAT_VERSION)
+            .arg(UPGRADABLE_FORMAT)
+            .invoke_async(conn)
             .await
-            .map_err(failed)?;
+            .map_err(failed)?
+        } else {
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async(conn)
+                .await
+                .map_err(failed)?
+        };
+        let readable = [FORMAT_VERSION.to_string(), UPGRADABLE_FORMAT.to_string()];
         match found {
             None => Err(self.open_error(
                 format!(
@@ -422,10 +434,11 @@ impl RedisStoreBuilder {
                 ),
                 None,
             )),
-            Some(v) if v == FORMAT_VERSION.to_string() => Ok(()),
+            Some(v) if readable.contains(&v) => Ok(()),
             Some(v) => Err(self.open_error(
                 format!(
-                    "the store under `{}` has format {v}; this build reads format {FORMAT_VERSION}",
+                    "the store under `{}` has format {v}, not one this build reads (format \
+                     {FORMAT_VERSION}, or {UPGRADABLE_FORMAT}, which it upgrades); upgrade idem",
                     layout.prefix()
                 ),
                 None,

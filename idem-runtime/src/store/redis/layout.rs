@@ -1,34 +1,51 @@
-//! The persisted key layout of the Redis store (format 1): which Redis keys hold a record, its
-//! attempts log, its stream journal and the attempt floor, and the checks on a configured prefix.
+//! The persisted key layout of the Redis store (format 2): which Redis keys hold a record, its
+//! attempts log, its stream journal and its group's attempt counter, and the checks on a
+//! configured prefix.
 //!
 //! Every key of one idem key shares one hash tag, `{gggg}`: the first four hex digits of the idem
-//! key. So a key's record, log, journal and its group's attempt floor live in one Redis Cluster
-//! slot, and each script touches one slot; the 65,536 groups spread the keys over every slot's
-//! node. The floor is per group (not one store-wide key, which would live in a single slot that
-//! every script would need): the highest attempt number of any record of the group that was
-//! deleted or given an expiry, so a key recreated after its record expired, was forgotten or
-//! purged always starts above every attempt it had.
+//! key. So a key's record, log, journal and its group's counter live in one Redis Cluster slot,
+//! and each script touches one slot; the 65,536 groups spread the keys over every slot's node.
+//! The counter (`floor`) is per group (not one store-wide key, which would live in a single slot
+//! that every script would need): every attempt number of the group is taken from it (`INCR`),
+//! so a key recreated after its record expired, was forgotten or purged always starts above
+//! every attempt it had.
 //!
 //! | Redis key | type | holds |
 //! |---|---|---|
-//! | `<prefix>format` | string | the format version, `1` |
+//! | `<prefix>format` | string | the format version, `2` |
 //! | `<prefix>avoided` | hash | the cost ledger: `a["op","unit"]` amount avoided by replays, `n["op","unit"]` replays |
-//! | `<prefix>{gggg}:<key hex>` | hash | the record (fields in [`fields`], plus `sa`: the attempt the journal holds, and `w`: a claim was told `running`) |
-//! | `<prefix>{gggg}:<key hex>:log` | list | the attempts log, oldest first, one JSON object a line |
+//! | `<prefix>{gggg}:<key hex>` | hash | the record and its current attempt (fields in [`fields`], plus `sa`: the attempt the journal holds, `w`: a claim was told `running`, `h`: the key has an attempts log) |
+//! | `<prefix>{gggg}:<key hex>:log` | list | the past attempts (taken over, retried after a failure), oldest first, one JSON object a line; only keys with more than one attempt have it |
 //! | `<prefix>{gggg}:<key hex>:chunks` | list | the stream journal of attempt `sa`: `<offset_ms>:<bytes>` |
-//! | `<prefix>{gggg}:floor` | string | the group's attempt floor |
+//! | `<prefix>{gggg}:floor` | string | the group's attempt counter |
 //! | `<prefix>changes` | pub/sub channel | key hex of every forget and release, and of completions and appends someone waits for |
+//!
+//! The current attempt lives in the record (`attempt`, `worker`, `as`: its start, `ao`: its
+//! outcome once it ended, at `updated`; its error is `err`, its cost `cost`), as the SQL stores
+//! keep it in the record's row: the claim of a new key writes one hash, and its completion
+//! rewrites fields of that hash, without touching a list. A claim of an existing record moves
+//! the attempt it held to the log.
+//!
+//! Format 1 kept every attempt, the current one included, in the log, and raised the group's
+//! floor on completion instead of numbering from it. Opening a format-1 store with this build
+//! marks it format 2; its records still work: a record without `as` is a format-1 record, whose
+//! scripts end its attempt's line in the log and raise the floor as format 1 did, until its next
+//! claim writes it in format 2.
 
 use crate::error::Error;
 use crate::key::Key;
 
-/// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The older format this build reads, and upgrades to [`FORMAT_VERSION`] when it opens it.
+pub(super) const UPGRADABLE_FORMAT: u32 = 1;
 
 /// The default key prefix.
 pub(super) const DEFAULT_PREFIX: &str = "idem:";
 
-/// How many lines the attempts log of one key keeps (the oldest go first).
+/// How many attempts the history of one key keeps (the oldest go first): the record's current
+/// one and up to `LOG_CAP - 1` past ones in the log.
 pub(super) const LOG_CAP: u32 = 100;
 
 /// The record hash's fields.
@@ -48,6 +65,10 @@ pub(super) mod fields {
     pub(in crate::store::redis) const PARENT: &str = "parent";
     pub(in crate::store::redis) const POSITION: &str = "pos";
     pub(in crate::store::redis) const COST: &str = "cost";
+    /// When the current attempt started (format 2; a record without it is format 1).
+    pub(in crate::store::redis) const ATTEMPT_STARTED: &str = "as";
+    /// How the current attempt ended (format 2), once it ended.
+    pub(in crate::store::redis) const ATTEMPT_OUTCOME: &str = "ao";
 }
 
 /// The Redis keys of one store (one prefix).

@@ -6,9 +6,11 @@
 //!   (reloaded on `NOSCRIPT`). A claim returns the snapshot of a completed record in the same
 //!   reply, so a replay is one round trip too.
 //! - **The server's clock**: every script reads `TIME`; no worker's clock is ever sent.
-//! - **Fencing tokens never go backwards**: a new record starts above its group's attempt floor,
-//!   which every forget, purge, completion and release raises (`layout.rs`), so a key recreated
-//!   after its record expired, was forgotten or purged gets a higher attempt number.
+//! - **Fencing tokens never go backwards**: every attempt number comes from its group's counter
+//!   (`INCR`, `layout.rs`), so a key recreated after its record expired, was forgotten or purged
+//!   gets a higher attempt number than any it had.
+//! - **The current attempt lives in the record** (as in the SQL stores' rows): a miss writes
+//!   one hash and rewrites it, and only a key with more than one attempt has an attempts log.
 //! - **Native expiry**: a completed or failed record, its attempts log and its stream journal
 //!   get `PEXPIREAT` at the record's expiry, so Redis deletes them exactly at their ttl. Running
 //!   records never expire by themselves: an abandoned one waits for a takeover or a purge.
@@ -134,7 +136,8 @@ impl RedisStore {
 
     /// The source of the claim script, for baselines that run it outside the store (the
     /// bench's `redis-benchmark` rounds). Its KEYS are the record, log and floor keys; its ARGV
-    /// the operation, fingerprint hex (or empty), lease ms, worker and log cap.
+    /// the operation, fingerprint hex (or empty), lease ms, worker, how many past attempts the
+    /// log keeps, parent key hex (or empty) and position in the parent.
     pub fn claim_script_source() -> String {
         Scripts::claim_source()
     }
@@ -308,7 +311,7 @@ impl Store for RedisStore {
             .arg(req.fingerprint.map(Fingerprint::to_hex).unwrap_or_default())
             .arg(span_ms(req.lease))
             .arg(req.worker)
-            .arg(LOG_CAP)
+            .arg(LOG_CAP - 1)
             .arg(req.parent.map(|p| p.key.to_hex()).unwrap_or_default())
             .arg(req.parent.map_or(0, |p| p.position))
             .invoke_async(&mut conn)
@@ -578,14 +581,17 @@ impl Store for RedisStore {
 
     async fn attempts(&self, key: &Key) -> Result<Vec<AttemptLog>, Error> {
         let n = self.names(key);
-        let lines: Vec<Vec<u8>> = redis::cmd("LRANGE")
-            .arg(&n.log)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn())
+        let (lines, current): (Vec<Vec<u8>>, Vec<Option<Vec<u8>>>) = self
+            .inner
+            .scripts
+            .attempts
+            .key(&n.record)
+            .key(&n.log)
+            .arg(&rows::CURRENT_ATTEMPT[..])
+            .invoke_async(&mut self.conn())
             .await
             .map_err(|e| Error::store("attempts", "", key, e))?;
-        rows::attempts(key, &lines)
+        rows::attempts(key, &lines, &current)
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {

@@ -1,6 +1,6 @@
-//! Reading the Redis store's values back: record hashes, attempts-log lines, journal entries
-//! and script replies, each checked against the format (`layout.rs`); anything else is
-//! [`Error::Corrupt`] naming the operation and key.
+//! Reading the Redis store's values back: record hashes, attempts histories (the log's lines
+//! and the record's current attempt), journal entries and script replies, each checked against
+//! the format (`layout.rs`); anything else is [`Error::Corrupt`] naming the operation and key.
 
 use std::collections::HashMap;
 
@@ -29,6 +29,20 @@ pub(super) const LISTED: [&str; 14] = [
     f::PARENT,
     f::POSITION,
     f::COST,
+];
+
+/// The record's fields that describe its current attempt (format 2), in the order
+/// [`attempts`] reads them.
+pub(super) const CURRENT_ATTEMPT: [&str; 9] = [
+    f::ATTEMPT,
+    f::WORKER,
+    f::ATTEMPT_STARTED,
+    f::UPDATED,
+    f::STATUS,
+    f::KIND,
+    f::ERROR,
+    f::COST,
+    f::ATTEMPT_OUTCOME,
 ];
 
 /// A record hash's fields, by name.
@@ -117,7 +131,11 @@ pub(super) fn record(key: &Key, fields: &Fields) -> Result<Record, Error> {
         snapshot: fields.get(f::SNAPSHOT).cloned(),
         snapshot_kind,
         error: text(fields, f::ERROR),
-        lease_until: number(&op, key, fields, f::LEASE)?,
+        // A finished record keeps its last lease field (rewritten by the next claim).
+        lease_until: match status {
+            Status::Running => number(&op, key, fields, f::LEASE)?,
+            Status::Completed | Status::Failed => None,
+        },
         worker: text(fields, f::WORKER),
         created_at,
         updated_at: number(&op, key, fields, f::UPDATED)?.unwrap_or(created_at),
@@ -142,9 +160,15 @@ struct Line {
     c: Option<String>,
 }
 
-/// An attempts log from its list, oldest first.
-pub(super) fn attempts(key: &Key, lines: &[Vec<u8>]) -> Result<Vec<AttemptLog>, Error> {
-    lines
+/// A key's attempts, oldest first: the log's lines (past attempts; every attempt of a format-1
+/// record), then the record's current attempt from its [`CURRENT_ATTEMPT`] fields (a format-2
+/// record: one with `as`).
+pub(super) fn attempts(
+    key: &Key,
+    lines: &[Vec<u8>],
+    current: &[Option<Vec<u8>>],
+) -> Result<Vec<AttemptLog>, Error> {
+    let mut out = lines
         .iter()
         .map(|bytes| {
             let line: Line = serde_json::from_slice(bytes)
@@ -165,7 +189,63 @@ pub(super) fn attempts(key: &Key, lines: &[Vec<u8>]) -> Result<Vec<AttemptLog>, 
                 error: line.x,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, Error>>()?;
+    let fields: Fields = CURRENT_ATTEMPT
+        .iter()
+        .zip(current)
+        .filter_map(|(name, v)| v.clone().map(|v| ((*name).to_owned(), v)))
+        .collect();
+    if let Some(line) = current_attempt(key, &fields)? {
+        out.push(line);
+    }
+    Ok(out)
+}
+
+/// The attempt a format-2 record holds (`None` for a format-1 record, or no record).
+fn current_attempt(key: &Key, fields: &Fields) -> Result<Option<AttemptLog>, Error> {
+    let op = "";
+    let Some(started_at) = number(op, key, fields, f::ATTEMPT_STARTED)? else {
+        return Ok(None);
+    };
+    let attempt = number(op, key, fields, f::ATTEMPT)?
+        .and_then(|a| u64::try_from(a).ok())
+        .ok_or_else(|| corrupt(op, key, "no attempt number".into()))?;
+    let status = text(fields, f::STATUS)
+        .ok_or_else(|| corrupt(op, key, "no status".into()))?
+        .parse::<Status>()
+        .map_err(|e| corrupt(op, key, e))?;
+    let outcome = match text(fields, f::ATTEMPT_OUTCOME) {
+        Some(o) => AttemptOutcome::parse(&o)
+            .ok_or_else(|| corrupt(op, key, format!("unknown attempt outcome `{o}`")))?,
+        // Finished by a format-1 build (a rolling upgrade): the status tells.
+        None => match (status, text(fields, f::KIND).as_deref()) {
+            (Status::Running, _) => AttemptOutcome::Running,
+            (Status::Completed, Some("ok")) => AttemptOutcome::Completed,
+            (Status::Completed | Status::Failed, _) => AttemptOutcome::Failed,
+        },
+    };
+    let cost = match text(fields, f::COST) {
+        None => None,
+        Some(json) => Some(Costs::from_json(&json).map_err(|e| corrupt(op, key, e))?),
+    };
+    let finished = status != Status::Running;
+    Ok(Some(AttemptLog {
+        cost: cost.filter(|_| finished),
+        attempt,
+        worker: text(fields, f::WORKER).unwrap_or_default(),
+        started_at,
+        ended_at: if finished {
+            number(op, key, fields, f::UPDATED)?
+        } else {
+            None
+        },
+        outcome,
+        error: if status == Status::Failed {
+            text(fields, f::ERROR)
+        } else {
+            None
+        },
+    }))
 }
 
 /// A journal entry: `<offset_ms>:<bytes>`.
@@ -254,9 +334,76 @@ mod tests {
             br#"{"o":"failed","s":1700000000400,"a":2,"w":"w","e":1700000000500,"x":"boom"}"#
                 .to_vec(),
         ];
-        let log = attempts(&key, &lines).unwrap();
+        let log = attempts(&key, &lines, &[]).unwrap();
         assert_eq!(log[0].worker, "w/1");
         assert_eq!(log[0].outcome, AttemptOutcome::Abandoned);
         assert_eq!(log[1].error.as_deref(), Some("boom"));
+    }
+
+    /// The record's fields of [`CURRENT_ATTEMPT`], from `(name, value)` pairs.
+    fn current(pairs: &[(&str, &str)]) -> Vec<Option<Vec<u8>>> {
+        CURRENT_ATTEMPT
+            .iter()
+            .map(|name| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_bytes().to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_records_attempt_follows_the_logs_lines() {
+        let key = Key([1; 32]);
+        let past = vec![br#"{"a":3,"w":"w1","s":100,"o":"abandoned","e":400}"#.to_vec()];
+        let running = current(&[
+            ("attempt", "4"),
+            ("worker", "w2"),
+            ("as", "400"),
+            ("updated", "400"),
+            ("status", "running"),
+        ]);
+        let log = attempts(&key, &past, &running).unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(
+            (
+                log[1].attempt,
+                log[1].outcome,
+                log[1].started_at,
+                log[1].ended_at
+            ),
+            (4, AttemptOutcome::Running, 400, None)
+        );
+        let failed = current(&[
+            ("attempt", "4"),
+            ("worker", "w2"),
+            ("as", "400"),
+            ("updated", "900"),
+            ("status", "failed"),
+            ("err", "boom"),
+            ("cost", r#"{"usd":0.5}"#),
+            ("ao", "cancelled"),
+        ]);
+        let log = attempts(&key, &past, &failed).unwrap();
+        assert_eq!(log[1].outcome, AttemptOutcome::Cancelled);
+        assert_eq!(log[1].ended_at, Some(900));
+        assert_eq!(log[1].error.as_deref(), Some("boom"));
+        assert!(log[1].cost.is_some());
+        // Finished by a format-1 build (no `ao`): the status and kind tell.
+        let cached_error = current(&[
+            ("attempt", "4"),
+            ("as", "400"),
+            ("updated", "900"),
+            ("status", "completed"),
+            ("kind", "err"),
+        ]);
+        let log = attempts(&key, &[], &cached_error).unwrap();
+        assert_eq!(log[0].outcome, AttemptOutcome::Failed);
+        assert_eq!(log[0].error, None);
+        // A format-1 record (no `as`): the log holds every attempt.
+        let format_1 = current(&[("attempt", "3"), ("status", "running")]);
+        assert_eq!(attempts(&key, &past, &format_1).unwrap().len(), 1);
+        assert!(attempts(&key, &[], &current(&[("as", "x")])).is_err());
     }
 }

@@ -12,20 +12,32 @@
 use redis::Script;
 
 /// Helpers every script starts with.
+///
+/// What a script costs the server is mostly fixed overhead per `redis.call` (about as much as a
+/// whole `SET` from a client) and conversions between Lua and Redis values; a Lua number handed
+/// to `redis.call` is formatted with `%.17g`, dearer than the command it is an argument of. So
+/// the hot paths pass text: the time as TIME's own digits, numbers through `string.format('%d')`,
+/// client-sent numbers as sent.
 const PRELUDE: &str = r#"
+-- The server's time in ms, as a number and as text (TIME's digits: seconds, then the first
+-- three of the six-digit microseconds).
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local text = t[1] .. string.sub('00000' .. t[2], -6, -4)
+  return tonumber(text), text
 end
 local function int(n)
   return string.format('%d', n)
 end
+-- Deletions (forget, purge) and format-1 records: lifts the group's counter to `attempt`, so a
+-- record numbered above it (a format-1 record could be) is never numbered again.
 local function raise_floor(floor_key, attempt)
   local f = tonumber(redis.call('GET', floor_key) or '0')
   if attempt > f then redis.call('SET', floor_key, int(attempt)) end
 end
--- Ends the log line of `attempt` (searched from the newest): its outcome, end, error and cost
--- (the attempt's cost JSON, kept as text).
+-- Ends the log line of `attempt` in the attempts log (searched from the newest): its outcome,
+-- end, error and cost (the attempt's cost JSON, kept as text). For attempts the log holds: a
+-- superseded attempt completing late (fenced), and every attempt of a format-1 record.
 local function end_line(log_key, attempt, outcome, err, cost, now)
   local n = redis.call('LLEN', log_key)
   for i = n - 1, 0, -1 do
@@ -42,67 +54,103 @@ local function end_line(log_key, attempt, outcome, err, cost, now)
 end
 "#;
 
-/// KEYS: record, log, floor. ARGV: op, fingerprint hex (`''`: none), lease ms, worker, log cap,
-/// parent key hex (`''`: none), position in the parent (both written only with a new record).
+/// KEYS: record, log, floor. ARGV: op, fingerprint hex (`''`: none), lease ms, worker, how many
+/// past attempts the log keeps, parent key hex (`''`: none), position in the parent (both
+/// written only with a new record).
+///
+/// The new attempt's number is the group's counter, incremented (`INCR`): above every number
+/// any key of the group ever had, so above this key's past attempts even after its record
+/// expired or was deleted. The claim of a new key is `HSETNX` (which creates the record, or
+/// finds one), `INCR` and one `HSET`. Claiming an existing record (a takeover, or a retry after
+/// a failure) moves its attempt's line from the record to the attempts log first.
 /// A claim told `running` flags the record (`w`), so its completion publishes.
 /// Returns `{'reuse'}`, `{'running', attempt, lease ms left}`,
 /// `{'completed', attempt, expires, kind, snapshot, fingerprint, cost}` or
 /// `{'acquired', attempt, taken-over attempt (0: none)}`.
 const CLAIM: &str = r#"
-local now = now_ms()
+local now, now_text = now_ms()
+if redis.call('HSETNX', KEYS[1], 'status', 'running') == 1 then
+  local new = redis.call('INCR', KEYS[3])
+  local attempt, lease = int(new), int(now + tonumber(ARGV[3]))
+  if ARGV[2] == '' and ARGV[6] == '' then
+    redis.call('HSET', KEYS[1], 'op', ARGV[1], 'attempt', attempt, 'lease', lease,
+      'worker', ARGV[4], 'created', now_text, 'updated', now_text, 'as', now_text)
+  else
+    local fields = {'op', ARGV[1], 'attempt', attempt, 'lease', lease, 'worker', ARGV[4],
+      'created', now_text, 'updated', now_text, 'as', now_text}
+    if ARGV[2] ~= '' then
+      table.insert(fields, 'fp')
+      table.insert(fields, ARGV[2])
+    end
+    -- A record keeps the link it was created with.
+    if ARGV[6] ~= '' then
+      table.insert(fields, 'parent')
+      table.insert(fields, ARGV[6])
+      table.insert(fields, 'pos')
+      table.insert(fields, ARGV[7])
+    end
+    redis.call('HSET', KEYS[1], unpack(fields))
+  end
+  return {'acquired', new, 0}
+end
 local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'lease', 'expires', 'fp', 'kind',
-  'cost')
+  'cost', 'snap')
 local status = r[1]
 local attempt = tonumber(r[2] or '0')
-if status then
-  local live_c = status == 'completed' and (not r[4] or tonumber(r[4]) > now)
-  local live_r = status == 'running' and r[3] and tonumber(r[3]) > now
-  if live_c or live_r then
-    if r[5] and ARGV[2] ~= '' and r[5] ~= ARGV[2] then return {'reuse'} end
-    if live_r then
-      -- Someone waits: the completion (or an append) must publish.
-      redis.call('HSET', KEYS[1], 'w', '1')
-      return {'running', attempt, tonumber(r[3]) - now}
-    end
-    return {'completed', attempt, r[4], r[6], redis.call('HGET', KEYS[1], 'snap'), r[5], r[7]}
+local live_c = status == 'completed' and (not r[4] or tonumber(r[4]) > now)
+local live_r = status == 'running' and r[3] and tonumber(r[3]) > now
+if live_c or live_r then
+  if r[5] and ARGV[2] ~= '' and r[5] ~= ARGV[2] then return {'reuse'} end
+  if live_r then
+    -- Someone waits: the completion (or an append) must publish.
+    redis.call('HSET', KEYS[1], 'w', '1')
+    return {'running', attempt, tonumber(r[3]) - now}
   end
+  return {'completed', attempt, r[4], r[6], r[8], r[5], r[7]}
 end
-local floor = tonumber(redis.call('GET', KEYS[3]) or '0')
-local new = math.max(attempt, floor) + 1
+-- An existing record: the attempt it holds ends here.
+local new = redis.call('INCR', KEYS[3])
+if new <= attempt then
+  -- A format-1 record may be numbered above its group's counter.
+  new = attempt + 1
+  redis.call('SET', KEYS[3], int(new))
+end
 local took = 0
-if status == 'running' then
-  took = attempt
+if status == 'running' then took = attempt end
+local h = redis.call('HMGET', KEYS[1], 'as', 'worker', 'updated', 'err', 'ao')
+if h[1] then
+  local line = {a = attempt, w = h[2] or '', s = tonumber(h[1])}
+  if status == 'running' then
+    line.o = 'abandoned'
+    line.e = now
+  else
+    line.o = h[5] or ((status == 'completed' and r[6] == 'ok') and 'completed' or 'failed')
+    line.e = tonumber(h[3])
+    if status == 'failed' then line.x = h[4] end
+    if r[7] then line.c = r[7] end
+  end
+  local lines = redis.call('RPUSH', KEYS[2], cjson.encode(line))
+  local cap = tonumber(ARGV[5])
+  if lines > cap then redis.call('LTRIM', KEYS[2], -cap, -1) end
+elseif status == 'running' then
+  -- Format 1: the attempt's line is already in the log.
   end_line(KEYS[2], attempt, 'abandoned', false, false, now)
 end
+-- The log lives as long as the record: no expiry while it runs.
+redis.call('PERSIST', KEYS[2])
+if status ~= 'running' then
+  -- A finished record claimed again: drop what its outcome left, and its expiry.
+  redis.call('HDEL', KEYS[1], 'snap', 'kind', 'err', 'expires', 'fp', 'w', 'cost', 'ao')
+  redis.call('PERSIST', KEYS[1])
+end
 local fields = {'op', ARGV[1], 'status', 'running', 'attempt', int(new),
-  'lease', int(now + tonumber(ARGV[3])), 'worker', ARGV[4], 'updated', int(now)}
+  'lease', int(now + tonumber(ARGV[3])), 'worker', ARGV[4], 'updated', now_text, 'as', now_text,
+  'h', '1'}
 if ARGV[2] ~= '' then
   table.insert(fields, 'fp')
   table.insert(fields, ARGV[2])
 end
-if status then
-  -- A finished record claimed again: drop what its outcome left, and its expiry.
-  redis.call('HDEL', KEYS[1], 'snap', 'kind', 'err', 'expires', 'fp', 'w', 'cost')
-  redis.call('PERSIST', KEYS[1])
-else
-  table.insert(fields, 'created')
-  table.insert(fields, int(now))
-  -- A record keeps the link it was created with.
-  if ARGV[6] ~= '' then
-    table.insert(fields, 'parent')
-    table.insert(fields, ARGV[6])
-    table.insert(fields, 'pos')
-    table.insert(fields, ARGV[7])
-  end
-end
 redis.call('HSET', KEYS[1], unpack(fields))
-local lines = redis.call('RPUSH', KEYS[2],
-  cjson.encode({a = new, w = ARGV[4], s = now, o = 'running'}))
-if lines > 1 then
-  -- An existing log: keep it bounded, and alive as long as the running record.
-  if lines > tonumber(ARGV[5]) then redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1) end
-  redis.call('PERSIST', KEYS[2])
-end
 return {'acquired', new, took}
 "#;
 
@@ -117,33 +165,48 @@ return 1
 /// KEYS: record, log, floor, chunks. ARGV: attempt, status (`completed`/`failed`), snapshot
 /// kind, snapshot or error text, ttl ms, the attempt's logged outcome, channel, key hex, the
 /// attempt's cost JSON (`''`: none).
+/// The attempt's outcome goes to the record (`ao`, `updated` is its end); its stale `lease` and
+/// `w` stay (read only while running; a new claim rewrites them). The common completion is
+/// four commands: `TIME`, `HMGET`, `HSET`, `PEXPIREAT`; the log and the journal are expired
+/// only when the record has them (`h`, `sa`).
 /// Returns 1 (owned) or 0 (lost; the attempt's log line says `fenced`).
 const COMPLETE: &str = r#"
-local now = now_ms()
-local attempt = tonumber(ARGV[1])
-local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'sa', 'w')
+local now, now_text = now_ms()
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'sa', 'w', 'as', 'h')
 if not r[1] then return 0 end
 local err = false
 if ARGV[2] == 'failed' then err = ARGV[4] end
-if r[1] ~= 'running' or tonumber(r[2]) ~= attempt then
-  end_line(KEYS[2], attempt, 'fenced', err, ARGV[9], now)
+-- Attempt numbers are written by `string.format('%d')` on both sides: equal as text.
+if r[1] ~= 'running' or (r[2] ~= ARGV[1] and tonumber(r[2]) ~= tonumber(ARGV[1])) then
+  local attempt = tonumber(ARGV[1])
+  if tonumber(r[2]) == attempt and r[5] then
+    -- Still the record's attempt, released by an operator meanwhile.
+    redis.call('HSET', KEYS[1], 'ao', 'fenced')
+  else
+    end_line(KEYS[2], attempt, 'fenced', err, ARGV[9], now)
+  end
   return 0
 end
-local exp = now + tonumber(ARGV[5])
-redis.call('HDEL', KEYS[1], 'lease', 'w', 'cost')
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'cost', ARGV[9]) end
-if ARGV[2] == 'completed' then
-  redis.call('HSET', KEYS[1], 'status', 'completed', 'snap', ARGV[4], 'kind', ARGV[3],
-    'updated', int(now), 'expires', int(exp))
+local exp = int(now + tonumber(ARGV[5]))
+if err then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'updated', now_text, 'expires', exp,
+    'ao', ARGV[6], 'err', err)
 else
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'err', ARGV[4], 'updated', int(now),
-    'expires', int(exp))
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'updated', now_text, 'expires', exp,
+    'ao', ARGV[6], 'snap', ARGV[4], 'kind', ARGV[3])
 end
-end_line(KEYS[2], attempt, ARGV[6], err, ARGV[9], now)
-redis.call('PEXPIREAT', KEYS[1], int(exp))
-redis.call('PEXPIREAT', KEYS[2], int(exp))
-if r[3] then redis.call('PEXPIREAT', KEYS[4], int(exp)) end
-raise_floor(KEYS[3], attempt)
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'cost', ARGV[9]) end
+redis.call('PEXPIREAT', KEYS[1], exp)
+if r[6] then redis.call('PEXPIREAT', KEYS[2], exp) end
+if r[3] then redis.call('PEXPIREAT', KEYS[4], exp) end
+if not r[5] then
+  -- A format-1 record: its attempt's line is in the log, and its number may lie above the
+  -- group's counter.
+  local attempt = tonumber(ARGV[1])
+  end_line(KEYS[2], attempt, ARGV[6], err, ARGV[9], now)
+  redis.call('PEXPIREAT', KEYS[2], exp)
+  raise_floor(KEYS[3], attempt)
+end
 if r[4] then redis.call('PUBLISH', ARGV[7], ARGV[8]) end
 return 1
 "#;
@@ -167,20 +230,23 @@ return {'deleted'}
 "#;
 
 /// KEYS: record, log, chunks, floor. ARGV: ttl ms, channel, key hex. Returns 1 (released) or 0.
+/// The released attempt stays the record's (`ao` = `released`); its stale `lease` stays.
 const RELEASE: &str = r#"
-local now = now_ms()
-local r = redis.call('HMGET', KEYS[1], 'status', 'attempt')
+local now, now_text = now_ms()
+local r = redis.call('HMGET', KEYS[1], 'status', 'attempt', 'as')
 if r[1] ~= 'running' then return 0 end
 local attempt = tonumber(r[2])
-local exp = now + tonumber(ARGV[1])
-redis.call('HDEL', KEYS[1], 'lease')
+local exp = int(now + tonumber(ARGV[1]))
 redis.call('HSET', KEYS[1], 'status', 'failed', 'err', 'released by an operator',
-  'updated', int(now), 'expires', int(exp))
-end_line(KEYS[2], attempt, 'released', false, false, now)
-redis.call('PEXPIREAT', KEYS[1], int(exp))
-redis.call('PEXPIREAT', KEYS[2], int(exp))
-redis.call('PEXPIREAT', KEYS[3], int(exp))
-raise_floor(KEYS[4], attempt)
+  'updated', now_text, 'expires', exp, 'ao', 'released')
+if not r[3] then
+  -- Format 1: the attempt's line is in the log.
+  end_line(KEYS[2], attempt, 'released', false, false, now)
+  raise_floor(KEYS[4], attempt)
+end
+redis.call('PEXPIREAT', KEYS[1], exp)
+redis.call('PEXPIREAT', KEYS[2], exp)
+redis.call('PEXPIREAT', KEYS[3], exp)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 "#;
@@ -239,6 +305,13 @@ raise_floor(KEYS[4], tonumber(r[2]))
 return 1
 "#;
 
+/// KEYS: record, log. Returns `{log lines, current}`: the attempts log (past attempts, oldest
+/// first) and the record's fields of [`CURRENT_ATTEMPT`](super::rows::CURRENT_ATTEMPT) (the
+/// attempt it holds), read at one instant.
+const ATTEMPTS: &str = r#"
+return {redis.call('LRANGE', KEYS[2], 0, -1), redis.call('HMGET', KEYS[1], unpack(ARGV))}
+"#;
+
 /// KEYS: the ledger hash. ARGV: triples of field suffix (JSON `[op, unit]`), amount, replays.
 /// Adds them all, atomically.
 const ADD_AVOIDED: &str = r#"
@@ -262,6 +335,7 @@ pub(super) struct Scripts {
     pub(super) count_chunks: Script,
     pub(super) purge: Script,
     pub(super) add_avoided: Script,
+    pub(super) attempts: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -281,6 +355,7 @@ impl Scripts {
             count_chunks: script(COUNT_CHUNKS),
             purge: script(PURGE),
             add_avoided: script(ADD_AVOIDED),
+            attempts: script(ATTEMPTS),
         }
     }
 
