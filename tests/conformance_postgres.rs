@@ -1514,3 +1514,12 @@ mod caller_transactions {
         assert_eq!(rows(&pool, &table).await, 1);
     }
 }
+
+/// Purge in batches much smaller than the table: exactly the expired and abandoned records go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purge_in_small_batches_deletes_exactly_the_expired() {
+    let Some(backend) = idem_tests::backends::postgres().await else {
+        return;
+    };
+    idem_tests::operator::purge_in_small_batches_deletes_exactly_the_expired(&backend).await;
+}

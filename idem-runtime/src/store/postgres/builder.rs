@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::conn::Connections;
 use super::listen::Notifier;
 use super::locks::{Blocked, LOCK_TIMEOUT};
+use super::purge::{PurgeCursor, PurgeSql};
 use super::schema::{self, Names, FORMAT_VERSION};
 use super::sql::Sql;
 use super::{Inner, PostgresStore, Source, NO_KEY};
@@ -326,6 +327,7 @@ impl PostgresStoreBuilder {
             Notifier::new(listen_pool, names.channel.clone())
         });
         let sql = Sql::new(&names);
+        let purge_sql = PurgeSql::new(&names);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 conns: if owned {
@@ -338,6 +340,8 @@ impl PostgresStoreBuilder {
                 notifier,
                 predictor: Predictor::default(),
                 blocked: Blocked::default(),
+                purge_sql,
+                purge_cursor: PurgeCursor::default(),
             }),
         })
     }

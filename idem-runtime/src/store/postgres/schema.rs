@@ -1,7 +1,7 @@
 //! The PostgreSQL record format (versioned migrations), the validated names it lives under, and
 //! how a store brings a database up to date, safely when many workers start at once.
 //!
-//! # Persisted format, version 6
+//! # Persisted format, version 8
 //!
 //! Version 1 created the tables below; version 2 (applied on top of it, in the same way on new
 //! and old databases) drops the records table's CHECK constraints and adds the
@@ -71,6 +71,11 @@
 //!   clears it for the new attempt and the log trigger carries it with a replaced attempt.
 //! - `idem_costs_avoided (op, unit, amount, replays)` (since version 7): what replays avoided,
 //!   added up by each process in batches.
+//! - `idem_records_status_op`, `idem_records_costed` (since version 8): the indexes of
+//!   operators' reads (below). Built by the migration with a plain `CREATE INDEX`, which blocks
+//!   writes to the records table while it runs (about a minute on ten million records); build
+//!   them beforehand with `CREATE INDEX CONCURRENTLY` under the same names to avoid that
+//!   (docs/migrating.md).
 //! - `<prefix>acquire(key, op, fingerprint, lease_ms, worker, ttl_ms) -> bigint[]`: the write
 //!   half of a claim of a key whose record is not live (an upsert that takes a new attempt;
 //!   `{attempt, taken-over attempt or 0}`, or NULL when a concurrent claimer won). The claim
@@ -83,14 +88,23 @@
 //! ## Indexes, and why so few
 //!
 //! The hot writes are the heartbeat (`renew`: changes only `lease_until`) and the claim of a new
-//! key (an insert). `lease_until` is in **no** index, so every heartbeat is a HOT update. The
-//! only index besides the primary key is `idem_records_expires (expires_at) WHERE expires_at IS
-//! NOT NULL`: purge finds expired completed and failed records without a scan. A claim sets a
-//! provisional `expires_at` (ttl plus a slack of the lease, at most 1% of the ttl), so a
-//! completion within the slack leaves every indexed column unchanged and is HOT too; a later
-//! one sets `now + ttl`. A completed
-//! record therefore lives between ttl and ttl + 1%. Listing by operation and finding abandoned
-//! running records are operator actions and scan: every index is paid on every claim.
+//! key (an insert). `lease_until` is in **no** index, so every heartbeat is a HOT update. Besides
+//! the primary key:
+//!
+//! - `idem_records_expires (expires_at) WHERE expires_at IS NOT NULL`: purge finds expired
+//!   completed and failed records without a scan, batch after batch from where the last ended
+//!   (`purge.rs`). A claim sets a provisional `expires_at` (ttl plus a slack of the lease, at
+//!   most 1% of the ttl), so a completion within the slack leaves it unchanged; a later one sets
+//!   `now + ttl`. A completed record therefore lives between ttl and ttl + 1%.
+//! - `idem_records_status_op (status, op, updated_at) INCLUDE (attempt)` (since version 8):
+//!   `stats` counts from it alone and `list --op` reads an operation's newest records from it,
+//!   so both answer in about a second on ten million records. Its price: one more index entry
+//!   per new key, and a completion (it changes `status`) is not a HOT update.
+//! - `idem_records_costed (op) WHERE cost IS NOT NULL` (since version 8): the records with a
+//!   cost, for the cost ledger; records without one add no entry.
+//!
+//! Abandoned running records (lease expired) have no index (it would cost every heartbeat):
+//! purge sweeps the table's pages once per purge, a bounded window per statement.
 //!
 //! ## Notifications
 //!
@@ -113,7 +127,7 @@ use sqlx::{Connection, PgConnection};
 use crate::error::Error;
 
 /// The newest format version this build writes.
-pub const FORMAT_VERSION: i32 = 7;
+pub const FORMAT_VERSION: i32 = 8;
 
 /// The format versions, in order. `{records}`, `{attempts}`, `{meta}`, `{chunks}` are replaced
 /// by the quoted, schema-qualified table names, `{prefix}` by the (validated) table prefix.
@@ -444,6 +458,24 @@ CREATE TABLE {costs_avoided} (
     replays bigint NOT NULL,
     PRIMARY KEY (op, unit)
 );
+"#,
+    ),
+    (
+        8,
+        r#"
+-- Operators' reads of a big table (`idem stats`, `idem list --op`) without a scan. Records by
+-- status and operation: `stats` counts them from this index alone (an index-only scan that
+-- reads no row, let alone a snapshot), and finds stuck ones in its `running` range; `list` reads
+-- an operation's newest records in order, one range per status. Its cost: a claim of a new key
+-- writes one more index entry, and a completion (which changes `status` and `updated_at`) is no
+-- longer a HOT update (docs/performance.md has what that costs). Heartbeats change only
+-- `lease_until`, in no index: still HOT. `IF NOT EXISTS`: an operator who built it beforehand
+-- with CREATE INDEX CONCURRENTLY (docs/migrating.md) makes this version take no lock.
+CREATE INDEX IF NOT EXISTS "{prefix}records_status_op" ON {records} (status, op, updated_at)
+    INCLUDE (attempt);
+-- The records that carry a cost, for `stats`'s cost ledger. Partial: a record without a cost
+-- (the common case) adds no entry.
+CREATE INDEX IF NOT EXISTS "{prefix}records_costed" ON {records} (op) WHERE cost IS NOT NULL;
 "#,
     ),
 ];

@@ -35,6 +35,29 @@ fn listed_columns() -> String {
     record_columns().replacen(" snapshot,", " NULL::bytea AS snapshot,", 1)
 }
 
+/// $1 op, $2 updated-before ms, $3 limit: an operation's newest records of every status. The
+/// `status_op` index has them in order within each status, so each status is one range read
+/// newest first and stopped at the limit, and the three are merged: no scan of the operation's
+/// records, however many. A record of another status is corrupt and read by no listing.
+fn list_by_op(names: &Names) -> String {
+    let records = &names.records;
+    let one = |status: &str| {
+        format!(
+            "(SELECT {}, updated_at AS sort_at FROM {records}
+              WHERE status = '{status}' AND op = $1
+                AND ($2::int8 IS NULL OR updated_at < to_timestamp($2::float8 / 1000))
+              ORDER BY updated_at DESC, key LIMIT $3)",
+            listed_columns()
+        )
+    };
+    format!(
+        "SELECT * FROM ({} UNION ALL {} UNION ALL {}) newest ORDER BY sort_at DESC, key LIMIT $3",
+        one("running"),
+        one("completed"),
+        one("failed")
+    )
+}
+
 /// Statement text of one store.
 #[derive(Debug)]
 pub(super) struct Sql {
@@ -49,10 +72,10 @@ pub(super) struct Sql {
     pub(super) fence_log: String,
     pub(super) flag_waiters: String,
     pub(super) forget: String,
-    pub(super) purge: String,
     pub(super) get: String,
     pub(super) attempts: String,
     pub(super) list: String,
+    pub(super) list_by_op: String,
     pub(super) children: String,
     pub(super) add_avoided: String,
     pub(super) costs: String,
@@ -264,37 +287,6 @@ impl Sql {
                  SELECT (SELECT count({notify}) FROM gone) AS gone,
                         (SELECT op FROM refused) AS op, (SELECT attempt FROM refused) AS attempt"
             ),
-            // $1 batch, $2 abandoned-after ms. Expired candidates come from the `expires_at` index,
-            // abandoned running ones from a scan;
-            // `FOR UPDATE SKIP LOCKED` re-checks each on its newest version and skips rows a
-            // claim holds, so purge never waits for (nor blocks for long) a claimer.
-            purge: format!(
-                "WITH doomed AS (
-                     SELECT key FROM {records}
-                     WHERE key = ANY (ARRAY(
-                               (SELECT key FROM {records}
-                                WHERE expires_at <= {NOW} AND status <> 'running' LIMIT $1)
-                               UNION ALL
-                               (SELECT key FROM {records}
-                                WHERE status = 'running'
-                                  AND lease_until <= {NOW} - $2::float8 * interval '1 millisecond'
-                                LIMIT $1)))
-                       AND ((expires_at <= {NOW} AND status <> 'running')
-                            OR (status = 'running'
-                                AND lease_until <= {NOW} - $2::float8 * interval '1 millisecond'))
-                     LIMIT $1
-                     FOR UPDATE SKIP LOCKED
-                 ), gone AS (
-                     DELETE FROM {records} r USING doomed d WHERE r.key = d.key
-                     RETURNING r.key, r.attempt
-                 ), log_gone AS (
-                     DELETE FROM {attempts} a USING gone g WHERE a.key = g.key
-                 ), floor AS (
-                     UPDATE {meta} SET value = greatest(value, (SELECT max(attempt) FROM gone))
-                     WHERE name = 'attempt_floor' AND EXISTS (SELECT 1 FROM gone)
-                 )
-                 SELECT count(*) FROM gone"
-            ),
             get: format!("SELECT {} FROM {records} WHERE key = $1", record_columns()),
             // Past attempts from the log, the current one from the record.
             attempts: format!(
@@ -312,6 +304,7 @@ impl Sql {
                 ms("updated_at"),
             ),
             // $1 op, $2 status, $3 updated-before ms, $4 limit. Never the snapshot column.
+            // With a status (and an op), one range of the `status_op` index, in order.
             list: format!(
                 "SELECT {} FROM {records}
                  WHERE ($1::text IS NULL OR op = $1) AND ($2::text IS NULL OR status = $2)
@@ -319,6 +312,7 @@ impl Sql {
                  ORDER BY updated_at DESC, key LIMIT $4",
                 listed_columns()
             ),
+            list_by_op: list_by_op(n),
             // $1 ops, $2 units, $3 amounts, $4 replays: one statement adds every line.
             add_avoided: format!(
                 "INSERT INTO {costs_avoided} AS c (op, unit, amount, replays)
@@ -356,16 +350,28 @@ impl Sql {
                 "SELECT {} FROM {records} WHERE parent = $1 ORDER BY position, created_at, key",
                 listed_columns()
             ),
-            // $1 op. Counted by the server, by its clock; no snapshot is read.
+            // $1 op. Counted by the server, by its clock; no snapshot is read. The counts come
+            // from the `status_op` index alone (an index-only scan); only running records, a
+            // range of it, are read for their lease.
             counts: format!(
-                "SELECT op, count(*)::int8,
-                        count(*) FILTER (WHERE status = 'running')::int8,
-                        count(*) FILTER (WHERE status = 'running' AND lease_until < {NOW})::int8,
-                        count(*) FILTER (WHERE status = 'completed')::int8,
-                        count(*) FILTER (WHERE status = 'failed')::int8,
-                        coalesce(sum(attempt), 0)::int8
-                 FROM {records} WHERE $1::text IS NULL OR op = $1
-                 GROUP BY op ORDER BY op"
+                "WITH by_status AS (
+                     SELECT op, status, count(*) AS records, sum(attempt) AS attempts
+                     FROM {records} WHERE $1::text IS NULL OR op = $1
+                     GROUP BY status, op
+                 ), stuck AS (
+                     SELECT op, count(*) AS stuck FROM {records}
+                     WHERE status = 'running' AND lease_until < {NOW}
+                       AND ($1::text IS NULL OR op = $1)
+                     GROUP BY op
+                 )
+                 SELECT b.op, sum(b.records)::int8,
+                        coalesce(sum(b.records) FILTER (WHERE b.status = 'running'), 0)::int8,
+                        coalesce(min(s.stuck), 0)::int8,
+                        coalesce(sum(b.records) FILTER (WHERE b.status = 'completed'), 0)::int8,
+                        coalesce(sum(b.records) FILTER (WHERE b.status = 'failed'), 0)::int8,
+                        coalesce(sum(b.attempts), 0)::int8
+                 FROM by_status b LEFT JOIN stuck s ON s.op = b.op
+                 GROUP BY b.op ORDER BY b.op"
             ),
             // $1 key, $2 attempt, $3 first chunk number, $4 offsets (ms), $5 chunks. One
             // statement, so one round trip and one snapshot:
