@@ -603,26 +603,13 @@ impl Store for PostgresStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
         let mut held = self.held("list", "", &NO_KEY).await?;
         let limit = i64::from(filter.limit.unwrap_or(1000));
-        let rows = match (filter.op.as_deref(), filter.status) {
-            // One operation's records of every status: a merge of index ranges.
-            (Some(op), None) => {
-                sqlx::query(&self.inner.sql.list_by_op)
-                    .bind(op)
-                    .bind(filter.updated_before)
-                    .bind(limit)
-                    .fetch_all(held.conn())
-                    .await
-            }
-            (op, status) => {
-                sqlx::query(&self.inner.sql.list)
-                    .bind(op)
-                    .bind(status.map(Status::as_str))
-                    .bind(filter.updated_before)
-                    .bind(limit)
-                    .fetch_all(held.conn())
-                    .await
-            }
-        }
+        let rows = sqlx::query(&self.inner.sql.list)
+            .bind(filter.op.as_deref())
+            .bind(filter.status.map(Status::as_str))
+            .bind(filter.updated_before)
+            .bind(limit)
+            .fetch_all(held.conn())
+            .await
         .map_err(|e| Error::store("list", "", &NO_KEY, e))?;
         held.done();
         rows.iter()
@@ -801,6 +788,12 @@ impl Store for PostgresStore {
                         // The purge is over: this call returns short, and the next purge
                         // starts again from the first expired record.
                         cursor.set(Phase::Expired);
+                        retrying_locks!(
+                            sqlx::query(&sql.fold_counts)
+                                .execute(held.conn())
+                                .await
+                        )
+                        .map_err(fail)?;
                         break;
                     }
                     let room = batch - gone;

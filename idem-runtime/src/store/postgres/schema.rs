@@ -463,19 +463,95 @@ CREATE TABLE {costs_avoided} (
     (
         8,
         r#"
--- Operators' reads of a big table (`idem stats`, `idem list --op`) without a scan. Records by
--- status and operation: `stats` counts them from this index alone (an index-only scan that
--- reads no row, let alone a snapshot), and finds stuck ones in its `running` range; `list` reads
--- an operation's newest records in order, one range per status. Its cost: a claim of a new key
--- writes one more index entry, and a completion (which changes `status` and `updated_at`) is no
--- longer a HOT update (docs/performance.md has what that costs). Heartbeats change only
--- `lease_until`, in no index: still HOT. `IF NOT EXISTS`: an operator who built it beforehand
--- with CREATE INDEX CONCURRENTLY (docs/migrating.md) makes this version take no lock.
-CREATE INDEX IF NOT EXISTS "{prefix}records_status_op" ON {records} (status, op, updated_at)
-    INCLUDE (attempt);
+-- Operators' reads of a big table (`idem stats`, `idem list --op`) without a scan.
+--
+-- Writers wait while this runs: the indexes are built and the counts taken under the
+-- records table's SHARE lock, so no write slips between the first count and its triggers.
+-- `IF NOT EXISTS`: indexes an operator built beforehand with CREATE INDEX CONCURRENTLY
+-- (docs/migrating.md) are kept, and only the count scans the table.
+LOCK TABLE {records} IN SHARE MODE;
+
+-- `list --op`: an operation's newest records, one range read backwards. A completion changes
+-- `updated_at`, so it is no longer a HOT update (docs/performance.md has what that costs).
+CREATE INDEX IF NOT EXISTS "{prefix}records_op" ON {records} (op, updated_at);
+-- `stats`'s stuck records (running, lease expired): one range, read from the index alone.
+-- Running records only: a completed record has no entry. A heartbeat moves its entry.
+CREATE INDEX IF NOT EXISTS "{prefix}records_running" ON {records} (lease_until) INCLUDE (op)
+    WHERE status = 'running';
 -- The records that carry a cost, for `stats`'s cost ledger. Partial: a record without a cost
 -- (the common case) adds no entry.
 CREATE INDEX IF NOT EXISTS "{prefix}records_costed" ON {records} (op) WHERE cost IS NOT NULL;
+
+-- Records and attempts by operation and status, kept by the triggers below in the writing
+-- statement's transaction, so `stats` adds up a few rows instead of counting the table. Each
+-- backend adds to its own rows (`slot` = its process id), so concurrent writers never wait for
+-- each other here; purge folds the rows of backends that are gone into slot 0.
+CREATE TABLE {counts} (
+    op       text NOT NULL,
+    status   text NOT NULL,
+    slot     integer NOT NULL,
+    records  bigint NOT NULL,
+    attempts bigint NOT NULL,
+    PRIMARY KEY (op, status, slot)
+);
+INSERT INTO {counts} (op, status, slot, records, attempts)
+SELECT op, status, 0, count(*), sum(attempt) FROM {records} GROUP BY op, status;
+
+-- One record inserted, or one whose operation, status or attempt changed (a claim, a
+-- completion, a release; never a heartbeat): a row trigger, cheaper than a statement's for
+-- the single-row statements that claim and complete.
+CREATE FUNCTION "{schema}"."{prefix}count_row"() RETURNS trigger LANGUAGE plpgsql AS $idem$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        INSERT INTO {counts} AS c (op, status, slot, records, attempts)
+        VALUES (OLD.op, OLD.status, pg_backend_pid(), -1, -OLD.attempt)
+        ON CONFLICT (op, status, slot) DO UPDATE
+        SET records = c.records + excluded.records, attempts = c.attempts + excluded.attempts;
+    END IF;
+    INSERT INTO {counts} AS c (op, status, slot, records, attempts)
+    VALUES (NEW.op, NEW.status, pg_backend_pid(), 1, NEW.attempt)
+    ON CONFLICT (op, status, slot) DO UPDATE
+    SET records = c.records + excluded.records, attempts = c.attempts + excluded.attempts;
+    RETURN NULL;
+END
+$idem$;
+CREATE TRIGGER "{prefix}count_added" AFTER INSERT ON {records}
+    FOR EACH ROW EXECUTE FUNCTION "{schema}"."{prefix}count_row"();
+CREATE TRIGGER "{prefix}count_changed" AFTER UPDATE OF op, status, attempt ON {records}
+    FOR EACH ROW
+    WHEN (OLD.op IS DISTINCT FROM NEW.op OR OLD.status IS DISTINCT FROM NEW.status
+          OR OLD.attempt IS DISTINCT FROM NEW.attempt)
+    EXECUTE FUNCTION "{schema}"."{prefix}count_row"();
+
+-- Deleted records (purge batches, forget): once per statement, from its transition table, so
+-- a purge batch of thousands of rows adds to a handful of counts.
+CREATE FUNCTION "{schema}"."{prefix}count_gone"() RETURNS trigger LANGUAGE plpgsql AS $idem$
+BEGIN
+    INSERT INTO {counts} AS c (op, status, slot, records, attempts)
+    SELECT op, status, pg_backend_pid(), -count(*), -sum(attempt) FROM gone
+    GROUP BY op, status ORDER BY op, status
+    ON CONFLICT (op, status, slot) DO UPDATE
+    SET records = c.records + excluded.records, attempts = c.attempts + excluded.attempts;
+    RETURN NULL;
+END
+$idem$;
+CREATE TRIGGER "{prefix}count_gone" AFTER DELETE ON {records}
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+    EXECUTE FUNCTION "{schema}"."{prefix}count_gone"();
+
+-- The stream journal's rows went with each deleted record one trigger call per row; now
+-- once per statement, as the counts: a purge batch is one join.
+DROP TRIGGER "{prefix}chunks_gone" ON {records};
+DROP FUNCTION "{schema}"."{prefix}forget_chunks"();
+CREATE FUNCTION "{schema}"."{prefix}forget_chunks_of"() RETURNS trigger LANGUAGE plpgsql AS $idem$
+BEGIN
+    DELETE FROM {chunks} c USING gone g WHERE c.key = g.key;
+    RETURN NULL;
+END
+$idem$;
+CREATE TRIGGER "{prefix}chunks_gone" AFTER DELETE ON {records}
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+    EXECUTE FUNCTION "{schema}"."{prefix}forget_chunks_of"();
 "#,
     ),
 ];
@@ -535,6 +611,8 @@ pub(super) struct Names {
     pub(super) chunks: String,
     /// The avoided-cost ledger (format version 7).
     pub(super) costs_avoided: String,
+    /// Records and attempts by operation and status (format version 8).
+    pub(super) counts: String,
     /// The sequence that mirrors the attempt floor (format version 3).
     pub(super) floor: String,
     pub(super) versions: String,
@@ -556,6 +634,7 @@ impl Names {
             meta: table("meta"),
             chunks: table("chunks"),
             costs_avoided: table("costs_avoided"),
+            counts: table("counts"),
             floor: table("attempt_floor"),
             versions: table("schema"),
             channel: format!("idem_{}", &hash.to_hex()[..16]),
@@ -568,6 +647,7 @@ impl Names {
             .replace("{meta}", &self.meta)
             .replace("{chunks}", &self.chunks)
             .replace("{costs_avoided}", &self.costs_avoided)
+            .replace("{counts}", &self.counts)
             .replace("{floor}", &self.floor)
             .replace("{prefix}", &self.prefix)
             .replace("{schema}", &self.schema)

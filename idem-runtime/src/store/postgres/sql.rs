@@ -35,29 +35,6 @@ fn listed_columns() -> String {
     record_columns().replacen(" snapshot,", " NULL::bytea AS snapshot,", 1)
 }
 
-/// $1 op, $2 updated-before ms, $3 limit: an operation's newest records of every status. The
-/// `status_op` index has them in order within each status, so each status is one range read
-/// newest first and stopped at the limit, and the three are merged: no scan of the operation's
-/// records, however many. A record of another status is corrupt and read by no listing.
-fn list_by_op(names: &Names) -> String {
-    let records = &names.records;
-    let one = |status: &str| {
-        format!(
-            "(SELECT {}, updated_at AS sort_at FROM {records}
-              WHERE status = '{status}' AND op = $1
-                AND ($2::int8 IS NULL OR updated_at < to_timestamp($2::float8 / 1000))
-              ORDER BY updated_at DESC, key LIMIT $3)",
-            listed_columns()
-        )
-    };
-    format!(
-        "SELECT * FROM ({} UNION ALL {} UNION ALL {}) newest ORDER BY sort_at DESC, key LIMIT $3",
-        one("running"),
-        one("completed"),
-        one("failed")
-    )
-}
-
 /// Statement text of one store.
 #[derive(Debug)]
 pub(super) struct Sql {
@@ -75,7 +52,6 @@ pub(super) struct Sql {
     pub(super) get: String,
     pub(super) attempts: String,
     pub(super) list: String,
-    pub(super) list_by_op: String,
     pub(super) children: String,
     pub(super) add_avoided: String,
     pub(super) costs: String,
@@ -90,6 +66,7 @@ impl Sql {
         let (records, attempts, meta, channel) = (&n.records, &n.attempts, &n.meta, &n.channel);
         let chunks = &n.chunks;
         let costs_avoided = &n.costs_avoided;
+        let counts = &n.counts;
         let live = format!(
             "(r.status = 'completed' AND r.expires_at > {NOW}) OR (r.status = 'running' AND r.lease_until > {NOW})"
         );
@@ -304,15 +281,15 @@ impl Sql {
                 ms("updated_at"),
             ),
             // $1 op, $2 status, $3 updated-before ms, $4 limit. Never the snapshot column.
-            // With a status (and an op), one range of the `status_op` index, in order.
+            // Ordered by the table's columns (`r.`: the output's `updated_at` is milliseconds),
+            // so with an op it is one range of the `op` index, read backwards.
             list: format!(
-                "SELECT {} FROM {records}
+                "SELECT {} FROM {records} r
                  WHERE ($1::text IS NULL OR op = $1) AND ($2::text IS NULL OR status = $2)
-                   AND ($3::int8 IS NULL OR updated_at < to_timestamp($3::float8 / 1000))
-                 ORDER BY updated_at DESC, key LIMIT $4",
+                   AND ($3::int8 IS NULL OR r.updated_at < to_timestamp($3::float8 / 1000))
+                 ORDER BY r.updated_at DESC, r.key LIMIT $4",
                 listed_columns()
             ),
-            list_by_op: list_by_op(n),
             // $1 ops, $2 units, $3 amounts, $4 replays: one statement adds every line.
             add_avoided: format!(
                 "INSERT INTO {costs_avoided} AS c (op, unit, amount, replays)
@@ -350,28 +327,28 @@ impl Sql {
                 "SELECT {} FROM {records} WHERE parent = $1 ORDER BY position, created_at, key",
                 listed_columns()
             ),
-            // $1 op. Counted by the server, by its clock; no snapshot is read. The counts come
-            // from the `status_op` index alone (an index-only scan); only running records, a
-            // range of it, are read for their lease.
+            // $1 op. No record is read: the counts are the sums of the `counts` table (kept by
+            // triggers), and stuck records (running, lease expired by the server's clock) one
+            // range of the partial `running` index, read from the index alone.
             counts: format!(
-                "WITH by_status AS (
-                     SELECT op, status, count(*) AS records, sum(attempt) AS attempts
-                     FROM {records} WHERE $1::text IS NULL OR op = $1
-                     GROUP BY status, op
+                "WITH kept AS (
+                     SELECT op, status, sum(records) AS records, sum(attempts) AS attempts
+                     FROM {counts} WHERE $1::text IS NULL OR op = $1
+                     GROUP BY op, status
                  ), stuck AS (
                      SELECT op, count(*) AS stuck FROM {records}
                      WHERE status = 'running' AND lease_until < {NOW}
                        AND ($1::text IS NULL OR op = $1)
                      GROUP BY op
                  )
-                 SELECT b.op, sum(b.records)::int8,
-                        coalesce(sum(b.records) FILTER (WHERE b.status = 'running'), 0)::int8,
+                 SELECT k.op, sum(k.records)::int8,
+                        coalesce(sum(k.records) FILTER (WHERE k.status = 'running'), 0)::int8,
                         coalesce(min(s.stuck), 0)::int8,
-                        coalesce(sum(b.records) FILTER (WHERE b.status = 'completed'), 0)::int8,
-                        coalesce(sum(b.records) FILTER (WHERE b.status = 'failed'), 0)::int8,
-                        coalesce(sum(b.attempts), 0)::int8
-                 FROM by_status b LEFT JOIN stuck s ON s.op = b.op
-                 GROUP BY b.op ORDER BY b.op"
+                        coalesce(sum(k.records) FILTER (WHERE k.status = 'completed'), 0)::int8,
+                        coalesce(sum(k.records) FILTER (WHERE k.status = 'failed'), 0)::int8,
+                        coalesce(sum(k.attempts), 0)::int8
+                 FROM kept k LEFT JOIN stuck s ON s.op = k.op
+                 GROUP BY k.op HAVING sum(k.records) <> 0 ORDER BY k.op"
             ),
             // $1 key, $2 attempt, $3 first chunk number, $4 offsets (ms), $5 chunks. One
             // statement, so one round trip and one snapshot:
