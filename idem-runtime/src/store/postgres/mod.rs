@@ -610,7 +610,7 @@ impl Store for PostgresStore {
             .bind(limit)
             .fetch_all(held.conn())
             .await
-        .map_err(|e| Error::store("list", "", &NO_KEY, e))?;
+            .map_err(|e| Error::store("list", "", &NO_KEY, e))?;
         held.done();
         rows.iter()
             .map(record_of)
@@ -788,12 +788,8 @@ impl Store for PostgresStore {
                         // The purge is over: this call returns short, and the next purge
                         // starts again from the first expired record.
                         cursor.set(Phase::Expired);
-                        retrying_locks!(
-                            sqlx::query(&sql.fold_counts)
-                                .execute(held.conn())
-                                .await
-                        )
-                        .map_err(fail)?;
+                        retrying_locks!(sqlx::query(&sql.fold_counts).execute(held.conn()).await)
+                            .map_err(fail)?;
                         break;
                     }
                     let room = batch - gone;

@@ -56,7 +56,8 @@
 //!   stream began), `chunk bytea` (its JSON encoding); primary key `(key, attempt, seq)`, so a
 //!   retried append of the same chunk numbers does nothing and a read of one attempt's stream is
 //!   one index range. No CHECK constraints, for the records table's reason: readers validate.
-//!   The trigger `<prefix>chunks_gone` (`AFTER DELETE` on the records table, per row) deletes a
+//!   The trigger `<prefix>chunks_gone` (`AFTER DELETE` on the records table, per row; per
+//!   statement since version 8) deletes a
 //!   key's chunks with its record, so forget, purge and every other delete need no statement of
 //!   their own. A claim that replaces an attempt deletes nothing (an upsert); the new attempt's
 //!   first append drops the earlier attempts' chunks.
@@ -71,11 +72,19 @@
 //!   clears it for the new attempt and the log trigger carries it with a replaced attempt.
 //! - `idem_costs_avoided (op, unit, amount, replays)` (since version 7): what replays avoided,
 //!   added up by each process in batches.
-//! - `idem_records_status_op`, `idem_records_costed` (since version 8): the indexes of
-//!   operators' reads (below). Built by the migration with a plain `CREATE INDEX`, which blocks
-//!   writes to the records table while it runs (about a minute on ten million records); build
-//!   them beforehand with `CREATE INDEX CONCURRENTLY` under the same names to avoid that
-//!   (docs/migrating.md).
+//! - `idem_counts (op, status, slot, records, attempts)` (since version 8): records and the sum
+//!   of their attempt numbers by operation and status, so `stats` reads a few rows instead of
+//!   counting the table. Kept in the writing transaction by the row triggers
+//!   `<prefix>count_added` (insert) and `<prefix>count_changed` (an update that changes `op`,
+//!   `status` or `attempt`: claims, completions, releases, never heartbeats), and the statement
+//!   trigger `<prefix>count_gone` (delete, from its transition table: one upsert per purge
+//!   batch). Each backend writes its own rows (`slot` = `pg_backend_pid()`), so writers never
+//!   wait for each other there; the end of a purge folds the rows of backends that are gone into
+//!   slot 0. The same version makes `<prefix>chunks_gone` a statement trigger (one join per
+//!   deleting statement instead of a call per row), and adds the indexes below. Its migration
+//!   takes the records table's SHARE lock (writers wait) while it builds the indexes and counts
+//!   the table: 32 s on ten million records here (docs/migrating.md has how to build the
+//!   indexes beforehand).
 //! - `<prefix>acquire(key, op, fingerprint, lease_ms, worker, ttl_ms) -> bigint[]`: the write
 //!   half of a claim of a key whose record is not live (an upsert that takes a new attempt;
 //!   `{attempt, taken-over attempt or 0}`, or NULL when a concurrent claimer won). The claim
@@ -96,10 +105,12 @@
 //!   (`purge.rs`). A claim sets a provisional `expires_at` (ttl plus a slack of the lease, at
 //!   most 1% of the ttl), so a completion within the slack leaves it unchanged; a later one sets
 //!   `now + ttl`. A completed record therefore lives between ttl and ttl + 1%.
-//! - `idem_records_status_op (status, op, updated_at) INCLUDE (attempt)` (since version 8):
-//!   `stats` counts from it alone and `list --op` reads an operation's newest records from it,
-//!   so both answer in about a second on ten million records. Its price: one more index entry
-//!   per new key, and a completion (it changes `status`) is not a HOT update.
+//! - `idem_records_op (op, updated_at)` (since version 8): `list --op` reads an operation's
+//!   newest records as one range. Its price: one more index entry per new key, and a
+//!   completion (it changes `updated_at`) is not a HOT update.
+//! - `idem_records_running (lease_until) INCLUDE (op) WHERE status = 'running'` (since version
+//!   8): `stats` counts stuck records from it alone. Completed records have no entry; a
+//!   heartbeat of a running record moves its entry (no longer HOT).
 //! - `idem_records_costed (op) WHERE cost IS NOT NULL` (since version 8): the records with a
 //!   cost, for the cost ledger; records without one add no entry.
 //!
