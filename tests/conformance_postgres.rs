@@ -1523,3 +1523,134 @@ async fn purge_in_small_batches_deletes_exactly_the_expired() {
     };
     idem_tests::operator::purge_in_small_batches_deletes_exactly_the_expired(&backend).await;
 }
+
+/// Claims of new keys and completions batched while many are pending (`batch_after`): every key
+/// runs once, every caller of a key gets its value, a key twice in one batch is decided like a
+/// duplicate alone, and the store reports that batches did go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_claims_and_completions_decide_like_single_ones() {
+    let Some(store) = postgres_store(&fresh_postgres_schema(), |b| {
+        b.batch_after(1).max_connections(4)
+    })
+    .await
+    else {
+        return;
+    };
+    let idem = Idem::builder(Arc::new(store.clone()))
+        .cache_capacity(0)
+        .build();
+    let op = idem_tests::unique_op("batched");
+    let runs: Arc<Vec<AtomicUsize>> = Arc::new((0..100).map(|_| AtomicUsize::new(0)).collect());
+    let mut tasks = Vec::new();
+    for round in 0..3 {
+        for i in 0..100usize {
+            // Every key three times: concurrently in the first rounds (same batch or a
+            // waiter), then as replays.
+            let (idem, op, runs) = (idem.clone(), op.clone(), runs.clone());
+            tasks.push(tokio::spawn(async move {
+                idem.call(
+                    Call::new(op).key(&i).lease(Duration::from_millis(5000)),
+                    || async move {
+                        runs[i].fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, TestError>(format!("value {i}"))
+                    },
+                )
+                .await
+                .map(|v| (round, i, v))
+            }));
+        }
+    }
+    for t in tasks {
+        let (_, i, v) = t.await.unwrap().unwrap();
+        assert_eq!(v, format!("value {i}"));
+    }
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r.load(Ordering::SeqCst), 1, "key {i} ran more than once");
+    }
+    let stats = store.batch_stats();
+    assert!(
+        stats.claim_batches > 0 && stats.claims > stats.claim_batches,
+        "{stats:?}"
+    );
+    assert!(
+        stats.completion_batches > 0 && stats.completions > stats.completion_batches,
+        "{stats:?}"
+    );
+}
+
+/// A batched completion is fenced row by row: in one batch, the attempts that own their keys
+/// complete and the ones that lost them (a wrong attempt number) are told `Lost` and write
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_completions_are_fenced_row_by_row() {
+    let Some(store) = postgres_store(&fresh_postgres_schema(), |b| {
+        b.batch_after(1).max_connections(4)
+    })
+    .await
+    else {
+        return;
+    };
+    let op = idem_tests::unique_op("batched_fence");
+    let keys: Vec<idem_runtime::Key> = (0..64)
+        .map(|i| Call::new(op.clone()).key(&i).key_value())
+        .collect();
+    let mut attempts = Vec::new();
+    for key in &keys {
+        match store.claim(&plain_request(&op, key, "w")).await.unwrap() {
+            Claim::Acquired { attempt, .. } => attempts.push(attempt),
+            other => panic!("a new key: {other:?}"),
+        }
+    }
+    let before = store.batch_stats();
+    let mut tasks = Vec::new();
+    for (i, (key, attempt)) in keys.iter().zip(&attempts).enumerate() {
+        let (store, op, key) = (store.clone(), op.clone(), *key);
+        // Odd keys complete with an attempt that is not theirs.
+        let attempt = if i % 2 == 1 { attempt + 1000 } else { *attempt };
+        tasks.push(tokio::spawn(async move {
+            let a = AttemptRef {
+                op: &op,
+                key: &key,
+                attempt,
+            };
+            let bytes = format!("{i}");
+            let outcome = Outcome::Snapshot {
+                kind: SnapshotKind::Ok,
+                bytes: bytes.as_bytes(),
+                ttl: Duration::from_secs(3600),
+                cost: None,
+            };
+            store.complete(&a, outcome).await.unwrap()
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let fence = t.await.unwrap();
+        let expected = if i % 2 == 1 {
+            Fence::Lost
+        } else {
+            Fence::Owned
+        };
+        assert_eq!(fence, expected, "key {i}");
+        let record = store.get(&keys[i]).await.unwrap().unwrap();
+        if i % 2 == 1 {
+            assert_eq!(
+                record.status,
+                idem_runtime::record::Status::Running,
+                "key {i}"
+            );
+            assert!(record.snapshot.is_none(), "key {i}");
+        } else {
+            assert_eq!(
+                record.status,
+                idem_runtime::record::Status::Completed,
+                "key {i}"
+            );
+            assert_eq!(record.snapshot.as_deref(), Some(format!("{i}").as_bytes()));
+        }
+    }
+    let after = store.batch_stats();
+    assert!(
+        after.completion_batches > before.completion_batches,
+        "{after:?}"
+    );
+}

@@ -15,8 +15,9 @@
 //!
 //! On SQLite a guessed replay is read first (a pure read, which never waits for the write lock,
 //! so a replay is not held up by a writer such as an open transactional step) and a guessed new
-//! key goes straight to the claim statement (whose insert takes the write lock); a wrong guess
-//! costs the read, or a replay that waits for the write lock like any write.
+//! key goes first to a plain insert (as cheap as the hand-written one), then, if the key has a
+//! record, to the claim statement; a wrong guess costs the read, or an insert that decides
+//! nothing (and waits for the write lock like any write).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

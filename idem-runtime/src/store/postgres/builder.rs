@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::batch::{Batches, DEFAULT_BATCH_AFTER};
 use super::conn::Connections;
 use super::listen::Notifier;
 use super::locks::{Blocked, LOCK_TIMEOUT};
@@ -58,6 +59,7 @@ pub struct PostgresStoreBuilder {
     lock_timeout: Duration,
     notifications: bool,
     migrate: bool,
+    batch_after: usize,
 }
 
 impl PostgresStoreBuilder {
@@ -78,6 +80,7 @@ impl PostgresStoreBuilder {
             lock_timeout: LOCK_TIMEOUT,
             notifications: true,
             migrate: true,
+            batch_after: DEFAULT_BATCH_AFTER,
         }
     }
 
@@ -132,6 +135,18 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// How many claims of new keys (and, separately, how many completions) this store runs at
+    /// once, each as its own statement, before further ones queue and go together as one
+    /// multi-row statement (default 4). A caller below the bound never waits for company;
+    /// above it, many callers share one round trip, one transaction and one WAL flush. Zero
+    /// turns batching off (every claim and completion is its own statement, as with a bound
+    /// of the pool's size).
+    #[must_use]
+    pub fn batch_after(mut self, statements: usize) -> Self {
+        self.batch_after = statements;
+        self
+    }
+
     /// Whether waiting callers are woken by LISTEN/NOTIFY (default on); off, they poll.
     #[must_use]
     pub fn notifications(mut self, on: bool) -> Self {
@@ -179,10 +194,14 @@ impl PostgresStoreBuilder {
                     self.acquire_timeout = Duration::from_millis(number(name)?)
                 }
                 "idem_lock_timeout_ms" => self.lock_timeout = Duration::from_millis(number(name)?),
+                "idem_batch_after" => {
+                    self.batch_after = usize::try_from(number(name)?).unwrap_or(usize::MAX);
+                }
                 other if other.starts_with("idem_") => {
                     return Err(bad(format!(
                         "unknown parameter `{other}`; expected idem_schema, idem_table_prefix, \
-                         idem_max_connections, idem_acquire_timeout_ms or idem_lock_timeout_ms"
+                         idem_max_connections, idem_acquire_timeout_ms, idem_lock_timeout_ms or \
+                         idem_batch_after"
                     )))
                 }
                 _ => kept.push(pair),
@@ -328,18 +347,22 @@ impl PostgresStoreBuilder {
         });
         let sql = Sql::new(&names);
         let purge_sql = PurgeSql::new(&names);
+        let conns = if owned {
+            Connections::owned(pool)
+        } else {
+            Connections::shared(pool)
+        };
+        let blocked = Arc::new(Blocked::default());
+        let batches = Batches::new(&conns, &sql, &blocked, self.batch_after);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
-                conns: if owned {
-                    Connections::owned(pool)
-                } else {
-                    Connections::shared(pool)
-                },
+                conns,
+                batches,
                 names,
                 sql,
                 notifier,
                 predictor: Predictor::default(),
-                blocked: Blocked::default(),
+                blocked,
                 purge_sql,
                 purge_cursor: PurgeCursor::default(),
             }),

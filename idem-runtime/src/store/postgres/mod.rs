@@ -54,8 +54,10 @@ macro_rules! retrying_locks {
         }
     }};
 }
+mod batch;
 mod builder;
 mod chunks;
+mod combine;
 mod conn;
 mod listen;
 mod locks;
@@ -72,7 +74,9 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgExecutor, Row};
 
+pub use self::batch::BatchStats;
 pub use self::builder::PostgresStoreBuilder;
+use self::combine::Way;
 use self::conn::Connections;
 use self::listen::Notifier;
 use self::locks::{lock_timed_out, step_lock_id, Blocked, LockRetry, STEP_HELD};
@@ -112,12 +116,14 @@ pub struct PostgresStore {
 #[derive(Debug)]
 struct Inner {
     conns: Arc<Connections>,
+    /// Claims of new keys and completions, batched while many are pending (`batch.rs`).
+    batches: batch::Batches,
     names: Names,
     sql: Sql,
     notifier: Option<Notifier>,
     predictor: Predictor,
     /// Keys whose last claim timed out on a lock (`locks.rs`).
-    blocked: Blocked,
+    blocked: Arc<Blocked>,
     /// Purge's statements and where the current purge is (`purge.rs`).
     purge_sql: PurgeSql,
     purge_cursor: PurgeCursor,
@@ -306,6 +312,34 @@ impl PostgresStore {
         })
     }
 
+    /// The fenced completion as its own statement, retried while its lock wait times out.
+    async fn complete_alone(
+        &self,
+        a: &AttemptRef<'_>,
+        outcome: Outcome<'_>,
+    ) -> Result<(Fence, bool), Error> {
+        let mut held = self.held("complete", a.op, a.key).await?;
+        let mut retry = LockRetry::new();
+        let done = loop {
+            // `complete_on` takes any executor, so its error is already typed: the lock
+            // timeout is found in its source.
+            let done = self.complete_on(held.conn(), a, outcome).await;
+            let timed_out = matches!(&done, Err(Error::Store { source, .. })
+                if source.downcast_ref::<sqlx::Error>().is_some_and(lock_timed_out));
+            if !retry.again_if(timed_out).await {
+                break done?;
+            }
+        };
+        held.done();
+        Ok(done)
+    }
+
+    /// How many claims and completions went in batches so far (see
+    /// [`PostgresStoreBuilder::batch_after`]).
+    pub fn batch_stats(&self) -> BatchStats {
+        self.inner.batches.stats()
+    }
+
     /// Wakes every process waiting for `key` (their listeners hear the key on the channel) and
     /// drops it from their snapshot caches. Best effort: a waiter that misses it polls.
     async fn notify(&self, op: &str, key: &Key) {
@@ -348,6 +382,21 @@ impl PostgresStore {
         req: &ClaimRequest<'_>,
         in_transaction: bool,
     ) -> Result<Claim, Error> {
+        let insert = self.inner.predictor.guess_new(req.op);
+        self.claim_from(conn, req, in_transaction, insert, false)
+            .await
+    }
+
+    /// [`Self::claim_with`], starting with the insert or the read as told (`learned`: the
+    /// guess was already corrected by an earlier statement).
+    async fn claim_from(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        req: &ClaimRequest<'_>,
+        in_transaction: bool,
+        insert: bool,
+        learned: bool,
+    ) -> Result<Claim, Error> {
         // A step never waits on another step's row (its statement would time out and abort
         // its transaction, or wait as long as the other step): its claim statements take the
         // key's advisory lock first, without waiting, in the same statement, and turn the lock
@@ -357,8 +406,7 @@ impl PostgresStore {
         // Which statement goes first: the insert (a key without a record) or the read (one
         // with a record). Each decides alone; a wrong guess costs one more round trip.
         let predictor = &self.inner.predictor;
-        let mut insert = predictor.guess_new(req.op);
-        let mut learned = false;
+        let (mut insert, mut learned) = (insert, learned);
         for _ in 0..CLAIM_TRIES {
             if insert {
                 let inserted = if in_transaction {
@@ -475,9 +523,37 @@ impl Store for PostgresStore {
         if let Some(notifier) = &self.inner.notifier {
             notifier.keep_listening();
         }
+        // A guessed new key, while the store already runs enough inserts: it goes in the next
+        // batch (`batch.rs`) without taking a connection, and only an insert that found a
+        // record (or a failed batch) goes on alone.
+        let predictor = &self.inner.predictor;
+        let mut insert = predictor.guess_new(req.op);
+        let mut learned = false;
+        let mut turn = None;
+        if insert && !self.inner.blocked.contains(req.key) {
+            match self.inner.batches.claim(req) {
+                Way::Alone(alone) => turn = Some(alone),
+                Way::Queued(answer) => match answer.await {
+                    Ok(Some(Inserted::Acquired(attempt))) => {
+                        predictor.learn(req.op, true);
+                        return Ok(Claim::Acquired {
+                            attempt,
+                            took_over: None,
+                        });
+                    }
+                    Ok(Some(Inserted::HasRecord)) => {
+                        predictor.learn(req.op, false);
+                        (insert, learned) = (false, true);
+                    }
+                    Ok(Some(Inserted::Locked)) => return Ok(self.locked(req)),
+                    Ok(None) | Err(_) => {}
+                },
+            }
+        }
         let mut held = self.held("claim", req.op, req.key).await?;
         // A key whose last claim timed out on a lock: while a step holds it, say so without
-        // waiting on its row (one short round trip per look, see `locks.rs`).
+        // waiting on its row (one short round trip per look, see `locks.rs`). Asked again
+        // after the batch: a claim alone may have found the lock meanwhile.
         if self.inner.blocked.contains(req.key) {
             let step_holds: bool = sqlx::query_scalar(STEP_HELD)
                 .bind(step_lock_id(req.key))
@@ -490,7 +566,10 @@ impl Store for PostgresStore {
             }
             self.inner.blocked.remove(req.key);
         }
-        let claim = self.claim_with(held.conn(), req, false).await?;
+        let claim = self
+            .claim_from(held.conn(), req, false, insert, learned)
+            .await?;
+        drop(turn);
         // Attempt 0 here: the claim's last statement failed (a lock timeout), so its
         // connection goes back through sqlx, which checks it (see `conn.rs`).
         if !matches!(claim, Claim::Running { attempt: 0, .. }) {
@@ -519,19 +598,19 @@ impl Store for PostgresStore {
     }
 
     async fn complete(&self, a: &AttemptRef<'_>, outcome: Outcome<'_>) -> Result<Fence, Error> {
-        let mut held = self.held("complete", a.op, a.key).await?;
-        let mut retry = LockRetry::new();
-        let (fence, waiters) = loop {
-            // `complete_on` takes any executor, so its error is already typed: the lock
-            // timeout is found in its source.
-            let done = self.complete_on(held.conn(), a, outcome).await;
-            let timed_out = matches!(&done, Err(Error::Store { source, .. })
-                if source.downcast_ref::<sqlx::Error>().is_some_and(lock_timed_out));
-            if !retry.again_if(timed_out).await {
-                break done?;
+        let batched = match self.inner.batches.complete(a, outcome) {
+            Some(Way::Queued(answer)) => answer.await.ok().flatten(),
+            Some(Way::Alone(turn)) => {
+                let alone = self.complete_alone(a, outcome).await;
+                drop(turn);
+                Some(alone)
             }
+            None => None,
         };
-        held.done();
+        let (fence, waiters) = match batched {
+            Some(done) => done?,
+            None => self.complete_alone(a, outcome).await?,
+        };
         if waiters {
             self.notify(a.op, a.key).await;
         }

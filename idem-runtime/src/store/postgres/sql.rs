@@ -40,10 +40,12 @@ fn listed_columns() -> String {
 pub(super) struct Sql {
     pub(super) claim: String,
     pub(super) claim_new: String,
+    pub(super) claim_new_batch: String,
     pub(super) claim_step: String,
     pub(super) claim_new_step: String,
     pub(super) renew: String,
     pub(super) complete: String,
+    pub(super) complete_batch: String,
     pub(super) release: String,
     pub(super) notify: String,
     pub(super) fence_log: String,
@@ -162,6 +164,23 @@ impl Sql {
              RETURNING {new_attempt}",
             new_values(7)
         );
+        // $1..$8 arrays (one element per claim, sorted by key, no key twice): keys, ops,
+        // fingerprints, lease ms, workers, ttl ms, parents, positions. `claim_new` for many
+        // keys at once (`batch.rs`): each row decided as its single-row insert would be.
+        let claim_new_batch = format!(
+            "INSERT INTO {records} {new_columns}
+             SELECT u.key, u.op, 'running', {floor_now} + 1,
+                    u.fingerprint, {NOW} + u.lease::float8 * interval '1 millisecond', u.worker,
+                    {NOW}, {NOW}, {NOW}, 'running',
+                    {NOW} + (u.ttl::float8 + least(u.lease::float8, u.ttl::float8 / 100))
+                            * interval '1 millisecond',
+                    u.parent, u.position
+             FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::int8[], $5::text[],
+                         $6::int8[], $7::bytea[], $8::int8[])
+                  AS u(key, op, fingerprint, lease, worker, ttl, parent, position)
+             ON CONFLICT (key) DO NOTHING
+             RETURNING key, CASE WHEN attempt > {floor_now} THEN attempt ELSE {renumber}(key) END"
+        );
         // $7 the key's step lock (see `locks.rs`). The same two statements for a step, each
         // taking the key's advisory lock first, without waiting, in the same statement (so a
         // step pays no round trip for it), and turning the lock timeout off for the rest of
@@ -190,6 +209,7 @@ impl Sql {
         Self {
             claim,
             claim_new,
+            claim_new_batch,
             claim_step,
             claim_new_step,
             // $1 key, $2 attempt, $3 lease ms. Touches no indexed column: a HOT update.
@@ -210,6 +230,25 @@ impl Sql {
                      cost = $9
                  WHERE key = $1 AND attempt = $2 AND status = 'running'
                  RETURNING waiters"
+            ),
+            // $1..$9 arrays (one element per completion, sorted by key, no key twice): keys,
+            // attempts, statuses, snapshots, kinds, errors, ttl ms, outcomes, costs. `complete`
+            // for many attempts at once (`batch.rs`), fenced row by row; returns the keys it
+            // completed and whether someone waits for each.
+            complete_batch: format!(
+                "UPDATE {records} r
+                 SET status = u.status, snapshot = u.snapshot, snapshot_kind = u.kind,
+                     error = u.error, lease_until = NULL, updated_at = {NOW},
+                     expires_at = CASE
+                         WHEN r.expires_at >= {NOW} + u.ttl::float8 * interval '1 millisecond'
+                         THEN r.expires_at
+                         ELSE {NOW} + u.ttl::float8 * interval '1 millisecond' END,
+                     attempt_outcome = u.outcome, cost = u.cost
+                 FROM unnest($1::bytea[], $2::int8[], $3::text[], $4::bytea[], $5::text[],
+                             $6::text[], $7::int8[], $8::text[], $9::text[])
+                      AS u(key, attempt, status, snapshot, kind, error, ttl, outcome, cost)
+                 WHERE r.key = u.key AND r.attempt = u.attempt AND r.status = 'running'
+                 RETURNING r.key, r.waiters"
             ),
             // $1 key. After a completion someone waits for: its own statement, so the
             // completion itself never takes the cluster-wide notify lock.

@@ -32,7 +32,7 @@ pub use self::schema::FORMAT_VERSION;
 use self::schema::NOW;
 use self::sql::{sql, ADD_AVOIDED, COSTS, LISTED_COLUMNS, RECORD_COLUMNS};
 pub use self::step::{Step, StepTx};
-use super::columns::{attempt_log_of, counts_of, record_of};
+use super::columns::{attempt_log_of, counts_of, record_of, u64_of};
 use super::predict::Predictor;
 use super::step::{uncommitted_attempt, OpenSteps};
 use super::{
@@ -143,6 +143,32 @@ pub(crate) async fn claim_on<'e>(
     })
 }
 
+/// The insert of a key without a record: its attempt, or `None` when the key has a record.
+async fn claim_new_on<'e>(
+    exec: impl SqliteExecutor<'e>,
+    req: &ClaimRequest<'_>,
+) -> Result<Option<u64>, Error> {
+    let attempt: Option<i64> = sqlx::query_scalar(&sql().claim_new)
+        .bind(&req.key.0[..])
+        .bind(req.op)
+        .bind(req.fingerprint.map(|f| &f.0[..]))
+        .bind(millis(req.lease))
+        .bind(req.worker)
+        .bind(req.parent.as_ref().map(|p| &p.key.0[..]))
+        .bind(req.parent.map(|p| i64::from(p.position)))
+        .fetch_optional(exec)
+        .await
+        .map_err(|e| Error::store("claim", req.op, req.key, e))?;
+    attempt
+        .map(|a| u64_of(a, "attempt"))
+        .transpose()
+        .map_err(|reason| Error::Corrupt {
+            op: req.op.to_owned(),
+            key: *req.key,
+            reason,
+        })
+}
+
 /// The claim's read alone (a pure read: it never waits for the write lock): the decision when
 /// the key has a live record (replay, wait, key reuse), else `None` (no record, or one that can
 /// be claimed: the claim statement decides).
@@ -214,6 +240,15 @@ impl Store for SqliteStore {
             if let Some(claim) = read_claim(&self.pool, req).await? {
                 self.predictor.learn(req.op, false);
                 return Ok(claim);
+            }
+        } else {
+            let inserted = claim_new_on(&self.pool, req).await?;
+            self.predictor.learn(req.op, inserted.is_some());
+            if let Some(attempt) = inserted {
+                return Ok(Claim::Acquired {
+                    attempt,
+                    took_over: None,
+                });
             }
         }
         // A row that changes between the claim's two statements is re-claimed; three tries are

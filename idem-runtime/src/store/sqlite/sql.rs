@@ -8,6 +8,7 @@ use super::schema::NOW;
 pub(super) struct Sql {
     pub(super) read: String,
     pub(super) claim: String,
+    pub(super) claim_new: String,
     pub(super) renew: String,
     pub(super) complete: String,
     pub(super) fence_log: String,
@@ -64,6 +65,21 @@ pub(super) fn sql() -> &'static Sql {
                        snapshot_kind, expires_at, lease_until, updated_at AS now, op, cost;",
             LIVE = live,
             READ = read,
+        ),
+        // ?1 key, ?2 op, ?3 fingerprint, ?4 lease ms, ?5 worker, ?6 parent key, ?7 position.
+        // The claim of a key without a record, as plain as the hand-written insert: sent first
+        // when the operation's recent claims were new keys (`predict.rs`). A key that has a
+        // record inserts nothing and returns no row; `claim` then decides (it reads the row,
+        // takes it over, reruns it). Writers are serialized, so the attempt floor read here is
+        // current.
+        claim_new: format!(
+            "INSERT INTO idem_records (key, op, status, attempt, fingerprint, lease_until, worker,
+                                       created_at, updated_at, attempt_started_at, attempt_outcome,
+                                       parent, position)
+             VALUES (?1, ?2, 'running', (SELECT value FROM idem_meta WHERE name = 'attempt_floor') + 1,
+                     ?3, {NOW} + ?4, ?5, {NOW}, {NOW}, {NOW}, 'running', ?6, ?7)
+             ON CONFLICT (key) DO NOTHING
+             RETURNING attempt"
         ),
         // ?1 key. The claim's read alone: a pure read, so it never waits for the write lock
         // (WAL readers do not block on a writer). `SqliteStore::claim` sends it first, and the
