@@ -1515,6 +1515,15 @@ mod caller_transactions {
     }
 }
 
+/// Purge in batches much smaller than the table: exactly the expired and abandoned records go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purge_in_small_batches_deletes_exactly_the_expired() {
+    let Some(backend) = idem_tests::backends::postgres().await else {
+        return;
+    };
+    idem_tests::operator::purge_in_small_batches_deletes_exactly_the_expired(&backend).await;
+}
+
 /// Claims of new keys and completions batched while many are pending (`batch_after`): every key
 /// runs once, every caller of a key gets its value, a key twice in one batch is decided like a
 /// duplicate alone, and the store reports that batches did go.

@@ -613,3 +613,12 @@ async fn idem_step_can_be_spawned() {
     });
     assert_eq!(task.await.unwrap(), 1);
 }
+
+/// Purge in batches much smaller than the table: exactly the expired and abandoned records go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purge_in_small_batches_deletes_exactly_the_expired() {
+    let Some(backend) = idem_tests::backends::sqlite().await else {
+        return;
+    };
+    idem_tests::operator::purge_in_small_batches_deletes_exactly_the_expired(&backend).await;
+}

@@ -6,6 +6,8 @@ pub mod http_bench;
 #[cfg(feature = "postgres")]
 pub mod nested_bench;
 pub mod pgbench;
+pub mod prefill;
+pub mod prefill_bench;
 #[cfg(feature = "redis")]
 pub mod redis_benchmark;
 pub mod seeded;

@@ -192,3 +192,79 @@ pub async fn counts_by_operation_and_status(b: &Backend) {
     assert_eq!(got_b, &want);
     assert!(all.iter().any(|c| c.op == op_a));
 }
+
+/// The number of records [`purge_in_small_batches_deletes_exactly_the_expired`] writes:
+/// `IDEM_PREFILL` (CI may raise it, e.g. to 20000, to cross several of purge's windows), 200
+/// by default.
+fn prefill_size() -> usize {
+    std::env::var("IDEM_PREFILL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
+
+/// A purge in batches much smaller than the table deletes exactly the expired completed records
+/// and the abandoned running ones, over several batches of at most `batch` rows each, and
+/// leaves live running and unexpired completed records as they were (SQL stores: the others
+/// expire records by themselves).
+pub async fn purge_in_small_batches_deletes_exactly_the_expired(b: &Backend) {
+    let op = unique_op("purge_batches");
+    let store = &*b.store;
+    let idem = b.worker("w");
+    let n = prefill_size();
+    let key = |i: usize| Call::new(op.clone()).key(&i).key_value();
+    // By i % 4: expired completed, abandoned running, unexpired completed, live running.
+    for i in 0..n {
+        match i % 4 {
+            0 | 2 => {
+                let ttl = if i % 4 == 0 {
+                    ms(1)
+                } else {
+                    Duration::from_secs(3600)
+                };
+                let call = Call::new(op.clone()).key(&i).ttl(ttl);
+                let runs = AtomicUsize::new(0);
+                counted(&idem, call, &runs, "done").await.unwrap();
+            }
+            1 => {
+                hold(store, &op, &key(i), ms(1)).await;
+            }
+            _ => {
+                hold(store, &op, &key(i), Duration::from_secs(3600)).await;
+            }
+        }
+    }
+    tokio::time::sleep(ms(100)).await;
+
+    let batch = 7;
+    let (mut total, mut batches) = (0, 0);
+    loop {
+        let gone = store.purge_expired(batch, ms(50)).await.unwrap();
+        assert!(
+            gone <= u64::from(batch),
+            "a batch deletes at most {batch} ({gone})"
+        );
+        total += gone;
+        batches += 1;
+        if gone < u64::from(batch) {
+            break;
+        }
+    }
+    let doomed = (0..n).filter(|i| i % 4 < 2).count() as u64;
+    assert_eq!(total, doomed, "exactly the expired and abandoned records");
+    assert!(
+        batches > doomed / u64::from(batch),
+        "{batches} batches for {doomed} records"
+    );
+    for i in 0..n {
+        let record = store.get(&key(i)).await.unwrap();
+        match (i % 4, record) {
+            (0 | 1, None) => {}
+            (2, Some(r)) => assert_eq!(r.status, Status::Completed, "key {i}"),
+            (3, Some(r)) => assert_eq!(r.status, Status::Running, "key {i}"),
+            (_, other) => panic!("key {i} (kind {}): {other:?}", i % 4),
+        }
+    }
+    // A second purge finds nothing: the first left nothing behind.
+    assert_eq!(store.purge_expired(batch, ms(50)).await.unwrap(), 0);
+}

@@ -39,6 +39,10 @@ enum Mode {
     /// The `Idempotency-Key` layer against a bare axum handler: the `api` example serving on
     /// one core, `wrk` loading it from another process (see `--seconds`, `--connections`).
     Http,
+    /// A purge of a prefilled store's expired records (`--prefill`, `--expired-pct`,
+    /// `--purge-batch`), with misses beside it: rows/s, and the misses' p99 against misses
+    /// before the purge.
+    Purge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,6 +100,21 @@ struct Args {
     /// wrk's connections (`--mode http`).
     #[arg(long, default_value_t = 16)]
     connections: u32,
+    /// Fill a second store (PostgreSQL: schema `bench_prefilled`; SQLite: the file with
+    /// `.prefilled` appended) to this many records by bulk SQL, and compare `miss` or `hit`
+    /// there with an empty store (`bench_empty`, `.empty`) in alternating rounds. A store
+    /// already filled is reused. `--mode purge` fills `bench_purge` (`.purge`).
+    #[arg(long, default_value_t = 0)]
+    prefill: u64,
+    /// Percent of the prefilled records that are expired (completed, past `expires_at`).
+    #[arg(long, default_value_t = 15)]
+    expired_pct: u32,
+    /// Percent of the prefilled records that are abandoned (running, lease ended 2 h ago).
+    #[arg(long, default_value_t = 5)]
+    running_pct: u32,
+    /// Rows per purge batch (`--mode purge`).
+    #[arg(long, default_value_t = 1000)]
+    purge_batch: u32,
     /// Follow the attach-lag stream of this key and print each chunk's delay (the other
     /// process of `--mode stream`).
     #[arg(long, hide = true)]
@@ -188,6 +207,62 @@ async fn stream_mode(args: &Args, store: Arc<dyn idem_runtime::Store>) {
     let mut json = serde_json::to_value(&report).unwrap_or_default();
     json["store"] = args.store.split(':').next().unwrap_or_default().into();
     json["mode"] = "stream".into();
+    println!("{json}");
+}
+
+/// `--prefill N`: `miss` or `hit` on a prefilled store against an empty one, or `--mode purge`
+/// (see `prefill_bench`). One JSON line.
+async fn prefill_mode(args: &Args, url: String) {
+    use idem_examples::prefill_bench::{self, Kind, Options};
+    let kind = match args.mode {
+        Mode::Miss => Kind::Miss,
+        Mode::Hit => Kind::Hit,
+        Mode::Purge => Kind::Purge,
+        _ => fail("--prefill", "only with --mode miss, hit or purge"),
+    };
+    let opts = Options {
+        url,
+        prefill: args.prefill,
+        mix: idem_examples::prefill::Mix {
+            expired_pct: args.expired_pct,
+            running_pct: args.running_pct,
+        },
+        kind,
+        calls: args.calls as u64,
+        concurrency: args.concurrency,
+        rounds: args.rounds as u64,
+        cache: args.cache == Switch::On,
+        purge_batch: args.purge_batch,
+    };
+    let mut json = if kind == Kind::Purge {
+        let r = prefill_bench::purge(&opts)
+            .await
+            .unwrap_or_else(|e| fail("--mode purge", e));
+        eprintln!(
+            "purge of {} records ({} added by the fill in {:.0} s): {} purged in {:.1} s = {:.0} rows/s; claims p99 {:.0} us before, {:.0} us during ({:.2}x)",
+            r.prefill, r.fill.added, r.fill.seconds, r.purged, r.purge_seconds,
+            r.purge_rows_per_s, r.claims_before.p99_us, r.claims_during.p99_us, r.ratio_p99
+        );
+        serde_json::to_value(&r).unwrap_or_default()
+    } else {
+        let r = prefill_bench::compare(&opts)
+            .await
+            .unwrap_or_else(|e| fail("--prefill", e));
+        eprintln!(
+            "{} records ({}): p50 {:.0} us vs {:.0} us empty ({:.2}x), p99 {:.0} vs {:.0} us ({:.2}x); stats {:.0}..{:.0} ms, list --op {:.0}..{:.0} ms",
+            r.prefill,
+            if r.fill.added == 0 { "already filled".to_owned() } else { format!("filled {} in {:.0} s", r.fill.added, r.fill.seconds) },
+            r.prefilled.p50_us, r.empty.p50_us, r.ratio_p50,
+            r.prefilled.p99_us, r.empty.p99_us, r.ratio_p99,
+            r.stats_ms[0], r.stats_ms[1], r.list_op_ms[0], r.list_op_ms[1],
+        );
+        serde_json::to_value(&r).unwrap_or_default()
+    };
+    json["store"] = args.store.split(':').next().unwrap_or_default().into();
+    json["mode"] = format!("{:?}", args.mode).to_lowercase().into();
+    json["calls"] = args.calls.into();
+    json["concurrency"] = args.concurrency.into();
+    json["cache"] = (args.cache == Switch::On).into();
     println!("{json}");
 }
 
@@ -341,7 +416,7 @@ impl Side for BaselineSide {
                 let snapshot = serde_json::to_vec(&Draft::for_call(i)).unwrap_or_default();
                 self.baseline.step(&key, &snapshot).await
             }
-            Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
+            Mode::Stream | Mode::Nested | Mode::Http | Mode::Purge => unreachable_mode(),
             Mode::Hit => match self.baseline.hit(&key).await {
                 Ok(Some(bytes)) => serde_json::from_slice::<Draft>(&bytes)
                     .map(drop)
@@ -428,6 +503,9 @@ async fn main() {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
         return;
     }
+    if args.prefill > 0 || args.mode == Mode::Purge {
+        return prefill_mode(&args, url).await;
+    }
     let (store, steps) = open_store(&url, args.fresh == Switch::On).await;
     if let Some(key) = &args.follow {
         let idem = Idem::builder(store).cache_capacity(0).build();
@@ -496,7 +574,7 @@ async fn main() {
                 Mode::Miss => idem_examples::pgbench::Script::Miss,
                 Mode::Step => idem_examples::pgbench::Script::Step,
                 Mode::Hit => idem_examples::pgbench::Script::Hit,
-                Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
+                Mode::Stream | Mode::Nested | Mode::Http | Mode::Purge => unreachable_mode(),
             };
             idem_examples::pgbench::Pgbench::new(&args.store, script)
         })
@@ -511,7 +589,7 @@ async fn main() {
             Mode::Miss => Script::Miss,
             Mode::Hit => Script::Hit,
             Mode::Step => fail("--redis-benchmark", "no steps on Redis"),
-            Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
+            Mode::Stream | Mode::Nested | Mode::Http | Mode::Purge => unreachable_mode(),
         };
         Some(
             RedisBenchmark::new(&args.store, script)
@@ -540,7 +618,7 @@ async fn main() {
             Mode::Miss => "bench.miss",
             Mode::Hit => "bench.hit",
             Mode::Step => "bench.step",
-            Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
+            Mode::Stream | Mode::Nested | Mode::Http | Mode::Purge => unreachable_mode(),
         },
         run: run.clone(),
         executions: executions.clone(),
@@ -608,7 +686,7 @@ async fn main() {
         Mode::Miss => "miss",
         Mode::Hit => "hit",
         Mode::Step => "step",
-        Mode::Stream | Mode::Nested | Mode::Http => unreachable_mode(),
+        Mode::Stream | Mode::Nested | Mode::Http | Mode::Purge => unreachable_mode(),
     };
     let cpu = |s: &Stats| match (s.client_cpu_us, s.machine_cpu_us) {
         (Some(c), Some(m)) => format!("  cpu/call {c:>6.1} us client, {m:>6.1} us machine"),

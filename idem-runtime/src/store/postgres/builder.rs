@@ -12,6 +12,7 @@ use super::batch::Batches;
 use super::conn::Connections;
 use super::listen::Notifier;
 use super::locks::{Blocked, LOCK_TIMEOUT};
+use super::purge::{PurgeCursor, PurgeSql};
 use super::schema::{self, Names, FORMAT_VERSION};
 use super::sql::Sql;
 use super::{Inner, PostgresStore, Source, NO_KEY};
@@ -351,6 +352,7 @@ impl PostgresStoreBuilder {
                 .unwrap_or(usize::MAX)
                 .max(1)
         });
+        let purge_sql = PurgeSql::new(&names);
         let conns = if owned {
             Connections::owned(pool)
         } else {
@@ -367,6 +369,8 @@ impl PostgresStoreBuilder {
                 notifier,
                 predictor: Predictor::default(),
                 blocked,
+                purge_sql,
+                purge_cursor: PurgeCursor::default(),
             }),
         })
     }

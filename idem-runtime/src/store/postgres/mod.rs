@@ -61,6 +61,7 @@ mod combine;
 mod conn;
 mod listen;
 mod locks;
+mod purge;
 mod rows;
 mod schema;
 mod sql;
@@ -79,6 +80,7 @@ use self::combine::Way;
 use self::conn::Connections;
 use self::listen::Notifier;
 use self::locks::{lock_timed_out, step_lock_id, Blocked, LockRetry, STEP_HELD};
+use self::purge::{Phase, PurgeCursor, PurgeSql, SWEEP_PAGES};
 use self::rows::{
     attempt_i64, bind_parent, claim_corrupt, claim_query, col, corrupt, decide, ClaimRead, Inserted,
 };
@@ -122,6 +124,9 @@ struct Inner {
     predictor: Predictor,
     /// Keys whose last claim timed out on a lock (`locks.rs`).
     blocked: Arc<Blocked>,
+    /// Purge's statements and where the current purge is (`purge.rs`).
+    purge_sql: PurgeSql,
+    purge_cursor: PurgeCursor,
 }
 
 #[derive(Clone)]
@@ -676,11 +681,12 @@ impl Store for PostgresStore {
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
         let mut held = self.held("list", "", &NO_KEY).await?;
+        let limit = i64::from(filter.limit.unwrap_or(1000));
         let rows = sqlx::query(&self.inner.sql.list)
             .bind(filter.op.as_deref())
             .bind(filter.status.map(Status::as_str))
             .bind(filter.updated_before)
-            .bind(i64::from(filter.limit.unwrap_or(1000)))
+            .bind(limit)
             .fetch_all(held.conn())
             .await
             .map_err(|e| Error::store("list", "", &NO_KEY, e))?;
@@ -822,15 +828,72 @@ impl Store for PostgresStore {
     }
 
     async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {
+        let fail = |e: sqlx::Error| Error::store("purge", "", &NO_KEY, e);
+        let sql = &self.inner.purge_sql;
+        let cursor = &self.inner.purge_cursor;
+        let batch = i64::from(batch.max(1));
         let mut held = self.held("purge", "", &NO_KEY).await?;
-        let gone: i64 = retrying_locks!(
-            sqlx::query_scalar(&self.inner.sql.purge)
-                .bind(i64::from(batch))
-                .bind(millis(abandoned_after))
-                .fetch_one(held.conn())
-                .await
-        )
-        .map_err(|e| Error::store("purge", "", &NO_KEY, e))?;
+        let mut gone = 0;
+        // Each statement is bounded (one batch of the index, or one window of pages); a call
+        // runs them until it has deleted `batch` records or the purge is over (see `purge.rs`).
+        loop {
+            match cursor.get() {
+                phase @ (Phase::Expired | Phase::ExpiredFrom(_)) => {
+                    let from = match phase {
+                        Phase::ExpiredFrom(ms) => Some(ms),
+                        _ => None,
+                    };
+                    let (n, last): (i64, Option<i64>) = retrying_locks!(
+                        sqlx::query_as(&sql.expired)
+                            .bind(batch)
+                            .bind(from)
+                            .fetch_one(held.conn())
+                            .await
+                    )
+                    .map_err(fail)?;
+                    gone += n;
+                    if n >= batch {
+                        cursor.set(last.or(from).map_or(Phase::Expired, Phase::ExpiredFrom));
+                        break;
+                    }
+                    let pages: i64 = sqlx::query_scalar(&sql.pages)
+                        .fetch_one(held.conn())
+                        .await
+                        .map_err(fail)?;
+                    cursor.set(Phase::Sweep { page: 0, pages });
+                }
+                Phase::Sweep { page, pages } => {
+                    if page >= pages {
+                        // The purge is over: this call returns short, and the next purge
+                        // starts again from the first expired record.
+                        cursor.set(Phase::Expired);
+                        retrying_locks!(sqlx::query(&sql.fold_counts).execute(held.conn()).await)
+                            .map_err(fail)?;
+                        break;
+                    }
+                    let room = batch - gone;
+                    let n: i64 = retrying_locks!(
+                        sqlx::query_scalar(&sql.abandoned)
+                            .bind(page)
+                            .bind(page + SWEEP_PAGES)
+                            .bind(millis(abandoned_after))
+                            .bind(room)
+                            .fetch_one(held.conn())
+                            .await
+                    )
+                    .map_err(fail)?;
+                    gone += n;
+                    if n >= room {
+                        // The window may hold more: the next batch reads it again.
+                        break;
+                    }
+                    cursor.set(Phase::Sweep {
+                        page: page + SWEEP_PAGES,
+                        pages,
+                    });
+                }
+            }
+        }
         held.done();
         Ok(u64::try_from(gone).unwrap_or(0))
     }

@@ -1,7 +1,7 @@
 //! The PostgreSQL record format (versioned migrations), the validated names it lives under, and
 //! how a store brings a database up to date, safely when many workers start at once.
 //!
-//! # Persisted format, version 6
+//! # Persisted format, version 8
 //!
 //! Version 1 created the tables below; version 2 (applied on top of it, in the same way on new
 //! and old databases) drops the records table's CHECK constraints and adds the
@@ -56,7 +56,8 @@
 //!   stream began), `chunk bytea` (its JSON encoding); primary key `(key, attempt, seq)`, so a
 //!   retried append of the same chunk numbers does nothing and a read of one attempt's stream is
 //!   one index range. No CHECK constraints, for the records table's reason: readers validate.
-//!   The trigger `<prefix>chunks_gone` (`AFTER DELETE` on the records table, per row) deletes a
+//!   The trigger `<prefix>chunks_gone` (`AFTER DELETE` on the records table, per row; per
+//!   statement since version 8) deletes a
 //!   key's chunks with its record, so forget, purge and every other delete need no statement of
 //!   their own. A claim that replaces an attempt deletes nothing (an upsert); the new attempt's
 //!   first append drops the earlier attempts' chunks.
@@ -71,6 +72,19 @@
 //!   clears it for the new attempt and the log trigger carries it with a replaced attempt.
 //! - `idem_costs_avoided (op, unit, amount, replays)` (since version 7): what replays avoided,
 //!   added up by each process in batches.
+//! - `idem_counts (op, status, slot, records, attempts)` (since version 8): records and the sum
+//!   of their attempt numbers by operation and status, so `stats` reads a few rows instead of
+//!   counting the table. Kept in the writing transaction by the row triggers
+//!   `<prefix>count_added` (insert) and `<prefix>count_changed` (an update that changes `op`,
+//!   `status` or `attempt`: claims, completions, releases, never heartbeats), and the statement
+//!   trigger `<prefix>count_gone` (delete, from its transition table: one upsert per purge
+//!   batch). Each backend writes its own rows (`slot` = `pg_backend_pid()`), so writers never
+//!   wait for each other there; the end of a purge folds the rows of backends that are gone into
+//!   slot 0. The same version makes `<prefix>chunks_gone` a statement trigger (one join per
+//!   deleting statement instead of a call per row), and adds the indexes below. Its migration
+//!   takes the records table's SHARE lock (writers wait) while it builds the indexes and counts
+//!   the table: 32 s on ten million records here (docs/migrating.md has how to build the
+//!   indexes beforehand).
 //! - `<prefix>acquire(key, op, fingerprint, lease_ms, worker, ttl_ms) -> bigint[]`: the write
 //!   half of a claim of a key whose record is not live (an upsert that takes a new attempt;
 //!   `{attempt, taken-over attempt or 0}`, or NULL when a concurrent claimer won). The claim
@@ -83,14 +97,25 @@
 //! ## Indexes, and why so few
 //!
 //! The hot writes are the heartbeat (`renew`: changes only `lease_until`) and the claim of a new
-//! key (an insert). `lease_until` is in **no** index, so every heartbeat is a HOT update. The
-//! only index besides the primary key is `idem_records_expires (expires_at) WHERE expires_at IS
-//! NOT NULL`: purge finds expired completed and failed records without a scan. A claim sets a
-//! provisional `expires_at` (ttl plus a slack of the lease, at most 1% of the ttl), so a
-//! completion within the slack leaves every indexed column unchanged and is HOT too; a later
-//! one sets `now + ttl`. A completed
-//! record therefore lives between ttl and ttl + 1%. Listing by operation and finding abandoned
-//! running records are operator actions and scan: every index is paid on every claim.
+//! key (an insert). `lease_until` is in **no** index, so every heartbeat is a HOT update. Besides
+//! the primary key:
+//!
+//! - `idem_records_expires (expires_at) WHERE expires_at IS NOT NULL`: purge finds expired
+//!   completed and failed records without a scan, batch after batch from where the last ended
+//!   (`purge.rs`). A claim sets a provisional `expires_at` (ttl plus a slack of the lease, at
+//!   most 1% of the ttl), so a completion within the slack leaves it unchanged; a later one sets
+//!   `now + ttl`. A completed record therefore lives between ttl and ttl + 1%.
+//! - `idem_records_op (op, updated_at)` (since version 8): `list --op` reads an operation's
+//!   newest records as one range. Its price: one more index entry per new key, and a
+//!   completion (it changes `updated_at`) is not a HOT update.
+//! - `idem_records_running (lease_until) INCLUDE (op) WHERE status = 'running'` (since version
+//!   8): `stats` counts stuck records from it alone. Completed records have no entry; a
+//!   heartbeat of a running record moves its entry (no longer HOT).
+//! - `idem_records_costed (op) WHERE cost IS NOT NULL` (since version 8): the records with a
+//!   cost, for the cost ledger; records without one add no entry.
+//!
+//! Abandoned running records (lease expired) have no index (it would cost every heartbeat):
+//! purge sweeps the table's pages once per purge, a bounded window per statement.
 //!
 //! ## Notifications
 //!
@@ -113,7 +138,7 @@ use sqlx::{Connection, PgConnection};
 use crate::error::Error;
 
 /// The newest format version this build writes.
-pub const FORMAT_VERSION: i32 = 7;
+pub const FORMAT_VERSION: i32 = 8;
 
 /// The format versions, in order. `{records}`, `{attempts}`, `{meta}`, `{chunks}` are replaced
 /// by the quoted, schema-qualified table names, `{prefix}` by the (validated) table prefix.
@@ -446,6 +471,100 @@ CREATE TABLE {costs_avoided} (
 );
 "#,
     ),
+    (
+        8,
+        r#"
+-- Operators' reads of a big table (`idem stats`, `idem list --op`) without a scan.
+--
+-- Writers wait while this runs: the indexes are built and the counts taken under the
+-- records table's SHARE lock, so no write slips between the first count and its triggers.
+-- `IF NOT EXISTS`: indexes an operator built beforehand with CREATE INDEX CONCURRENTLY
+-- (docs/migrating.md) are kept, and only the count scans the table.
+LOCK TABLE {records} IN SHARE MODE;
+
+-- `list --op`: an operation's newest records, one range read backwards. A completion changes
+-- `updated_at`, so it is no longer a HOT update (docs/performance.md has what that costs).
+CREATE INDEX IF NOT EXISTS "{prefix}records_op" ON {records} (op, updated_at);
+-- `stats`'s stuck records (running, lease expired): one range, read from the index alone.
+-- Running records only: a completed record has no entry. A heartbeat moves its entry.
+CREATE INDEX IF NOT EXISTS "{prefix}records_running" ON {records} (lease_until) INCLUDE (op)
+    WHERE status = 'running';
+-- The records that carry a cost, for `stats`'s cost ledger. Partial: a record without a cost
+-- (the common case) adds no entry.
+CREATE INDEX IF NOT EXISTS "{prefix}records_costed" ON {records} (op) WHERE cost IS NOT NULL;
+
+-- Records and attempts by operation and status, kept by the triggers below in the writing
+-- statement's transaction, so `stats` adds up a few rows instead of counting the table. Each
+-- backend adds to its own rows (`slot` = its process id), so concurrent writers never wait for
+-- each other here; purge folds the rows of backends that are gone into slot 0.
+CREATE TABLE {counts} (
+    op       text NOT NULL,
+    status   text NOT NULL,
+    slot     integer NOT NULL,
+    records  bigint NOT NULL,
+    attempts bigint NOT NULL,
+    PRIMARY KEY (op, status, slot)
+);
+INSERT INTO {counts} (op, status, slot, records, attempts)
+SELECT op, status, 0, count(*), sum(attempt) FROM {records} GROUP BY op, status;
+
+-- One record inserted, or one whose operation, status or attempt changed (a claim, a
+-- completion, a release; never a heartbeat): a row trigger, cheaper than a statement's for
+-- the single-row statements that claim and complete.
+CREATE FUNCTION "{schema}"."{prefix}count_row"() RETURNS trigger LANGUAGE plpgsql AS $idem$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        INSERT INTO {counts} AS c (op, status, slot, records, attempts)
+        VALUES (OLD.op, OLD.status, pg_backend_pid(), -1, -OLD.attempt)
+        ON CONFLICT (op, status, slot) DO UPDATE
+        SET records = c.records + excluded.records, attempts = c.attempts + excluded.attempts;
+    END IF;
+    INSERT INTO {counts} AS c (op, status, slot, records, attempts)
+    VALUES (NEW.op, NEW.status, pg_backend_pid(), 1, NEW.attempt)
+    ON CONFLICT (op, status, slot) DO UPDATE
+    SET records = c.records + excluded.records, attempts = c.attempts + excluded.attempts;
+    RETURN NULL;
+END
+$idem$;
+CREATE TRIGGER "{prefix}count_added" AFTER INSERT ON {records}
+    FOR EACH ROW EXECUTE FUNCTION "{schema}"."{prefix}count_row"();
+CREATE TRIGGER "{prefix}count_changed" AFTER UPDATE OF op, status, attempt ON {records}
+    FOR EACH ROW
+    WHEN (OLD.op IS DISTINCT FROM NEW.op OR OLD.status IS DISTINCT FROM NEW.status
+          OR OLD.attempt IS DISTINCT FROM NEW.attempt)
+    EXECUTE FUNCTION "{schema}"."{prefix}count_row"();
+
+-- Deleted records (purge batches, forget): once per statement, from its transition table, so
+-- a purge batch of thousands of rows adds to a handful of counts.
+CREATE FUNCTION "{schema}"."{prefix}count_gone"() RETURNS trigger LANGUAGE plpgsql AS $idem$
+BEGIN
+    INSERT INTO {counts} AS c (op, status, slot, records, attempts)
+    SELECT op, status, pg_backend_pid(), -count(*), -sum(attempt) FROM gone
+    GROUP BY op, status ORDER BY op, status
+    ON CONFLICT (op, status, slot) DO UPDATE
+    SET records = c.records + excluded.records, attempts = c.attempts + excluded.attempts;
+    RETURN NULL;
+END
+$idem$;
+CREATE TRIGGER "{prefix}count_gone" AFTER DELETE ON {records}
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+    EXECUTE FUNCTION "{schema}"."{prefix}count_gone"();
+
+-- The stream journal's rows went with each deleted record one trigger call per row; now
+-- once per statement, as the counts: a purge batch is one join.
+DROP TRIGGER "{prefix}chunks_gone" ON {records};
+DROP FUNCTION "{schema}"."{prefix}forget_chunks"();
+CREATE FUNCTION "{schema}"."{prefix}forget_chunks_of"() RETURNS trigger LANGUAGE plpgsql AS $idem$
+BEGIN
+    DELETE FROM {chunks} c USING gone g WHERE c.key = g.key;
+    RETURN NULL;
+END
+$idem$;
+CREATE TRIGGER "{prefix}chunks_gone" AFTER DELETE ON {records}
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+    EXECUTE FUNCTION "{schema}"."{prefix}forget_chunks_of"();
+"#,
+    ),
 ];
 
 /// The longest schema name (PostgreSQL truncates identifiers at 63 bytes).
@@ -503,6 +622,8 @@ pub(super) struct Names {
     pub(super) chunks: String,
     /// The avoided-cost ledger (format version 7).
     pub(super) costs_avoided: String,
+    /// Records and attempts by operation and status (format version 8).
+    pub(super) counts: String,
     /// The sequence that mirrors the attempt floor (format version 3).
     pub(super) floor: String,
     pub(super) versions: String,
@@ -524,6 +645,7 @@ impl Names {
             meta: table("meta"),
             chunks: table("chunks"),
             costs_avoided: table("costs_avoided"),
+            counts: table("counts"),
             floor: table("attempt_floor"),
             versions: table("schema"),
             channel: format!("idem_{}", &hash.to_hex()[..16]),
@@ -536,6 +658,7 @@ impl Names {
             .replace("{meta}", &self.meta)
             .replace("{chunks}", &self.chunks)
             .replace("{costs_avoided}", &self.costs_avoided)
+            .replace("{counts}", &self.counts)
             .replace("{floor}", &self.floor)
             .replace("{prefix}", &self.prefix)
             .replace("{schema}", &self.schema)

@@ -51,7 +51,6 @@ pub(super) struct Sql {
     pub(super) fence_log: String,
     pub(super) flag_waiters: String,
     pub(super) forget: String,
-    pub(super) purge: String,
     pub(super) get: String,
     pub(super) attempts: String,
     pub(super) list: String,
@@ -69,6 +68,7 @@ impl Sql {
         let (records, attempts, meta, channel) = (&n.records, &n.attempts, &n.meta, &n.channel);
         let chunks = &n.chunks;
         let costs_avoided = &n.costs_avoided;
+        let counts = &n.counts;
         let live = format!(
             "(r.status = 'completed' AND r.expires_at > {NOW}) OR (r.status = 'running' AND r.lease_until > {NOW})"
         );
@@ -303,37 +303,6 @@ impl Sql {
                  SELECT (SELECT count({notify}) FROM gone) AS gone,
                         (SELECT op FROM refused) AS op, (SELECT attempt FROM refused) AS attempt"
             ),
-            // $1 batch, $2 abandoned-after ms. Expired candidates come from the `expires_at` index,
-            // abandoned running ones from a scan;
-            // `FOR UPDATE SKIP LOCKED` re-checks each on its newest version and skips rows a
-            // claim holds, so purge never waits for (nor blocks for long) a claimer.
-            purge: format!(
-                "WITH doomed AS (
-                     SELECT key FROM {records}
-                     WHERE key = ANY (ARRAY(
-                               (SELECT key FROM {records}
-                                WHERE expires_at <= {NOW} AND status <> 'running' LIMIT $1)
-                               UNION ALL
-                               (SELECT key FROM {records}
-                                WHERE status = 'running'
-                                  AND lease_until <= {NOW} - $2::float8 * interval '1 millisecond'
-                                LIMIT $1)))
-                       AND ((expires_at <= {NOW} AND status <> 'running')
-                            OR (status = 'running'
-                                AND lease_until <= {NOW} - $2::float8 * interval '1 millisecond'))
-                     LIMIT $1
-                     FOR UPDATE SKIP LOCKED
-                 ), gone AS (
-                     DELETE FROM {records} r USING doomed d WHERE r.key = d.key
-                     RETURNING r.key, r.attempt
-                 ), log_gone AS (
-                     DELETE FROM {attempts} a USING gone g WHERE a.key = g.key
-                 ), floor AS (
-                     UPDATE {meta} SET value = greatest(value, (SELECT max(attempt) FROM gone))
-                     WHERE name = 'attempt_floor' AND EXISTS (SELECT 1 FROM gone)
-                 )
-                 SELECT count(*) FROM gone"
-            ),
             get: format!("SELECT {} FROM {records} WHERE key = $1", record_columns()),
             // Past attempts from the log, the current one from the record.
             attempts: format!(
@@ -351,11 +320,13 @@ impl Sql {
                 ms("updated_at"),
             ),
             // $1 op, $2 status, $3 updated-before ms, $4 limit. Never the snapshot column.
+            // Ordered by the table's columns (`r.`: the output's `updated_at` is milliseconds),
+            // so with an op it is one range of the `op` index, read backwards.
             list: format!(
-                "SELECT {} FROM {records}
+                "SELECT {} FROM {records} r
                  WHERE ($1::text IS NULL OR op = $1) AND ($2::text IS NULL OR status = $2)
-                   AND ($3::int8 IS NULL OR updated_at < to_timestamp($3::float8 / 1000))
-                 ORDER BY updated_at DESC, key LIMIT $4",
+                   AND ($3::int8 IS NULL OR r.updated_at < to_timestamp($3::float8 / 1000))
+                 ORDER BY r.updated_at DESC, r.key LIMIT $4",
                 listed_columns()
             ),
             // $1 ops, $2 units, $3 amounts, $4 replays: one statement adds every line.
@@ -395,16 +366,28 @@ impl Sql {
                 "SELECT {} FROM {records} WHERE parent = $1 ORDER BY position, created_at, key",
                 listed_columns()
             ),
-            // $1 op. Counted by the server, by its clock; no snapshot is read.
+            // $1 op. No record is read: the counts are the sums of the `counts` table (kept by
+            // triggers), and stuck records (running, lease expired by the server's clock) one
+            // range of the partial `running` index, read from the index alone.
             counts: format!(
-                "SELECT op, count(*)::int8,
-                        count(*) FILTER (WHERE status = 'running')::int8,
-                        count(*) FILTER (WHERE status = 'running' AND lease_until < {NOW})::int8,
-                        count(*) FILTER (WHERE status = 'completed')::int8,
-                        count(*) FILTER (WHERE status = 'failed')::int8,
-                        coalesce(sum(attempt), 0)::int8
-                 FROM {records} WHERE $1::text IS NULL OR op = $1
-                 GROUP BY op ORDER BY op"
+                "WITH kept AS (
+                     SELECT op, status, sum(records) AS records, sum(attempts) AS attempts
+                     FROM {counts} WHERE $1::text IS NULL OR op = $1
+                     GROUP BY op, status
+                 ), stuck AS (
+                     SELECT op, count(*) AS stuck FROM {records}
+                     WHERE status = 'running' AND lease_until < {NOW}
+                       AND ($1::text IS NULL OR op = $1)
+                     GROUP BY op
+                 )
+                 SELECT k.op, sum(k.records)::int8,
+                        coalesce(sum(k.records) FILTER (WHERE k.status = 'running'), 0)::int8,
+                        coalesce(min(s.stuck), 0)::int8,
+                        coalesce(sum(k.records) FILTER (WHERE k.status = 'completed'), 0)::int8,
+                        coalesce(sum(k.records) FILTER (WHERE k.status = 'failed'), 0)::int8,
+                        coalesce(sum(k.attempts), 0)::int8
+                 FROM kept k LEFT JOIN stuck s ON s.op = k.op
+                 GROUP BY k.op HAVING sum(k.records) <> 0 ORDER BY k.op"
             ),
             // $1 key, $2 attempt, $3 first chunk number, $4 offsets (ms), $5 chunks. One
             // statement, so one round trip and one snapshot:

@@ -13,6 +13,7 @@
 
 mod builder;
 mod chunks;
+mod purge;
 mod rows;
 mod schema;
 mod sql;
@@ -50,6 +51,8 @@ pub struct SqliteStore {
     open_steps: Arc<OpenSteps>,
     /// Whether a claim reads first (see `store/predict.rs`).
     predictor: Arc<Predictor>,
+    /// Where the current purge's sweep for abandoned records is (`purge.rs`).
+    sweep: purge::SweepCursor,
 }
 
 impl SqliteStore {
@@ -81,6 +84,7 @@ impl SqliteStore {
             pool,
             open_steps: Arc::default(),
             predictor: Arc::default(),
+            sweep: purge::SweepCursor::default(),
         }
     }
 
@@ -395,19 +399,40 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
-        let rows = sqlx::query(&format!(
-            "SELECT {LISTED_COLUMNS} FROM idem_records
-             WHERE (?1 IS NULL OR op = ?1) AND (?2 IS NULL OR status = ?2)
-               AND (?3 IS NULL OR updated_at < ?3)
-             ORDER BY updated_at DESC, key LIMIT ?4"
-        ))
-        .bind(filter.op.as_deref())
-        .bind(filter.status.map(Status::as_str))
-        .bind(filter.updated_before)
-        .bind(i64::from(filter.limit.unwrap_or(1000)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| Error::store("list", "", &Key([0; 32]), e))?;
+        // One operation's records of every status: a merge of ranges of the `status_op`
+        // index, each read newest first and stopped at the limit, never a scan of the
+        // operation's records. (A record of another status is corrupt and listed by none.)
+        let text = if filter.op.is_some() && filter.status.is_none() {
+            let one = |status: &str| {
+                format!(
+                    "SELECT * FROM (SELECT {LISTED_COLUMNS} FROM idem_records
+                     WHERE status = '{status}' AND op = ?1 AND (?3 IS NULL OR updated_at < ?3)
+                     ORDER BY updated_at DESC, key LIMIT ?4)"
+                )
+            };
+            format!(
+                "SELECT * FROM ({} UNION ALL {} UNION ALL {})
+                 WHERE ?2 IS NULL ORDER BY updated_at DESC, key LIMIT ?4",
+                one("running"),
+                one("completed"),
+                one("failed")
+            )
+        } else {
+            format!(
+                "SELECT {LISTED_COLUMNS} FROM idem_records
+                 WHERE (?1 IS NULL OR op = ?1) AND (?2 IS NULL OR status = ?2)
+                   AND (?3 IS NULL OR updated_at < ?3)
+                 ORDER BY updated_at DESC, key LIMIT ?4"
+            )
+        };
+        let rows = sqlx::query(&text)
+            .bind(filter.op.as_deref())
+            .bind(filter.status.map(Status::as_str))
+            .bind(filter.updated_before)
+            .bind(i64::from(filter.limit.unwrap_or(1000)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| Error::store("list", "", &Key([0; 32]), e))?;
         rows.iter()
             .map(record_of)
             .collect::<Result<_, String>>()
@@ -420,12 +445,24 @@ impl Store for SqliteStore {
 
     async fn counts(&self, op: Option<&str>) -> Result<Vec<OpCounts>, Error> {
         let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT op, count(*), coalesce(sum(status = 'running'), 0),
-                    coalesce(sum(status = 'running' AND lease_until < {NOW}), 0),
-                    coalesce(sum(status = 'completed'), 0), coalesce(sum(status = 'failed'), 0),
-                    coalesce(sum(attempt), 0)
-             FROM idem_records WHERE ?1 IS NULL OR op = ?1
-             GROUP BY op ORDER BY op"
+            // The counts from the covering `status_op` index alone; only running records, a
+            // range of it, are read for their lease.
+            "WITH by_status AS (
+                 SELECT op, status, count(*) AS records, sum(attempt) AS attempts
+                 FROM idem_records WHERE ?1 IS NULL OR op = ?1
+                 GROUP BY status, op
+             ), stuck AS (
+                 SELECT op, count(*) AS stuck FROM idem_records
+                 WHERE status = 'running' AND lease_until < {NOW} AND (?1 IS NULL OR op = ?1)
+                 GROUP BY op
+             )
+             SELECT b.op, sum(b.records),
+                    coalesce(sum(CASE WHEN b.status = 'running' THEN b.records END), 0),
+                    coalesce((SELECT s.stuck FROM stuck s WHERE s.op = b.op), 0),
+                    coalesce(sum(CASE WHEN b.status = 'completed' THEN b.records END), 0),
+                    coalesce(sum(CASE WHEN b.status = 'failed' THEN b.records END), 0),
+                    coalesce(sum(b.attempts), 0)
+             FROM by_status b GROUP BY b.op ORDER BY b.op"
         ))
         .bind(op)
         .fetch_all(&self.pool)
@@ -508,35 +545,6 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, batch: u32, abandoned_after: Duration) -> Result<u64, Error> {
-        let fail = |e: sqlx::Error| Error::store("purge", "", &Key([0; 32]), e);
-        let mut conn = self.pool.acquire().await.map_err(fail)?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(fail)?;
-        // Expired records come from the index. Abandoned running records have none (it would
-        // cost every claim and completion a page write), so they are looked for with a scan,
-        // only once the expired ones are gone: the last batch of a purge.
-        let mut purged: Vec<i64> = sqlx::query_scalar(&sql().purge_expired)
-            .bind(i64::from(batch))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(fail)?;
-        let left = i64::from(batch) - purged.len() as i64;
-        if left > 0 {
-            let abandoned: Vec<i64> = sqlx::query_scalar(&sql().purge_abandoned)
-                .bind(left)
-                .bind(millis(abandoned_after))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(fail)?;
-            purged.extend(abandoned);
-        }
-        if let Some(highest) = purged.iter().max() {
-            sqlx::query("UPDATE idem_meta SET value = max(value, ?1) WHERE name = 'attempt_floor'")
-                .bind(highest)
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)?;
-        Ok(purged.len() as u64)
+        self.purge_batch(batch, abandoned_after).await
     }
 }

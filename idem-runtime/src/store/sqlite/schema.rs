@@ -32,6 +32,15 @@
 //!   now carries its cost.
 //! - `idem_costs_avoided (op, unit, amount, replays)`: what replays avoided, added up by each
 //!   process in batches.
+//!
+//! Format version 4 adds the indexes of operators' reads on big tables:
+//! - `idem_records_status_op (status, op, updated_at, attempt)`: `stats` counts from it alone,
+//!   `list --op` reads an operation's newest records from it in order.
+//! - `idem_records_costed (op) WHERE cost IS NOT NULL`: the records with a cost, for the cost
+//!   ledger.
+//!
+//! Built by the migration inside its write transaction: other writers wait while it runs
+//! (seconds per million records).
 
 use sqlx::{Connection, SqliteConnection};
 
@@ -158,10 +167,24 @@ CREATE TABLE idem_costs_avoided (
 ) WITHOUT ROWID;
 ",
     ),
+    (
+        4,
+        r"
+-- Operators' reads of a big table (`idem stats`, `idem list --op`) without a scan: records by
+-- status and operation, newest last within each; `stats` counts from this index alone (it
+-- covers `attempt` too) and `list --op` reads an operation's newest records in order, one
+-- range per status. Its cost: one more index entry per new key, and each completion (which
+-- changes `status` and `updated_at`) moves the record's entry (docs/performance.md).
+CREATE INDEX idem_records_status_op ON idem_records (status, op, updated_at, attempt);
+-- The records that carry a cost, for `stats`'s cost ledger. Partial: a record without a cost
+-- adds no entry.
+CREATE INDEX idem_records_costed ON idem_records (op) WHERE cost IS NOT NULL;
+",
+    ),
 ];
 
 /// The newest format version this build writes.
-pub const FORMAT_VERSION: i64 = 3;
+pub const FORMAT_VERSION: i64 = 4;
 
 /// The format version of the database's idem tables, or `None` when it has none. Reads only.
 pub(super) async fn check(conn: &mut SqliteConnection) -> Result<Option<i64>, sqlx::Error> {

@@ -14,6 +14,7 @@ pub(super) struct Sql {
     pub(super) fence_log: String,
     pub(super) release: String,
     pub(super) purge_expired: String,
+    pub(super) purge_window: String,
     pub(super) purge_abandoned: String,
 }
 
@@ -114,11 +115,18 @@ pub(super) fn sql() -> &'static Sql {
                  SELECT key FROM idem_records WHERE expires_at <= {NOW} LIMIT ?1)
              RETURNING attempt"
         ),
-        // ?1 batch, ?2 abandoned-after ms.
+        // ?1 the sweep's cursor (the last key of the previous window; x'' at first), ?2 the
+        // window's size: the window's last key (NULL: the sweep is over).
+        purge_window: "SELECT max(key) FROM (
+                           SELECT key FROM idem_records WHERE key > ?1 ORDER BY key LIMIT ?2)"
+            .to_owned(),
+        // ?1 the window's cursor, ?2 its last key, ?3 abandoned-after ms, ?4 at most this many.
+        // One range of the primary key (the table is ordered by it).
         purge_abandoned: format!(
             "DELETE FROM idem_records WHERE key IN (
                  SELECT key FROM idem_records
-                 WHERE status = 'running' AND lease_until <= {NOW} - ?2 LIMIT ?1)
+                 WHERE key > ?1 AND key <= ?2
+                   AND status = 'running' AND lease_until <= {NOW} - ?3 LIMIT ?4)
              RETURNING attempt"
         ),
         }
