@@ -867,8 +867,6 @@ impl Store for PostgresStore {
                         // The purge is over: this call returns short, and the next purge
                         // starts again from the first expired record.
                         cursor.set(Phase::Expired);
-                        retrying_locks!(sqlx::query(&sql.fold_counts).execute(held.conn()).await)
-                            .map_err(fail)?;
                         break;
                     }
                     let room = batch - gone;

@@ -39,9 +39,6 @@ pub(super) struct PurgeSql {
     pub(super) abandoned: String,
     /// The records table's size in pages, when a sweep starts.
     pub(super) pages: String,
-    /// At the end of a purge: folds the count rows of backends that are gone into slot 0, so
-    /// the counts table holds a few rows per live connection, not one per connection ever.
-    pub(super) fold_counts: String,
 }
 
 /// What every delete of purge also does: delete the records' past attempts (their chunks go by
@@ -107,22 +104,6 @@ impl PurgeSql {
                  ), {}
                  SELECT count(*) FROM gone",
                 delete_doomed(names, "")
-            ),
-            // Locks the rows it folds (a backend that reused a gone one's process id waits, or
-            // is waited for), then slot 0's, in order: no two folds can deadlock.
-            fold_counts: format!(
-                "WITH gone AS (
-                     DELETE FROM {counts}
-                     WHERE slot <> 0 AND slot NOT IN (SELECT pid FROM pg_stat_activity)
-                     RETURNING op, status, records, attempts
-                 )
-                 INSERT INTO {counts} AS c (op, status, slot, records, attempts)
-                 SELECT op, status, 0, sum(records), sum(attempts) FROM gone
-                 GROUP BY op, status ORDER BY op, status
-                 ON CONFLICT (op, status, slot) DO UPDATE
-                 SET records = c.records + excluded.records,
-                     attempts = c.attempts + excluded.attempts",
-                counts = names.counts
             ),
             pages: format!(
                 "SELECT pg_relation_size('{}'::regclass)

@@ -72,19 +72,11 @@
 //!   clears it for the new attempt and the log trigger carries it with a replaced attempt.
 //! - `idem_costs_avoided (op, unit, amount, replays)` (since version 7): what replays avoided,
 //!   added up by each process in batches.
-//! - `idem_counts (op, status, slot, records, attempts)` (since version 8): records and the sum
-//!   of their attempt numbers by operation and status, so `stats` reads a few rows instead of
-//!   counting the table. Kept in the writing transaction by the row triggers
-//!   `<prefix>count_added` (insert) and `<prefix>count_changed` (an update that changes `op`,
-//!   `status` or `attempt`: claims, completions, releases, never heartbeats), and the statement
-//!   trigger `<prefix>count_gone` (delete, from its transition table: one upsert per purge
-//!   batch). Each backend writes its own rows (`slot` = `pg_backend_pid()`), so writers never
-//!   wait for each other there; the end of a purge folds the rows of backends that are gone into
-//!   slot 0. The same version makes `<prefix>chunks_gone` a statement trigger (one join per
-//!   deleting statement instead of a call per row), and adds the indexes below. Its migration
-//!   takes the records table's SHARE lock (writers wait) while it builds the indexes and counts
-//!   the table: 32 s on ten million records here (docs/migrating.md has how to build the
-//!   indexes beforehand).
+//! - Version 8 adds the partial index `<prefix>records_costed (op) WHERE cost IS NOT NULL`
+//!   (the cost ledger's read; records without a cost add no entry) and makes
+//!   `<prefix>chunks_gone` a statement trigger (one join per deleting statement instead of a
+//!   call per row). Its migration builds the index under the records table's SHARE lock
+//!   (writers wait; docs/migrating.md has how to build it beforehand).
 //! - `<prefix>acquire(key, op, fingerprint, lease_ms, worker, ttl_ms) -> bigint[]`: the write
 //!   half of a claim of a key whose record is not live (an upsert that takes a new attempt;
 //!   `{attempt, taken-over attempt or 0}`, or NULL when a concurrent claimer won). The claim
@@ -105,15 +97,12 @@
 //!   (`purge.rs`). A claim sets a provisional `expires_at` (ttl plus a slack of the lease, at
 //!   most 1% of the ttl), so a completion within the slack leaves it unchanged; a later one sets
 //!   `now + ttl`. A completed record therefore lives between ttl and ttl + 1%.
-//! - `idem_records_op (op, updated_at)` (since version 8): `list --op` reads an operation's
-//!   newest records as one range. Its price: one more index entry per new key, and a
-//!   completion (it changes `updated_at`) is not a HOT update.
-//! - `idem_records_running (lease_until) INCLUDE (op) WHERE status = 'running'` (since version
-//!   8): `stats` counts stuck records from it alone. Completed records have no entry; a
-//!   heartbeat of a running record moves its entry (no longer HOT).
 //! - `idem_records_costed (op) WHERE cost IS NOT NULL` (since version 8): the records with a
 //!   cost, for the cost ledger; records without one add no entry.
 //!
+//! Listing by operation and `stats` scan the records: an index on `op` and `updated_at` (or a
+//! summary kept by triggers) was measured at 20–28% of miss throughput (a completion stops being
+//! a HOT update), too much for an operator's read.
 //! Abandoned running records (lease expired) have no index (it would cost every heartbeat):
 //! purge sweeps the table's pages once per purge, a bounded window per statement.
 //!
@@ -474,81 +463,11 @@ CREATE TABLE {costs_avoided} (
     (
         8,
         r#"
--- Operators' reads of a big table (`idem stats`, `idem list --op`) without a scan.
---
--- Writers wait while this runs: the indexes are built and the counts taken under the
--- records table's SHARE lock, so no write slips between the first count and its triggers.
--- `IF NOT EXISTS`: indexes an operator built beforehand with CREATE INDEX CONCURRENTLY
--- (docs/migrating.md) are kept, and only the count scans the table.
-LOCK TABLE {records} IN SHARE MODE;
-
--- `list --op`: an operation's newest records, one range read backwards. A completion changes
--- `updated_at`, so it is no longer a HOT update (docs/performance.md has what that costs).
-CREATE INDEX IF NOT EXISTS "{prefix}records_op" ON {records} (op, updated_at);
--- `stats`'s stuck records (running, lease expired): one range, read from the index alone.
--- Running records only: a completed record has no entry. A heartbeat moves its entry.
-CREATE INDEX IF NOT EXISTS "{prefix}records_running" ON {records} (lease_until) INCLUDE (op)
-    WHERE status = 'running';
--- The records that carry a cost, for `stats`'s cost ledger. Partial: a record without a cost
--- (the common case) adds no entry.
+-- The records that carry a cost, for the cost ledger (`stats`, `Idem::costs`). Partial: a
+-- record without a cost (the common case) adds no entry, and no hot write changes `op`.
+-- `IF NOT EXISTS`: an index an operator built beforehand with CREATE INDEX CONCURRENTLY
+-- (docs/migrating.md) is kept.
 CREATE INDEX IF NOT EXISTS "{prefix}records_costed" ON {records} (op) WHERE cost IS NOT NULL;
-
--- Records and attempts by operation and status, kept by the triggers below in the writing
--- statement's transaction, so `stats` adds up a few rows instead of counting the table. Each
--- backend adds to its own rows (`slot` = its process id), so concurrent writers never wait for
--- each other here; purge folds the rows of backends that are gone into slot 0.
-CREATE TABLE {counts} (
-    op       text NOT NULL,
-    status   text NOT NULL,
-    slot     integer NOT NULL,
-    records  bigint NOT NULL,
-    attempts bigint NOT NULL,
-    PRIMARY KEY (op, status, slot)
-);
-INSERT INTO {counts} (op, status, slot, records, attempts)
-SELECT op, status, 0, count(*), sum(attempt) FROM {records} GROUP BY op, status;
-
--- One record inserted, or one whose operation, status or attempt changed (a claim, a
--- completion, a release; never a heartbeat): a row trigger, cheaper than a statement's for
--- the single-row statements that claim and complete.
-CREATE FUNCTION "{schema}"."{prefix}count_row"() RETURNS trigger LANGUAGE plpgsql AS $idem$
-BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        INSERT INTO {counts} AS c (op, status, slot, records, attempts)
-        VALUES (OLD.op, OLD.status, pg_backend_pid(), -1, -OLD.attempt)
-        ON CONFLICT (op, status, slot) DO UPDATE
-        SET records = c.records + excluded.records, attempts = c.attempts + excluded.attempts;
-    END IF;
-    INSERT INTO {counts} AS c (op, status, slot, records, attempts)
-    VALUES (NEW.op, NEW.status, pg_backend_pid(), 1, NEW.attempt)
-    ON CONFLICT (op, status, slot) DO UPDATE
-    SET records = c.records + excluded.records, attempts = c.attempts + excluded.attempts;
-    RETURN NULL;
-END
-$idem$;
-CREATE TRIGGER "{prefix}count_added" AFTER INSERT ON {records}
-    FOR EACH ROW EXECUTE FUNCTION "{schema}"."{prefix}count_row"();
-CREATE TRIGGER "{prefix}count_changed" AFTER UPDATE OF op, status, attempt ON {records}
-    FOR EACH ROW
-    WHEN (OLD.op IS DISTINCT FROM NEW.op OR OLD.status IS DISTINCT FROM NEW.status
-          OR OLD.attempt IS DISTINCT FROM NEW.attempt)
-    EXECUTE FUNCTION "{schema}"."{prefix}count_row"();
-
--- Deleted records (purge batches, forget): once per statement, from its transition table, so
--- a purge batch of thousands of rows adds to a handful of counts.
-CREATE FUNCTION "{schema}"."{prefix}count_gone"() RETURNS trigger LANGUAGE plpgsql AS $idem$
-BEGIN
-    INSERT INTO {counts} AS c (op, status, slot, records, attempts)
-    SELECT op, status, pg_backend_pid(), -count(*), -sum(attempt) FROM gone
-    GROUP BY op, status ORDER BY op, status
-    ON CONFLICT (op, status, slot) DO UPDATE
-    SET records = c.records + excluded.records, attempts = c.attempts + excluded.attempts;
-    RETURN NULL;
-END
-$idem$;
-CREATE TRIGGER "{prefix}count_gone" AFTER DELETE ON {records}
-    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
-    EXECUTE FUNCTION "{schema}"."{prefix}count_gone"();
 
 -- The stream journal's rows went with each deleted record one trigger call per row; now
 -- once per statement, as the counts: a purge batch is one join.
@@ -622,8 +541,6 @@ pub(super) struct Names {
     pub(super) chunks: String,
     /// The avoided-cost ledger (format version 7).
     pub(super) costs_avoided: String,
-    /// Records and attempts by operation and status (format version 8).
-    pub(super) counts: String,
     /// The sequence that mirrors the attempt floor (format version 3).
     pub(super) floor: String,
     pub(super) versions: String,
@@ -645,7 +562,6 @@ impl Names {
             meta: table("meta"),
             chunks: table("chunks"),
             costs_avoided: table("costs_avoided"),
-            counts: table("counts"),
             floor: table("attempt_floor"),
             versions: table("schema"),
             channel: format!("idem_{}", &hash.to_hex()[..16]),
@@ -658,7 +574,6 @@ impl Names {
             .replace("{meta}", &self.meta)
             .replace("{chunks}", &self.chunks)
             .replace("{costs_avoided}", &self.costs_avoided)
-            .replace("{counts}", &self.counts)
             .replace("{floor}", &self.floor)
             .replace("{prefix}", &self.prefix)
             .replace("{schema}", &self.schema)

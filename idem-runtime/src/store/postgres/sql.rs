@@ -68,7 +68,6 @@ impl Sql {
         let (records, attempts, meta, channel) = (&n.records, &n.attempts, &n.meta, &n.channel);
         let chunks = &n.chunks;
         let costs_avoided = &n.costs_avoided;
-        let counts = &n.counts;
         let live = format!(
             "(r.status = 'completed' AND r.expires_at > {NOW}) OR (r.status = 'running' AND r.lease_until > {NOW})"
         );
@@ -366,28 +365,18 @@ impl Sql {
                 "SELECT {} FROM {records} WHERE parent = $1 ORDER BY position, created_at, key",
                 listed_columns()
             ),
-            // $1 op. No record is read: the counts are the sums of the `counts` table (kept by
-            // triggers), and stuck records (running, lease expired by the server's clock) one
-            // range of the partial `running` index, read from the index alone.
+            // $1 op. Counted by the server, by its clock; no snapshot is read. An operator's
+            // read: it scans the records (an index or a summary kept by triggers would make
+            // every claim and completion pay for it; docs/performance.md).
             counts: format!(
-                "WITH kept AS (
-                     SELECT op, status, sum(records) AS records, sum(attempts) AS attempts
-                     FROM {counts} WHERE $1::text IS NULL OR op = $1
-                     GROUP BY op, status
-                 ), stuck AS (
-                     SELECT op, count(*) AS stuck FROM {records}
-                     WHERE status = 'running' AND lease_until < {NOW}
-                       AND ($1::text IS NULL OR op = $1)
-                     GROUP BY op
-                 )
-                 SELECT k.op, sum(k.records)::int8,
-                        coalesce(sum(k.records) FILTER (WHERE k.status = 'running'), 0)::int8,
-                        coalesce(min(s.stuck), 0)::int8,
-                        coalesce(sum(k.records) FILTER (WHERE k.status = 'completed'), 0)::int8,
-                        coalesce(sum(k.records) FILTER (WHERE k.status = 'failed'), 0)::int8,
-                        coalesce(sum(k.attempts), 0)::int8
-                 FROM kept k LEFT JOIN stuck s ON s.op = k.op
-                 GROUP BY k.op HAVING sum(k.records) <> 0 ORDER BY k.op"
+                "SELECT op, count(*)::int8,
+                        count(*) FILTER (WHERE status = 'running')::int8,
+                        count(*) FILTER (WHERE status = 'running' AND lease_until < {NOW})::int8,
+                        count(*) FILTER (WHERE status = 'completed')::int8,
+                        count(*) FILTER (WHERE status = 'failed')::int8,
+                        coalesce(sum(attempt), 0)::int8
+                 FROM {records} WHERE $1::text IS NULL OR op = $1
+                 GROUP BY op ORDER BY op"
             ),
             // $1 key, $2 attempt, $3 first chunk number, $4 offsets (ms), $5 chunks. One
             // statement, so one round trip and one snapshot:

@@ -399,32 +399,12 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Record>, Error> {
-        // One operation's records of every status: a merge of ranges of the `status_op`
-        // index, each read newest first and stopped at the limit, never a scan of the
-        // operation's records. (A record of another status is corrupt and listed by none.)
-        let text = if filter.op.is_some() && filter.status.is_none() {
-            let one = |status: &str| {
-                format!(
-                    "SELECT * FROM (SELECT {LISTED_COLUMNS} FROM idem_records
-                     WHERE status = '{status}' AND op = ?1 AND (?3 IS NULL OR updated_at < ?3)
-                     ORDER BY updated_at DESC, key LIMIT ?4)"
-                )
-            };
-            format!(
-                "SELECT * FROM ({} UNION ALL {} UNION ALL {})
-                 WHERE ?2 IS NULL ORDER BY updated_at DESC, key LIMIT ?4",
-                one("running"),
-                one("completed"),
-                one("failed")
-            )
-        } else {
-            format!(
-                "SELECT {LISTED_COLUMNS} FROM idem_records
-                 WHERE (?1 IS NULL OR op = ?1) AND (?2 IS NULL OR status = ?2)
-                   AND (?3 IS NULL OR updated_at < ?3)
-                 ORDER BY updated_at DESC, key LIMIT ?4"
-            )
-        };
+        let text = format!(
+            "SELECT {LISTED_COLUMNS} FROM idem_records
+             WHERE (?1 IS NULL OR op = ?1) AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR updated_at < ?3)
+             ORDER BY updated_at DESC, key LIMIT ?4"
+        );
         let rows = sqlx::query(&text)
             .bind(filter.op.as_deref())
             .bind(filter.status.map(Status::as_str))
@@ -445,24 +425,14 @@ impl Store for SqliteStore {
 
     async fn counts(&self, op: Option<&str>) -> Result<Vec<OpCounts>, Error> {
         let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(&format!(
-            // The counts from the covering `status_op` index alone; only running records, a
-            // range of it, are read for their lease.
-            "WITH by_status AS (
-                 SELECT op, status, count(*) AS records, sum(attempt) AS attempts
-                 FROM idem_records WHERE ?1 IS NULL OR op = ?1
-                 GROUP BY status, op
-             ), stuck AS (
-                 SELECT op, count(*) AS stuck FROM idem_records
-                 WHERE status = 'running' AND lease_until < {NOW} AND (?1 IS NULL OR op = ?1)
-                 GROUP BY op
-             )
-             SELECT b.op, sum(b.records),
-                    coalesce(sum(CASE WHEN b.status = 'running' THEN b.records END), 0),
-                    coalesce((SELECT s.stuck FROM stuck s WHERE s.op = b.op), 0),
-                    coalesce(sum(CASE WHEN b.status = 'completed' THEN b.records END), 0),
-                    coalesce(sum(CASE WHEN b.status = 'failed' THEN b.records END), 0),
-                    coalesce(sum(b.attempts), 0)
-             FROM by_status b GROUP BY b.op ORDER BY b.op"
+            // An operator's read: it scans the records (an index would cost every claim and
+            // completion a page write).
+            "SELECT op, count(*), coalesce(sum(status = 'running'), 0),
+                    coalesce(sum(status = 'running' AND lease_until < {NOW}), 0),
+                    coalesce(sum(status = 'completed'), 0), coalesce(sum(status = 'failed'), 0),
+                    coalesce(sum(attempt), 0)
+             FROM idem_records WHERE ?1 IS NULL OR op = ?1
+             GROUP BY op ORDER BY op"
         ))
         .bind(op)
         .fetch_all(&self.pool)

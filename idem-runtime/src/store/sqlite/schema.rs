@@ -33,14 +33,11 @@
 //! - `idem_costs_avoided (op, unit, amount, replays)`: what replays avoided, added up by each
 //!   process in batches.
 //!
-//! Format version 4 adds the indexes of operators' reads on big tables:
-//! - `idem_records_status_op (status, op, updated_at, attempt)`: `stats` counts from it alone,
-//!   `list --op` reads an operation's newest records from it in order.
-//! - `idem_records_costed (op) WHERE cost IS NOT NULL`: the records with a cost, for the cost
-//!   ledger.
-//!
+//! Format version 4 adds `idem_records_costed (op) WHERE cost IS NOT NULL`: the records with
+//! a cost, for the cost ledger's read on big tables (a record without a cost adds no entry).
 //! Built by the migration inside its write transaction: other writers wait while it runs
-//! (seconds per million records).
+//! (seconds per million records). `stats` and `list --op` scan the records: an index serving
+//! them would cost every claim and completion a page write.
 
 use sqlx::{Connection, SqliteConnection};
 
@@ -170,12 +167,6 @@ CREATE TABLE idem_costs_avoided (
     (
         4,
         r"
--- Operators' reads of a big table (`idem stats`, `idem list --op`) without a scan: records by
--- status and operation, newest last within each; `stats` counts from this index alone (it
--- covers `attempt` too) and `list --op` reads an operation's newest records in order, one
--- range per status. Its cost: one more index entry per new key, and each completion (which
--- changes `status` and `updated_at`) moves the record's entry (docs/performance.md).
-CREATE INDEX idem_records_status_op ON idem_records (status, op, updated_at, attempt);
 -- The records that carry a cost, for `stats`'s cost ledger. Partial: a record without a cost
 -- adds no entry.
 CREATE INDEX idem_records_costed ON idem_records (op) WHERE cost IS NOT NULL;
