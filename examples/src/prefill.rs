@@ -70,9 +70,7 @@ fn postgres_row(mix: Mix) -> String {
     )
 }
 
-/// Fills the PostgreSQL table `records` (schema-qualified, quoted) to `n` records, and the
-/// store's counts with them. Needs a role that may set `session_replication_role` (a
-/// superuser, as on a benchmark server).
+/// Fills the PostgreSQL table `records` (schema-qualified, quoted) to `n` records.
 #[cfg(feature = "postgres")]
 pub async fn postgres(
     pool: &sqlx::PgPool,
@@ -97,25 +95,10 @@ pub async fn postgres(
          ORDER BY 1",
         postgres_row(mix)
     );
-    // The store's counts (format 8) are kept by row triggers, one upsert of the same row per
-    // inserted record: within one transaction of a million rows each would walk the versions
-    // all the earlier ones left. The fill turns triggers off for its transactions (as a
-    // replication apply does) and adds each chunk to the counts in the same statement.
-    let counts = records.replace("records\"", "counts\"");
-    let insert = format!(
-        "WITH added AS ({insert} RETURNING op, status, attempt)
-         INSERT INTO {counts} AS c (op, status, slot, records, attempts)
-         SELECT op, status, 0, count(*), sum(attempt) FROM added GROUP BY op, status
-         ON CONFLICT (op, status, slot) DO UPDATE
-         SET records = c.records + excluded.records, attempts = c.attempts + excluded.attempts"
-    );
     while at < n {
         let end = (at + CHUNK).min(n);
         let mut tx = pool.begin().await?;
         sqlx::query("SET LOCAL work_mem = '256MB'")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("SET LOCAL session_replication_role = replica")
             .execute(&mut *tx)
             .await?;
         sqlx::query(&insert)
