@@ -135,13 +135,12 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// How many claims of new keys (and, separately, how many completions) this store runs at
-    /// once, each as its own statement, before further ones queue and go together as one
-    /// multi-row statement (default: half the pool's size, so claims and completions together
-    /// can fill it). A caller below the bound never waits for company; above it, many callers
-    /// share one round trip, one transaction and one WAL flush: that pays when more calls are
-    /// in flight than the pool has connections. Zero turns batching off (every claim and
-    /// completion is its own statement).
+    /// While callers wait for the pool: how many claims of new keys (and, separately, how
+    /// many completions) this store runs at once, each as its own statement, before further
+    /// ones queue and go together as one multi-row statement (default: half the pool's size,
+    /// so claims and completions together can fill it). Many callers then share one round
+    /// trip, one transaction and one WAL flush. While the pool has room, every call goes alone
+    /// at once (batching then only adds a wait). Zero turns batching off.
     #[must_use]
     pub fn batch_after(mut self, statements: usize) -> Self {
         self.batch_after = Some(statements);

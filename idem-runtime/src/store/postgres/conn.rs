@@ -103,6 +103,12 @@ impl Connections {
         })
     }
 
+    /// Whether callers of this store wait for the pool right now (then more statements are
+    /// pending than the pool can run, and batching them pays; see `batch.rs`).
+    pub(super) fn callers_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0 && self.pool.num_idle() == 0
+    }
+
     /// Gives every kept connection back to the pool and keeps none from now on (before the
     /// pool closes, which waits for all of them).
     pub(super) fn give_back_all(&self) {

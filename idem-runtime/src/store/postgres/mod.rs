@@ -532,8 +532,9 @@ impl Store for PostgresStore {
         let mut turn = None;
         if insert && !self.inner.blocked.contains(req.key) {
             match self.inner.batches.claim(req) {
-                Way::Alone(alone) => turn = Some(alone),
-                Way::Queued(answer) => match answer.await {
+                None => {}
+                Some(Way::Alone(alone)) => turn = Some(alone),
+                Some(Way::Queued(answer)) => match answer.await {
                     Ok(Some(Inserted::Acquired(attempt))) => {
                         predictor.learn(req.op, true);
                         return Ok(Claim::Acquired {
