@@ -1,9 +1,8 @@
 //! Many claims of new keys in one `INSERT`, many completions in one `UPDATE`: the batched forms
 //! of `claim_new` and `complete` (`sql.rs`), fed by the combiners (`combine.rs`) when more
 //! statements of a kind are pending than the store lets run at once. Only while callers wait
-//! for the pool: with connections to spare, a queued caller would wait for nothing (measured:
-//! batching at 16 callers on a pool of 16 cost 10–30% of throughput; at 64 callers it gained
-//! 1.3–1.6x, docs/performance.md).
+//! for the pool: with connections to spare, a queued caller would wait for nothing and
+//! throughput drops (docs/performance.md has the measurements).
 //!
 //! A batch is one autocommit statement over arrays (`unnest`), so its rows share one round
 //! trip, one transaction and one WAL flush; each row is decided exactly as its single-row
