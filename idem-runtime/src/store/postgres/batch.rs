@@ -217,6 +217,26 @@ fn retry_alone(e: &sqlx::Error) -> bool {
 /// A batch's entries with distinct keys, and the ones left out of it.
 type Split<T, R> = (Vec<Entry<T, R>>, Vec<Entry<T, R>>);
 
+/// Sends each entry of a batch its answer and each entry left out of it `None` (it goes
+/// alone); counts the batch when it `decided` its entries.
+fn reply<T, R>(
+    entries: Vec<Entry<T, R>>,
+    answers: Vec<Option<R>>,
+    again: Vec<Entry<T, R>>,
+    count: &Counted,
+    decided: bool,
+) {
+    if decided {
+        count.add(entries.len());
+    }
+    for (entry, answer) in entries.into_iter().zip(answers) {
+        let _ = entry.reply.send(answer);
+    }
+    for entry in again {
+        let _ = entry.reply.send(None);
+    }
+}
+
 /// Sorts a batch by key and splits off the entries whose key is already in it.
 fn distinct_by_key<T, R>(mut entries: Vec<Entry<T, R>>, key: impl Fn(&T) -> Key) -> Split<T, R> {
     entries.sort_by_key(|e| key(&e.item));
@@ -254,15 +274,8 @@ fn claim_runner(
                 .partition(|e| !blocked.contains(&e.item.key));
             again.extend(locked);
             let answers = claim_batch(&conns, &sql, &entries).await;
-            if answers.first().is_some_and(Option::is_some) {
-                count.add(entries.len());
-            }
-            for (entry, answer) in entries.into_iter().zip(answers) {
-                let _ = entry.reply.send(answer);
-            }
-            for entry in again {
-                let _ = entry.reply.send(None);
-            }
+            let decided = answers.first().is_some_and(Option::is_some);
+            reply(entries, answers, again, &count, decided);
         })
     })
 }
@@ -332,15 +345,8 @@ fn complete_runner(
         Box::pin(async move {
             let (entries, again) = distinct_by_key(entries, |c: &Completion| c.key);
             let answers = complete_batch(&conns, &sql, &entries).await;
-            if answers.first().is_some_and(|a| matches!(a, Some(Ok(_)))) {
-                count.add(entries.len());
-            }
-            for (entry, answer) in entries.into_iter().zip(answers) {
-                let _ = entry.reply.send(answer);
-            }
-            for entry in again {
-                let _ = entry.reply.send(None);
-            }
+            let decided = answers.first().is_some_and(|a| matches!(a, Some(Ok(_))));
+            reply(entries, answers, again, &count, decided);
         })
     })
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Connection, SqliteExecutor};
+use sqlx::{Connection, Row, SqliteExecutor};
 
 pub use self::builder::SqliteStoreBuilder;
 use self::rows::decide;
@@ -125,14 +125,7 @@ pub(crate) async fn claim_on<'e>(
     exec: impl SqliteExecutor<'e>,
     req: &ClaimRequest<'_>,
 ) -> Result<Option<Claim>, Error> {
-    let rows = sqlx::query(&sql().claim)
-        .bind(&req.key.0[..])
-        .bind(req.op)
-        .bind(req.fingerprint.map(|f| &f.0[..]))
-        .bind(millis(req.lease))
-        .bind(req.worker)
-        .bind(req.parent.as_ref().map(|p| &p.key.0[..]))
-        .bind(req.parent.map(|p| i64::from(p.position)))
+    let rows = claim_query(&sql().claim, req)
         .fetch_all(exec)
         .await
         .map_err(|e| Error::store("claim", req.op, req.key, e))?;
@@ -143,12 +136,13 @@ pub(crate) async fn claim_on<'e>(
     })
 }
 
-/// The insert of a key without a record: its attempt, or `None` when the key has a record.
-async fn claim_new_on<'e>(
-    exec: impl SqliteExecutor<'e>,
-    req: &ClaimRequest<'_>,
-) -> Result<Option<u64>, Error> {
-    let attempt: Option<i64> = sqlx::query_scalar(&sql().claim_new)
+/// A claim statement with its seven parameters bound: ?1 key, ?2 op, ?3 fingerprint, ?4 lease
+/// ms, ?5 worker, ?6 parent key, ?7 position.
+fn claim_query<'q>(
+    text: &'q str,
+    req: &'q ClaimRequest<'_>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    sqlx::query(text)
         .bind(&req.key.0[..])
         .bind(req.op)
         .bind(req.fingerprint.map(|f| &f.0[..]))
@@ -156,17 +150,28 @@ async fn claim_new_on<'e>(
         .bind(req.worker)
         .bind(req.parent.as_ref().map(|p| &p.key.0[..]))
         .bind(req.parent.map(|p| i64::from(p.position)))
+}
+
+/// The insert of a key without a record: its attempt, or `None` when the key has a record.
+async fn claim_new_on<'e>(
+    exec: impl SqliteExecutor<'e>,
+    req: &ClaimRequest<'_>,
+) -> Result<Option<u64>, Error> {
+    let row = claim_query(&sql().claim_new, req)
         .fetch_optional(exec)
         .await
         .map_err(|e| Error::store("claim", req.op, req.key, e))?;
-    attempt
-        .map(|a| u64_of(a, "attempt"))
-        .transpose()
-        .map_err(|reason| Error::Corrupt {
-            op: req.op.to_owned(),
-            key: *req.key,
-            reason,
-        })
+    row.map(|r| {
+        r.try_get::<i64, _>(0)
+            .map_err(|e| e.to_string())
+            .and_then(|a| u64_of(a, "attempt"))
+    })
+    .transpose()
+    .map_err(|reason| Error::Corrupt {
+        op: req.op.to_owned(),
+        key: *req.key,
+        reason,
+    })
 }
 
 /// The claim's read alone (a pure read: it never waits for the write lock): the decision when
