@@ -77,6 +77,18 @@ fn amqp_with_idem_has_no_duplicate_side_effects() {
 }
 
 #[test]
+fn group_commit_has_no_duplicate_side_effects() {
+    // Groups of up to 8 messages per transaction, through the same duplicates, redeliveries and
+    // SIGKILL: still one effect per message.
+    for (url, broker) in [(nats_url(), "nats"), (amqp_url(), "amqp")] {
+        if let Some(v) = run(&url, &["--group", "8"]) {
+            check(&v, broker);
+            assert_eq!(v["group"], 8, "{v}");
+        }
+    }
+}
+
+#[test]
 fn without_idem_the_duplicates_show() {
     if let Some(v) = run(&nats_url(), &["--no-idem", "--no-kill"]) {
         assert_eq!(v["missing"], 0, "{v}");

@@ -488,6 +488,28 @@ impl Idem {
         crate::step::run(&self.inner, call.keyed(), conn, conn_of, errors, body).await
     }
 
+    /// [`Idem::step`] for a call already keyed (a consumer's group commit).
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) async fn step_keyed<C, T, E, F>(
+        &self,
+        call: crate::call::KeyedCall,
+        conn: &mut C,
+        body: F,
+    ) -> Result<T, E>
+    where
+        C: crate::step::StepConnection + ?Sized,
+        T: Serialize + DeserializeOwned,
+        E: From<Error> + fmt::Display,
+        F: for<'c> FnOnce(&'c mut C) -> futures_util::future::BoxFuture<'c, Result<T, E>>,
+    {
+        let errors = Errors {
+            from_idem: E::from,
+            policy: NoErrorCache,
+        };
+        let conn_of = crate::step::conn_of::<C>();
+        crate::step::run(&self.inner, Ok(call), conn, conn_of, errors, body).await
+    }
+
     /// The first half of [`Idem::step`], for callers that cannot pass their writes as a
     /// closure: claims the key in the caller's transaction and says whether to replay or to do
     /// the writes and [`StepClaim::complete`](crate::StepClaim::complete) them there.

@@ -35,6 +35,10 @@ pub(crate) struct Args {
     /// Messages handled at once.
     #[arg(long, default_value_t = 16)]
     pub(crate) in_flight: usize,
+    /// Messages committed together in one transaction, at most (group commit; 1: each
+    /// message in its own transaction). Steps only.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) group: usize,
     /// Do not SIGKILL the first consumer process mid-run.
     #[arg(long)]
     pub(crate) no_kill: bool,

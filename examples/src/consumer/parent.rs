@@ -24,6 +24,7 @@ fn spawn(args: &Args, run: &str) -> (Child, Progress) {
     cmd.args(["--broker", &args.broker, "--store", &args.store])
         .args(["--messages", &args.messages.to_string()])
         .args(["--in-flight", &args.in_flight.to_string()])
+        .args(["--group", &args.group.to_string()])
         .args(["--worker", run])
         .stdout(Stdio::piped())
         .kill_on_drop(true);
@@ -95,7 +96,7 @@ pub(crate) async fn main(args: &Args) -> i32 {
             let id = format!("{run}-{i}");
             let job = Job {
                 id: id.clone(),
-                slow: i % every(args.slow_share) == 1,
+                slow: args.slow_share > 0.0 && i % every(args.slow_share) == 1,
             };
             let payload = serde_json::to_vec(&job).unwrap_or_else(|e| fail("encode", e));
             (id, payload)
@@ -172,6 +173,7 @@ pub(crate) async fn main(args: &Args) -> i32 {
             "store": if args.store.starts_with("postgres") { "postgres" } else { "sqlite" },
             "idem": !args.no_idem,
             "handler": if args.no_idem { "plain" } else if args.call { "call" } else { "step" },
+            "group": args.group,
             "published": published,
             "unique": n,
             "deliveries": deliveries,

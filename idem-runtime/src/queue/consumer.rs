@@ -7,12 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::delivery::Source;
+use super::group::{process_group, GroupRunner};
 use super::process::{process, Runner};
 use crate::error::Error;
 use crate::idem::Idem;
@@ -33,6 +35,7 @@ pub struct Consumer {
     pub(crate) idem: Idem,
     pub(crate) op: Cow<'static, str>,
     pub(crate) concurrency: usize,
+    pub(crate) group: usize,
     pub(crate) max_attempts: u32,
     pub(crate) retry_delay: Duration,
     pub(crate) drain: Duration,
@@ -48,6 +51,7 @@ impl std::fmt::Debug for Consumer {
         f.debug_struct("Consumer")
             .field("op", &self.op)
             .field("concurrency", &self.concurrency)
+            .field("group", &self.group)
             .field("max_attempts", &self.max_attempts)
             .field("retry_delay", &self.retry_delay)
             .field("drain", &self.drain)
@@ -64,6 +68,7 @@ impl Consumer {
             idem,
             op: op.into(),
             concurrency: 16,
+            group: 1,
             max_attempts: 5,
             retry_delay: Duration::from_secs(1),
             drain: Duration::from_secs(30),
@@ -79,6 +84,25 @@ impl Consumer {
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// With [`Consumer::run_in_tx`], up to `n` messages that are waiting at the same time run
+    /// in one transaction of the pool, one after another, and commit together: one `COMMIT`
+    /// (one WAL flush or fsync) for the group instead of one per message. Default 1 (each
+    /// message in its own transaction); [`Consumer::run`] ignores it.
+    ///
+    /// Each message stays exactly-once: its claim, its handler's writes and its outcome commit
+    /// with the group, and it is acked only after that commit. If any message of a group does
+    /// not succeed (its handler fails, its key is held by another consumer, the database
+    /// refuses), the whole group rolls back and each of its messages runs again alone, in its
+    /// own transaction, as without grouping: so a failing handler runs twice for that delivery
+    /// (once in the group, once alone), and handlers of a group see each other's writes. Keep
+    /// `n` at or below the concurrency; a group takes only messages already delivered, never
+    /// waits for more.
+    #[must_use]
+    pub fn group_commit(mut self, n: usize) -> Self {
+        self.group = n.max(1);
         self
     }
 
@@ -177,7 +201,7 @@ impl Consumer {
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
         let runner = super::process::call_runner(self.idem.clone(), handler);
-        self.pull(source, runner, shutdown).await
+        self.pull(source, runner, None, shutdown).await
     }
 
     /// Like [`Consumer::run`], with a handler that writes to the database of the store in a
@@ -203,14 +227,19 @@ impl Consumer {
             + Sync
             + 'static,
     {
+        let handler = Arc::new(handler);
+        let group = (self.group > 1).then(|| {
+            super::tx::group_runner(self.idem.clone(), pool.clone(), Arc::clone(&handler))
+        });
         let runner = super::tx::step_runner(self.idem.clone(), pool, handler);
-        self.pull(source, runner, shutdown).await
+        self.pull(source, runner, group, shutdown).await
     }
 
     async fn pull<T: DeserializeOwned + Send + 'static>(
         &self,
         mut source: impl Source,
         runner: Runner<T>,
+        group: Option<GroupRunner<T>>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<ConsumerReport, Error> {
         let slots = Arc::new(Semaphore::new(self.concurrency));
@@ -236,7 +265,6 @@ impl Consumer {
             let delivery = match next {
                 None => break,
                 Some(Err(error)) => {
-                    tracing::warn!(%error, "idem: the broker failed; draining the messages in flight");
                     failure = Some(error);
                     break;
                 }
@@ -245,12 +273,55 @@ impl Consumer {
             let consumer = self.clone();
             let runner = Arc::clone(&runner);
             let source_name = source.name().to_owned();
+            let Some(group) = group.as_ref().map(Arc::clone) else {
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    consumer.stats.enter(1);
+                    process(&consumer, &source_name, delivery, &runner).await;
+                    consumer.stats.leave(1);
+                });
+                continue;
+            };
+            // The messages already delivered (and a free slot each) join the first one's
+            // group; none is waited for.
+            // One permit for the group, released at once when it ends, so the next group finds
+            // all of its slots free together.
+            let (mut permit, mut deliveries) = (permit, vec![delivery]);
+            let mut ended = false;
+            while deliveries.len() < self.group {
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    break;
+                };
+                match source.next().now_or_never() {
+                    None => break,
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    Some(Some(Err(error))) => {
+                        failure = Some(error);
+                        ended = true;
+                        break;
+                    }
+                    Some(Some(Ok(delivery))) => {
+                        permit.merge(slot);
+                        deliveries.push(delivery);
+                    }
+                }
+            }
             tasks.spawn(async move {
                 let _permit = permit;
-                consumer.stats.enter();
-                process(&consumer, &source_name, delivery, &runner).await;
-                consumer.stats.leave();
+                let size = deliveries.len() as u64;
+                consumer.stats.enter(size);
+                process_group(&consumer, &source_name, deliveries, &runner, &group).await;
+                consumer.stats.leave(size);
             });
+            if ended {
+                break;
+            }
+        }
+        if let Some(error) = &failure {
+            tracing::warn!(%error, "idem: the broker failed; draining the messages in flight");
         }
         if let Err(error) = source.stop().await {
             tracing::warn!(%error, "idem: could not stop the subscription; the broker will end it");
@@ -284,6 +355,8 @@ pub(crate) struct Stats {
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) broker_errors: AtomicU64,
+    pub(crate) grouped: AtomicU64,
+    pub(crate) group_fallbacks: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     pub(crate) rejected: Mutex<Vec<Error>>,
@@ -293,13 +366,13 @@ pub(crate) struct Stats {
 const KEPT_REJECTIONS: usize = 64;
 
 impl Stats {
-    fn enter(&self) {
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    fn enter(&self, messages: u64) {
+        let now = self.in_flight.fetch_add(messages, Ordering::SeqCst) + messages;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
     }
 
-    fn leave(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    fn leave(&self, messages: u64) {
+        self.in_flight.fetch_sub(messages, Ordering::SeqCst);
     }
 
     pub(crate) fn bump(counter: &AtomicU64) {
@@ -323,6 +396,8 @@ impl Stats {
             retried: get(&self.retried),
             dead_lettered: get(&self.dead_lettered),
             broker_errors: get(&self.broker_errors),
+            grouped: get(&self.grouped),
+            group_fallbacks: get(&self.group_fallbacks),
             max_in_flight: get(&self.max_in_flight),
             rejected: self
                 .rejected
@@ -352,6 +427,10 @@ pub struct ConsumerReport {
     pub dead_lettered: u64,
     /// Acks, retries or dead letters the broker refused (the message is delivered again).
     pub broker_errors: u64,
+    /// Messages committed in a group of more than one ([`Consumer::group_commit`]).
+    pub grouped: u64,
+    /// Groups that rolled back and ran each of their messages alone.
+    pub group_fallbacks: u64,
     /// The most handlers that ran at once.
     pub max_in_flight: u64,
     /// The first bad messages' errors, as `(kind, message)` (`bad_message`).

@@ -48,6 +48,10 @@ pub trait Source: Send + 'static {
     fn name(&self) -> &str;
     /// The next delivery; `None` when the broker ended the subscription; `Err` when the broker
     /// failed (the consumer stops pulling, finishes what it holds and returns the error).
+    ///
+    /// Cancel-safe: the consumer may drop the future before it is ready (at shutdown, and when
+    /// it looks for deliveries already there to join a group), and a delivery the future had
+    /// taken must not be lost then. A stream's `next()` is.
     async fn next(&mut self) -> Option<Result<Box<dyn Delivery>, Error>>;
     /// Stops the subscription: the consumer is shutting down. Deliveries not yet handed out go
     /// back to the broker.

@@ -14,6 +14,7 @@
 
 mod consumer;
 mod delivery;
+mod group;
 mod process;
 mod publish;
 pub(crate) mod recording;

@@ -86,8 +86,27 @@ pub(crate) async fn process<T: DeserializeOwned>(
     delivery: Box<dyn Delivery>,
     runner: &Runner<T>,
 ) {
-    let stats = &consumer.stats;
-    Stats::bump(&stats.received);
+    if let Some(prepared) = prepare(consumer, source, delivery).await {
+        let ran = runner(call_for(consumer, &prepared.key), prepared.value).await;
+        conclude(consumer, &*prepared.delivery, ran).await;
+    }
+}
+
+/// A delivery with its key and decoded payload, ready to run.
+pub(crate) struct Prepared<T> {
+    pub(crate) delivery: Box<dyn Delivery>,
+    pub(crate) key: String,
+    pub(crate) value: T,
+}
+
+/// Counts a delivery and finds its key and value; a message that has neither is dead-lettered
+/// here (it can never succeed) and `None` returned.
+pub(crate) async fn prepare<T: DeserializeOwned>(
+    consumer: &Consumer,
+    source: &str,
+    delivery: Box<dyn Delivery>,
+) -> Option<Prepared<T>> {
+    Stats::bump(&consumer.stats.received);
     let bad = |reason: String| Error::BadMessage {
         op: consumer.op.to_string(),
         source_name: source.to_owned(),
@@ -108,28 +127,44 @@ pub(crate) async fn process<T: DeserializeOwned>(
                 Some(_) => "it has no message id and the key function found no key",
                 None => "it has no message id and the consumer has no key function",
             };
-            return reject(consumer, &*delivery, bad(reason.into())).await;
+            reject(consumer, &*delivery, bad(reason.into())).await;
+            return None;
         }
     };
-    let value: T = match serde_json::from_slice(delivery.payload()) {
-        Ok(value) => value,
+    match serde_json::from_slice(delivery.payload()) {
+        Ok(value) => Some(Prepared {
+            delivery,
+            key,
+            value,
+        }),
         Err(e) => {
             let error = bad(format!("its payload does not decode: {e}"));
-            return reject(consumer, &*delivery, error).await;
+            reject(consumer, &*delivery, error).await;
+            None
         }
-    };
-    let mut call = Call::new(consumer.op.clone()).key(key.as_str());
+    }
+}
+
+/// The idempotent call of a message keyed `key`, with the consumer's options.
+pub(crate) fn call_for(consumer: &Consumer, key: &str) -> Call {
+    let mut call = Call::new(consumer.op.clone()).key(key);
     call.options.ttl = consumer.ttl;
     call.options.lease = consumer.lease;
     call.options.wait = consumer.wait;
-    match runner(call, value).await {
+    call
+}
+
+/// Acks, retries or dead-letters a delivery by how its call ran.
+pub(crate) async fn conclude(consumer: &Consumer, delivery: &dyn Delivery, ran: Ran) {
+    let stats = &consumer.stats;
+    match ran {
         Ran::Executed => {
             Stats::bump(&stats.executed);
-            ack(consumer, &*delivery).await;
+            ack(consumer, delivery).await;
         }
         Ran::Replayed => {
             Stats::bump(&stats.replayed);
-            ack(consumer, &*delivery).await;
+            ack(consumer, delivery).await;
         }
         Ran::Failed(error) => {
             Stats::bump(&stats.executed);
@@ -141,20 +176,21 @@ pub(crate) async fn process<T: DeserializeOwned>(
                     kind: "handler".into(),
                     attempts,
                 };
-                dead_letter(consumer, &*delivery, &why).await;
+                dead_letter(consumer, delivery, &why).await;
             } else {
                 tracing::debug!(%error, attempts, "idem: handler failed; the message will be tried again");
-                retry(consumer, &*delivery).await;
+                retry(consumer, delivery).await;
             }
         }
         Ran::NotRecorded(error) => {
             // Not the handler's fault, and not recorded: never acked, never dead-lettered.
             tracing::warn!(%error, "idem: the message's outcome is not recorded; it will be delivered again");
-            retry(consumer, &*delivery).await;
+            retry(consumer, delivery).await;
         }
     }
 }
 
+/// Dead-letters a message that can never be handled.
 async fn reject(consumer: &Consumer, delivery: &dyn Delivery, error: Error) {
     tracing::warn!(%error, "idem: dead-lettering a message that cannot be handled");
     let why = DeadLetter {

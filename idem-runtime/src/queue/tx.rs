@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
+use super::group::GroupRunner;
 use super::process::{settle, Ran, Runner};
 use super::recording;
-use crate::call::Call;
+use crate::call::{Call, OnConflict};
 use crate::call_error::CallError;
 use crate::error::Error;
 use crate::idem::Idem;
+use crate::step::group::{self, GroupStep};
 use crate::step::StepConnection;
 
 /// A sqlx pool a consumer opens its handlers' transactions on: `SqlitePool` (`BEGIN
@@ -80,8 +83,21 @@ fn body_error<'c, R: 'c, E: 'c>(
     Box::pin(async move { fut.await.map_err(StepError::Body) })
 }
 
+/// A step's outcome as a consumer sees it.
+fn settle_step<R, E: std::fmt::Display>(
+    result: Result<R, StepError<E>>,
+    unrecorded: Option<recording::Unrecorded>,
+    ran: bool,
+) -> Ran {
+    let result = result.map_err(|e| match e {
+        StepError::Body(e) => CallError::Body(e),
+        StepError::Idem(e) => CallError::Idem(e),
+    });
+    settle(result, unrecorded, ran)
+}
+
 /// A runner that runs `handler` as a step in a transaction of `pool`, then commits.
-pub(crate) fn step_runner<P, T, R, E, F>(idem: Idem, pool: P, handler: F) -> Runner<T>
+pub(crate) fn step_runner<P, T, R, E, F>(idem: Idem, pool: P, handler: Arc<F>) -> Runner<T>
 where
     P: TxPool,
     T: Send + 'static,
@@ -89,7 +105,6 @@ where
     E: std::fmt::Display + Send + Sync + 'static,
     F: for<'c> Fn(&'c mut P::Tx, T) -> BoxFuture<'c, Result<R, E>> + Send + Sync + 'static,
 {
-    let handler = Arc::new(handler);
     Arc::new(move |call: Call, value: T| {
         let idem = idem.clone();
         let pool = pool.clone();
@@ -108,11 +123,89 @@ where
                 Ok::<R, StepError<E>>(value)
             };
             let (result, unrecorded) = recording::watch(step).await;
-            let result = result.map_err(|e| match e {
-                StepError::Body(e) => CallError::Body(e),
-                StepError::Idem(e) => CallError::Idem(e),
-            });
-            settle(result, unrecorded, ran.load(Ordering::Relaxed))
+            settle_step(result, unrecorded, ran.load(Ordering::Relaxed))
         }) as BoxFuture<'static, Ran>
+    })
+}
+
+/// A group runner (see `group.rs`) that runs `handler` as one step per message, all in one
+/// transaction of `pool`, then commits once. The new keys are claimed together first and
+/// completed together after their handlers (PostgreSQL; see `step/group.rs`); the other
+/// messages (replays, a key twice) then run their steps one by one, after those completions,
+/// so a key's second message in a group replays its first.
+pub(crate) fn group_runner<P, T, R, E, F>(idem: Idem, pool: P, handler: Arc<F>) -> GroupRunner<T>
+where
+    P: TxPool,
+    T: Send + 'static,
+    R: serde::Serialize + DeserializeOwned + Send + Sync + 'static,
+    E: std::fmt::Display + Send + Sync + 'static,
+    F: for<'c> Fn(&'c mut P::Tx, T) -> BoxFuture<'c, Result<R, E>> + Send + Sync + 'static,
+{
+    Arc::new(move |calls: Vec<(Call, T)>| {
+        let idem = idem.clone();
+        let pool = pool.clone();
+        let handler = Arc::clone(&handler);
+        Box::pin(async move {
+            let conn_of = crate::step::conn_of::<P::Tx>();
+            let mut tx = pool.begin_tx().await.map_err(|e| format!("begin: {e}"))?;
+            // A key held by another consumer is not waited for inside the group (the group's
+            // transaction would hold its other rows meanwhile): the group rolls back and the
+            // message, alone, waits as usual.
+            let (keyed, values): (Vec<_>, Vec<_>) = calls
+                .into_iter()
+                .map(|(call, value)| (call.on_conflict(OnConflict::Error).keyed(), value))
+                .unzip();
+            let keyed = keyed
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let steps = group::claim_new::<R>(&idem.inner, keyed, conn_of(&mut tx))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut rans: Vec<Option<Ran>> = Vec::with_capacity(values.len());
+            let mut claimed = Vec::new();
+            let mut alone = Vec::new();
+            for (i, (step, value)) in steps.into_iter().zip(values).enumerate() {
+                rans.push(None);
+                match step {
+                    GroupStep::Claimed(claim) => {
+                        let body = handler(&mut tx, value);
+                        let result = crate::context::with_current(claim.info(), body)
+                            .instrument(claim.span.clone())
+                            .await;
+                        // Dropping the transaction rolls the whole group back.
+                        let value = result.map_err(|e| format!("a handler failed: {e}"))?;
+                        claimed.push((claim, value));
+                        rans[i] = Some(Ran::Executed);
+                    }
+                    GroupStep::Alone(call) => alone.push((i, call, value)),
+                }
+            }
+            group::complete_all(claimed, conn_of(&mut tx))
+                .await
+                .map_err(|e| e.to_string())?;
+            for (i, call, value) in alone {
+                let ran = AtomicBool::new(false);
+                let step = async {
+                    let value = idem
+                        .step_keyed(call, &mut tx, |tx| {
+                            ran.store(true, Ordering::Relaxed);
+                            body_error(handler(tx, value))
+                        })
+                        .await?;
+                    Ok::<R, StepError<E>>(value)
+                };
+                let (result, unrecorded) = recording::watch(step).await;
+                match settle_step(result, unrecorded, ran.load(Ordering::Relaxed)) {
+                    done @ (Ran::Executed | Ran::Replayed) => rans[i] = Some(done),
+                    Ran::Failed(e) => return Err(format!("a handler failed: {e}")),
+                    Ran::NotRecorded(e) => return Err(e),
+                }
+            }
+            // A commit that fails may still have committed (the connection broke after it
+            // was sent): the messages, alone, then replay.
+            P::commit_tx(tx).await.map_err(|e| format!("commit: {e}"))?;
+            Ok(rans.into_iter().flatten().collect())
+        }) as BoxFuture<'static, Result<Vec<Ran>, String>>
     })
 }

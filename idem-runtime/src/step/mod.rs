@@ -8,6 +8,7 @@
 //!   name, snapshot limit, metrics and waiting.
 
 mod connection;
+pub(crate) mod group;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -93,15 +94,20 @@ where
     P: ErrorPolicy<E>,
 {
     let call = call.map_err(errors.from_idem)?;
-    let span = tracing::info_span!(
+    let span = step_span(&call);
+    claim_step(handle, call, conn, conn_of, errors, span.clone())
+        .instrument(span)
+        .await
+}
+
+/// The span of a step.
+fn step_span(call: &KeyedCall) -> tracing::Span {
+    tracing::info_span!(
         "idem.step",
         op = %call.op,
         key = %call.key.short(),
         attempt = tracing::field::Empty,
-    );
-    claim_step(handle, call, conn, conn_of, errors, span.clone())
-        .instrument(span)
-        .await
+    )
 }
 
 async fn claim_step<C, T, E, P>(
@@ -157,21 +163,8 @@ where
                 }
             },
             Claim::Acquired { attempt, took_over } => {
-                let how = if took_over.is_some() {
-                    CallOutcome::TakenOver
-                } else {
-                    CallOutcome::Executed
-                };
-                outcome(&call.op, how);
-                span.record("attempt", attempt);
-                return Ok(Begun::Claimed(StepClaim {
-                    call,
-                    attempt,
-                    handle: handle.clone(),
-                    body: Arc::default(),
-                    span,
-                    value: PhantomData,
-                }));
+                let claim = StepClaim::with_span(handle, call, attempt, took_over.is_some(), span);
+                return Ok(Begun::Claimed(claim));
             }
         }
     }
@@ -222,6 +215,42 @@ impl<T> std::fmt::Debug for StepClaim<T> {
 }
 
 impl<T> StepClaim<T> {
+    /// The claim of a new attempt, counted as executed (or taken over), in a new step span.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn acquired(
+        handle: &Arc<Handle>,
+        call: KeyedCall,
+        attempt: u64,
+        took_over: bool,
+    ) -> Self {
+        let span = step_span(&call);
+        Self::with_span(handle, call, attempt, took_over, span)
+    }
+
+    fn with_span(
+        handle: &Arc<Handle>,
+        call: KeyedCall,
+        attempt: u64,
+        took_over: bool,
+        span: tracing::Span,
+    ) -> Self {
+        let how = if took_over {
+            CallOutcome::TakenOver
+        } else {
+            CallOutcome::Executed
+        };
+        outcome(&call.op, how);
+        span.record("attempt", attempt);
+        StepClaim {
+            call,
+            attempt,
+            handle: handle.clone(),
+            body: Arc::default(),
+            span,
+            value: PhantomData,
+        }
+    }
+
     /// The step's key (for an `Idempotency-Key` header, or a column of the rows it writes).
     pub fn key(&self) -> Key {
         self.call.key

@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
 
 use super::combine::{Combiner, Entry, Runner, Way};
 use super::conn::Connections;
@@ -291,23 +292,8 @@ async fn claim_batch(
     let Ok(mut held) = conns.get().await else {
         return none();
     };
-    let items = entries.iter().map(|e| &e.item);
-    let rows = sqlx::query(sql)
-        .bind(items.clone().map(|n| n.key.0.to_vec()).collect::<Vec<_>>())
-        .bind(items.clone().map(|n| n.op.as_str()).collect::<Vec<_>>())
-        .bind(
-            items
-                .clone()
-                .map(|n| n.fingerprint.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(items.clone().map(|n| n.lease_ms).collect::<Vec<_>>())
-        .bind(items.clone().map(|n| n.worker.as_str()).collect::<Vec<_>>())
-        .bind(items.clone().map(|n| n.ttl_ms).collect::<Vec<_>>())
-        .bind(items.clone().map(|n| n.parent.clone()).collect::<Vec<_>>())
-        .bind(items.map(|n| n.position).collect::<Vec<_>>())
-        .fetch_all(held.conn())
-        .await;
+    let items: Vec<&NewKey> = entries.iter().map(|e| &e.item).collect();
+    let rows = insert_new(held.conn(), sql, &items, None).await;
     let rows = match rows {
         Ok(rows) => rows,
         Err(e) => {
@@ -316,15 +302,10 @@ async fn claim_batch(
         }
     };
     held.done();
-    let mut acquired = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let (Ok(key), Ok(attempt)) = (row.try_get::<Vec<u8>, _>(0), row.try_get::<i64, _>(1))
-        else {
-            // A row that does not decode: the callers go alone and report it typed.
-            return none();
-        };
-        acquired.insert(key, attempt);
-    }
+    let Some(acquired) = acquired_attempts(&rows) else {
+        // A row that does not decode: the callers go alone and report it typed.
+        return none();
+    };
     entries
         .iter()
         .map(|e| match acquired.get(&e.item.key.0[..]) {
@@ -332,6 +313,65 @@ async fn claim_batch(
             None => Some(Inserted::HasRecord),
         })
         .collect()
+}
+
+/// The attempt of each key a batched claim inserted, or `None` if a row does not decode.
+pub(super) fn acquired_attempts(rows: &[PgRow]) -> Option<HashMap<Vec<u8>, i64>> {
+    let mut acquired = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let key = row.try_get::<Vec<u8>, _>(0).ok()?;
+        let attempt = row.try_get::<i64, _>(1).ok()?;
+        acquired.insert(key, attempt);
+    }
+    Some(acquired)
+}
+
+/// Runs a batched claim statement (`claim_new_batch`, or `claim_new_step_batch` with the
+/// keys' step `locks`) for `items` on `conn`.
+pub(super) async fn insert_new(
+    conn: &mut PgConnection,
+    sql: &str,
+    items: &[&NewKey],
+    locks: Option<Vec<i64>>,
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    let query = sqlx::query(sql)
+        .bind(items.iter().map(|n| n.key.0.to_vec()).collect::<Vec<_>>())
+        .bind(items.iter().map(|n| n.op.as_str()).collect::<Vec<_>>())
+        .bind(
+            items
+                .iter()
+                .map(|n| n.fingerprint.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(items.iter().map(|n| n.lease_ms).collect::<Vec<_>>())
+        .bind(items.iter().map(|n| n.worker.as_str()).collect::<Vec<_>>())
+        .bind(items.iter().map(|n| n.ttl_ms).collect::<Vec<_>>())
+        .bind(items.iter().map(|n| n.parent.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|n| n.position).collect::<Vec<_>>());
+    match locks {
+        Some(locks) => query.bind(locks).fetch_all(conn).await,
+        None => query.fetch_all(conn).await,
+    }
+}
+
+/// Runs `complete_batch` for `items` on `conn`.
+pub(super) async fn update_completed(
+    conn: &mut PgConnection,
+    sql: &str,
+    items: &[&Completion],
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    sqlx::query(sql)
+        .bind(items.iter().map(|c| c.key.0.to_vec()).collect::<Vec<_>>())
+        .bind(items.iter().map(|c| c.attempt).collect::<Vec<_>>())
+        .bind(items.iter().map(|c| c.status).collect::<Vec<_>>())
+        .bind(items.iter().map(|c| c.snapshot.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|c| c.snapshot_kind).collect::<Vec<_>>())
+        .bind(items.iter().map(|c| c.error.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|c| c.ttl_ms).collect::<Vec<_>>())
+        .bind(items.iter().map(|c| c.attempt_outcome).collect::<Vec<_>>())
+        .bind(items.iter().map(|c| c.cost.clone()).collect::<Vec<_>>())
+        .fetch_all(conn)
+        .await
 }
 
 /// The runner of batched completions (statement `complete_batch`).
@@ -363,24 +403,8 @@ async fn complete_batch(
     let Ok(mut held) = conns.get().await else {
         return none();
     };
-    let items = entries.iter().map(|e| &e.item);
-    let rows = sqlx::query(sql)
-        .bind(items.clone().map(|c| c.key.0.to_vec()).collect::<Vec<_>>())
-        .bind(items.clone().map(|c| c.attempt).collect::<Vec<_>>())
-        .bind(items.clone().map(|c| c.status).collect::<Vec<_>>())
-        .bind(
-            items
-                .clone()
-                .map(|c| c.snapshot.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(items.clone().map(|c| c.snapshot_kind).collect::<Vec<_>>())
-        .bind(items.clone().map(|c| c.error.clone()).collect::<Vec<_>>())
-        .bind(items.clone().map(|c| c.ttl_ms).collect::<Vec<_>>())
-        .bind(items.clone().map(|c| c.attempt_outcome).collect::<Vec<_>>())
-        .bind(items.map(|c| c.cost.clone()).collect::<Vec<_>>())
-        .fetch_all(held.conn())
-        .await;
+    let items: Vec<&Completion> = entries.iter().map(|e| &e.item).collect();
+    let rows = update_completed(held.conn(), sql, &items).await;
     let rows = match rows {
         Ok(rows) => rows,
         Err(e) if retry_alone(&e) => {

@@ -43,6 +43,7 @@ pub(super) struct Sql {
     pub(super) claim_new_batch: String,
     pub(super) claim_step: String,
     pub(super) claim_new_step: String,
+    pub(super) claim_new_step_batch: String,
     pub(super) renew: String,
     pub(super) complete: String,
     pub(super) complete_batch: String,
@@ -166,20 +167,39 @@ impl Sql {
         // $1..$8 arrays (one element per claim, sorted by key, no key twice): keys, ops,
         // fingerprints, lease ms, workers, ttl ms, parents, positions. `claim_new` for many
         // keys at once (`batch.rs`): each row decided as its single-row insert would be.
-        let claim_new_batch = format!(
-            "INSERT INTO {records} {new_columns}
-             SELECT u.key, u.op, 'running', {floor_now} + 1,
-                    u.fingerprint, {NOW} + u.lease::float8 * interval '1 millisecond', u.worker,
-                    {NOW}, {NOW}, {NOW}, 'running',
-                    {NOW} + (u.ttl::float8 + least(u.lease::float8, u.ttl::float8 / 100))
-                            * interval '1 millisecond',
-                    u.parent, u.position
-             FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::int8[], $5::text[],
-                         $6::int8[], $7::bytea[], $8::int8[])
-                  AS u(key, op, fingerprint, lease, worker, ttl, parent, position)
-             ON CONFLICT (key) DO NOTHING
-             RETURNING key, CASE WHEN attempt > {floor_now} THEN attempt ELSE {renumber}(key) END"
-        );
+        // With `lock`, also $9 the keys' step locks: the claims of the new keys of a group
+        // of steps in one transaction (a consumer's group commit), each row inserted only when
+        // its step lock was taken, as `claim_new_step` does, and the lock timeout off for the
+        // rest of the transaction.
+        let new_keys = |lock: bool| {
+            let (lock_array, lock_column, lock_taken) = if lock {
+                (
+                    ", $9::int8[]",
+                    ", lock",
+                    "WHERE pg_try_advisory_xact_lock(u.lock)
+                       AND set_config('lock_timeout', '0', true) = '0'",
+                )
+            } else {
+                ("", "", "")
+            };
+            format!(
+                "INSERT INTO {records} {new_columns}
+                 SELECT u.key, u.op, 'running', {floor_now} + 1,
+                        u.fingerprint, {NOW} + u.lease::float8 * interval '1 millisecond', u.worker,
+                        {NOW}, {NOW}, {NOW}, 'running',
+                        {NOW} + (u.ttl::float8 + least(u.lease::float8, u.ttl::float8 / 100))
+                                * interval '1 millisecond',
+                        u.parent, u.position
+                 FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::int8[], $5::text[],
+                             $6::int8[], $7::bytea[], $8::int8[]{lock_array})
+                      AS u(key, op, fingerprint, lease, worker, ttl, parent, position{lock_column})
+                 {lock_taken}
+                 ON CONFLICT (key) DO NOTHING
+                 RETURNING key, CASE WHEN attempt > {floor_now} THEN attempt ELSE {renumber}(key) END"
+            )
+        };
+        let claim_new_batch = new_keys(false);
+        let claim_new_step_batch = new_keys(true);
         // $7 the key's step lock (see `locks.rs`). The same two statements for a step, each
         // taking the key's advisory lock first, without waiting, in the same statement (so a
         // step pays no round trip for it), and turning the lock timeout off for the rest of
@@ -211,6 +231,7 @@ impl Sql {
             claim_new_batch,
             claim_step,
             claim_new_step,
+            claim_new_step_batch,
             // $1 key, $2 attempt, $3 lease ms. Touches no indexed column: a HOT update.
             renew: format!(
                 "UPDATE {records} SET lease_until = {NOW} + $3::float8 * interval '1 millisecond'

@@ -63,15 +63,17 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::postgres::PgTransactionManager;
-use sqlx::{PgConnection, TransactionManager};
+use sqlx::{PgConnection, Row, TransactionManager};
 
+use super::batch::{acquired_attempts, insert_new, update_completed, Completion, NewKey};
 use super::conn::Held;
+use super::locks::step_lock_id;
 use super::PostgresStore;
 use crate::call::{Call, KeyedCall};
 use crate::error::Error;
 use crate::key::Key;
 use crate::store::step::{still_owned, Next, StepSnapshot, StepWait};
-use crate::store::ClaimRequest;
+use crate::store::{AttemptRef, ClaimRequest, CompletionRow, Fence, Outcome};
 
 /// What [`PostgresStore::begin_step`] found.
 // Returned once per step and matched at once: boxing the transaction would only add an
@@ -232,5 +234,89 @@ impl PostgresStore {
                 }
             }
         }
+    }
+}
+
+impl PostgresStore {
+    /// The claims of the new keys among a group of steps in one transaction (a consumer's group
+    /// commit), in one statement: each request's attempt when its key had no record and its
+    /// step lock was free, else `None` (that step then claims as alone: a replay, a run after
+    /// a failure, a key held elsewhere). A key asked twice is claimed for its first request
+    /// only. Rows are inserted in key order, as batches are.
+    pub(crate) async fn claim_new_steps(
+        &self,
+        conn: &mut PgConnection,
+        requests: &[ClaimRequest<'_>],
+    ) -> Result<Vec<Option<u64>>, Error> {
+        let Some(first) = requests.first() else {
+            return Ok(Vec::new());
+        };
+        // Stable: of the requests for one key, the first one stays.
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        order.sort_by_key(|&i| *requests[i].key);
+        order.dedup_by_key(|i| *requests[*i].key);
+        let items: Vec<NewKey> = order.iter().map(|&i| NewKey::of(&requests[i])).collect();
+        let refs: Vec<&NewKey> = items.iter().collect();
+        let locks = order
+            .iter()
+            .map(|&i| step_lock_id(requests[i].key))
+            .collect();
+        let sql = &self.inner.sql.claim_new_step_batch;
+        let rows = insert_new(conn, sql, &refs, Some(locks))
+            .await
+            .map_err(|e| Error::store("claim", first.op, first.key, e))?;
+        let acquired = acquired_attempts(&rows).ok_or_else(|| Error::Corrupt {
+            op: first.op.to_owned(),
+            key: *first.key,
+            reason: "a batched claim returned a row that does not decode".into(),
+        })?;
+        let mut attempts = vec![None; requests.len()];
+        for i in order {
+            attempts[i] = acquired
+                .get(&requests[i].key.0[..])
+                .and_then(|&attempt| u64::try_from(attempt).ok());
+        }
+        Ok(attempts)
+    }
+
+    /// The completions of steps claimed by [`Self::claim_new_steps`], in one statement, in
+    /// their transaction: each one's fence (no key twice).
+    pub(crate) async fn complete_steps(
+        &self,
+        conn: &mut PgConnection,
+        done: &[(AttemptRef<'_>, Outcome<'_>)],
+    ) -> Result<Vec<Fence>, Error> {
+        let Some((first, _)) = done.first() else {
+            return Ok(Vec::new());
+        };
+        let items: Vec<Completion> = done
+            .iter()
+            .map(|(a, outcome)| {
+                Completion::of(a.key, a.op, a.attempt, CompletionRow::from(*outcome))
+            })
+            .collect();
+        let refs: Vec<&Completion> = items.iter().collect();
+        let rows = update_completed(conn, &self.inner.sql.complete_batch, &refs)
+            .await
+            .map_err(|e| Error::store("complete", first.op, first.key, e))?;
+        let mut owned = std::collections::HashSet::with_capacity(rows.len());
+        for row in &rows {
+            let key: Vec<u8> = row.try_get(0).map_err(|e| Error::Corrupt {
+                op: first.op.to_owned(),
+                key: *first.key,
+                reason: e.to_string(),
+            })?;
+            owned.insert(key);
+        }
+        Ok(done
+            .iter()
+            .map(|(a, _)| {
+                if owned.contains(&a.key.0[..]) {
+                    Fence::Owned
+                } else {
+                    Fence::Lost
+                }
+            })
+            .collect())
     }
 }
