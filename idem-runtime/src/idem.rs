@@ -480,19 +480,14 @@ impl Idem {
         E: From<Error> + fmt::Display,
         F: for<'c> FnOnce(&'c mut C) -> futures_util::future::BoxFuture<'c, Result<T, E>>,
     {
-        let errors = Errors {
-            from_idem: E::from,
-            policy: NoErrorCache,
-        };
-        let conn_of = crate::step::conn_of::<C>();
-        crate::step::run(&self.inner, call.keyed(), conn, conn_of, errors, body).await
+        self.step_keyed(call.keyed(), conn, body).await
     }
 
-    /// [`Idem::step`] for a call already keyed (a consumer's group commit).
+    /// [`Idem::step`] for a call already keyed (or that failed to key).
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) async fn step_keyed<C, T, E, F>(
         &self,
-        call: crate::call::KeyedCall,
+        call: Result<crate::call::KeyedCall, Error>,
         conn: &mut C,
         body: F,
     ) -> Result<T, E>
@@ -507,7 +502,7 @@ impl Idem {
             policy: NoErrorCache,
         };
         let conn_of = crate::step::conn_of::<C>();
-        crate::step::run(&self.inner, Ok(call), conn, conn_of, errors, body).await
+        crate::step::run(&self.inner, call, conn, conn_of, errors, body).await
     }
 
     /// The first half of [`Idem::step`], for callers that cannot pass their writes as a

@@ -188,7 +188,7 @@ where
                 let ran = AtomicBool::new(false);
                 let step = async {
                     let value = idem
-                        .step_keyed(call, &mut tx, |tx| {
+                        .step_keyed(Ok(call), &mut tx, |tx| {
                             ran.store(true, Ordering::Relaxed);
                             body_error(handler(tx, value))
                         })
