@@ -13,6 +13,7 @@
 
 mod builder;
 mod chunks;
+mod open_steps;
 mod purge;
 mod rows;
 mod schema;
@@ -27,6 +28,7 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Connection, Row, SqliteExecutor};
 
 pub use self::builder::SqliteStoreBuilder;
+use self::open_steps::{uncommitted_attempt, OpenSteps};
 use self::rows::decide;
 pub use self::schema::FORMAT_VERSION;
 use self::schema::NOW;
@@ -34,7 +36,6 @@ use self::sql::{sql, ADD_AVOIDED, COSTS, LISTED_COLUMNS, RECORD_COLUMNS};
 pub use self::step::{Step, StepTx};
 use super::columns::{attempt_log_of, counts_of, record_of, u64_of};
 use super::predict::Predictor;
-use super::step::{uncommitted_attempt, OpenSteps};
 use super::{
     millis, AttemptRef, AvoidedCost, Claim, ClaimRequest, CompletionRow, CostLine, Fence,
     ListFilter, OpCounts, Outcome, Store, StoredChunk,

@@ -39,13 +39,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
+use super::open_steps::{uncommitted_attempt, OpenStep};
 use super::{claim_on, complete_on, read_claim, SqliteStore};
 use crate::call::{Call, KeyedCall};
 use crate::error::Error;
 use crate::key::Key;
-use crate::store::step::{
-    still_owned, uncommitted_attempt, Next, OpenStep, StepSnapshot, StepWait,
-};
+use crate::store::step::{still_owned, Next, StepSnapshot, StepWait};
 use crate::store::{Claim, ClaimRequest};
 
 /// What [`SqliteStore::begin_step`] found.
