@@ -47,7 +47,11 @@ pub(crate) async fn claim_new<T>(
             .collect();
         let started = std::time::Instant::now();
         let attempts = pg.claim_new_steps(conn, &requests).await;
-        crate::metrics::claim(handle.store.backend(), started.elapsed(), attempts.is_ok());
+        // Each claim of the group took the statement's time.
+        let elapsed = started.elapsed();
+        for _ in &requests {
+            crate::metrics::claim(handle.store.backend(), elapsed, attempts.is_ok());
+        }
         let attempts = attempts?;
         drop(requests);
         return Ok(calls
