@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::group::GroupRunner;
 use super::process::{settle, Ran, Runner};
 use super::recording;
-use crate::call::{Call, OnConflict};
+use crate::call::{Call, KeyedCall, OnConflict};
 use crate::call_error::CallError;
 use crate::error::Error;
 use crate::idem::Idem;
@@ -96,6 +96,31 @@ fn settle_step<R, E: std::fmt::Display>(
     settle(result, unrecorded, ran)
 }
 
+/// Runs `handler` on `value` as the step `call` in the transaction `tx`: the step's result,
+/// whether the engine left its value unrecorded, and whether the handler ran.
+async fn run_step<Tx, T, R, E, F>(
+    idem: &Idem,
+    call: Result<KeyedCall, Error>,
+    tx: &mut Tx,
+    handler: &F,
+    value: T,
+) -> (Result<R, StepError<E>>, Option<recording::Unrecorded>, bool)
+where
+    Tx: StepConnection + Send,
+    T: 'static,
+    R: serde::Serialize + DeserializeOwned + 'static,
+    E: std::fmt::Display + 'static,
+    F: for<'c> Fn(&'c mut Tx, T) -> BoxFuture<'c, Result<R, E>>,
+{
+    let ran = AtomicBool::new(false);
+    let step = idem.step_keyed(call, tx, |tx| {
+        ran.store(true, Ordering::Relaxed);
+        body_error(handler(tx, value))
+    });
+    let (result, unrecorded) = recording::watch(step).await;
+    (result, unrecorded, ran.load(Ordering::Relaxed))
+}
+
 /// A runner that runs `handler` as a step in a transaction of `pool`, then commits.
 pub(crate) fn step_runner<P, T, R, E, F>(idem: Idem, pool: P, handler: Arc<F>) -> Runner<T>
 where
@@ -110,20 +135,20 @@ where
         let pool = pool.clone();
         let handler = Arc::clone(&handler);
         Box::pin(async move {
-            let ran = AtomicBool::new(false);
-            let step = async {
-                let mut tx = pool.begin_tx().await.map_err(Error::from)?;
-                let value = idem
-                    .step(call, &mut tx, |tx| {
-                        ran.store(true, Ordering::Relaxed);
-                        body_error(handler(tx, value))
-                    })
-                    .await?;
-                P::commit_tx(tx).await.map_err(Error::from)?;
-                Ok::<R, StepError<E>>(value)
+            let mut tx = match pool.begin_tx().await {
+                Ok(tx) => tx,
+                Err(e) => return settle_step::<R, E>(Err(Error::from(e).into()), None, false),
             };
-            let (result, unrecorded) = recording::watch(step).await;
-            settle_step(result, unrecorded, ran.load(Ordering::Relaxed))
+            let (result, unrecorded, ran) =
+                run_step(&idem, call.keyed(), &mut tx, &*handler, value).await;
+            let result = match result {
+                Ok(value) => P::commit_tx(tx)
+                    .await
+                    .map(|()| value)
+                    .map_err(|e| Error::from(e).into()),
+                Err(e) => Err(e),
+            };
+            settle_step(result, unrecorded, ran)
         }) as BoxFuture<'static, Ran>
     })
 }
@@ -185,18 +210,9 @@ where
                 .await
                 .map_err(|e| e.to_string())?;
             for (i, call, value) in alone {
-                let ran = AtomicBool::new(false);
-                let step = async {
-                    let value = idem
-                        .step_keyed(Ok(call), &mut tx, |tx| {
-                            ran.store(true, Ordering::Relaxed);
-                            body_error(handler(tx, value))
-                        })
-                        .await?;
-                    Ok::<R, StepError<E>>(value)
-                };
-                let (result, unrecorded) = recording::watch(step).await;
-                match settle_step(result, unrecorded, ran.load(Ordering::Relaxed)) {
+                let (result, unrecorded, ran) =
+                    run_step(&idem, Ok(call), &mut tx, &*handler, value).await;
+                match settle_step(result, unrecorded, ran) {
                     done @ (Ran::Executed | Ran::Replayed) => rans[i] = Some(done),
                     Ran::Failed(e) => return Err(format!("a handler failed: {e}")),
                     Ran::NotRecorded(e) => return Err(e),
